@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages berth needs to build and test, as root.
+# Usage: scripts/install-deps.sh [build|test]   (default: test = build + test)
+set -euo pipefail
+
+what=${1:-test}
+build_pkgs=(gcc pkg-config libseccomp-dev)
+# The tests pull from a real registry on loopback and run real containers.
+test_pkgs=(docker-registry busybox-static apache2-utils runc crun
+           containernetworking-plugins iproute2 iptables)
+
+pkgs=("${build_pkgs[@]}")
+[ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing ${missing[*]}; run as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install-deps: installed ${missing[*]}"
+fi
+
+# Debian's own cargo is too old for edition 2024; rustup's stable is needed.
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found: install Rust >= 1.95 with rustup (https://rustup.rs)" >&2
+  exit 1
+fi

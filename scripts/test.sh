@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs berth's whole test suite as root: unit tests and the integration
+# tests that start real berthd processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh test
+# The integration tests start the berthd binary this builds.
+cargo build --locked --workspace
+cargo test --locked --workspace "$@"

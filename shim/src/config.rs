@@ -1,0 +1,418 @@
+//! berthd's configuration: the TOML file, its defaults, and the command-line
+//! flags that override it. Every key is documented in the README.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Where berthd looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    // toml's message already names the line, the column and the key.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration. Unknown keys are an error, not a silent typo.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub log_level: String,
+    pub cgroup_driver: CgroupDriver,
+    pub pinned_images: Vec<String>,
+    pub registry: RegistryConfig,
+    pub cni: CniConfig,
+    pub streaming: StreamingConfig,
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// containerd's hosts.toml layout: `<config_path>/<host>/hosts.toml`.
+    pub config_path: PathBuf,
+    /// Cancel a pull that makes no progress for this long.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub pull_progress_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    pub address: String,
+    /// 0 picks a free port.
+    pub port: u16,
+}
+
+/// One RuntimeClass handler.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RuntimeHandler {
+    /// youki's libcontainer inside berth-monitor.
+    Builtin,
+    /// An external binary with runc's command line (runc, crun).
+    Oci { path: PathBuf },
+}
+
+/// The handler the kubelet means by an empty `runtime_handler`.
+pub const DEFAULT_HANDLER: &str = "builtin";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: "/run/berth/berth.sock".into(),
+            root: "/var/lib/berth".into(),
+            state: "/run/berth".into(),
+            log_level: "info".into(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            pinned_images: Vec::new(),
+            registry: RegistryConfig::default(),
+            cni: CniConfig::default(),
+            streaming: StreamingConfig::default(),
+            runtimes: default_runtimes(),
+        }
+    }
+}
+
+fn default_runtimes() -> BTreeMap<String, RuntimeHandler> {
+    BTreeMap::from([
+        (DEFAULT_HANDLER.to_string(), RuntimeHandler::Builtin),
+        (
+            "runc".to_string(),
+            RuntimeHandler::Oci {
+                path: "/usr/sbin/runc".into(),
+            },
+        ),
+    ])
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: "/etc/berth/certs.d".into(),
+            pull_progress_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+        }
+    }
+}
+
+/// Values given on the command line; each one wins over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Loads the config: `explicit` must exist; the default path may be
+    /// missing, which means all defaults.
+    pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(path, &text)?,
+            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
+                Config::default()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        config.apply(overrides);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses one file's text. User runtimes are added to the defaults, so a
+    /// file that only adds `[runtimes.crun]` keeps `builtin` and `runc`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut runtimes = default_runtimes();
+        runtimes.append(&mut config.runtimes);
+        config.runtimes = runtimes;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.socket {
+            self.socket = v.clone();
+        }
+        if let Some(v) = &o.root {
+            self.root = v.clone();
+        }
+        if let Some(v) = &o.state {
+            self.state = v.clone();
+        }
+        if let Some(v) = &o.log_level {
+            self.log_level = v.clone();
+        }
+    }
+
+    /// Checks what the types alone cannot.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        for (key, value) in [
+            ("socket", &self.socket),
+            ("root", &self.root),
+            ("state", &self.state),
+        ] {
+            if !value.is_absolute() {
+                return Err(invalid(format!(
+                    "key `{key}`: {} is not an absolute path",
+                    value.display()
+                )));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid(format!(
+                "key `log_level`: {:?} is not a level or filter: {e}",
+                self.log_level
+            )));
+        }
+        if self.streaming.address.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(format!(
+                "key `streaming.address`: {:?} is not an IP address",
+                self.streaming.address
+            )));
+        }
+        if !matches!(
+            self.runtimes.get(DEFAULT_HANDLER),
+            Some(RuntimeHandler::Builtin)
+        ) {
+            return Err(invalid(format!(
+                "key `runtimes.{DEFAULT_HANDLER}`: the default handler must have type = \"builtin\""
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `300ms`, `30s`, `5m`, `1h` or combinations such as `1m30s`, as
+/// Go's `time.ParseDuration` (and so containerd's config) accepts them.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\"");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .filter(|&n| n > 0)
+            .ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(unit).ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        s.serialize_str(&format!("{}s", ms / 1000))
+    } else {
+        s.serialize_str(&format!("{ms}ms"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/berth/config.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = parse(
+            r#"
+socket = "/run/x/berth.sock"
+root = "/srv/berth"
+state = "/run/x"
+log_level = "debug"
+cgroup_driver = "systemd"
+pinned_images = ["registry.k8s.io/pause:*"]
+[registry]
+config_path = "/etc/containerd/certs.d"
+pull_progress_timeout = "1m30s"
+[cni]
+conf_dir = "/etc/cni/net.d"
+bin_dirs = ["/opt/cni/bin"]
+[streaming]
+address = "127.0.0.1"
+port = 10010
+[runtimes.crun]
+type = "oci"
+path = "/usr/bin/crun"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
+        assert_eq!(c.registry.pull_progress_timeout, Duration::from_secs(90));
+        assert_eq!(c.streaming.port, 10010);
+        assert_eq!(c.runtimes.len(), 3, "crun is added to builtin and runc");
+        assert_eq!(
+            c.runtimes["crun"],
+            RuntimeHandler::Oci {
+                path: "/usr/bin/crun".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = parse("root = \"/x\"\n\nsockett = \"/y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/berth/config.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("sockett"), "{e}");
+    }
+
+    #[test]
+    fn unknown_nested_key_and_bad_values_are_refused() {
+        for text in [
+            "[cni]\nconf_dirs = \"/x\"\n",
+            "cgroup_driver = \"cgroupv1\"\n",
+            "[registry]\npull_progress_timeout = \"5 minutes\"\n",
+            "[runtimes.x]\ntype = \"oci\"\n",
+            "[streaming]\nport = 70000\n",
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("line "), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn validation_catches_relative_paths_and_bad_levels() {
+        let path = Path::new("/c.toml");
+        let c = Config {
+            root: "relative".into(),
+            ..Default::default()
+        };
+        assert!(c.validate(path).unwrap_err().to_string().contains("`root`"));
+        let c = Config {
+            log_level: "loud=[".into(),
+            ..Default::default()
+        };
+        assert!(
+            c.validate(path)
+                .unwrap_err()
+                .to_string()
+                .contains("log_level")
+        );
+        let mut c = Config::default();
+        c.runtimes
+            .insert("builtin".into(), RuntimeHandler::Oci { path: "/x".into() });
+        assert!(c.validate(path).is_err());
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::default();
+        c.apply(&Overrides {
+            socket: Some("/tmp/s.sock".into()),
+            log_level: Some("debug".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.socket, Path::new("/tmp/s.sock"));
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.root, Path::new("/var/lib/berth"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "5", "m", "5x", "-5s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! CRI RuntimeService: the trait impl forwards each RPC to its own file.
+
+mod runtime_config;
+mod status;
+mod version;
+
+use std::sync::Arc;
+
+use cri_api::v1::runtime_service_server::RuntimeService;
+use cri_api::v1::*;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response};
+
+use super::{CriResult, Daemon, unimplemented};
+
+pub struct RuntimeSvc {
+    daemon: Arc<Daemon>,
+}
+
+impl RuntimeSvc {
+    pub fn new(daemon: Arc<Daemon>) -> RuntimeSvc {
+        RuntimeSvc { daemon }
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeSvc {
+    type StreamPodSandboxesStream = BoxStream<StreamPodSandboxesResponse>;
+    type StreamContainersStream = BoxStream<StreamContainersResponse>;
+    type StreamContainerStatsStream = BoxStream<StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = BoxStream<StreamPodSandboxStatsResponse>;
+    type GetContainerEventsStream = BoxStream<ContainerEventResponse>;
+    type StreamPodSandboxMetricsStream = BoxStream<StreamPodSandboxMetricsResponse>;
+
+    async fn version(&self, r: Request<VersionRequest>) -> CriResult<VersionResponse> {
+        Ok(Response::new(version::version(r.into_inner())))
+    }
+    async fn status(&self, r: Request<StatusRequest>) -> CriResult<StatusResponse> {
+        Ok(Response::new(status::status(&self.daemon, r.into_inner())))
+    }
+    async fn runtime_config(
+        &self,
+        r: Request<RuntimeConfigRequest>,
+    ) -> CriResult<RuntimeConfigResponse> {
+        Ok(Response::new(runtime_config::runtime_config(
+            &self.daemon,
+            r.into_inner(),
+        )))
+    }
+
+    // Not yet built: each answers Unimplemented, naming itself.
+    async fn run_pod_sandbox(
+        &self,
+        _: Request<RunPodSandboxRequest>,
+    ) -> CriResult<RunPodSandboxResponse> {
+        unimplemented("RunPodSandbox")
+    }
+    async fn stop_pod_sandbox(
+        &self,
+        _: Request<StopPodSandboxRequest>,
+    ) -> CriResult<StopPodSandboxResponse> {
+        unimplemented("StopPodSandbox")
+    }
+    async fn remove_pod_sandbox(
+        &self,
+        _: Request<RemovePodSandboxRequest>,
+    ) -> CriResult<RemovePodSandboxResponse> {
+        unimplemented("RemovePodSandbox")
+    }
+    async fn pod_sandbox_status(
+        &self,
+        _: Request<PodSandboxStatusRequest>,
+    ) -> CriResult<PodSandboxStatusResponse> {
+        unimplemented("PodSandboxStatus")
+    }
+    async fn list_pod_sandbox(
+        &self,
+        _: Request<ListPodSandboxRequest>,
+    ) -> CriResult<ListPodSandboxResponse> {
+        unimplemented("ListPodSandbox")
+    }
+    async fn stream_pod_sandboxes(
+        &self,
+        _: Request<StreamPodSandboxesRequest>,
+    ) -> CriResult<Self::StreamPodSandboxesStream> {
+        unimplemented("StreamPodSandboxes")
+    }
+    async fn create_container(
+        &self,
+        _: Request<CreateContainerRequest>,
+    ) -> CriResult<CreateContainerResponse> {
+        unimplemented("CreateContainer")
+    }
+    async fn start_container(
+        &self,
+        _: Request<StartContainerRequest>,
+    ) -> CriResult<StartContainerResponse> {
+        unimplemented("StartContainer")
+    }
+    async fn stop_container(
+        &self,
+        _: Request<StopContainerRequest>,
+    ) -> CriResult<StopContainerResponse> {
+        unimplemented("StopContainer")
+    }
+    async fn remove_container(
+        &self,
+        _: Request<RemoveContainerRequest>,
+    ) -> CriResult<RemoveContainerResponse> {
+        unimplemented("RemoveContainer")
+    }
+    async fn list_containers(
+        &self,
+        _: Request<ListContainersRequest>,
+    ) -> CriResult<ListContainersResponse> {
+        unimplemented("ListContainers")
+    }
+    async fn stream_containers(
+        &self,
+        _: Request<StreamContainersRequest>,
+    ) -> CriResult<Self::StreamContainersStream> {
+        unimplemented("StreamContainers")
+    }
+    async fn container_status(
+        &self,
+        _: Request<ContainerStatusRequest>,
+    ) -> CriResult<ContainerStatusResponse> {
+        unimplemented("ContainerStatus")
+    }
+    async fn update_container_resources(
+        &self,
+        _: Request<UpdateContainerResourcesRequest>,
+    ) -> CriResult<UpdateContainerResourcesResponse> {
+        unimplemented("UpdateContainerResources")
+    }
+    async fn reopen_container_log(
+        &self,
+        _: Request<ReopenContainerLogRequest>,
+    ) -> CriResult<ReopenContainerLogResponse> {
+        unimplemented("ReopenContainerLog")
+    }
+    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> CriResult<ExecSyncResponse> {
+        unimplemented("ExecSync")
+    }
+    async fn exec(&self, _: Request<ExecRequest>) -> CriResult<ExecResponse> {
+        unimplemented("Exec")
+    }
+    async fn attach(&self, _: Request<AttachRequest>) -> CriResult<AttachResponse> {
+        unimplemented("Attach")
+    }
+    async fn port_forward(&self, _: Request<PortForwardRequest>) -> CriResult<PortForwardResponse> {
+        unimplemented("PortForward")
+    }
+    async fn container_stats(
+        &self,
+        _: Request<ContainerStatsRequest>,
+    ) -> CriResult<ContainerStatsResponse> {
+        unimplemented("ContainerStats")
+    }
+    async fn list_container_stats(
+        &self,
+        _: Request<ListContainerStatsRequest>,
+    ) -> CriResult<ListContainerStatsResponse> {
+        unimplemented("ListContainerStats")
+    }
+    async fn stream_container_stats(
+        &self,
+        _: Request<StreamContainerStatsRequest>,
+    ) -> CriResult<Self::StreamContainerStatsStream> {
+        unimplemented("StreamContainerStats")
+    }
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<PodSandboxStatsRequest>,
+    ) -> CriResult<PodSandboxStatsResponse> {
+        unimplemented("PodSandboxStats")
+    }
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<ListPodSandboxStatsRequest>,
+    ) -> CriResult<ListPodSandboxStatsResponse> {
+        unimplemented("ListPodSandboxStats")
+    }
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _: Request<StreamPodSandboxStatsRequest>,
+    ) -> CriResult<Self::StreamPodSandboxStatsStream> {
+        unimplemented("StreamPodSandboxStats")
+    }
+    async fn update_runtime_config(
+        &self,
+        _: Request<UpdateRuntimeConfigRequest>,
+    ) -> CriResult<UpdateRuntimeConfigResponse> {
+        unimplemented("UpdateRuntimeConfig")
+    }
+    async fn checkpoint_container(
+        &self,
+        _: Request<CheckpointContainerRequest>,
+    ) -> CriResult<CheckpointContainerResponse> {
+        unimplemented("CheckpointContainer")
+    }
+    async fn get_container_events(
+        &self,
+        _: Request<GetEventsRequest>,
+    ) -> CriResult<Self::GetContainerEventsStream> {
+        unimplemented("GetContainerEvents")
+    }
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<ListMetricDescriptorsRequest>,
+    ) -> CriResult<ListMetricDescriptorsResponse> {
+        unimplemented("ListMetricDescriptors")
+    }
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<ListPodSandboxMetricsRequest>,
+    ) -> CriResult<ListPodSandboxMetricsResponse> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<StreamPodSandboxMetricsRequest>,
+    ) -> CriResult<Self::StreamPodSandboxMetricsStream> {
+        unimplemented("StreamPodSandboxMetrics")
+    }
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> CriResult<UpdatePodSandboxResourcesResponse> {
+        unimplemented("UpdatePodSandboxResources")
+    }
+}

@@ -1,0 +1,20 @@
+//! CRI `RuntimeConfig`: tells the kubelet which cgroup driver to use.
+
+use cri_api::v1::{
+    CgroupDriver, LinuxRuntimeConfiguration, RuntimeConfigRequest, RuntimeConfigResponse,
+};
+
+use crate::config;
+use crate::cri::Daemon;
+
+pub fn runtime_config(daemon: &Daemon, _: RuntimeConfigRequest) -> RuntimeConfigResponse {
+    let driver = match daemon.config.cgroup_driver {
+        config::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+        config::CgroupDriver::Systemd => CgroupDriver::Systemd,
+    };
+    RuntimeConfigResponse {
+        linux: Some(LinuxRuntimeConfiguration {
+            cgroup_driver: driver as i32,
+        }),
+    }
+}

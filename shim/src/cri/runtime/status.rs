@@ -1,0 +1,148 @@
+//! CRI `Status`: RuntimeReady and NetworkReady, each computed from what is
+//! on the node at the time of the call.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cri_api::v1::{
+    RuntimeCondition, RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus,
+    StatusRequest, StatusResponse,
+};
+
+use crate::cni;
+use crate::config::DEFAULT_HANDLER;
+use crate::cri::Daemon;
+
+const RUNTIME_READY: &str = "RuntimeReady";
+const NETWORK_READY: &str = "NetworkReady";
+
+pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
+    let config = &daemon.config;
+    let cgroups = cgroup_mode(Path::new("/sys/fs/cgroup"));
+    let runtime = runtime_condition(cgroups, &config.state);
+    let network = cni::load(&config.cni.conf_dir, &config.cni.bin_dirs);
+    let network_condition = match &network {
+        Ok(_) => condition(NETWORK_READY, Ok(())),
+        Err(e) => condition(NETWORK_READY, Err(("NetworkPluginNotReady", e.to_string()))),
+    };
+
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert(
+            "config".to_string(),
+            serde_json::to_string(config).unwrap_or_else(|e| format!("\"{e}\"")),
+        );
+        info.insert(
+            "cgroups".to_string(),
+            serde_json::Value::from(cgroups.unwrap_or("none")).to_string(),
+        );
+        let cni = match &network {
+            Ok(n) => serde_json::json!({
+                "file": n.file, "network": n.name, "plugins": n.plugins,
+            }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        info.insert("cni".to_string(), cni.to_string());
+    }
+
+    // "" is the kubelet's name for the default handler.
+    let handlers = std::iter::once("")
+        .chain(config.runtimes.keys().map(String::as_str))
+        .map(|name| RuntimeHandler {
+            name: name.to_string(),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            }),
+        })
+        .collect();
+    debug_assert!(config.runtimes.contains_key(DEFAULT_HANDLER));
+
+    StatusResponse {
+        status: Some(RuntimeStatus {
+            conditions: vec![runtime, network_condition],
+        }),
+        info,
+        runtime_handlers: handlers,
+        features: Some(RuntimeFeatures {
+            supplemental_groups_policy: false,
+            user_namespaces_host_network: false,
+        }),
+    }
+}
+
+fn runtime_condition(cgroups: Option<&str>, state: &Path) -> RuntimeCondition {
+    let verdict = if cgroups.is_none() {
+        Err((
+            "CgroupsUnavailable",
+            "no cgroup v1 or v2 hierarchy is mounted at /sys/fs/cgroup".to_string(),
+        ))
+    } else if !state.is_dir() {
+        Err((
+            "StateDirMissing",
+            format!("state directory {} is gone", state.display()),
+        ))
+    } else {
+        // The truth until the pod and container lifecycle lands.
+        Err((
+            "ContainerLifecycleUnimplemented",
+            "this berthd build cannot run pods or containers yet".to_string(),
+        ))
+    };
+    condition(RUNTIME_READY, verdict)
+}
+
+fn condition(kind: &str, verdict: Result<(), (&str, String)>) -> RuntimeCondition {
+    match verdict {
+        Ok(()) => RuntimeCondition {
+            r#type: kind.to_string(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
+        Err((reason, message)) => RuntimeCondition {
+            r#type: kind.to_string(),
+            status: false,
+            reason: reason.to_string(),
+            message,
+        },
+    }
+}
+
+/// `v2` for a unified hierarchy, `v1` for legacy or hybrid, None for none.
+fn cgroup_mode(root: &Path) -> Option<&'static str> {
+    if root.join("cgroup.controllers").is_file() {
+        Some("v2")
+    } else if root.join("memory").is_dir() && root.join("cpu").is_dir() {
+        Some("v1")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_mode_by_layout() {
+        let top = std::env::temp_dir().join(format!("berth-cg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        std::fs::create_dir_all(top.join("memory")).unwrap();
+        assert_eq!(cgroup_mode(&top), None);
+        std::fs::create_dir_all(top.join("cpu")).unwrap();
+        assert_eq!(cgroup_mode(&top), Some("v1"));
+        std::fs::write(top.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        assert_eq!(cgroup_mode(&top), Some("v2"));
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn missing_cgroups_is_reported_first() {
+        let c = runtime_condition(None, Path::new("/"));
+        assert!(!c.status);
+        assert_eq!(c.reason, "CgroupsUnavailable");
+        let c = runtime_condition(Some("v1"), Path::new("/nonexistent/berth"));
+        assert_eq!(c.reason, "StateDirMissing");
+    }
+}

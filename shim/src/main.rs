@@ -1,0 +1,74 @@
+//! berthd: berth's CRI daemon.
+
+mod cni;
+mod config;
+mod cri;
+mod lock;
+mod server;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A Kubernetes container runtime serving the CRI v1 API on a unix socket.
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version)]
+struct Args {
+    /// Config file (TOML). Without this flag /etc/berth/config.toml is read
+    /// if it exists.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// CRI socket to listen on [config: socket]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory for persistent data: images, metadata [config: root]
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Directory for runtime state, lost on reboot [config: state]
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// error, warn, info, debug, trace, or a tracing filter [config: log_level]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides = config::Overrides {
+        socket: args.socket,
+        root: args.root,
+        state: args.state,
+        log_level: args.log_level,
+    };
+    let config = match config::Config::load(args.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berthd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

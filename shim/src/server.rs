@@ -1,0 +1,123 @@
+//! Socket setup, the gRPC server, and orderly shutdown.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cri_api::MAX_MESSAGE_SIZE;
+use cri_api::v1::image_service_server::ImageServiceServer;
+use cri_api::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::cri::{Daemon, image::ImageSvc, runtime::RuntimeSvc};
+use crate::lock::PidLock;
+
+/// How long in-flight calls get to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let socket_lock_path = {
+        let mut p = config.socket.clone().into_os_string();
+        p.push(".lock");
+        std::path::PathBuf::from(p)
+    };
+    let _socket_lock = PidLock::acquire(
+        &socket_lock_path,
+        &format!("socket {}", config.socket.display()),
+    )?;
+    for dir in [&config.root, &config.state] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+    }
+    let _root_lock = PidLock::acquire(
+        &config.root.join("berthd.lock"),
+        &format!("root {}", config.root.display()),
+    )?;
+    let listener = bind(&config.socket)?;
+
+    let daemon = Arc::new(Daemon::new(config.clone()));
+    let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let image = ImageServiceServer::new(ImageSvc::new(daemon.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .trace_fn(|req| tracing::info_span!("cri", rpc = %req.uri().path()))
+            .add_service(runtime)
+            .add_service(image)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    tracing::info!(
+        socket = %config.socket.display(),
+        root = %config.root.display(),
+        state = %config.state.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "berthd serving CRI v1"
+    );
+
+    let signal_name = wait_for_signal().await?;
+    tracing::info!(signal = signal_name, "shutting down: no new calls accepted");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("server ended with an error: {e}"),
+        Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
+        Err(_) => tracing::warn!(
+            "calls still in flight after {}s, closing anyway",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
+    if let Err(e) = std::fs::remove_file(&config.socket) {
+        tracing::warn!("cannot remove {}: {e}", config.socket.display());
+    }
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+/// Binds the CRI socket with mode 0660. Only called while we hold the
+/// socket's lock, so a socket file already there was left by a dead berthd.
+fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if m.file_type().is_socket() => {
+            tracing::info!("replacing stale socket {}", socket.display());
+            std::fs::remove_file(socket)
+                .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            socket.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", socket.display())),
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
+    Ok(listener)
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,256 @@
+//! Test harness: starts a real `berthd` on a private socket, root and state
+//! dir, hands out CRI clients connected over that socket, and tears it all
+//! down on drop.
+//!
+//! Use `#[tokio::test(flavor = "multi_thread")]`: stopping berthd blocks the
+//! test's thread, and the clients' connections must still answer the
+//! server's graceful GOAWAY meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cri_api::v1::image_service_client::ImageServiceClient;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A directory removed with everything in it when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "berth-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The berthd binary under test: `$BERTHD_BIN`, else the workspace's debug
+/// build (`cargo build --workspace` makes it; the README's test command runs
+/// that first).
+pub fn berthd_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTHD_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/berthd");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace` first (or set BERTHD_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// How to start one berthd.
+#[derive(Default)]
+pub struct Options {
+    /// Extra TOML appended to the generated config file.
+    pub config: String,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+}
+
+/// A running berthd with its own directories.
+pub struct Berthd {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub config_file: PathBuf,
+    pub stderr_file: PathBuf,
+    /// Holds socket, root, state, config, logs and a private CNI conf dir.
+    pub dir: TempDir,
+}
+
+impl Berthd {
+    /// Starts berthd with defaults and waits until it answers.
+    pub async fn start() -> Berthd {
+        Berthd::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Berthd {
+        let dir = TempDir::new("berthd");
+        let d = dir.path();
+        for sub in ["net.d", "cni-bin", "certs.d"] {
+            std::fs::create_dir_all(d.join(sub)).expect("create test dirs");
+        }
+        let config_file = d.join("config.toml");
+        // Config keys first: the caller's extra TOML may open tables.
+        let level = if opts.config.contains("log_level") {
+            ""
+        } else {
+            "log_level = \"debug\""
+        };
+        let config = format!(
+            "{level}\n{}\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n[registry]\nconfig_path = \"{}\"\n",
+            opts.config,
+            d.join("net.d").display(),
+            d.join("cni-bin").display(),
+            d.join("certs.d").display(),
+        );
+        std::fs::write(&config_file, config).expect("write config");
+        let mut b = Berthd {
+            child: None,
+            socket: d.join("run/berth.sock"),
+            root: d.join("root"),
+            state: d.join("state"),
+            config_file,
+            stderr_file: d.join("berthd.log"),
+            dir,
+        };
+        let child = b.spawn(&opts.args);
+        b.child = Some(child);
+        b.wait_ready().await;
+        b
+    }
+
+    /// Starts another berthd process with this one's paths, each flag in
+    /// `replace` (`("--root", dir)`) swapped in, and waits for it to exit;
+    /// for refusal tests.
+    pub fn run_to_exit(&self, replace: &[(&str, &Path)]) -> (ExitStatus, String) {
+        let out = self
+            .command(replace)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run berthd");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// berthd with this instance's config, socket, root and state, but for
+    /// the flags in `replace`.
+    pub fn command(&self, replace: &[(&str, &Path)]) -> Command {
+        let mut flags: Vec<(&str, &Path)> = vec![
+            ("--config", &self.config_file),
+            ("--socket", &self.socket),
+            ("--root", &self.root),
+            ("--state", &self.state),
+        ];
+        for (flag, value) in replace {
+            match flags.iter_mut().find(|(f, _)| f == flag) {
+                Some(slot) => slot.1 = value,
+                None => flags.push((flag, value)),
+            }
+        }
+        let mut cmd = Command::new(berthd_binary());
+        for (flag, value) in flags {
+            cmd.arg(flag).arg(value);
+        }
+        cmd
+    }
+
+    fn spawn(&self, args: &[String]) -> Child {
+        let log = std::fs::File::create(&self.stderr_file).expect("create log");
+        self.command(&[])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd")
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("berthd exited early ({status}):\n{}", self.log());
+            }
+            if self.socket.exists() && connect(&self.socket).await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berthd not ready after 30s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What berthd wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_file).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(connect(&self.socket).await.expect("connect"))
+    }
+
+    pub async fn image(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(connect(&self.socket).await.expect("connect"))
+    }
+
+    /// Sends `signal` and waits (up to 30 s) for berthd to exit.
+    pub fn stop_with(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("berthd ignored {signal} for 30s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop_with(Signal::SIGTERM);
+        }
+    }
+}
+
+/// A gRPC channel over a unix socket.
+pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    // The URI is required by tonic and ignored by the connector.
+    Endpoint::from_static("http://berth.invalid")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+}
