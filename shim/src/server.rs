@@ -14,7 +14,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use crate::cri::{Daemon, image::ImageSvc, runtime::RuntimeSvc};
+use berth_imageservice::cri::ImageCri;
+
+use crate::cri::{Daemon, runtime::RuntimeSvc};
 use crate::lock::PidLock;
 
 /// How long in-flight calls get to finish after SIGTERM/SIGINT.
@@ -41,11 +43,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let listener = bind(&config.socket)?;
 
+    let db = Arc::new(
+        redb::Database::create(config.root.join("berth.redb"))
+            .with_context(|| format!("cannot open {}", config.root.join("berth.redb").display()))?,
+    );
+    let images = Arc::new(
+        berth_imageservice::ImageService::open(
+            berth_imageservice::Settings {
+                dir: config.root.join("images"),
+                hosts_dir: config.registry.config_path.clone(),
+                pull_progress_timeout: config.registry.pull_progress_timeout,
+                pinned: config.pinned_images.clone(),
+            },
+            db.clone(),
+        )
+        .context("cannot open the image store")?,
+    );
     let daemon = Arc::new(Daemon::new(config.clone()));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let image = ImageServiceServer::new(ImageSvc::new(daemon.clone()))
+    let image = ImageServiceServer::new(ImageCri::new(images))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 

@@ -1,7 +1,7 @@
-//! The CRI services. One file per RPC under `runtime/` and `image/`; the
-//! tonic trait impls in their `mod.rs` only forward.
+//! The CRI RuntimeService: one file per RPC under `runtime/`; the tonic
+//! trait impl in its `mod.rs` only forwards. The ImageService lives in the
+//! `berth-imageservice` crate.
 
-pub mod image;
 pub mod runtime;
 
 use tonic::{Response, Status};

@@ -1,0 +1,16 @@
+//! berth's image service: image references, the registry client, the
+//! content store and layer snapshots, image metadata, and the CRI
+//! ImageService.
+
+pub mod cri;
+pub mod db;
+pub mod digest;
+pub mod hosts;
+pub mod manifest;
+pub mod reference;
+pub mod registry;
+pub mod service;
+pub mod store;
+pub mod unpack;
+
+pub use service::{ImageService, Settings};

@@ -1,0 +1,745 @@
+//! The image service proper: pull, look up, list, remove, garbage-collect,
+//! usage. The CRI layer (`cri.rs`) only converts types.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::try_join_all;
+use redb::Database;
+
+use crate::db::{DbError, ImageDb, ImageRecord};
+use crate::digest::Digest;
+use crate::hosts::{self, RegistryHost};
+use crate::manifest::{self, Descriptor, ImageConfig, Parsed, Platform};
+use crate::reference::{Reference, ReferenceError};
+use crate::registry::{Credentials, Registry, RegistryError};
+use crate::store::{IngestError, Store};
+use crate::unpack::{self, Compression};
+
+/// What the image service needs from berthd's config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `<root>/images`.
+    pub dir: PathBuf,
+    /// hosts.toml directory.
+    pub hosts_dir: PathBuf,
+    pub pull_progress_timeout: Duration,
+    /// Names or globs of images never removed or collected.
+    pub pinned: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("image {image:?}: {source}")]
+    Registry {
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("image {image:?}: registry host configuration: {reason}")]
+    Hosts { image: String, reason: String },
+    #[error("image {image:?}: {reason}")]
+    Invalid { image: String, reason: String },
+    #[error("image {image:?}: no manifest for platform {platform} in its index")]
+    NoPlatform { image: String, platform: String },
+    #[error("image {image:?}: {source}")]
+    Corrupt {
+        image: String,
+        #[source]
+        source: IngestError,
+    },
+    #[error("image {image:?}: layer {layer}: {reason}")]
+    Layer {
+        image: String,
+        layer: String,
+        reason: String,
+    },
+    #[error("image {0:?} is pinned (config `pinned_images`) and cannot be removed")]
+    Pinned(String),
+    #[error("image {0:?} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("image store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct ImageService {
+    store: Store,
+    db: Arc<Database>,
+    registry: Registry,
+    hosts_dir: PathBuf,
+    pinned: Vec<String>,
+    platform: Platform,
+    /// Pulls hold it shared; garbage collection exclusively, so it never
+    /// deletes what a pull in flight has just written.
+    gc_lock: tokio::sync::RwLock<()>,
+}
+
+impl ImageService {
+    /// Opens the store, removes what an interrupted pull left and collects
+    /// content no image references.
+    pub fn open(settings: Settings, db: Arc<Database>) -> Result<ImageService, ImageError> {
+        ImageDb::new(&db).init()?;
+        let svc = ImageService {
+            store: Store::open(&settings.dir)?,
+            db,
+            registry: Registry::new(settings.pull_progress_timeout),
+            hosts_dir: settings.hosts_dir,
+            pinned: settings
+                .pinned
+                .iter()
+                .map(|p| normalize_pattern(p))
+                .collect(),
+            platform: manifest::host_platform(),
+            gc_lock: tokio::sync::RwLock::new(()),
+        };
+        svc.collect_garbage_now()?;
+        Ok(svc)
+    }
+
+    pub fn images_dir(&self) -> &Path {
+        self.store.root()
+    }
+
+    fn db(&self) -> ImageDb<'_> {
+        ImageDb::new(&self.db)
+    }
+
+    /// Pulls `image` and records it; returns the record. A failed pull
+    /// removes what it downloaded, unless another pull is running (then the
+    /// next collection, at the latest the next start, does).
+    pub async fn pull(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, ImageError> {
+        let result = self.pull_inner(image, creds).await;
+        if result.is_err()
+            && let Ok(_exclusive) = self.gc_lock.try_write()
+            && let Err(e) = self.collect_garbage_now()
+        {
+            tracing::warn!("cleaning up after a failed pull: {e}");
+        }
+        result
+    }
+
+    async fn pull_inner(
+        &self,
+        image: &str,
+        creds: &Credentials,
+    ) -> Result<ImageRecord, ImageError> {
+        let reference = Reference::parse_with_default_tag(image)?;
+        let named = reference.to_string();
+        let hosts = hosts::hosts_for(&self.hosts_dir, reference.domain()).map_err(|e| {
+            ImageError::Hosts {
+                image: named.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let _shared = self.gc_lock.read().await;
+        let started = std::time::Instant::now();
+        let ctx = PullCtx {
+            svc: self,
+            image: named.clone(),
+            repo: reference.path().to_string(),
+            ns: reference.domain().to_string(),
+            creds,
+        };
+
+        // Resolve: the first host that answers for the tag or digest.
+        let want = reference
+            .digest()
+            .map(str::to_string)
+            .or_else(|| reference.tag().map(str::to_string))
+            .unwrap_or_else(|| "latest".to_string());
+        let mut last_err = None;
+        let mut found = None;
+        for host in &hosts {
+            let allowed = if reference.digest().is_some() {
+                host.capabilities.pull
+            } else {
+                host.capabilities.resolve
+            };
+            if !allowed {
+                continue;
+            }
+            match self
+                .registry
+                .manifest(host, &ctx.ns, &ctx.repo, &want, creds)
+                .await
+            {
+                Ok(m) => {
+                    found = Some((host, m));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(image = %named, host = %host.host, "resolve failed: {e}");
+                    let next = e.try_next_host();
+                    last_err = Some(e);
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        let (host, (content_type, body)) = match found {
+            Some(f) => f,
+            None => {
+                return Err(match last_err {
+                    Some(source) => ImageError::Registry {
+                        image: named,
+                        source,
+                    },
+                    None => ctx.invalid("no host in hosts.toml may resolve it".into()),
+                });
+            }
+        };
+        let top = Digest::of(&body);
+        if let Some(d) = reference.digest()
+            && d != top.as_str()
+        {
+            return Err(ctx.invalid(format!(
+                "the registry's manifest has digest {top}, not the {d} asked for"
+            )));
+        }
+        let mut blobs = vec![top.to_string()];
+        self.store
+            .put(&top, &body)
+            .await
+            .map_err(|e| ctx.corrupt(e))?;
+
+        // An index: the manifest for this node's platform.
+        let parsed =
+            manifest::parse(&content_type, &body).map_err(|e| ctx.invalid(e.to_string()))?;
+        let (manifest_digest, manifest_size, manifest) = match parsed {
+            Parsed::Manifest(m) => (top.clone(), body.len() as u64, m),
+            Parsed::Index(index) => {
+                let d = manifest::select(&index, &self.platform).ok_or_else(|| {
+                    ImageError::NoPlatform {
+                        image: named.clone(),
+                        platform: platform_string(&self.platform),
+                    }
+                })?;
+                let digest = ctx.digest(&d.digest)?;
+                let (ct, mbody) = self
+                    .registry
+                    .manifest(host, &ctx.ns, &ctx.repo, digest.as_str(), creds)
+                    .await
+                    .map_err(|source| ImageError::Registry {
+                        image: named.clone(),
+                        source,
+                    })?;
+                if Digest::of(&mbody) != digest {
+                    return Err(ctx.invalid(format!(
+                        "manifest {digest} from the index does not match its digest"
+                    )));
+                }
+                self.store
+                    .put(&digest, &mbody)
+                    .await
+                    .map_err(|e| ctx.corrupt(e))?;
+                blobs.push(digest.to_string());
+                match manifest::parse(&ct, &mbody).map_err(|e| ctx.invalid(e.to_string()))? {
+                    Parsed::Manifest(m) => (digest, mbody.len() as u64, m),
+                    Parsed::Index(_) => {
+                        return Err(ctx.invalid("an index inside an index is not supported".into()));
+                    }
+                }
+            }
+        };
+
+        // The config: the image's id.
+        let config_digest = ctx.digest(&manifest.config.digest)?;
+        ctx.fetch_blob(host, &manifest.config).await?;
+        blobs.push(config_digest.to_string());
+        let config: ImageConfig =
+            serde_json::from_slice(&std::fs::read(self.store.blob_path(&config_digest))?)
+                .map_err(|e| ctx.invalid(format!("image config {config_digest}: {e}")))?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(ctx.invalid(format!(
+                "the manifest has {} layers but the config lists {} diff_ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+
+        // Layers: fetched concurrently, unpacked in order.
+        let mut compressions = Vec::new();
+        for l in &manifest.layers {
+            ctx.digest(&l.digest)?;
+            compressions.push(Compression::from_media_type(&l.media_type).ok_or_else(|| {
+                ctx.invalid(format!(
+                    "layer {}: unsupported media type {:?}",
+                    l.digest, l.media_type
+                ))
+            })?);
+        }
+        try_join_all(manifest.layers.iter().map(|l| ctx.fetch_blob(host, l))).await?;
+        let mut chain: Option<Digest> = None;
+        let mut chain_ids = Vec::new();
+        for ((layer, compression), diff_id) in manifest
+            .layers
+            .iter()
+            .zip(compressions)
+            .zip(&config.rootfs.diff_ids)
+        {
+            let diff_id = ctx.digest(diff_id)?;
+            let id = Digest::chain(chain.as_ref(), &diff_id);
+            ctx.unpack(layer, compression, &diff_id, &id, &chain_ids)
+                .await?;
+            blobs.push(layer.digest.clone());
+            chain_ids.push(id.to_string());
+            chain = Some(id);
+        }
+
+        let size = manifest_size
+            + manifest.config.size.max(0) as u64
+            + manifest
+                .layers
+                .iter()
+                .map(|l| l.size.max(0) as u64)
+                .sum::<u64>();
+        let (uid, username) = user_of(&config);
+        let rec = ImageRecord {
+            id: config_digest.to_string(),
+            repo_tags: BTreeSet::new(),
+            repo_digests: BTreeSet::new(),
+            manifest: manifest_digest.to_string(),
+            blobs,
+            chain_ids,
+            size,
+            uid,
+            username,
+            created_ns: now_ns(),
+        };
+        // Pulled by digest, an image gets no tag (as Docker and containerd).
+        let tag = match reference.digest() {
+            None => reference.tag().map(|t| reference.with_tag(t).to_string()),
+            Some(_) => None,
+        };
+        let digest_name = reference.with_digest(top.as_str()).to_string();
+        let rec = self.db().add(rec, tag.as_deref(), &digest_name)?;
+        tracing::info!(
+            image = %named,
+            id = %rec.id,
+            size = rec.size,
+            ms = started.elapsed().as_millis() as u64,
+            "pulled"
+        );
+        Ok(rec)
+    }
+
+    /// Finds an image by id (full or unique prefix, with or without
+    /// `sha256:`), repo tag or repo digest, in any spelling Docker accepts.
+    pub fn find(&self, s: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let db = self.db();
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if hex.len() == 64 {
+                if let Some(r) = db.get(&format!("sha256:{hex}"))? {
+                    return Ok(Some(r));
+                }
+            } else {
+                let matches: Vec<ImageRecord> = db
+                    .all()?
+                    .into_iter()
+                    .filter(|r| r.id["sha256:".len()..].starts_with(hex))
+                    .collect();
+                if matches.len() == 1 {
+                    return Ok(matches.into_iter().next());
+                }
+            }
+        }
+        let Ok(r) = Reference::parse_with_default_tag(s) else {
+            return Ok(None);
+        };
+        match db.by_name(&r.to_string())? {
+            Some(id) => Ok(db.get(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self.db().all()?)
+    }
+
+    pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
+        rec.repo_tags
+            .iter()
+            .chain(&rec.repo_digests)
+            .chain(std::iter::once(&rec.id))
+            .any(|name| self.pinned.iter().any(|p| glob_match(p, name)))
+    }
+
+    /// Removes an image. By a tag the image has others of, only that tag
+    /// goes; by id, digest or its last tag, the whole image. Idempotent.
+    pub async fn remove(&self, s: &str) -> Result<(), ImageError> {
+        let Some(rec) = self.find(s)? else {
+            return Ok(());
+        };
+        if self.is_pinned(&rec) {
+            return Err(ImageError::Pinned(s.to_string()));
+        }
+        let tag = Reference::parse_with_default_tag(s)
+            .ok()
+            .map(|r| r.to_string())
+            .filter(|t| rec.repo_tags.contains(t));
+        match tag {
+            Some(t) if rec.repo_tags.len() > 1 => {
+                self.db().untag(&rec.id, &t)?;
+                tracing::info!(image = %rec.id, tag = %t, "untagged");
+            }
+            _ => {
+                self.db().remove(&rec.id)?;
+                tracing::info!(image = %rec.id, "removed");
+                let _exclusive = self.gc_lock.write().await;
+                self.collect_garbage_now()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The image's config, from its blob.
+    pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfig, ImageError> {
+        let d = Digest::parse(&rec.id).map_err(|e| ImageError::Invalid {
+            image: rec.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let bytes = std::fs::read(self.store.blob_path(&d))?;
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid {
+            image: rec.id.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Removes blobs and snapshots no image references. Callers hold the
+    /// gc lock exclusively, or run before serving.
+    fn collect_garbage_now(&self) -> Result<(), ImageError> {
+        let images = self.db().all()?;
+        let blobs: HashSet<&str> = images
+            .iter()
+            .flat_map(|r| r.blobs.iter().map(String::as_str))
+            .collect();
+        let snaps: HashSet<&str> = images
+            .iter()
+            .flat_map(|r| r.chain_ids.iter().map(String::as_str))
+            .collect();
+        let (on_disk_blobs, on_disk_snaps) = self.store.contents()?;
+        let (mut nb, mut ns) = (0, 0);
+        for b in on_disk_blobs.iter().filter(|b| !blobs.contains(b.as_str())) {
+            if let Ok(d) = Digest::parse(b) {
+                self.store.remove_blob(&d)?;
+                nb += 1;
+            }
+        }
+        for s in on_disk_snaps.iter().filter(|s| !snaps.contains(s.as_str())) {
+            if let Ok(d) = Digest::parse(s) {
+                self.store.remove_snapshot(&d)?;
+                ns += 1;
+            }
+        }
+        if nb + ns > 0 {
+            tracing::info!(blobs = nb, snapshots = ns, "garbage collected");
+        }
+        Ok(())
+    }
+
+    /// Bytes and inodes used by the image store, and its mountpoint.
+    pub fn usage(&self) -> Result<Usage, ImageError> {
+        let root = self.store.root().to_path_buf();
+        let mut u = Usage {
+            mountpoint: mountpoint_of(&root),
+            bytes: 0,
+            inodes: 0,
+        };
+        walk(&root, &mut u)?;
+        Ok(u)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub mountpoint: PathBuf,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+fn walk(dir: &Path, u: &mut Usage) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)?;
+    u.bytes += m.blocks() * 512;
+    u.inodes += 1;
+    if m.is_dir() {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => walk(&p, u)?,
+                Ok(m) => {
+                    u.bytes += m.blocks() * 512;
+                    u.inodes += 1;
+                }
+                // Removed while we walked: not ours to count.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mount point holding `p`, from /proc/self/mountinfo.
+fn mountpoint_of(p: &Path) -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| canonical.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+struct PullCtx<'a> {
+    svc: &'a ImageService,
+    image: String,
+    repo: String,
+    ns: String,
+    creds: &'a Credentials,
+}
+
+impl PullCtx<'_> {
+    fn invalid(&self, reason: String) -> ImageError {
+        ImageError::Invalid {
+            image: self.image.clone(),
+            reason,
+        }
+    }
+
+    fn corrupt(&self, source: IngestError) -> ImageError {
+        ImageError::Corrupt {
+            image: self.image.clone(),
+            source,
+        }
+    }
+
+    fn digest(&self, s: &str) -> Result<Digest, ImageError> {
+        Digest::parse(s).map_err(|e| self.invalid(e.to_string()))
+    }
+
+    /// Downloads a blob into the store unless it is there; one download
+    /// per digest however many pulls want it.
+    async fn fetch_blob(&self, host: &RegistryHost, desc: &Descriptor) -> Result<(), ImageError> {
+        let digest = self.digest(&desc.digest)?;
+        let store = &self.svc.store;
+        let _guard = store.lock(digest.as_str()).await;
+        if store.has_blob(&digest) {
+            return Ok(());
+        }
+        let size = u64::try_from(desc.size)
+            .map_err(|_| self.invalid(format!("blob {digest} has a negative size")))?;
+        let registry = &self.svc.registry;
+        let reg_err = |source| ImageError::Registry {
+            image: self.image.clone(),
+            source,
+        };
+        let mut resp = registry
+            .blob(host, &self.ns, &self.repo, digest.as_str(), self.creds)
+            .await
+            .map_err(reg_err)?;
+        let url = resp.url().to_string();
+        let mut w = store
+            .writer(&digest, size)
+            .await
+            .map_err(|e| self.corrupt(e))?;
+        let mut logged = 0u64;
+        while let Some(chunk) = registry.chunk(&mut resp, &url).await.map_err(reg_err)? {
+            w.write(&chunk).await.map_err(|e| self.corrupt(e))?;
+            if w.written() - logged >= 8 << 20 {
+                logged = w.written();
+                tracing::debug!(image = %self.image, blob = %digest, bytes = logged, total = size, "pulling");
+            }
+        }
+        w.commit().await.map_err(|e| self.corrupt(e))?;
+        tracing::debug!(image = %self.image, blob = %digest, bytes = size, "blob stored");
+        Ok(())
+    }
+
+    /// Unpacks one layer into the snapshot `chain` unless it exists.
+    async fn unpack(
+        &self,
+        layer: &Descriptor,
+        compression: Compression,
+        diff_id: &Digest,
+        chain: &Digest,
+        lower_chain_ids: &[String],
+    ) -> Result<(), ImageError> {
+        let store = &self.svc.store;
+        let _guard = store.lock(chain.as_str()).await;
+        if store.has_snapshot(chain) {
+            return Ok(());
+        }
+        let layer_err = |reason: String| ImageError::Layer {
+            image: self.image.clone(),
+            layer: layer.digest.clone(),
+            reason,
+        };
+        let blob = store.blob_path(&self.digest(&layer.digest)?);
+        let tmp = store.temp_snapshot()?;
+        // Topmost first, as the unpacker wants them.
+        let lowers: Vec<PathBuf> = lower_chain_ids
+            .iter()
+            .rev()
+            .filter_map(|c| Digest::parse(c).ok())
+            .map(|c| store.snapshot_path(&c))
+            .collect();
+        let dest = tmp.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            unpack::unpack_layer(&blob, compression, &dest, &lowers)
+        })
+        .await
+        .map_err(|e| layer_err(format!("unpacking panicked: {e}")));
+        let outcome = match result {
+            Ok(Ok(u)) if u.diff_id == diff_id.as_str() => Ok(()),
+            Ok(Ok(u)) => Err(layer_err(format!(
+                "uncompressed content has digest {}, the config says {diff_id}",
+                u.diff_id
+            ))),
+            Ok(Err(e)) => Err(layer_err(e.to_string())),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                store.commit_snapshot(&tmp, chain)?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn user_of(config: &ImageConfig) -> (Option<i64>, String) {
+    let user = config
+        .config
+        .as_ref()
+        .and_then(|c| c.user.clone())
+        .unwrap_or_default();
+    let user = user.split(':').next().unwrap_or("");
+    match user.parse::<i64>() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, user.to_string()),
+    }
+}
+
+fn platform_string(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A pinned pattern as written by an operator: an exact familiar name is
+/// normalised (`busybox` -> `docker.io/library/busybox:latest`); a glob is
+/// matched as written, with a familiar prefix expanded too.
+fn normalize_pattern(p: &str) -> String {
+    if !p.contains(['*', '?'])
+        && let Ok(r) = Reference::parse_with_default_tag(p)
+    {
+        return r.to_string();
+    }
+    if let Some((name, rest)) = p.split_once([':', '@']) {
+        let sep = &p[name.len()..=name.len()];
+        if !name.contains(['*', '?'])
+            && let Ok(r) = Reference::parse(name)
+        {
+            return format!("{}{sep}{rest}", r.name());
+        }
+    }
+    p.to_string()
+}
+
+/// `*` matches any run of characters, `?` one character.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(
+            "docker.io/library/*",
+            "docker.io/library/busybox:latest"
+        ));
+        assert!(glob_match("*:v?", "x:v1"));
+        assert!(!glob_match("*:v?", "x:v10"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn pinned_patterns_are_normalised() {
+        assert_eq!(
+            normalize_pattern("busybox"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            normalize_pattern("busybox:*"),
+            "docker.io/library/busybox:*"
+        );
+        assert_eq!(
+            normalize_pattern("registry.k8s.io/pause:3.*"),
+            "registry.k8s.io/pause:3.*"
+        );
+        assert_eq!(normalize_pattern("*"), "*");
+    }
+
+    #[test]
+    fn users() {
+        let cfg = |u: &str| ImageConfig {
+            config: Some(manifest::ContainerConfig {
+                user: Some(u.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(user_of(&cfg("1000")), (Some(1000), String::new()));
+        assert_eq!(user_of(&cfg("1000:1000")), (Some(1000), String::new()));
+        assert_eq!(user_of(&cfg("app:grp")), (None, "app".into()));
+        assert_eq!(user_of(&cfg("")), (None, String::new()));
+    }
+}

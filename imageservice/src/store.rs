@@ -1,0 +1,310 @@
+//! The content store and the snapshots under `<root>/images`:
+//!
+//! ```text
+//! blobs/sha256/<hex>     verified blobs: manifests, configs, compressed layers
+//! ingest/                downloads in progress (emptied at start)
+//! snapshots/<chain hex>  one unpacked layer each, keyed by chain ID
+//! snapshots/.tmp-*       unpacks in progress (removed at start)
+//! ```
+//!
+//! A blob or snapshot only appears under its final name, by rename, once it
+//! is complete and verified; a crash leaves only temporaries, which the next
+//! start removes.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::digest::Digest;
+
+pub struct Store {
+    root: PathBuf,
+    /// One lock per blob or snapshot being made, so concurrent pulls of the
+    /// same content fetch or unpack it once.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("blob {digest}: {source}")]
+    Io {
+        digest: Digest,
+        #[source]
+        source: io::Error,
+    },
+    #[error("blob {digest}: received {got} bytes, the manifest says {want}")]
+    Size { digest: Digest, got: u64, want: u64 },
+    #[error("blob {want}: content does not match its digest (got {got})")]
+    Mismatch { want: Digest, got: Digest },
+}
+
+impl Store {
+    /// Opens (creating) the store and removes what an interrupted run left.
+    pub fn open(root: &Path) -> io::Result<Store> {
+        for d in ["blobs/sha256", "ingest", "snapshots"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        remove_dir_contents(&root.join("ingest"))?;
+        for e in std::fs::read_dir(root.join("snapshots"))? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                remove_any(&e.path())?;
+            }
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            inflight: Mutex::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub fn snapshot_path(&self, chain: &Digest) -> PathBuf {
+        self.root.join("snapshots").join(chain.hex())
+    }
+
+    pub fn has_snapshot(&self, chain: &Digest) -> bool {
+        self.snapshot_path(chain).is_dir()
+    }
+
+    /// Serialises work on one piece of content (a blob, a snapshot).
+    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, m| Arc::strong_count(m) > 1);
+            map.entry(key.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// Starts writing the blob `digest` of `size` bytes.
+    pub async fn writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter, IngestError> {
+        let tmp = self
+            .root
+            .join("ingest")
+            .join(format!("{}-{}", digest.hex(), unique()));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|source| IngestError::Io {
+                digest: digest.clone(),
+                source,
+            })?;
+        Ok(BlobWriter {
+            file,
+            tmp: Some(tmp),
+            dest: self.blob_path(digest),
+            digest: digest.clone(),
+            want: size,
+            written: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// Stores a small blob already in memory (a manifest), verified.
+    pub async fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), IngestError> {
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let mut w = self.writer(digest, bytes.len() as u64).await?;
+        w.write(bytes).await?;
+        w.commit().await
+    }
+
+    /// A fresh directory to unpack a layer into; becomes the snapshot
+    /// `chain` by [`Store::commit_snapshot`].
+    pub fn temp_snapshot(&self) -> io::Result<PathBuf> {
+        let p = self
+            .root
+            .join("snapshots")
+            .join(format!(".tmp-{}", unique()));
+        std::fs::create_dir(&p)?;
+        Ok(p)
+    }
+
+    pub fn commit_snapshot(&self, tmp: &Path, chain: &Digest) -> io::Result<()> {
+        std::fs::rename(tmp, self.snapshot_path(chain))
+    }
+
+    /// Every blob digest and snapshot chain ID on disk.
+    pub fn contents(&self) -> io::Result<(Vec<String>, Vec<String>)> {
+        let names = |dir: PathBuf| -> io::Result<Vec<String>> {
+            let mut v = Vec::new();
+            for e in std::fs::read_dir(dir)? {
+                let name = e?.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    v.push(format!("sha256:{name}"));
+                }
+            }
+            Ok(v)
+        };
+        Ok((
+            names(self.root.join("blobs/sha256"))?,
+            names(self.root.join("snapshots"))?,
+        ))
+    }
+
+    pub fn remove_blob(&self, d: &Digest) -> io::Result<()> {
+        std::fs::remove_file(self.blob_path(d))
+    }
+
+    pub fn remove_snapshot(&self, chain: &Digest) -> io::Result<()> {
+        remove_any(&self.snapshot_path(chain))
+    }
+}
+
+/// A blob being written: hashed as it streams, verified, fsynced and
+/// renamed into place by `commit`; removed if dropped before that.
+pub struct BlobWriter {
+    file: tokio::fs::File,
+    tmp: Option<PathBuf>,
+    dest: PathBuf,
+    digest: Digest,
+    want: u64,
+    written: u64,
+    hasher: Sha256,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), IngestError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.want {
+            return Err(IngestError::Size {
+                digest: self.digest.clone(),
+                got: self.written,
+                want: self.want,
+            });
+        }
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|source| IngestError::Io {
+                digest: self.digest.clone(),
+                source,
+            })
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn commit(mut self) -> Result<(), IngestError> {
+        if self.written != self.want {
+            return Err(IngestError::Size {
+                digest: self.digest.clone(),
+                got: self.written,
+                want: self.want,
+            });
+        }
+        let got = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        if got != self.digest {
+            return Err(IngestError::Mismatch {
+                want: self.digest.clone(),
+                got,
+            });
+        }
+        let io = |source| IngestError::Io {
+            digest: self.digest.clone(),
+            source,
+        };
+        self.file.sync_all().await.map_err(io)?;
+        let tmp = self.tmp.take().unwrap_or_default();
+        tokio::fs::rename(&tmp, &self.dest).await.map_err(io)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_dir_contents(dir: &Path) -> io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        remove_any(&e?.path())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(tag: &str) -> (PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("berth-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::open(&dir).unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn verified_blobs_land_and_bad_ones_leave_nothing() {
+        let (dir, s) = store("blobs");
+        let d = Digest::of(b"hello");
+        s.put(&d, b"hello").await.unwrap();
+        assert_eq!(std::fs::read(s.blob_path(&d)).unwrap(), b"hello");
+
+        let other = Digest::of(b"other");
+        // More bytes than the manifest said: refused as they arrive.
+        let mut w = s.writer(&other, 5).await.unwrap();
+        let e = w.write(b"tampered").await.unwrap_err();
+        assert!(matches!(e, IngestError::Size { .. }), "{e}");
+        drop(w);
+        let e = s.put(&other, b"OTHER").await.unwrap_err();
+        assert!(matches!(e, IngestError::Mismatch { .. }), "{e}");
+        assert!(!s.has_blob(&other));
+        assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_removed_at_open() {
+        let (dir, s) = store("leftovers");
+        let w = s.writer(&Digest::of(b"x"), 1).await.unwrap();
+        std::mem::forget(w); // as if berthd died mid-download
+        let tmp = s.temp_snapshot().unwrap();
+        std::fs::write(tmp.join("f"), "x").unwrap();
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0);
+        assert_eq!(s.contents().unwrap(), (vec![], vec![]));
+        assert!(!tmp.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

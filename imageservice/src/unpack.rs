@@ -1,0 +1,1040 @@
+//! Unpacking of OCI image layers (tar, optionally gzip/zstd) into overlayfs
+//! snapshot directories.
+//!
+//! Layers are hostile input. The security model:
+//! * Every entry path (and hard link target) is split into plain components;
+//!   absolute paths, `..` components and empty names are refused up front.
+//! * The snapshot directory is private to us and entries are processed one at a
+//!   time, so the only thing that can change the tree between a check and a use
+//!   is the archive itself. We therefore walk each path with `lstat` from `dest`
+//!   downwards and refuse if any parent component is a symlink (or not a dir).
+//! * The final component is never followed: an existing entry is unlinked (or
+//!   `remove_dir_all`ed, which does not follow symlinks) before creation, and all
+//!   creation calls (`O_CREAT|O_EXCL`, mkdir, mknod, symlink, link) fail instead of
+//!   following a symlink. Metadata calls use the no-follow variants (`lchown`,
+//!   `lsetxattr`, `utimensat(AT_SYMLINK_NOFOLLOW)`); `chmod` follows symlinks and is
+//!   therefore only applied to objects we have just created or lstat'ed as non-links.
+//! * Hard link targets get the same validation and must resolve to a non-symlink,
+//!   non-directory inside `dest`, or be copied up from a lower layer (walked with the
+//!   same rules, honouring whiteouts and opaque dirs).
+//!
+//! Xattr policy (PAX `SCHILY.xattr.*` records):
+//! * `trusted.overlay.*` / `user.overlay.*` from the archive are dropped: they are
+//!   reserved for overlayfs and a layer must not forge whiteouts/redirects with them
+//!   (whiteouts come only from `.wh.` entries).
+//! * `security.*`: ENOTSUP and EPERM are ignored (filesystem or LSM refuses it).
+//! * `user.*`: ENOTSUP is ignored (filesystem without user xattrs).
+//! * any other failure (e.g. `trusted.*`, `system.*` ACLs) fails the unpack.
+//!
+//! Parent directories missing from the archive are created 0755 root:root.
+//! Metadata order is lchown, xattrs, chmod (chown clears setuid bits and file
+//! capabilities), mtime; directory mtimes are applied at the end, deepest first.
+//! Whiteouts become 0:0 char devices and opaque dirs get `trusted.overlay.opaque=y`,
+//! so unpacking needs root (CAP_MKNOD, CAP_SYS_ADMIN).
+//!
+//! Hard link entries do not apply their own header metadata: the inode's metadata
+//! comes from the target's entry (or from the lower file when copied up).
+//! An entry naming the root (`./`) is allowed only as a directory and updates the
+//! metadata of `dest` itself.
+//!
+//! Known limitation: GNU long-name and PAX header records are buffered in memory by
+//! the `tar` crate, so their size is bounded only by the (decompressed) archive.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
+use nix::sys::time::TimeSpec;
+use tar::EntryType;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// From an OCI/Docker layer media type: ...tar, ...tar+gzip, ...tar+zstd,
+    /// application/vnd.docker.image.rootfs.diff.tar.gzip, and the
+    /// foreign/nondistributable variants. None for unknown types.
+    pub fn from_media_type(mt: &str) -> Option<Compression> {
+        match mt {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("snapshot directory {}: {reason}", path.display())]
+    Destination { path: PathBuf, reason: String },
+    #[error("layer blob {}: {source}", path.display())]
+    Blob { path: PathBuf, source: io::Error },
+    #[error("reading layer archive: {0}")]
+    Archive(#[source] io::Error),
+    /// The entry is invalid or hostile (escape attempt, unsupported type, ...).
+    #[error("layer entry {entry:?}: {reason}")]
+    Refused { entry: String, reason: String },
+    /// A filesystem operation failed while applying the entry.
+    #[error("layer entry {entry:?}: {op}: {source}")]
+    Io {
+        entry: String,
+        op: String,
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    pub entries: u64,
+    /// Bytes of regular file content written (including files copied up from lowers).
+    pub bytes: u64,
+    /// `sha256:<hex>` of the uncompressed tar stream: the layer's DiffID.
+    pub diff_id: String,
+}
+
+/// Hashes everything read through it: the DiffID of the uncompressed layer.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn refused(entry: &str, reason: impl Into<String>) -> UnpackError {
+    UnpackError::Refused {
+        entry: entry.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn io_err(entry: &str, op: impl Into<String>) -> impl FnOnce(io::Error) -> UnpackError {
+    let (entry, op) = (entry.to_owned(), op.into());
+    move |source| UnpackError::Io { entry, op, source }
+}
+
+/// Unpacks the layer blob at `blob` into `dest`, which must exist and be empty.
+/// `lowers` are the already-unpacked snapshot dirs of the layers below, topmost first
+/// (used only to resolve a hard link whose target is not in this layer: copy the
+/// target file up from the first lower that has it, then link to the copy).
+/// On error the caller deletes `dest`; nothing outside `dest` may have been touched.
+pub fn unpack_layer(
+    blob: &Path,
+    compression: Compression,
+    dest: &Path,
+    lowers: &[PathBuf],
+) -> Result<Unpacked, UnpackError> {
+    let dest_err = |reason: String| UnpackError::Destination {
+        path: dest.to_owned(),
+        reason,
+    };
+    let md = fs::symlink_metadata(dest).map_err(|e| dest_err(e.to_string()))?;
+    if !md.is_dir() {
+        return Err(dest_err("not a directory".into()));
+    }
+    if fs::read_dir(dest)
+        .map_err(|e| dest_err(e.to_string()))?
+        .next()
+        .is_some()
+    {
+        return Err(dest_err("not empty".into()));
+    }
+
+    let blob_err = |source| UnpackError::Blob {
+        path: blob.to_owned(),
+        source,
+    };
+    let file = File::open(blob).map_err(blob_err)?;
+    // Everything below streams: no layer is ever held in memory as a whole.
+    let reader: Box<dyn Read> = match compression {
+        Compression::None => Box::new(BufReader::new(file)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(blob_err)?),
+    };
+    let mut archive = tar::Archive::new(HashingReader {
+        inner: reader,
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+    });
+    let mut u = Unpacker {
+        dest,
+        lowers,
+        stats: Unpacked::default(),
+        dir_times: BTreeMap::new(),
+    };
+    for entry in archive.entries().map_err(UnpackError::Archive)? {
+        u.entry(&mut entry.map_err(UnpackError::Archive)?)?;
+    }
+    // The DiffID covers the whole stream, end-of-archive padding included.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(blob_err)?;
+    let diff_id = format!(
+        "sha256:{}",
+        hex::encode(sha2::Digest::finalize(rest.hasher))
+    );
+    let mut stats = u.finish()?;
+    stats.diff_id = diff_id;
+    Ok(stats)
+}
+
+/// Splits a raw archive path into plain components ("." and empty ones dropped).
+/// The result may be empty (the path names the root).
+fn split_path(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
+    if raw.is_empty() {
+        return Err("empty path");
+    }
+    if raw[0] == b'/' {
+        return Err("absolute path escapes the snapshot");
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err("path escapes the snapshot (\"..\" component)"),
+            c if c.contains(&0) => return Err("path contains a NUL byte"),
+            c => out.push(OsStr::from_bytes(c).to_owned()),
+        }
+    }
+    Ok(out)
+}
+
+fn join(comps: &[OsString]) -> String {
+    let v: Vec<_> = comps.iter().map(|c| c.to_string_lossy()).collect();
+    v.join("/")
+}
+
+fn is_whiteout(md: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Metadata of an entry, taken from its header and PAX records.
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: TimeSpec,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+impl Meta {
+    fn read<R: Read>(entry: &mut tar::Entry<R>, name: &str) -> Result<Meta, UnpackError> {
+        let h = entry.header();
+        let bad = |what: &str| refused(name, format!("invalid {what} in header"));
+        // The tar crate already applies PAX uid/gid overrides to the header.
+        let uid = num(h.uid()).ok_or_else(|| bad("uid"))?;
+        let gid = num(h.gid()).ok_or_else(|| bad("gid"))?;
+        let mode = h.mode().map_err(|_| bad("mode"))? & 0o7777;
+        let mtime = TimeSpec::new(num(h.mtime()).ok_or_else(|| bad("mtime"))?, 0);
+        let mut meta = Meta {
+            uid,
+            gid,
+            mode,
+            mtime,
+            xattrs: Vec::new(),
+        };
+        let pax = entry
+            .pax_extensions()
+            .map_err(|e| refused(name, format!("bad PAX header: {e}")))?;
+        for rec in pax.into_iter().flatten() {
+            let rec = rec.map_err(|e| refused(name, format!("bad PAX record: {e}")))?;
+            if let Some(key) = rec.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                meta.xattrs.push((
+                    OsStr::from_bytes(key).to_owned(),
+                    rec.value_bytes().to_vec(),
+                ));
+            } else if rec.key_bytes() == b"mtime" {
+                // Sub-second mtime ("secs[.frac]"); ignored if unparsable.
+                if let Some(ts) = parse_pax_time(rec.value_bytes()) {
+                    meta.mtime = ts;
+                }
+            }
+        }
+        Ok(meta)
+    }
+}
+
+fn num<T: TryFrom<u64>>(v: io::Result<u64>) -> Option<T> {
+    v.ok()?.try_into().ok()
+}
+
+fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let nanos: i64 = digits.parse().ok()?;
+    if s.starts_with('-') && nanos > 0 {
+        // "-1.5" is 1.5s before the epoch, i.e. -2s + 0.5s.
+        return Some(TimeSpec::new(secs - 1, 1_000_000_000 - nanos));
+    }
+    Some(TimeSpec::new(secs, nanos))
+}
+
+/// Sets one xattr according to the policy documented at the top of the module.
+fn set_xattr(path: &Path, key: &OsStr, value: &[u8]) -> io::Result<()> {
+    let k = key.as_bytes();
+    if k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.") {
+        return Ok(());
+    }
+    match xattr::set(path, key, value) {
+        Err(e)
+            if e.raw_os_error() == Some(Errno::ENOTSUP as i32)
+                && (k.starts_with(b"security.") || k.starts_with(b"user.")) =>
+        {
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(Errno::EPERM as i32) && k.starts_with(b"security.") => {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn set_mtime(path: &Path, t: &TimeSpec) -> io::Result<()> {
+    Ok(utimensat(
+        AT_FDCWD,
+        path,
+        t,
+        t,
+        UtimensatFlags::NoFollowSymlink,
+    )?)
+}
+
+/// `create_new` = O_CREAT|O_EXCL: never follows or reuses an existing node.
+fn create_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn nix_io(r: nix::Result<()>) -> io::Result<()> {
+    Ok(r?)
+}
+
+/// Result of looking a hard link target up in one layer directory.
+enum Lookup {
+    Found(PathBuf),
+    /// Not in this layer; lower layers may have it.
+    Absent,
+    /// Deleted or shadowed by this layer (whiteout, non-dir parent, opaque dir).
+    Hidden,
+}
+
+struct Unpacker<'a> {
+    dest: &'a Path,
+    lowers: &'a [PathBuf],
+    stats: Unpacked,
+    /// Directory mtimes, applied at the end (adding children changes them).
+    dir_times: BTreeMap<PathBuf, TimeSpec>,
+}
+
+impl Unpacker<'_> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), UnpackError> {
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let kind = entry.header().entry_type();
+        if kind == EntryType::XGlobalHeader {
+            return Ok(()); // global PAX defaults carry nothing we use
+        }
+        let comps = split_path(&raw).map_err(|r| refused(&name, r))?;
+        self.stats.entries += 1;
+
+        let Some((last, parents)) = comps.split_last() else {
+            // The path names the snapshot root ("./").
+            if !kind.is_dir() {
+                return Err(refused(&name, "empty name (names the snapshot root)"));
+            }
+            let meta = Meta::read(entry, &name)?;
+            return self.apply_meta(&name, self.dest.to_path_buf(), &meta, true);
+        };
+        if last.as_bytes() == OPAQUE_MARKER {
+            let dir = self.ensure_dirs(&name, parents)?;
+            return xattr::set(&dir, OPAQUE_XATTR, b"y").map_err(io_err(&name, "set opaque xattr"));
+        }
+        if let Some(target) = last.as_bytes().strip_prefix(WHITEOUT_PREFIX) {
+            if matches!(target, b"" | b"." | b"..") {
+                return Err(refused(&name, "invalid whiteout name"));
+            }
+            let mut path = self.ensure_dirs(&name, parents)?;
+            path.push(OsStr::from_bytes(target));
+            self.clear(&name, &path, false)?;
+            let r = mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0);
+            return nix_io(r).map_err(io_err(&name, "create whiteout"));
+        }
+
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        // Old-style ('\0' type) entries with a trailing slash are directories.
+        let is_dir =
+            kind.is_dir() || (entry.header().as_old().linkflag[0] == 0 && raw.ends_with(b"/"));
+        let mut path = self.ensure_dirs(&name, parents)?;
+        path.push(last);
+
+        if kind.is_hard_link() {
+            let target = link.ok_or_else(|| refused(&name, "hard link without target"))?;
+            return self.hard_link(&name, path, &target);
+        }
+        let meta = Meta::read(entry, &name)?;
+        let keep_dir = self.clear(&name, &path, is_dir)?;
+        match kind {
+            _ if is_dir => {
+                if !keep_dir {
+                    fs::create_dir(&path).map_err(io_err(&name, "create directory"))?;
+                }
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let mut f = create_file(&path).map_err(io_err(&name, "create file"))?;
+                self.stats.bytes += io::copy(entry, &mut f).map_err(io_err(&name, "write file"))?;
+            }
+            EntryType::Symlink => {
+                let target = link.filter(|l| !l.is_empty());
+                let target = target.ok_or_else(|| refused(&name, "symlink without target"))?;
+                // The target is stored verbatim and never followed by us.
+                symlink(OsStr::from_bytes(&target), &path)
+                    .map_err(io_err(&name, "create symlink"))?;
+            }
+            EntryType::Char | EntryType::Block => {
+                let h = entry.header();
+                let dev = |v: io::Result<Option<u32>>| v.map(|d| u64::from(d.unwrap_or(0)));
+                let bad = |_| refused(&name, "invalid device number");
+                let maj = dev(h.device_major()).map_err(bad)?;
+                let min = dev(h.device_minor()).map_err(bad)?;
+                let t = [SFlag::S_IFBLK, SFlag::S_IFCHR][usize::from(kind == EntryType::Char)];
+                let r = mknod(&path, t, Mode::empty(), makedev(maj, min));
+                nix_io(r).map_err(io_err(&name, "create device"))?;
+            }
+            EntryType::Fifo => {
+                let r = nix::unistd::mkfifo(&path, Mode::empty());
+                nix_io(r).map_err(io_err(&name, "create fifo"))?;
+            }
+            other => {
+                let t = other.as_byte().escape_ascii();
+                return Err(refused(&name, format!("unsupported entry type '{t}'")));
+            }
+        }
+        self.apply_meta(&name, path, &meta, is_dir)
+    }
+
+    /// Owner, xattrs, mode, mtime, in that order: chown clears setuid bits and
+    /// file capabilities, so xattrs and mode come after it.
+    fn apply_meta(
+        &mut self,
+        name: &str,
+        path: PathBuf,
+        m: &Meta,
+        is_dir: bool,
+    ) -> Result<(), UnpackError> {
+        lchown(&path, Some(m.uid), Some(m.gid)).map_err(io_err(name, "chown"))?;
+        for (k, v) in &m.xattrs {
+            set_xattr(&path, k, v)
+                .map_err(io_err(name, format!("set xattr {}", k.to_string_lossy())))?;
+        }
+        let is_symlink = fs::symlink_metadata(&path)
+            .map_err(io_err(name, "stat"))?
+            .file_type()
+            .is_symlink();
+        if !is_symlink {
+            // Safe to follow: `path` is a node we created or lstat'ed as a real dir.
+            fs::set_permissions(&path, fs::Permissions::from_mode(m.mode))
+                .map_err(io_err(name, "chmod"))?;
+        }
+        if is_dir {
+            self.dir_times.insert(path, m.mtime);
+            Ok(())
+        } else {
+            set_mtime(&path, &m.mtime).map_err(io_err(name, "set mtime"))
+        }
+    }
+
+    /// Returns `dest/comps`, making sure every component is a real directory:
+    /// missing ones are created 0755 root:root, symlinks and non-dirs are refused.
+    fn ensure_dirs(&self, name: &str, comps: &[OsString]) -> Result<PathBuf, UnpackError> {
+        let mut p = self.dest.to_path_buf();
+        for (i, c) in comps.iter().enumerate() {
+            p.push(c);
+            let rel = join(&comps[..=i]);
+            match fs::symlink_metadata(&p) {
+                Ok(md) if md.file_type().is_symlink() => {
+                    return Err(refused(name, format!("parent {rel:?} is a symlink")));
+                }
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => return Err(refused(name, format!("parent {rel:?} is not a directory"))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&p).map_err(io_err(name, format!("create parent {rel:?}")))?;
+                    lchown(&p, Some(0), Some(0)).map_err(io_err(name, "chown parent"))?;
+                    fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                        .map_err(io_err(name, "chmod parent"))?;
+                }
+                Err(e) => return Err(io_err(name, format!("stat {rel:?}"))(e)),
+            }
+        }
+        Ok(p)
+    }
+
+    /// Removes whatever is at `path` (never following it). An existing directory
+    /// is kept when the new entry is a directory too; returns whether it was kept.
+    fn clear(&self, name: &str, path: &Path, new_is_dir: bool) -> Result<bool, UnpackError> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(name, "stat")(e)),
+            Ok(md) if md.is_dir() && new_is_dir => Ok(true),
+            // remove_dir_all does not follow symlinks inside the tree.
+            Ok(md) if md.is_dir() => fs::remove_dir_all(path)
+                .map(|_| false)
+                .map_err(io_err(name, "remove")),
+            Ok(_) => fs::remove_file(path)
+                .map(|_| false)
+                .map_err(io_err(name, "remove")),
+        }
+    }
+
+    fn hard_link(
+        &mut self,
+        name: &str,
+        path: PathBuf,
+        raw_target: &[u8],
+    ) -> Result<(), UnpackError> {
+        let target =
+            split_path(raw_target).map_err(|r| refused(name, format!("hard link target: {r}")))?;
+        if target.is_empty() {
+            return Err(refused(name, "hard link target is empty"));
+        }
+        let src = self.link_source(name, &target)?;
+        if src == path {
+            return Ok(()); // a link to itself: nothing to do
+        }
+        self.clear(name, &path, false)?;
+        // linkat without AT_SYMLINK_FOLLOW; `src` was verified not to be a symlink anyway.
+        fs::hard_link(&src, &path).map_err(io_err(name, "create hard link"))
+    }
+
+    /// Finds the hard link target in this layer, or copies it up from the first
+    /// lower layer that has it (stopping at whiteouts / opaque dirs).
+    fn link_source(&mut self, name: &str, target: &[OsString]) -> Result<PathBuf, UnpackError> {
+        let layers = std::iter::once(self.dest).chain(self.lowers.iter().map(PathBuf::as_path));
+        for (i, layer) in layers.enumerate() {
+            match lookup(name, layer, target)? {
+                Lookup::Found(p) if i == 0 => return Ok(p),
+                Lookup::Found(p) => return self.copy_up(name, &p, target),
+                Lookup::Hidden => break,
+                Lookup::Absent => {}
+            }
+        }
+        Err(refused(
+            name,
+            format!("hard link target {:?} not found", join(target)),
+        ))
+    }
+
+    /// Copies a regular file from a lower layer to the same path in `dest`,
+    /// preserving owner, xattrs, mode and mtime.
+    fn copy_up(
+        &mut self,
+        name: &str,
+        src: &Path,
+        target: &[OsString],
+    ) -> Result<PathBuf, UnpackError> {
+        let md = fs::symlink_metadata(src).map_err(io_err(name, "stat lower file"))?;
+        if !md.is_file() {
+            return Err(refused(
+                name,
+                "hard link target in a lower layer is not a regular file",
+            ));
+        }
+        let (last, parents) = target
+            .split_last()
+            .ok_or_else(|| refused(name, "empty target"))?;
+        let mut dst = self.ensure_dirs(name, parents)?;
+        dst.push(last);
+        let input = OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(src);
+        let mut input = input.map_err(io_err(name, "open lower file"))?;
+        let mut out = create_file(&dst).map_err(io_err(name, "create copy-up file"))?;
+        self.stats.bytes += io::copy(&mut input, &mut out).map_err(io_err(name, "copy up"))?;
+        let mut xattrs = Vec::new();
+        for k in xattr::list(src).map_err(io_err(name, "list lower xattrs"))? {
+            if let Some(v) = xattr::get(src, &k).map_err(io_err(name, "read lower xattr"))? {
+                xattrs.push((k, v));
+            }
+        }
+        let (uid, gid, mode) = (md.uid(), md.gid(), md.mode() & 0o7777);
+        let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
+        let meta = Meta {
+            uid,
+            gid,
+            mode,
+            mtime,
+            xattrs,
+        };
+        self.apply_meta(name, dst.clone(), &meta, false)?;
+        Ok(dst)
+    }
+
+    /// Applies directory mtimes, deepest first, to directories that still exist.
+    fn finish(self) -> Result<Unpacked, UnpackError> {
+        let mut dirs: Vec<_> = self.dir_times.into_iter().collect();
+        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (p, t) in dirs {
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                let name = p.strip_prefix(self.dest).unwrap_or(&p).to_string_lossy();
+                set_mtime(&p, &t).map_err(io_err(&name, "set directory mtime"))?;
+            }
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Looks `comps` up in one layer dir without following any symlink.
+fn lookup(name: &str, layer: &Path, comps: &[OsString]) -> Result<Lookup, UnpackError> {
+    let mut p = layer.to_path_buf();
+    let mut opaque = false;
+    for (i, c) in comps.iter().enumerate() {
+        p.push(c);
+        let last = i + 1 == comps.len();
+        let md = match fs::symlink_metadata(&p) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(if opaque {
+                    Lookup::Hidden
+                } else {
+                    Lookup::Absent
+                });
+            }
+            Err(e) => return Err(io_err(name, "stat hard link target")(e)),
+        };
+        if is_whiteout(&md) {
+            return Ok(Lookup::Hidden);
+        }
+        let rel = join(&comps[..=i]);
+        if md.file_type().is_symlink() {
+            let what = if last {
+                "hard link target"
+            } else {
+                "parent of hard link target"
+            };
+            return Err(refused(name, format!("{what} {rel:?} is a symlink")));
+        }
+        if last {
+            if md.is_dir() {
+                return Err(refused(
+                    name,
+                    format!("hard link target {rel:?} is a directory"),
+                ));
+            }
+            return Ok(Lookup::Found(p));
+        }
+        if !md.is_dir() {
+            return Ok(Lookup::Hidden); // a non-directory hides everything below it
+        }
+        opaque |= matches!(xattr::get(&p, OPAQUE_XATTR), Ok(Some(v)) if v == b"y");
+    }
+    Ok(Lookup::Absent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileTypeExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const T0: i64 = 1_500_000_000;
+
+    /// A scratch directory under /tmp, removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new() -> Scratch {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::SeqCst);
+            let p = PathBuf::from(format!("/tmp/berth-unpack-test-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            Scratch(p)
+        }
+        fn dir(&self, rel: &str) -> PathBuf {
+            let p = self.0.join(rel);
+            fs::create_dir_all(&p).unwrap();
+            p
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Tar writer that puts raw name bytes into the header (bypassing the tar
+    /// crate's own path validation, so hostile names can be produced).
+    struct Tb {
+        b: tar::Builder<Vec<u8>>,
+        uid: u64,
+    }
+    impl Tb {
+        fn new() -> Tb {
+            Tb {
+                b: tar::Builder::new(Vec::new()),
+                uid: 0,
+            }
+        }
+        fn header(
+            &self,
+            ty: EntryType,
+            name: &str,
+            link: &str,
+            mode: u32,
+            size: usize,
+        ) -> tar::Header {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_entry_type(ty);
+            h.set_mode(mode);
+            h.set_uid(self.uid);
+            h.set_gid(self.uid + 1);
+            h.set_mtime(T0 as u64);
+            h.set_size(size as u64);
+            h
+        }
+        fn add(
+            &mut self,
+            ty: EntryType,
+            name: &str,
+            link: &str,
+            mode: u32,
+            data: &[u8],
+        ) -> &mut Tb {
+            let mut h = self.header(ty, name, link, mode, data.len());
+            h.set_cksum();
+            self.b.append(&h, data).unwrap();
+            self
+        }
+        /// Entries "T name [link-or-content]" separated by "; ". T: F file, D dir,
+        /// S symlink, L hard link, P PAX record "key=value", other: raw type byte.
+        fn spec(&mut self, spec: &str) -> &mut Tb {
+            for e in spec.split("; ") {
+                let mut f = e.splitn(3, ' ');
+                let (t, name) = (f.next().unwrap().as_bytes()[0], f.next().unwrap_or(""));
+                let arg = f.next().unwrap_or("");
+                match t {
+                    b'F' => self.add(EntryType::Regular, name, "", 0o644, arg.as_bytes()),
+                    b'D' => self.add(EntryType::Directory, name, "", 0o755, b""),
+                    b'S' => self.add(EntryType::Symlink, name, arg, 0o777, b""),
+                    b'L' => self.add(EntryType::Link, name, arg, 0o644, b""),
+                    b'P' => {
+                        let (k, v) = name.split_once('=').unwrap();
+                        self.pax(&[(k, v.as_bytes())])
+                    }
+                    t => self.add(EntryType::new(t), name, "", 0o644, b""),
+                };
+            }
+            self
+        }
+        fn dev(&mut self, ty: EntryType, name: &str, major: u32, minor: u32) -> &mut Tb {
+            let mut h = self.header(ty, name, "", 0o666, 0);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            h.set_cksum();
+            self.b.append(&h, io::empty()).unwrap();
+            self
+        }
+        /// A PAX extended header applying to the next entry.
+        fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Tb {
+            let mut data = Vec::new();
+            for (k, v) in records {
+                let body = [b" ", k.as_bytes(), b"=", v, b"\n"].concat();
+                let mut len = body.len() + 1;
+                while len.to_string().len() + body.len() != len {
+                    len += 1;
+                }
+                data.extend_from_slice(format!("{len}").as_bytes());
+                data.extend_from_slice(&body);
+            }
+            self.add(EntryType::XHeader, "PaxHeader", "", 0o644, &data)
+        }
+        fn blob(&mut self, dir: &Path, c: Compression) -> PathBuf {
+            let tar = std::mem::replace(&mut self.b, tar::Builder::new(Vec::new()));
+            let tar = tar.into_inner().unwrap();
+            let bytes = match c {
+                Compression::None => tar,
+                Compression::Gzip => {
+                    let mut e = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                    e.write_all(&tar).unwrap();
+                    e.finish().unwrap()
+                }
+                Compression::Zstd => zstd::encode_all(&tar[..], 3).unwrap(),
+            };
+            let p = dir.join(format!("layer-{c:?}"));
+            fs::write(&p, bytes).unwrap();
+            p
+        }
+    }
+
+    fn lmeta(p: impl AsRef<Path>) -> fs::Metadata {
+        fs::symlink_metadata(p).unwrap()
+    }
+    /// (mode & 07777, uid, gid, mtime)
+    fn attrs(p: impl AsRef<Path>) -> (u32, u32, u32, i64) {
+        let m = lmeta(p);
+        (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime())
+    }
+    fn xget(p: impl AsRef<Path>, k: &str) -> Option<Vec<u8>> {
+        xattr::get(p, k).unwrap()
+    }
+
+    #[test]
+    fn media_types() {
+        let m = Compression::from_media_type;
+        let oci = "application/vnd.oci.image.layer";
+        assert_eq!(m(&format!("{oci}.v1.tar")), Some(Compression::None));
+        assert_eq!(m(&format!("{oci}.v1.tar+gzip")), Some(Compression::Gzip));
+        assert_eq!(m(&format!("{oci}.v1.tar+zstd")), Some(Compression::Zstd));
+        let nd = format!("{oci}.nondistributable.v1.tar+gzip");
+        assert_eq!(m(&nd), Some(Compression::Gzip));
+        let docker = "application/vnd.docker.image.rootfs";
+        assert_eq!(
+            m(&format!("{docker}.diff.tar.gzip")),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            m(&format!("{docker}.foreign.diff.tar.gzip")),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(m("application/vnd.oci.image.config.v1+json"), None);
+    }
+
+    #[test]
+    fn unpacks_all_entry_types() {
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let s = Scratch::new();
+            let dest = s.dir("dest");
+            let mut tb = Tb::new();
+            tb.spec("D ./");
+            tb.uid = 1000;
+            tb.pax(&[
+                ("SCHILY.xattr.user.foo", b"bar"),
+                ("SCHILY.xattr.trusted.t", b"tv"),
+            ]);
+            tb.add(EntryType::Directory, "./etc/", "", 0o750, b"");
+            tb.add(
+                EntryType::Regular,
+                "./etc/passwd",
+                "",
+                0o4755,
+                b"root:x:0:0\n",
+            );
+            tb.spec("S etc/link passwd; L etc/hard ./etc/passwd");
+            tb.uid = 0;
+            tb.add(EntryType::Fifo, "dev/fifo", "", 0o640, b"");
+            tb.dev(EntryType::Char, "dev/null", 1, 3)
+                .dev(EntryType::Block, "dev/loop9", 7, 9);
+            tb.spec("P mtime=1600000000.25; F nanos");
+            let long = format!("long/{}", "x".repeat(150)); // GNU long name
+            let mut h = tb.header(EntryType::Regular, "", "", 0o644, 4);
+            tb.b.append_data(&mut h, &long, &b"long"[..]).unwrap();
+            // Old-style '\0' type: a file, and a directory (trailing slash).
+            for (n, data) in [("old.txt", &b"old"[..]), ("olddir/", b"")] {
+                let mut h = tb.header(EntryType::Regular, n, "", 0o600, data.len());
+                h.as_old_mut().linkflag = [0];
+                h.set_cksum();
+                tb.b.append(&h, data).unwrap();
+            }
+            tb.spec("F sub/x gone soon; F .wh.gone; F sub/.wh.x; F opq/.wh..wh..opq");
+            let blob = tb.blob(&s.0, c);
+
+            let res = unpack_layer(&blob, c, &dest, &[]).unwrap();
+            assert_eq!((res.entries, res.bytes), (16, 11 + 4 + 3 + 9));
+            // The DiffID is the digest of the uncompressed stream, whatever
+            // the compression.
+            if c == Compression::None {
+                let raw = fs::read(&blob).unwrap();
+                assert_eq!(res.diff_id, crate::digest::Digest::of(&raw).to_string());
+            }
+
+            // Directory mtime is applied after its children were created.
+            assert_eq!(attrs(dest.join("etc")), (0o750, 1000, 1001, T0));
+            assert_eq!(xget(dest.join("etc"), "user.foo").unwrap(), b"bar");
+            assert_eq!(xget(dest.join("etc"), "trusted.t").unwrap(), b"tv");
+            let pw = dest.join("etc/passwd");
+            assert_eq!(attrs(&pw), (0o4755, 1000, 1001, T0));
+            assert_eq!(fs::read(&pw).unwrap(), b"root:x:0:0\n");
+            assert!(lmeta(dest.join("etc/link")).file_type().is_symlink());
+            assert_eq!(attrs(dest.join("etc/link")), (0o777, 1000, 1001, T0));
+            assert_eq!(
+                fs::read_link(dest.join("etc/link")).unwrap(),
+                Path::new("passwd")
+            );
+            assert_eq!(lmeta(dest.join("etc/hard")).ino(), lmeta(&pw).ino());
+            let (mode, uid, gid, _) = attrs(dest.join("dev")); // created: not in the tar
+            assert_eq!((mode, uid, gid), (0o755, 0, 0));
+            assert!(lmeta(dest.join("dev/fifo")).file_type().is_fifo());
+            assert_eq!(attrs(dest.join("dev/fifo")).0, 0o640);
+            let n = lmeta(dest.join("dev/null"));
+            assert!(n.file_type().is_char_device() && n.rdev() == makedev(1, 3));
+            assert_eq!(n.mode() & 0o7777, 0o666);
+            let b = lmeta(dest.join("dev/loop9"));
+            assert!(b.file_type().is_block_device() && b.rdev() == makedev(7, 9));
+            let t = lmeta(dest.join("nanos"));
+            assert_eq!((t.mtime(), t.mtime_nsec()), (1_600_000_000, 250_000_000));
+            assert_eq!(fs::read(dest.join(&long)).unwrap(), b"long");
+            assert!(lmeta(dest.join("old.txt")).is_file() && lmeta(dest.join("olddir")).is_dir());
+            for wh in ["gone", "sub/x"] {
+                let m = lmeta(dest.join(wh));
+                assert!(m.file_type().is_char_device() && m.rdev() == 0, "{wh}");
+            }
+            assert!(!dest.join(".wh.gone").exists() && !dest.join("sub/.wh.x").exists());
+            assert_eq!(xget(dest.join("opq"), OPAQUE_XATTR).unwrap(), b"y");
+            assert!(!dest.join("opq/.wh..wh..opq").exists());
+        }
+    }
+
+    #[test]
+    fn hardlink_copied_up_from_lower() {
+        let s = Scratch::new();
+        let (l1, l2, dest) = (s.dir("l1/usr/bin"), s.dir("l2/usr/bin"), s.dir("dest"));
+        let tool = l2.join("tool");
+        fs::write(&tool, b"#!tool").unwrap();
+        lchown(&tool, Some(7), Some(8)).unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o751)).unwrap();
+        xattr::set(&tool, "user.k", b"v").unwrap();
+        set_mtime(&tool, &TimeSpec::new(T0, 0)).unwrap();
+        let lowers = [s.0.join("l1"), s.0.join("l2")];
+        let blob = Tb::new()
+            .spec("L usr/bin/alias usr/bin/tool")
+            .blob(&s.0, Compression::None);
+
+        let res = unpack_layer(&blob, Compression::None, &dest, &lowers).unwrap();
+        assert_eq!((res.entries, res.bytes), (1, 6));
+        let copy = dest.join("usr/bin/tool");
+        assert_eq!(fs::read(&copy).unwrap(), b"#!tool");
+        assert_eq!(attrs(&copy), (0o751, 7, 8, T0));
+        assert_eq!(xget(&copy, "user.k").unwrap(), b"v");
+        assert_eq!(lmeta(dest.join("usr/bin/alias")).ino(), lmeta(&copy).ino());
+        assert_eq!(lmeta(&tool).nlink(), 1, "lower file untouched");
+
+        // A whiteout in the upper lower hides the bottom file.
+        mknod(&l1.join("tool"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+        let dest2 = s.dir("dest2");
+        let err = unpack_layer(&blob, Compression::None, &dest2, &lowers).unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    /// Every escape attempt fails and leaves everything outside `dest` untouched.
+    #[test]
+    fn hostile_layers_are_refused() {
+        let s = Scratch::new();
+        let out = s.dir("outside");
+        fs::write(out.join("secret"), b"s3cret").unwrap();
+        let lower = s.dir("lower");
+        symlink(&out, lower.join("etc")).unwrap(); // a lower layer with `etc -> outside`
+        // dest is s/dN/a/dest, so "../../outside" from dest/x reaches s/outside.
+        let cases = [
+            ("absolute path", format!("F {}/abs", out.display())),
+            ("escapes", "F ../x".into()),
+            ("escapes", "F a/../../x".into()),
+            ("empty path", "F ".into()),
+            ("snapshot root", "F ./".into()),
+            ("escapes", "P path=../../x; F ok".into()),
+            (
+                "parent \"evil\" is a symlink",
+                "S evil ../../outside; F evil/pwned".into(),
+            ),
+            ("is a symlink", "S a b; S b ../../outside; F a/file".into()),
+            ("escapes", "L h ../../etc/passwd".into()),
+            ("absolute", "L h /etc/passwd".into()),
+            (
+                "target \"s\" is a symlink",
+                "S s ../../outside/secret; L h s".into(),
+            ),
+            ("is a symlink", "S d ../../outside; L h d/secret".into()),
+            ("is a symlink", "L h etc/secret".into()), // through the lower's symlink
+            (
+                "is a symlink",
+                "S evil ../../outside; F evil/.wh.secret".into(),
+            ),
+            (
+                "is a symlink",
+                "S evil ../../outside; F evil/.wh..wh..opq".into(),
+            ),
+            ("invalid whiteout", "F a/.wh...".into()),
+            ("unsupported entry type", "Z z".into()),
+        ];
+        for (i, (want, spec)) in cases.iter().enumerate() {
+            let dest = s.dir(&format!("d{i}/a/dest"));
+            let blob = Tb::new().spec(spec).blob(&s.0, Compression::Gzip);
+            let lowers = std::slice::from_ref(&lower);
+            let err = unpack_layer(&blob, Compression::Gzip, &dest, lowers).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("layer entry \"") && msg.contains(want),
+                "{spec}: {msg}"
+            );
+            assert!(
+                matches!(err, UnpackError::Refused { .. }),
+                "{spec}: {err:?}"
+            );
+            assert_outside_untouched(&s, &out, spec);
+        }
+
+        // Entries over existing symlinks replace the symlink, never write through it.
+        let dest = s.dir("ok/a/dest");
+        let spec = "S f ../../outside/new; F f mine; S g ../../outside/secret; F g mine; \
+                    S d ../../outside; D d; F d/x mine; S s ../../outside/secret; F t; L s t";
+        let blob = Tb::new().spec(spec).blob(&s.0, Compression::Zstd);
+        unpack_layer(&blob, Compression::Zstd, &dest, &[]).unwrap();
+        for f in ["f", "g", "d/x"] {
+            assert!(lmeta(dest.join(f)).is_file() && fs::read(dest.join(f)).unwrap() == b"mine");
+        }
+        assert!(lmeta(dest.join("d")).is_dir());
+        assert_eq!(lmeta(dest.join("s")).ino(), lmeta(dest.join("t")).ino());
+        assert_outside_untouched(&s, &out, spec);
+    }
+
+    fn assert_outside_untouched(s: &Scratch, out: &Path, spec: &str) {
+        let names: Vec<_> = fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["secret"], "{spec}: outside dir modified");
+        let m = lmeta(out.join("secret"));
+        assert_eq!((m.nlink(), m.len()), (1, 6), "{spec}");
+        assert!(xget(out, OPAQUE_XATTR).is_none(), "{spec}");
+        assert!(!s.0.join("x").exists(), "{spec}: escaped file created");
+    }
+}
