@@ -108,6 +108,13 @@ impl<'a> ImageDb<'a> {
                 rec.repo_tags.extend(old.repo_tags);
                 rec.repo_digests.extend(old.repo_digests);
                 rec.created_ns = old.created_ns;
+                // Reached again through another manifest or index: it keeps
+                // the ones it was reached by before, which its repo digests name.
+                for b in old.blobs {
+                    if !rec.blobs.contains(&b) {
+                        rec.blobs.push(b);
+                    }
+                }
             }
             let mut new_names: Vec<&str> = vec![digest_name];
             new_names.extend(tag);

@@ -95,12 +95,8 @@ pub enum RegistryError {
         status: StatusCode,
         body: String,
     },
-    #[error("{url}: {source}")]
-    Transport {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("{url}: {reason}")]
+    Transport { url: String, reason: String },
     #[error("token endpoint {realm}: {reason}")]
     Token { realm: String, reason: String },
     #[error("invalid credentials: {0}")]
@@ -224,9 +220,9 @@ impl Registry {
                 url: url.to_string(),
                 timeout: self.progress_timeout,
             }),
-            Ok(r) => r.map_err(|source| RegistryError::Transport {
+            Ok(r) => r.map_err(|e| RegistryError::Transport {
                 url: url.to_string(),
-                source,
+                reason: error_chain(&e),
             }),
         }
     }
@@ -262,9 +258,9 @@ impl Registry {
                     url: url.clone(),
                     timeout: self.progress_timeout,
                 })?
-                .map_err(|source| RegistryError::Transport {
+                .map_err(|e| RegistryError::Transport {
                     url: url.clone(),
-                    source,
+                    reason: error_chain(&e),
                 })?;
             let status = resp.status();
             if status.is_success() {
@@ -371,7 +367,7 @@ impl Registry {
                 req
             }
         };
-        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(
@@ -437,6 +433,22 @@ impl Registry {
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), String>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// An error and its causes: reqwest's own message hides why a request
+/// failed ("connection refused", "invalid certificate").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 fn basic(user: &str, pass: &str) -> String {

@@ -652,22 +652,15 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// A pinned pattern as written by an operator: an exact familiar name is
+/// A pinned pattern as written by an operator: an exact name is
 /// normalised (`busybox` -> `docker.io/library/busybox:latest`); a glob is
-/// matched as written, with a familiar prefix expanded too.
+/// matched as written against the full normalised names
+/// (`docker.io/library/*`, `*/pause:*`).
 fn normalize_pattern(p: &str) -> String {
     if !p.contains(['*', '?'])
         && let Ok(r) = Reference::parse_with_default_tag(p)
     {
         return r.to_string();
-    }
-    if let Some((name, rest)) = p.split_once([':', '@']) {
-        let sep = &p[name.len()..=name.len()];
-        if !name.contains(['*', '?'])
-            && let Ok(r) = Reference::parse(name)
-        {
-            return format!("{}{sep}{rest}", r.name());
-        }
     }
     p.to_string()
 }
@@ -717,9 +710,11 @@ mod tests {
             normalize_pattern("busybox"),
             "docker.io/library/busybox:latest"
         );
+        // Globs match full names as written.
+        assert_eq!(normalize_pattern("*/pause:*"), "*/pause:*");
         assert_eq!(
-            normalize_pattern("busybox:*"),
-            "docker.io/library/busybox:*"
+            normalize_pattern("127.0.0.1:5000/a"),
+            "127.0.0.1:5000/a:latest"
         );
         assert_eq!(
             normalize_pattern("registry.k8s.io/pause:3.*"),

@@ -34,6 +34,18 @@ struct Args {
     log_level: Option<String>,
 }
 
+/// A bare level applies to berth's own crates; the libraries under them
+/// (h2, hyper, tower) stay at `info` at most, or their frame-by-frame
+/// debug output drowns berth's. A full filter is used as written.
+fn log_filter(level: &str) -> String {
+    match level {
+        "debug" | "trace" => {
+            format!("info,berthd={level},berth_imageservice={level},berth_runtime={level}")
+        }
+        other => other.to_string(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let overrides = config::Overrides {
@@ -50,7 +62,9 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
+            &config.log_level,
+        )))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

@@ -6,6 +6,9 @@
 //! test's thread, and the clients' connections must still answer the
 //! server's graceful GOAWAY meanwhile.
 
+pub mod fixtures;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -194,6 +197,24 @@ impl Berthd {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Starts berthd again on the same config, socket, root and state
+    /// (after [`Berthd::stop_with`]), appending to the same log.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "berthd is still running");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr_file)
+            .expect("open log");
+        let child = self
+            .command(&[])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        self.child = Some(child);
+        self.wait_ready().await;
     }
 
     /// What berthd wrote to stderr so far.

@@ -1,0 +1,834 @@
+//! The CRI ImageService against a real registry (Debian's docker-registry on
+//! loopback) and a real berthd: pull, list, inspect, remove, auth, mirrors,
+//! hostile layers, corruption, concurrency, restarts.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use berth_tests::fixtures::{
+    self, Compression, ImageConfig, Layer, ManifestKind, Platform, RegistryClient,
+};
+use berth_tests::registry::{Registry, RegistryOptions};
+use berth_tests::{Berthd, Options, TempDir};
+use cri_api::v1::image_service_client::ImageServiceClient;
+use cri_api::v1::*;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+type Client = ImageServiceClient<Channel>;
+
+async fn pull(c: &mut Client, image: &str) -> Result<String, Status> {
+    pull_with(c, image, None).await
+}
+
+async fn pull_with(
+    c: &mut Client,
+    image: &str,
+    auth: Option<AuthConfig>,
+) -> Result<String, Status> {
+    c.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        auth,
+        sandbox_config: None,
+    })
+    .await
+    .map(|r| r.into_inner().image_ref)
+}
+
+async fn list(c: &mut Client) -> Vec<Image> {
+    c.list_images(ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images
+}
+
+async fn status(c: &mut Client, image: &str) -> Option<Image> {
+    c.image_status(ImageStatusRequest {
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        verbose: false,
+    })
+    .await
+    .expect("ImageStatus")
+    .into_inner()
+    .image
+}
+
+async fn remove(c: &mut Client, image: &str) -> Result<(), Status> {
+    c.remove_image(RemoveImageRequest {
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Files under the image store's blobs/ and snapshots/ (and ingest/).
+fn store_entries(b: &Berthd) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["images/blobs/sha256", "images/snapshots", "images/ingest"] {
+        if let Ok(rd) = std::fs::read_dir(b.root.join(sub)) {
+            for e in rd.flatten() {
+                out.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn snapshot_dir(b: &Berthd, chain_hex: &str) -> PathBuf {
+    b.root.join("images/snapshots").join(chain_hex)
+}
+
+/// The snapshot dirs of an image, bottom layer first, from its verbose
+/// status.
+async fn snapshots_of(b: &Berthd, c: &mut Client, image: &str) -> Vec<PathBuf> {
+    let r = c
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            verbose: true,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).expect("info JSON");
+    info["chainIds"]
+        .as_array()
+        .expect("chainIds")
+        .iter()
+        .map(|c| {
+            let c = c.as_str().expect("chain id");
+            snapshot_dir(b, c.trim_start_matches("sha256:"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_list_inspect_and_remove() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/busybox", "1.0", Compression::Gzip).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let name = reg.image("test/busybox:1.0");
+
+    let id = pull(&mut c, &name).await.expect("pull");
+    assert_eq!(id, pushed.config_digest, "image_ref is the config digest");
+
+    let images = list(&mut c).await;
+    assert_eq!(images.len(), 1);
+    let img = &images[0];
+    assert_eq!(img.id, pushed.config_digest);
+    assert_eq!(img.repo_tags, [name.as_str()]);
+    assert_eq!(img.repo_digests, [pushed.digest_ref.as_str()]);
+    assert_eq!(
+        img.size,
+        pushed.manifest_size + pushed.blobs_size(),
+        "manifest + config + compressed layers"
+    );
+    assert!(!img.pinned);
+
+    // Every way of naming it finds it.
+    let short = &pushed.config_digest["sha256:".len().."sha256:".len() + 12];
+    for spelling in [
+        name.as_str(),
+        pushed.config_digest.as_str(),
+        &pushed.config_digest["sha256:".len()..],
+        short,
+        pushed.digest_ref.as_str(),
+    ] {
+        let s = status(&mut c, spelling)
+            .await
+            .unwrap_or_else(|| panic!("{spelling} not found"));
+        assert_eq!(s.id, pushed.config_digest, "{spelling}");
+    }
+    // ListImages with a filter.
+    let filtered = c
+        .list_images(ListImagesRequest {
+            filter: Some(ImageFilter {
+                image: Some(ImageSpec {
+                    image: name.clone(),
+                    ..Default::default()
+                }),
+            }),
+        })
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert_eq!(filtered.len(), 1);
+
+    // An unknown image: no image, no error (what the kubelet expects).
+    assert!(status(&mut c, &reg.image("test/nothing:1")).await.is_none());
+
+    // The layer is unpacked: busybox and its hard-linked applets.
+    let snaps = snapshots_of(&b, &mut c, &name).await;
+    assert_eq!(snaps.len(), 1);
+    let bb = std::fs::metadata(snaps[0].join("bin/busybox")).expect("bin/busybox");
+    assert_eq!(
+        bb.len(),
+        std::fs::metadata("/bin/busybox")
+            .expect("host busybox")
+            .len()
+    );
+    let sh = std::fs::metadata(snaps[0].join("bin/sh")).expect("bin/sh");
+    assert_eq!(sh.ino(), bb.ino(), "bin/sh is a hard link to busybox");
+
+    // Remove by tag (its only name): the image and its content go.
+    remove(&mut c, &name).await.expect("remove");
+    assert!(list(&mut c).await.is_empty());
+    assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
+    // Idempotent.
+    remove(&mut c, &name).await.expect("remove again");
+    remove(&mut c, &pushed.config_digest)
+        .await
+        .expect("remove by id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_compression_and_manifest_kind() {
+    let reg = Registry::start();
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    for kind in [ManifestKind::Oci, ManifestKind::Docker] {
+        for comp in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let image = fixtures::Image::new(
+                kind,
+                ImageConfig::for_platform(&Platform::linux_amd64())
+                    .cmd(["/bin/sh"])
+                    .label("variant", &format!("{kind:?}-{comp:?}")),
+            )
+            .layer(
+                Layer::new()
+                    .dir("etc", 0o755)
+                    .file("etc/greeting", format!("{kind:?} {comp:?}"), 0o640)
+                    .build(comp),
+            );
+            let tag = format!("{kind:?}-{comp:?}").to_lowercase();
+            let pushed = fixtures::push_image(&reg, "test/kinds", &tag, &image).await;
+            let name = reg.image(&format!("test/kinds:{tag}"));
+            let id = pull(&mut c, &name)
+                .await
+                .unwrap_or_else(|e| panic!("{kind:?} {comp:?}: {e}"));
+            assert_eq!(id, pushed.config_digest);
+            let snaps = snapshots_of(&b, &mut c, &name).await;
+            let f = snaps[0].join("etc/greeting");
+            assert_eq!(
+                std::fs::read_to_string(&f).expect("greeting"),
+                format!("{kind:?} {comp:?}")
+            );
+            assert_eq!(std::fs::metadata(&f).expect("meta").mode() & 0o7777, 0o640);
+        }
+    }
+    assert_eq!(list(&mut c).await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_gives_this_nodes_platform() {
+    let reg = Registry::start();
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    for kind in [ManifestKind::Oci, ManifestKind::Docker] {
+        let repo = format!("test/multi-{kind:?}").to_lowercase();
+        let pushed = fixtures::push_busybox_index(
+            &reg,
+            &repo,
+            "1",
+            kind,
+            Compression::Gzip,
+            &[Platform::linux_arm64(), Platform::linux_amd64()],
+        )
+        .await;
+        let (_, amd64) = pushed
+            .manifests
+            .iter()
+            .find(|(p, _)| p.architecture == "amd64")
+            .expect("amd64 child");
+        let name = reg.image(&format!("{repo}:1"));
+        let id = pull(&mut c, &name).await.expect("pull index");
+        assert_eq!(id, amd64.config_digest, "{kind:?}: the amd64 image");
+        let img = status(&mut c, &name).await.expect("status");
+        // The repo digest is what the tag points at: the index. (Both
+        // indexes hold the same amd64 config, so after the second pull the
+        // one image has both repo digests.)
+        assert!(
+            img.repo_digests.contains(&pushed.digest_ref),
+            "{:?}",
+            img.repo_digests
+        );
+        let snaps = snapshots_of(&b, &mut c, &name).await;
+        let marker =
+            std::fs::read_to_string(snaps.last().expect("layers").join("etc/berth-platform"))
+                .expect("marker");
+        assert_eq!(marker.trim(), "linux/amd64");
+    }
+
+    // An index without this platform: NotFound, nothing kept.
+    fixtures::push_busybox_index(
+        &reg,
+        "test/armonly",
+        "1",
+        ManifestKind::Oci,
+        Compression::Gzip,
+        &[Platform::linux_arm64()],
+    )
+    .await;
+    let before = store_entries(&b);
+    let e = pull(&mut c, &reg.image("test/armonly:1"))
+        .await
+        .expect_err("no amd64");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert!(e.message().contains("linux/amd64"), "{}", e.message());
+    assert_eq!(store_entries(&b), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulled_by_digest_an_image_has_no_tag() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/bydigest", "1", Compression::Zstd).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let id = pull(&mut c, &pushed.digest_ref)
+        .await
+        .expect("pull by digest");
+    assert_eq!(id, pushed.config_digest);
+    let img = status(&mut c, &pushed.digest_ref).await.expect("status");
+    assert!(img.repo_tags.is_empty(), "{:?}", img.repo_tags);
+    assert_eq!(img.repo_digests, [pushed.digest_ref.as_str()]);
+
+    // A digest that does not exist there.
+    let missing = format!("{}@sha256:{}", reg.image("test/bydigest"), "0".repeat(64));
+    let e = pull(&mut c, &missing).await.expect_err("no such manifest");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+}
+
+fn mount_overlay(lowers_top_first: &[PathBuf], at: &Path) {
+    let lower = lowers_top_first
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("lowerdir={lower}"))
+        .arg(at)
+        .status()
+        .expect("mount");
+    assert!(st.success(), "mount overlay failed");
+}
+
+fn umount(at: &Path) {
+    let _ = std::process::Command::new("umount").arg(at).status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whiteouts_opaque_dirs_and_hardlinks_merge_like_docker() {
+    let reg = Registry::start();
+    let bottom = Layer::new()
+        .dir("data", 0o755)
+        .file("data/keep", "keep", 0o644)
+        .file("data/gone", "gone", 0o644)
+        .dir("opq", 0o755)
+        .file("opq/old", "old", 0o644)
+        .file_full("bin/tool", "#!tool", 0o4755, 0, 0, 1_600_000_000)
+        .fifo("run/fifo", 0o600)
+        .char_device("dev/null", 0o666, 1, 3)
+        .symlink("etc/link", "/data/keep")
+        .build(Compression::Gzip);
+    let top = Layer::new()
+        .whiteout("data/gone")
+        .opaque("opq")
+        .file("opq/new", "new", 0o644)
+        .hardlink("bin/alias", "bin/tool")
+        .build(Compression::Zstd);
+    let image = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()),
+    )
+    .layer(bottom)
+    .layer(top);
+    fixtures::push_image(&reg, "test/layers", "1", &image).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let name = reg.image("test/layers:1");
+    pull(&mut c, &name).await.expect("pull");
+    let snaps = snapshots_of(&b, &mut c, &name).await;
+    assert_eq!(snaps.len(), 2);
+
+    // In the top snapshot, overlayfs's own format.
+    let wh = std::fs::symlink_metadata(snaps[1].join("data/gone")).expect("whiteout");
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "0:0 char device"
+    );
+    assert!(!snaps[1].join("data/.wh.gone").exists());
+    // The hard link's target was copied up from the layer below.
+    let alias = std::fs::metadata(snaps[1].join("bin/alias")).expect("alias");
+    let tool = std::fs::metadata(snaps[1].join("bin/tool")).expect("tool copy");
+    assert_eq!(alias.ino(), tool.ino());
+    assert_eq!(tool.mode() & 0o7777, 0o4755, "setuid kept");
+    let st = std::fs::symlink_metadata(snaps[0].join("run/fifo")).expect("fifo");
+    assert!(st.file_type().is_fifo());
+    let st = std::fs::symlink_metadata(snaps[0].join("dev/null")).expect("dev");
+    assert!(st.file_type().is_char_device());
+    assert_eq!(
+        std::fs::read_link(snaps[0].join("etc/link")).expect("link"),
+        Path::new("/data/keep")
+    );
+
+    // Merged by the kernel: what a container will see.
+    let mnt = TempDir::new("merged");
+    let lowers: Vec<PathBuf> = snaps.iter().rev().cloned().collect();
+    mount_overlay(&lowers, mnt.path());
+    let seen = |p: &str| mnt.path().join(p).exists();
+    let (keep, gone, old, new) = (
+        seen("data/keep"),
+        seen("data/gone"),
+        seen("opq/old"),
+        seen("opq/new"),
+    );
+    umount(mnt.path());
+    assert!(keep, "data/keep");
+    assert!(!gone, "data/gone is whited out");
+    assert!(!old, "opq is opaque: opq/old hidden");
+    assert!(new, "opq/new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_layers_are_refused_and_touch_nothing_outside() {
+    use tar::EntryType;
+    let reg = Registry::start();
+    let outside = TempDir::new("outside");
+    let target = outside.path().display().to_string();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "untouched").expect("victim");
+    let cases: Vec<(&str, Layer)> = vec![
+        (
+            "absolute",
+            Layer::new().raw(format!("{target}/abs"), EntryType::Regular, None, "x"),
+        ),
+        (
+            "dotdot",
+            Layer::new().raw(
+                "../../../../../../../tmp/berth-escape",
+                EntryType::Regular,
+                None,
+                "x",
+            ),
+        ),
+        (
+            "nested dotdot",
+            Layer::new()
+                .dir("a", 0o755)
+                .raw("a/../../escape", EntryType::Regular, None, "x"),
+        ),
+        (
+            "symlinked parent",
+            Layer::new()
+                .symlink("evil", &target)
+                .raw("evil/pwned", EntryType::Regular, None, "x"),
+        ),
+        (
+            "symlink chain",
+            Layer::new().symlink("a", "b").symlink("b", &target).raw(
+                "a/pwned",
+                EntryType::Regular,
+                None,
+                "x",
+            ),
+        ),
+        (
+            "hardlink out",
+            Layer::new().raw("h", EntryType::Link, Some(b"../../../../etc/passwd"), ""),
+        ),
+        (
+            "hardlink to an outside path through a symlink",
+            Layer::new()
+                .symlink("s", &target)
+                .raw("h", EntryType::Link, Some(b"s/victim"), ""),
+        ),
+    ];
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    for (i, (what, layer)) in cases.into_iter().enumerate() {
+        let image = fixtures::Image::new(
+            ManifestKind::Oci,
+            ImageConfig::for_platform(&Platform::linux_amd64()),
+        )
+        .layer(fixtures::busybox_layer(Compression::Gzip))
+        .layer(layer.build(Compression::Gzip));
+        let tag = format!("{i}");
+        fixtures::push_image(&reg, "test/hostile", &tag, &image).await;
+        let e = pull(&mut c, &reg.image(&format!("test/hostile:{tag}")))
+            .await
+            .expect_err(what);
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e}");
+        assert!(e.message().contains("layer"), "{what}: {}", e.message());
+        assert!(list(&mut c).await.is_empty(), "{what}: an image was listed");
+        assert!(
+            store_entries(&b).is_empty(),
+            "{what}: left {:?}",
+            store_entries(&b)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "untouched"
+    );
+    let names: Vec<_> = std::fs::read_dir(outside.path())
+        .expect("outside")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["victim"], "something was written outside");
+    assert!(!Path::new("/tmp/berth-escape").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_every_credential_form() {
+    let reg = Registry::start_with_basic_auth("alice", "s3cret");
+    fixtures::push_busybox(&reg, "private/bb", "1", Compression::Gzip).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let name = reg.image("private/bb:1");
+
+    let e = pull(&mut c, &name).await.expect_err("anonymous");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let e = pull_with(
+        &mut c,
+        &name,
+        Some(AuthConfig {
+            username: "alice".into(),
+            password: "wrong".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect_err("wrong password");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    assert!(!e.message().contains("wrong"), "the password leaked: {e}");
+
+    pull_with(
+        &mut c,
+        &name,
+        Some(AuthConfig {
+            username: "alice".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("username/password");
+    remove(&mut c, &name).await.expect("remove");
+    pull_with(
+        &mut c,
+        &name,
+        Some(AuthConfig {
+            auth: berth_tests::registry::base64_encode(b"alice:s3cret"),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("auth");
+    assert_eq!(list(&mut c).await.len(), 1);
+    assert!(!b.log().contains("s3cret"), "a credential reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_from_hosts_toml_and_fallback_to_upstream() {
+    let mirror = Registry::start();
+    let upstream = Registry::start();
+    let on_mirror = fixtures::push_busybox(&mirror, "team/app", "1", Compression::Gzip).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+
+    // A registry name that does not resolve: only the mirror can serve it.
+    let dir = b.dir.path().join("certs.d/registry.invalid:5000");
+    std::fs::create_dir_all(&dir).expect("hosts dir");
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://registry.invalid:5000\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            mirror.url()
+        ),
+    )
+    .expect("hosts.toml");
+    let id = pull(&mut c, "registry.invalid:5000/team/app:1")
+        .await
+        .expect("pull through the mirror");
+    assert_eq!(id, on_mirror.config_digest);
+    let img = status(&mut c, "registry.invalid:5000/team/app:1")
+        .await
+        .expect("status");
+    assert_eq!(img.repo_tags, ["registry.invalid:5000/team/app:1"]);
+    assert!(
+        mirror.request_count("ns=registry.invalid:5000") > 0,
+        "the mirror is told the upstream namespace"
+    );
+
+    // The upstream has an image the mirror lacks: the mirror's 404 falls
+    // through to the upstream.
+    let on_upstream = fixtures::push_busybox(&upstream, "team/other", "2", Compression::Zstd).await;
+    let dir = b.dir.path().join(format!("certs.d/{}", upstream.addr()));
+    std::fs::create_dir_all(&dir).expect("hosts dir");
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"{}\"\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.url(),
+            mirror.url()
+        ),
+    )
+    .expect("hosts.toml");
+    let id = pull(&mut c, &upstream.image("team/other:2"))
+        .await
+        .expect("fallback to upstream");
+    assert_eq!(id, on_upstream.config_digest);
+    assert!(
+        mirror.request_count("/v2/team/other/manifests/2") > 0,
+        "mirror tried first"
+    );
+
+    // A broken hosts.toml is a precise error, not a silent default.
+    std::fs::write(dir.join("hosts.toml"), "server = [\n").expect("hosts.toml");
+    let e = pull(&mut c, &upstream.image("team/other:2"))
+        .await
+        .expect_err("bad hosts.toml");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("hosts.toml"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_blob_is_rejected_and_nothing_kept() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/corrupt", "1", Compression::Gzip).await;
+    reg.corrupt_blob(&pushed.layers[0].digest);
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let e = pull(&mut c, &reg.image("test/corrupt:1"))
+        .await
+        .expect_err("corrupt");
+    assert_eq!(e.code(), Code::DataLoss, "{e}");
+    assert!(
+        e.message().contains(&pushed.layers[0].digest),
+        "{}",
+        e.message()
+    );
+    assert!(list(&mut c).await.is_empty());
+    assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_fetch_each_blob_once() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/conc", "1", Compression::Gzip).await;
+    let b = Berthd::start().await;
+    let name = reg.image("test/conc:1");
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut c = b.image().await;
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move { pull(&mut c, &name).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task").expect("pull"), pushed.config_digest);
+    }
+    let layer = &pushed.layers[0].digest;
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{layer}")),
+        1,
+        "the layer was downloaded more than once"
+    );
+    assert_eq!(list(&mut b.image().await).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema1_and_bad_references_are_refused() {
+    let reg = Registry::start_with(RegistryOptions {
+        schema1: true,
+        ..Default::default()
+    });
+    RegistryClient::new(&reg)
+        .try_push_schema1("test/old", "1")
+        .await
+        .expect("push schema 1");
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let e = pull(&mut c, &reg.image("test/old:1"))
+        .await
+        .expect_err("schema 1");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("schema 1"), "{}", e.message());
+
+    for bad in ["Busybox", "a b", "busybox:-x", "busybox@sha256:abc", ""] {
+        let e = pull(&mut c, bad).await.expect_err(bad);
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e}");
+    }
+    assert!(list(&mut c).await.is_empty());
+    assert!(store_entries(&b).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_move_and_tag_only_removal_keeps_the_image() {
+    let reg = Registry::start();
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let one = fixtures::push_busybox(&reg, "test/moving", "latest", Compression::Gzip).await;
+    let name = reg.image("test/moving:latest");
+    pull(&mut c, &name).await.expect("pull one");
+
+    // The tag moves to a different image.
+    let other = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()).cmd(["/bin/true"]),
+    )
+    .layer(fixtures::busybox_layer(Compression::Gzip));
+    let two = fixtures::push_image(&reg, "test/moving", "latest", &other).await;
+    assert_ne!(one.config_digest, two.config_digest);
+    pull(&mut c, &name).await.expect("pull two");
+    let new = status(&mut c, &name).await.expect("tag");
+    assert_eq!(new.id, two.config_digest);
+    let old = status(&mut c, &one.config_digest)
+        .await
+        .expect("old image kept");
+    assert!(old.repo_tags.is_empty());
+    assert_eq!(old.repo_digests, [one.digest_ref.as_str()]);
+
+    // A second tag on the new image; removing one tag keeps the image.
+    fixtures::push_image(&reg, "test/moving", "v2", &other).await;
+    let v2 = reg.image("test/moving:v2");
+    pull(&mut c, &v2).await.expect("pull v2");
+    let img = status(&mut c, &v2).await.expect("v2");
+    assert_eq!(img.repo_tags, [name.clone(), v2.clone()]);
+    remove(&mut c, &name).await.expect("untag");
+    let img = status(&mut c, &v2).await.expect("still there");
+    assert_eq!(img.repo_tags, [v2.as_str()]);
+    assert!(status(&mut c, &name).await.is_none());
+
+    // The shared layer stays while the other image uses it.
+    remove(&mut c, &one.config_digest)
+        .await
+        .expect("remove old");
+    let snaps = snapshots_of(&b, &mut c, &v2).await;
+    assert!(snaps[0].join("bin/busybox").exists());
+    remove(&mut c, &v2).await.expect("remove last tag");
+    assert!(list(&mut c).await.is_empty());
+    assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_images_are_reported_and_never_removed() {
+    let reg = Registry::start();
+    // Three different images (same layer, different configs).
+    for (repo, tag) in [("pin/exact", "1"), ("pin/glob", "3.9"), ("free/bb", "1")] {
+        let image = fixtures::Image::new(
+            ManifestKind::Oci,
+            ImageConfig::for_platform(&Platform::linux_amd64()).label("repo", repo),
+        )
+        .layer(fixtures::busybox_layer(Compression::Gzip));
+        fixtures::push_image(&reg, repo, tag, &image).await;
+    }
+    let b = Berthd::start_with(Options {
+        config: format!(
+            "pinned_images = [\"{}\", \"*/pin/glob:3.*\"]",
+            reg.image("pin/exact:1")
+        ),
+        ..Default::default()
+    })
+    .await;
+    let mut c = b.image().await;
+    for (image, pinned) in [
+        (reg.image("pin/exact:1"), true),
+        (reg.image("pin/glob:3.9"), true),
+        (reg.image("free/bb:1"), false),
+    ] {
+        pull(&mut c, &image).await.expect("pull");
+        let img = status(&mut c, &image).await.expect("status");
+        assert_eq!(img.pinned, pinned, "{image}");
+        let r = remove(&mut c, &image).await;
+        if pinned {
+            let e = r.expect_err("pinned");
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+            assert!(status(&mut c, &image).await.is_some());
+        } else {
+            r.expect("unpinned removes");
+        }
+    }
+    assert_eq!(list(&mut c).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_survive_a_crash_and_leftovers_are_cleaned_at_start() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/persist", "1", Compression::Gzip).await;
+    let mut b = Berthd::start().await;
+    let name = reg.image("test/persist:1");
+    pull(&mut b.image().await, &name).await.expect("pull");
+    let kept = store_entries(&b);
+    b.stop_with(nix::sys::signal::Signal::SIGKILL);
+
+    // What a berthd killed mid-pull leaves behind.
+    let images = b.root.join("images");
+    std::fs::write(images.join("ingest/partial-download"), "half").expect("ingest");
+    std::fs::create_dir_all(images.join("snapshots/.tmp-123-0/bin")).expect("tmp snapshot");
+    std::fs::write(
+        images.join(format!("blobs/sha256/{}", "ab".repeat(32))),
+        "orphan",
+    )
+    .expect("blob");
+    std::fs::create_dir_all(images.join(format!("snapshots/{}", "cd".repeat(32)))).expect("snap");
+
+    b.restart().await;
+    let mut c = b.image().await;
+    let img = status(&mut c, &name).await.expect("image survived");
+    assert_eq!(img.id, pushed.config_digest);
+    assert_eq!(store_entries(&b), kept, "leftovers were not cleaned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_fs_info_counts_the_store() {
+    let reg = Registry::start();
+    fixtures::push_busybox(&reg, "test/fs", "1", Compression::Gzip).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let usage = |r: ImageFsInfoResponse| {
+        let fs = &r.image_filesystems[0];
+        (
+            fs.used_bytes.as_ref().expect("bytes").value,
+            fs.inodes_used.as_ref().expect("inodes").value,
+            fs.fs_id.as_ref().expect("fs id").mountpoint.clone(),
+        )
+    };
+    let (b0, i0, mnt) = usage(
+        c.image_fs_info(ImageFsInfoRequest {})
+            .await
+            .expect("fsinfo")
+            .into_inner(),
+    );
+    assert!(
+        Path::new(&mnt).is_absolute() && b.root.starts_with(&mnt),
+        "{mnt}"
+    );
+    pull(&mut c, &reg.image("test/fs:1")).await.expect("pull");
+    let (b1, i1, _) = usage(
+        c.image_fs_info(ImageFsInfoRequest {})
+            .await
+            .expect("fsinfo")
+            .into_inner(),
+    );
+    let busybox = std::fs::metadata("/bin/busybox").expect("busybox").len();
+    // The unpacked busybox and its compressed blob, at least.
+    assert!(b1 >= b0 + busybox, "{b0} -> {b1}");
+    assert!(i1 > i0 + 10, "{i0} -> {i1}");
+}
