@@ -7,7 +7,7 @@ what=${1:-test}
 build_pkgs=(gcc pkg-config libseccomp-dev)
 # The tests pull from a real registry on loopback and run real containers.
 test_pkgs=(docker-registry busybox-static apache2-utils runc crun
-           containernetworking-plugins iproute2 iptables)
+           containernetworking-plugins iproute2 iptables openssl)
 
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")

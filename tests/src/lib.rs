@@ -73,6 +73,9 @@ pub struct Options {
     pub config: String,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+    /// Extra keys for the `[registry]` table (the harness writes that table
+    /// to point `config_path` at the test's own hosts directory).
+    pub registry: String,
 }
 
 /// A running berthd with its own directories.
@@ -107,11 +110,12 @@ impl Berthd {
             "log_level = \"debug\""
         };
         let config = format!(
-            "{level}\n{}\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n[registry]\nconfig_path = \"{}\"\n",
+            "{level}\n{}\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n[registry]\nconfig_path = \"{}\"\n{}\n",
             opts.config,
             d.join("net.d").display(),
             d.join("cni-bin").display(),
             d.join("certs.d").display(),
+            opts.registry,
         );
         std::fs::write(&config_file, config).expect("write config");
         let mut b = Berthd {

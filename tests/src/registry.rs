@@ -36,6 +36,11 @@ pub struct RegistryOptions {
     /// schema 2 manifest whose Accept header lists no schema 2 type is
     /// answered with a schema 1 conversion signed by the registry.
     pub schema1: bool,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Use this storage root (another registry's `storage_root()`) instead
+    /// of a private one: the same images, served a second way.
+    pub storage: Option<PathBuf>,
 }
 
 /// One line of the registry's access log.
@@ -54,6 +59,8 @@ pub struct Registry {
     port: u16,
     auth: Option<(String, String)>,
     sync_seq: AtomicU32,
+    tls: bool,
+    storage: Option<PathBuf>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -103,6 +110,16 @@ impl Registry {
             port: 0,
             auth: options.basic_auth,
             sync_seq: AtomicU32::new(0),
+            tls: options.tls.is_some(),
+            storage: options.storage,
+        };
+        let tls_yaml = match &options.tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
         };
         // The port is picked by binding :0 and freed before the registry
         // binds it, so another process may take it meanwhile: retry then.
@@ -117,7 +134,7 @@ impl Registry {
                  storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  \
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
                  http:\n  addr: 127.0.0.1:{port}\n  secret: berth-test-registry-secret\n\
-                 {auth_yaml}{compat_yaml}",
+                 {tls_yaml}{auth_yaml}{compat_yaml}",
                 root = registry.storage_root().display(),
             );
             let config_path = registry.dir.path().join("config.yml");
@@ -161,6 +178,8 @@ impl Registry {
             }
             match self.raw_get("/v2/") {
                 Ok(200 | 401) => return Ok(()),
+                // A TLS port answers a plain-HTTP probe with 400: it is up.
+                Ok(400) if self.tls => return Ok(()),
                 Ok(status) => return Err(format!("GET /v2/ answered {status}")),
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
@@ -211,7 +230,9 @@ impl Registry {
 
     /// The filesystem driver's root directory.
     pub fn storage_root(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        self.storage
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("storage"))
     }
 
     /// Where the registry keeps the bytes of blob `digest` (`sha256:<hex>`).

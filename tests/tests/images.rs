@@ -832,3 +832,110 @@ async fn image_fs_info_counts_the_store() {
     assert!(b1 >= b0 + busybox, "{b0} -> {b1}");
     assert!(i1 > i0 + 10, "{i0} -> {i1}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_that_makes_no_progress_is_cancelled() {
+    // A "registry" that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in silent.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    let b = Berthd::start_with(Options {
+        registry: "pull_progress_timeout = \"1s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let dir = b.dir.path().join("certs.d/stalled.invalid");
+    std::fs::create_dir_all(&dir).expect("hosts dir");
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!("server = \"http://127.0.0.1:{port}\"\n"),
+    )
+    .expect("hosts.toml");
+    let mut c = b.image().await;
+    let e = pull(&mut c, "stalled.invalid/test/app:1").await.expect_err("stalled");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(e.message().contains("pull_progress_timeout"), "{}", e.message());
+    assert!(list(&mut c).await.is_empty());
+    drop(held);
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=berth-test-ca",
+    ]);
+    run(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext.cnf");
+    run(&[
+        "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_registries_with_a_custom_ca_or_skip_verify() {
+    let certs = TempDir::new("certs");
+    let (ca, cert, key) = make_certs(certs.path());
+    let plain = Registry::start();
+    let pushed = fixtures::push_busybox(&plain, "test/tls", "1", Compression::Gzip).await;
+    // The same storage, served over HTTPS.
+    let secure = Registry::start_with(RegistryOptions {
+        tls: Some((cert, key)),
+        storage: Some(plain.storage_root()),
+        ..Default::default()
+    });
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let name = secure.image("test/tls:1");
+    let hosts_dir = b.dir.path().join(format!("certs.d/{}", secure.addr()));
+    std::fs::create_dir_all(&hosts_dir).expect("hosts dir");
+    let hosts = |extra: &str| {
+        std::fs::write(
+            hosts_dir.join("hosts.toml"),
+            format!("server = \"https://{}\"\n{extra}", secure.addr()),
+        )
+        .expect("hosts.toml")
+    };
+
+    // A certificate from an unknown CA is refused.
+    hosts("");
+    let e = pull(&mut c, &name).await.expect_err("unknown CA");
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().to_lowercase().contains("certificate"), "{}", e.message());
+
+    // Trusted through hosts.toml's `ca`.
+    hosts(&format!("ca = \"{}\"\n", ca.display()));
+    assert_eq!(pull(&mut c, &name).await.expect("custom CA"), pushed.config_digest);
+    remove(&mut c, &name).await.expect("remove");
+
+    // Or not verified at all.
+    hosts("skip_verify = true\n");
+    assert_eq!(pull(&mut c, &name).await.expect("skip_verify"), pushed.config_digest);
+}

@@ -1,0 +1,144 @@
+//! Pull benchmark: a ~100 MB, 5-layer image (incompressible content,
+//! gzip layers) from a docker-registry on loopback into a fresh berthd.
+//! Prints wall time per pull and berthd's memory.
+//!
+//! ```sh
+//! cargo build --release -p berthd
+//! BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pull
+//! ```
+//! Set `BENCH_RUNS` for more runs (default 3). With `CONTAINERD_SOCKET`
+//! (and `CONTAINERD_PID`) set, the same image is also pulled through that
+//! containerd's CRI, removing it between runs, for a side-by-side figure.
+
+use std::time::Instant;
+
+use berth_tests::{Berthd, connect};
+use cri_api::v1::image_service_client::ImageServiceClient;
+use berth_tests::fixtures::{self, Compression, ImageConfig, Layer, ManifestKind, Platform};
+use berth_tests::registry::Registry;
+use cri_api::v1::{ImageSpec, PullImageRequest, RemoveImageRequest};
+
+const LAYERS: usize = 5;
+const FILES_PER_LAYER: usize = 4;
+const FILE_SIZE: usize = 5 << 20;
+
+/// Deterministic, incompressible bytes (xorshift64*).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// kB from a /proc/<pid>/status line such as `VmHWM:   12345 kB`.
+fn status_kb(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let reg = Registry::start();
+        let mut image = fixtures::Image::new(
+            ManifestKind::Oci,
+            ImageConfig::for_platform(&Platform::linux_amd64()),
+        );
+        let mut total = 0usize;
+        for l in 0..LAYERS {
+            let mut layer = Layer::new().dir(&format!("data{l}"), 0o755);
+            for f in 0..FILES_PER_LAYER {
+                let data = noise((l * 100 + f) as u64, FILE_SIZE);
+                total += data.len();
+                layer = layer.file(&format!("data{l}/blob{f}"), data, 0o644);
+            }
+            image = image.layer(layer.build(Compression::Gzip));
+        }
+        let pushed = fixtures::push_image(&reg, "bench/big", "1", &image).await;
+        let name = reg.image("bench/big:1");
+        println!(
+            "image: {LAYERS} gzip layers, {:.1} MB compressed, {:.1} MB of files",
+            pushed.layers_size() as f64 / 1e6,
+            total as f64 / 1e6
+        );
+        println!("berthd: {}", berth_tests::berthd_binary().display());
+        println!("run  pull_s  MB/s   rss_idle_MiB  peak_rss_MiB  second_pull_ms");
+        let req = || PullImageRequest {
+            image: Some(ImageSpec {
+                image: name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for run in 1..=runs {
+            let b = Berthd::start().await;
+            let pid = b.pid().as_raw();
+            let idle = status_kb(pid, "VmRSS:");
+            let mut c = b.image().await;
+            let t = Instant::now();
+            c.pull_image(req()).await.expect("pull");
+            let secs = t.elapsed().as_secs_f64();
+            let peak = status_kb(pid, "VmHWM:");
+            let t = Instant::now();
+            c.pull_image(req()).await.expect("second pull");
+            let again = t.elapsed().as_secs_f64() * 1e3;
+            println!(
+                "{run:>3}  {secs:>6.2}  {:>5.0}  {:>12.1}  {:>12.1}  {again:>14.1}",
+                pushed.layers_size() as f64 / 1e6 / secs,
+                idle as f64 / 1024.0,
+                peak as f64 / 1024.0,
+            );
+        }
+
+        let Some(socket) = std::env::var_os("CONTAINERD_SOCKET") else {
+            return;
+        };
+        let pid: i32 = std::env::var("CONTAINERD_PID")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let mut c = ImageServiceClient::new(
+            connect(std::path::Path::new(&socket))
+                .await
+                .expect("containerd socket"),
+        );
+        println!("containerd ({}):", socket.to_string_lossy());
+        println!("run  pull_s  MB/s   peak_rss_MiB (containerd since its start)");
+        for run in 1..=runs {
+            let t = Instant::now();
+            c.pull_image(req()).await.expect("containerd pull");
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{run:>3}  {secs:>6.2}  {:>5.0}  {:>12.1}",
+                pushed.layers_size() as f64 / 1e6 / secs,
+                status_kb(pid, "VmHWM:") as f64 / 1024.0
+            );
+            c.remove_image(RemoveImageRequest {
+                image: Some(ImageSpec {
+                    image: name.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("containerd rmi");
+        }
+    });
+}
