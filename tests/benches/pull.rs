@@ -12,10 +12,10 @@
 
 use std::time::Instant;
 
-use berth_tests::{Berthd, connect};
-use cri_api::v1::image_service_client::ImageServiceClient;
 use berth_tests::fixtures::{self, Compression, ImageConfig, Layer, ManifestKind, Platform};
 use berth_tests::registry::Registry;
+use berth_tests::{Berthd, connect};
+use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::{ImageSpec, PullImageRequest, RemoveImageRequest};
 
 const LAYERS: usize = 5;

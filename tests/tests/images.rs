@@ -858,9 +858,15 @@ async fn a_pull_that_makes_no_progress_is_cancelled() {
     )
     .expect("hosts.toml");
     let mut c = b.image().await;
-    let e = pull(&mut c, "stalled.invalid/test/app:1").await.expect_err("stalled");
+    let e = pull(&mut c, "stalled.invalid/test/app:1")
+        .await
+        .expect_err("stalled");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
-    assert!(e.message().contains("pull_progress_timeout"), "{}", e.message());
+    assert!(
+        e.message().contains("pull_progress_timeout"),
+        "{}",
+        e.message()
+    );
     assert!(list(&mut c).await.is_empty());
     drop(held);
 }
@@ -880,11 +886,30 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         );
     };
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=berth-test-ca",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth-test-ca",
     ]);
     run(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
         "/CN=127.0.0.1",
     ]);
     std::fs::write(
@@ -893,8 +918,21 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
     .expect("ext.cnf");
     run(&[
-        "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
     ]);
     (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
 }
@@ -928,14 +966,24 @@ async fn https_registries_with_a_custom_ca_or_skip_verify() {
     hosts("");
     let e = pull(&mut c, &name).await.expect_err("unknown CA");
     assert_eq!(e.code(), Code::Unavailable, "{e}");
-    assert!(e.message().to_lowercase().contains("certificate"), "{}", e.message());
+    assert!(
+        e.message().to_lowercase().contains("certificate"),
+        "{}",
+        e.message()
+    );
 
     // Trusted through hosts.toml's `ca`.
     hosts(&format!("ca = \"{}\"\n", ca.display()));
-    assert_eq!(pull(&mut c, &name).await.expect("custom CA"), pushed.config_digest);
+    assert_eq!(
+        pull(&mut c, &name).await.expect("custom CA"),
+        pushed.config_digest
+    );
     remove(&mut c, &name).await.expect("remove");
 
     // Or not verified at all.
     hosts("skip_verify = true\n");
-    assert_eq!(pull(&mut c, &name).await.expect("skip_verify"), pushed.config_digest);
+    assert_eq!(
+        pull(&mut c, &name).await.expect("skip_verify"),
+        pushed.config_digest
+    );
 }
