@@ -38,6 +38,10 @@ pub struct RegistryOptions {
     pub schema1: bool,
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Token auth: `(realm, service, issuer, root cert bundle)`; the
+    /// registry answers with a Bearer challenge and accepts JWTs signed by
+    /// a key whose certificate chains to the bundle.
+    pub token_auth: Option<(String, String, String, PathBuf)>,
     /// Use this storage root (another registry's `storage_root()`) instead
     /// of a private one: the same images, served a second way.
     pub storage: Option<PathBuf>,
@@ -96,6 +100,12 @@ impl Registry {
             auth_yaml = format!(
                 "auth:\n  htpasswd:\n    realm: berth-test-registry\n    path: {}\n",
                 htpasswd.display()
+            );
+        }
+        if let Some((realm, service, issuer, bundle)) = &options.token_auth {
+            auth_yaml = format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+                bundle.display()
             );
         }
         let compat_yaml = if options.schema1 {
