@@ -482,7 +482,10 @@ impl Unpacker<'_> {
     }
 
     /// Returns `dest/comps`, making sure every component is a real directory:
-    /// missing ones are created 0755 root:root, symlinks and non-dirs are refused.
+    /// a missing one is created with the owner and mode the same directory
+    /// has in the layers below (so a layer adding `tmp/x` without a `tmp`
+    /// entry does not turn the merged `/tmp` from 1777 into 0755), else
+    /// 0755 root:root; symlinks and non-dirs are refused.
     fn ensure_dirs(&self, name: &str, comps: &[OsString]) -> Result<PathBuf, UnpackError> {
         let mut p = self.dest.to_path_buf();
         for (i, c) in comps.iter().enumerate() {
@@ -495,15 +498,39 @@ impl Unpacker<'_> {
                 Ok(md) if md.is_dir() => {}
                 Ok(_) => return Err(refused(name, format!("parent {rel:?} is not a directory"))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let (mode, uid, gid) = self
+                        .lower_dir(&comps[..=i])
+                        .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()))
+                        .unwrap_or((0o755, 0, 0));
                     fs::create_dir(&p).map_err(io_err(name, format!("create parent {rel:?}")))?;
-                    lchown(&p, Some(0), Some(0)).map_err(io_err(name, "chown parent"))?;
-                    fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                    lchown(&p, Some(uid), Some(gid)).map_err(io_err(name, "chown parent"))?;
+                    fs::set_permissions(&p, fs::Permissions::from_mode(mode))
                         .map_err(io_err(name, "chmod parent"))?;
                 }
                 Err(e) => return Err(io_err(name, format!("stat {rel:?}"))(e)),
             }
         }
         Ok(p)
+    }
+
+    /// The metadata of directory `comps` in the topmost lower that has it,
+    /// checking every component there is a real directory (no symlink is
+    /// followed); a non-directory in a higher lower hides the lower ones.
+    fn lower_dir(&self, comps: &[OsString]) -> Option<fs::Metadata> {
+        'lowers: for lower in self.lowers {
+            let mut p = lower.clone();
+            let mut md = None;
+            for c in comps {
+                p.push(c);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => md = Some(m),
+                    Ok(_) => return None,
+                    Err(_) => continue 'lowers,
+                }
+            }
+            return md;
+        }
+        None
     }
 
     /// Removes whatever is at `path` (never following it). An existing directory
@@ -953,6 +980,29 @@ mod tests {
         let dest2 = s.dir("dest2");
         let err = unpack_layer(&blob, Compression::None, &dest2, &lowers).unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn missing_parents_take_owner_and_mode_from_the_lowers() {
+        let s = Scratch::new();
+        let tmp = s.dir("l1/tmp");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+        let home = s.dir("l1/home/app");
+        lchown(&home, Some(1000), Some(1000)).unwrap();
+        let dest = s.dir("dest");
+        let blob = Tb::new()
+            .spec("F tmp/x x; F home/app/.profile p; F new/y y")
+            .blob(&s.0, Compression::None);
+        unpack_layer(&blob, Compression::None, &dest, &[s.0.join("l1")]).unwrap();
+        assert_eq!(
+            attrs(dest.join("tmp")).0,
+            0o1777,
+            "/tmp keeps its sticky bit"
+        );
+        let (_, uid, gid, _) = attrs(dest.join("home/app"));
+        assert_eq!((uid, gid), (1000, 1000));
+        let (mode, uid, _, _) = attrs(dest.join("new"));
+        assert_eq!((mode, uid), (0o755, 0), "unknown below: the default");
     }
 
     /// Every escape attempt fails and leaves everything outside `dest` untouched.
