@@ -48,9 +48,11 @@ impl ImageCri {
 pub fn status(e: ImageError) -> Status {
     let msg = e.to_string();
     match &e {
-        ImageError::Reference(_) | ImageError::Invalid { .. } | ImageError::Layer { .. } => {
-            Status::invalid_argument(msg)
-        }
+        ImageError::Reference(_)
+        | ImageError::Invalid { .. }
+        | ImageError::Layer { hostile: true, .. } => Status::invalid_argument(msg),
+        // The node failed to write the snapshot (disk full, I/O error).
+        ImageError::Layer { hostile: false, .. } => Status::internal(msg),
         ImageError::NoPlatform { .. } | ImageError::NotFound(_) => Status::not_found(msg),
         ImageError::Hosts { .. } | ImageError::Pinned(_) => Status::failed_precondition(msg),
         ImageError::Corrupt { .. } => Status::data_loss(msg),

@@ -52,11 +52,14 @@ pub enum ImageError {
         #[source]
         source: IngestError,
     },
+    /// `hostile`: the layer itself is at fault (an escape, a corrupt
+    /// archive, a wrong DiffID), not the node.
     #[error("image {image:?}: layer {layer}: {reason}")]
     Layer {
         image: String,
         layer: String,
         reason: String,
+        hostile: bool,
     },
     #[error("image {0:?} is pinned (config `pinned_images`) and cannot be removed")]
     Pinned(String),
@@ -583,10 +586,11 @@ impl PullCtx<'_> {
         if store.has_snapshot(chain) {
             return Ok(());
         }
-        let layer_err = |reason: String| ImageError::Layer {
+        let layer_err = |reason: String, hostile: bool| ImageError::Layer {
             image: self.image.clone(),
             layer: layer.digest.clone(),
             reason,
+            hostile,
         };
         let blob = store.blob_path(&self.digest(&layer.digest)?);
         let tmp = store.temp_snapshot()?;
@@ -602,14 +606,23 @@ impl PullCtx<'_> {
             unpack::unpack_layer(&blob, compression, &dest, &lowers)
         })
         .await
-        .map_err(|e| layer_err(format!("unpacking panicked: {e}")));
+        .map_err(|e| layer_err(format!("unpacking panicked: {e}"), false));
         let outcome = match result {
             Ok(Ok(u)) if u.diff_id == diff_id.as_str() => Ok(()),
-            Ok(Ok(u)) => Err(layer_err(format!(
-                "uncompressed content has digest {}, the config says {diff_id}",
-                u.diff_id
-            ))),
-            Ok(Err(e)) => Err(layer_err(e.to_string())),
+            Ok(Ok(u)) => Err(layer_err(
+                format!(
+                    "uncompressed content has digest {}, the config says {diff_id}",
+                    u.diff_id
+                ),
+                true,
+            )),
+            Ok(Err(e)) => {
+                let hostile = matches!(
+                    e,
+                    unpack::UnpackError::Refused { .. } | unpack::UnpackError::Archive(_)
+                );
+                Err(layer_err(e.to_string(), hostile))
+            }
             Err(e) => Err(e),
         };
         match outcome {
