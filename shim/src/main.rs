@@ -4,6 +4,7 @@ mod cni;
 mod config;
 mod cri;
 mod lock;
+mod pod;
 mod server;
 
 use std::io::IsTerminal;

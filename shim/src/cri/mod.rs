@@ -9,15 +9,37 @@ use tonic::{Response, Status};
 use crate::config::Config;
 
 /// What every CRI call shares.
-#[derive(Debug)]
 pub struct Daemon {
     pub config: Config,
+    pub pods: std::sync::Arc<crate::pod::Pods>,
+    /// Serialises pod creation and removal, so the name check and the
+    /// record are one step.
+    pub pod_lock: tokio::sync::Mutex<()>,
 }
 
 impl Daemon {
-    pub fn new(config: Config) -> Daemon {
-        Daemon { config }
+    pub fn new(config: Config, pods: crate::pod::Pods) -> Daemon {
+        Daemon {
+            config,
+            pods: std::sync::Arc::new(pods),
+            pod_lock: tokio::sync::Mutex::new(()),
+        }
     }
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh 64-hex-character id, as containerd and CRI-O make them.
+pub fn random_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(hex::encode(b))
 }
 
 pub type CriResult<T> = Result<Response<T>, Status>;

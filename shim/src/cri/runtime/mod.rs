@@ -1,7 +1,12 @@
 //! CRI RuntimeService: the trait impl forwards each RPC to its own file.
 
+mod list_pod_sandbox;
+mod pod_sandbox_status;
+mod remove_pod_sandbox;
+mod run_pod_sandbox;
 mod runtime_config;
 mod status;
+mod stop_pod_sandbox;
 mod version;
 
 use std::sync::Arc;
@@ -48,37 +53,47 @@ impl RuntimeService for RuntimeSvc {
         )))
     }
 
-    // Not yet built: each answers Unimplemented, naming itself.
     async fn run_pod_sandbox(
         &self,
-        _: Request<RunPodSandboxRequest>,
+        r: Request<RunPodSandboxRequest>,
     ) -> CriResult<RunPodSandboxResponse> {
-        unimplemented("RunPodSandbox")
+        run_pod_sandbox::run_pod_sandbox(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn stop_pod_sandbox(
         &self,
-        _: Request<StopPodSandboxRequest>,
+        r: Request<StopPodSandboxRequest>,
     ) -> CriResult<StopPodSandboxResponse> {
-        unimplemented("StopPodSandbox")
+        stop_pod_sandbox::stop_pod_sandbox(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn remove_pod_sandbox(
         &self,
-        _: Request<RemovePodSandboxRequest>,
+        r: Request<RemovePodSandboxRequest>,
     ) -> CriResult<RemovePodSandboxResponse> {
-        unimplemented("RemovePodSandbox")
+        remove_pod_sandbox::remove_pod_sandbox(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn pod_sandbox_status(
         &self,
-        _: Request<PodSandboxStatusRequest>,
+        r: Request<PodSandboxStatusRequest>,
     ) -> CriResult<PodSandboxStatusResponse> {
-        unimplemented("PodSandboxStatus")
+        pod_sandbox_status::pod_sandbox_status(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_pod_sandbox(
         &self,
-        _: Request<ListPodSandboxRequest>,
+        r: Request<ListPodSandboxRequest>,
     ) -> CriResult<ListPodSandboxResponse> {
-        unimplemented("ListPodSandbox")
+        list_pod_sandbox::list_pod_sandbox(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
     }
+    // Not yet built: each answers Unimplemented, naming itself.
     async fn stream_pod_sandboxes(
         &self,
         _: Request<StreamPodSandboxesRequest>,

@@ -1,0 +1,93 @@
+//! CRI `PodSandboxStatus` and the `PodSandbox` of `ListPodSandbox`.
+
+use std::collections::HashMap;
+
+use cri_api::v1::{
+    LinuxPodSandboxStatus, Namespace, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
+    PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
+};
+use tonic::Status;
+
+use super::run_pod_sandbox::pod_status;
+use crate::cri::{Daemon, now_ns};
+use crate::pod::{PodRecord, PodState};
+
+pub fn state_of(rec: &PodRecord) -> PodSandboxState {
+    match rec.state {
+        PodState::Ready => PodSandboxState::SandboxReady,
+        PodState::NotReady => PodSandboxState::SandboxNotready,
+    }
+}
+
+pub fn to_cri(rec: &PodRecord) -> PodSandbox {
+    let c = rec.config();
+    PodSandbox {
+        id: rec.id.clone(),
+        metadata: c.metadata,
+        state: state_of(rec) as i32,
+        created_at: rec.created_ns,
+        labels: c.labels,
+        annotations: c.annotations,
+        runtime_handler: rec.runtime_handler.clone(),
+    }
+}
+
+pub async fn pod_sandbox_status(
+    d: &Daemon,
+    req: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse, Status> {
+    let rec = d
+        .pods
+        .find(&req.pod_sandbox_id)
+        .map_err(pod_status)?
+        .ok_or_else(|| {
+            Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+        })?;
+    let c = rec.config();
+    let options = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let mut info = HashMap::new();
+    if req.verbose {
+        let ns_dir = d.pods.ns_dir(&rec.id);
+        let namespaces: HashMap<&String, String> = rec
+            .pinned
+            .iter()
+            .map(|k| (k, ns_dir.join(k).display().to_string()))
+            .collect();
+        info.insert(
+            "info".to_string(),
+            serde_json::json!({
+                "namespaces": namespaces,
+                "podDir": d.pods.pod_dir(&rec.id),
+                "cgroupsCreated": rec.cgroups,
+                "shm": rec.shm_mounted,
+            })
+            .to_string(),
+        );
+    }
+    Ok(PodSandboxStatusResponse {
+        status: Some(PodSandboxStatus {
+            id: rec.id.clone(),
+            metadata: c.metadata,
+            state: state_of(&rec) as i32,
+            created_at: rec.created_ns,
+            // Pod IPs come with CNI networking.
+            network: Some(PodSandboxNetworkStatus::default()),
+            linux: Some(LinuxPodSandboxStatus {
+                namespaces: Some(Namespace {
+                    options: Some(options),
+                }),
+            }),
+            labels: c.labels,
+            annotations: c.annotations,
+            runtime_handler: rec.runtime_handler.clone(),
+        }),
+        info,
+        containers_statuses: Vec::new(),
+        timestamp: now_ns(),
+    })
+}

@@ -1,0 +1,25 @@
+//! CRI `RemovePodSandbox`: releases the namespaces, /dev/shm, files and
+//! cgroup, then the record. Idempotent.
+
+use cri_api::v1::{RemovePodSandboxRequest, RemovePodSandboxResponse};
+use tonic::Status;
+
+use super::run_pod_sandbox::pod_status;
+use crate::cri::Daemon;
+
+pub async fn remove_pod_sandbox(
+    d: &Daemon,
+    req: RemovePodSandboxRequest,
+) -> Result<RemovePodSandboxResponse, Status> {
+    let _serial = d.pod_lock.lock().await;
+    if let Some(rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
+        let pods = d.pods.clone();
+        let id = rec.id.clone();
+        tokio::task::spawn_blocking(move || pods.remove(&rec))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(pod_status)?;
+        tracing::info!(pod = %id, "pod sandbox removed");
+    }
+    Ok(RemovePodSandboxResponse {})
+}

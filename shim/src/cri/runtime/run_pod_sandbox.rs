@@ -1,0 +1,58 @@
+//! CRI `RunPodSandbox`: namespaces pinned, files written, cgroup made,
+//! record committed READY; on failure nothing is left.
+
+use cri_api::v1::{RunPodSandboxRequest, RunPodSandboxResponse};
+use tonic::Status;
+
+use crate::cri::{Daemon, now_ns, random_id};
+use crate::pod::{PodError, key_of};
+
+pub async fn run_pod_sandbox(
+    d: &Daemon,
+    req: RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse, Status> {
+    let config = req
+        .config
+        .ok_or_else(|| Status::invalid_argument("RunPodSandbox: no config"))?;
+    let m = config.metadata.clone().unwrap_or_default();
+    if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
+        return Err(Status::invalid_argument(
+            "RunPodSandbox: metadata name, namespace and uid are required",
+        ));
+    }
+    if !req.runtime_handler.is_empty() && !d.config.runtimes.contains_key(&req.runtime_handler) {
+        return Err(Status::invalid_argument(format!(
+            "RunPodSandbox: no runtime handler {:?} is configured",
+            req.runtime_handler
+        )));
+    }
+    let _serial = d.pod_lock.lock().await;
+    let key = key_of(&config);
+    if let Some(holder) = d
+        .pods
+        .all()
+        .map_err(pod_status)?
+        .into_iter()
+        .find(|p| p.key() == key)
+    {
+        return Err(Status::already_exists(format!(
+            "pod sandbox name {key:?} is already in use by {}",
+            holder.id
+        )));
+    }
+    let id = random_id().map_err(|e| Status::internal(format!("pod id: {e}")))?;
+    let pods = d.pods.clone();
+    let (pid, handler) = (id.clone(), req.runtime_handler.clone());
+    let rec = tokio::task::spawn_blocking(move || pods.create(&pid, &config, &handler, now_ns()))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(pod_status)?;
+    tracing::info!(pod = %rec.id, name = %key, "pod sandbox ready");
+    Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+pub fn pod_status(e: PodError) -> Status {
+    match e {
+        PodError::Db(_) | PodError::Setup { .. } => Status::internal(e.to_string()),
+    }
+}

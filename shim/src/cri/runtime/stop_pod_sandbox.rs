@@ -1,0 +1,24 @@
+//! CRI `StopPodSandbox`: the pod becomes NOTREADY. Idempotent; an unknown
+//! id is not an error (the kubelet calls it more than once).
+
+use cri_api::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
+use tonic::Status;
+
+use super::run_pod_sandbox::pod_status;
+use crate::cri::Daemon;
+use crate::pod::PodState;
+
+pub async fn stop_pod_sandbox(
+    d: &Daemon,
+    req: StopPodSandboxRequest,
+) -> Result<StopPodSandboxResponse, Status> {
+    let _serial = d.pod_lock.lock().await;
+    if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)?
+        && rec.state != PodState::NotReady
+    {
+        rec.state = PodState::NotReady;
+        d.pods.save(&rec).map_err(pod_status)?;
+        tracing::info!(pod = %rec.id, "pod sandbox stopped");
+    }
+    Ok(StopPodSandboxResponse {})
+}

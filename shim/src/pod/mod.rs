@@ -1,0 +1,393 @@
+//! Pod sandboxes: their records in the metadata database and what a pod
+//! holds on the node (pinned namespaces, /dev/shm, hostname/hosts/
+//! resolv.conf, a cgroup), made and torn down in one place.
+//!
+//! ```text
+//! <state>/ns/<id>/{net,ipc,uts}   pinned namespaces
+//! <state>/pods/<id>/               hostname, hosts, resolv.conf, shm/ (tmpfs)
+//! ```
+
+pub mod ns;
+
+use std::path::{Path, PathBuf};
+
+use cri_api::v1::PodSandboxConfig;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+
+/// CRI NamespaceMode NODE: the node's own namespace.
+pub const NS_NODE: i32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    Ready,
+    NotReady,
+}
+
+/// One pod, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    pub state: PodState,
+    pub created_ns: i64,
+    pub runtime_handler: String,
+    /// The CRI PodSandboxConfig, protobuf-encoded, hex.
+    config: String,
+    /// Namespaces pinned for it (names of [`ns::Kind`]).
+    pub pinned: Vec<String>,
+    /// Cgroup directories berth created (and so removes), relative to each
+    /// hierarchy, shallowest first.
+    pub cgroups: Vec<String>,
+    pub shm_mounted: bool,
+}
+
+impl PodRecord {
+    pub fn config(&self) -> PodSandboxConfig {
+        hex::decode(&self.config)
+            .ok()
+            .and_then(|b| PodSandboxConfig::decode(b.as_slice()).ok())
+            .unwrap_or_default()
+    }
+
+    /// `name_namespace_uid_attempt`: what must be unique.
+    pub fn key(&self) -> String {
+        key_of(&self.config())
+    }
+}
+
+pub fn key_of(c: &PodSandboxConfig) -> String {
+    let m = c.metadata.clone().unwrap_or_default();
+    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("pod metadata database: {0}")]
+    Db(String),
+    #[error("pod {id}: {reason}")]
+    Setup { id: String, reason: String },
+}
+
+fn db_err(e: impl std::fmt::Display) -> PodError {
+    PodError::Db(e.to_string())
+}
+
+pub struct Pods {
+    db: std::sync::Arc<Database>,
+    state: PathBuf,
+}
+
+impl Pods {
+    pub fn open(db: std::sync::Arc<Database>, state: &Path) -> Result<Pods, PodError> {
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(PODS).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        let pods = Pods {
+            db,
+            state: state.to_path_buf(),
+        };
+        pods.clean_half_made()?;
+        Ok(pods)
+    }
+
+    pub fn all(&self) -> Result<Vec<PodRecord>, PodError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(PODS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(db_err)?);
+        }
+        Ok(out)
+    }
+
+    /// By full id or unique id prefix.
+    pub fn find(&self, id: &str) -> Result<Option<PodRecord>, PodError> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        let mut matches: Vec<PodRecord> = self
+            .all()?
+            .into_iter()
+            .filter(|p| p.id.starts_with(id))
+            .collect();
+        Ok(match matches.len() {
+            1 => matches.pop(),
+            _ => matches.into_iter().find(|p| p.id == id),
+        })
+    }
+
+    pub fn save(&self, rec: &PodRecord) -> Result<(), PodError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = tx.open_table(PODS).map_err(db_err)?;
+            let bytes = serde_json::to_vec(rec).map_err(db_err)?;
+            t.insert(rec.id.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), PodError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = tx.open_table(PODS).map_err(db_err)?;
+            t.remove(id).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    pub fn ns_dir(&self, id: &str) -> PathBuf {
+        self.state.join("ns").join(id)
+    }
+
+    pub fn pod_dir(&self, id: &str) -> PathBuf {
+        self.state.join("pods").join(id)
+    }
+
+    /// Makes everything the pod holds on the node and records it READY.
+    /// On error, undoes what it made.
+    pub fn create(
+        &self,
+        id: &str,
+        config: &PodSandboxConfig,
+        runtime_handler: &str,
+        created_ns: i64,
+    ) -> Result<PodRecord, PodError> {
+        let mut rec = PodRecord {
+            id: id.to_string(),
+            state: PodState::Ready,
+            created_ns,
+            runtime_handler: runtime_handler.to_string(),
+            config: hex::encode(config.encode_to_vec()),
+            pinned: Vec::new(),
+            cgroups: Vec::new(),
+            shm_mounted: false,
+        };
+        match self.make(&mut rec, config) {
+            Ok(()) => {
+                if let Err(e) = self.save(&rec) {
+                    self.teardown(&rec);
+                    return Err(e);
+                }
+                Ok(rec)
+            }
+            Err(reason) => {
+                self.teardown(&rec);
+                Err(PodError::Setup {
+                    id: id.to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn make(&self, rec: &mut PodRecord, config: &PodSandboxConfig) -> Result<(), String> {
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let dir = self.pod_dir(&rec.id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+
+        // Namespaces: the pod's own unless it asks for the node's.
+        let mut kinds = vec![ns::Kind::Uts];
+        if opts.network != NS_NODE {
+            kinds.push(ns::Kind::Net);
+        }
+        if opts.ipc != NS_NODE {
+            kinds.push(ns::Kind::Ipc);
+        }
+        // A host-network pod keeps the node's hostname, as the kubelet expects.
+        if opts.network == NS_NODE {
+            kinds.retain(|k| *k != ns::Kind::Uts);
+        }
+        let hostname = if config.hostname.is_empty() {
+            config
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        } else {
+            config.hostname.clone()
+        };
+        rec.pinned = kinds.iter().map(|k| k.name().to_string()).collect();
+        ns::pin(&self.ns_dir(&rec.id), &kinds, &hostname).map_err(|e| e.to_string())?;
+
+        // Files every container of the pod mounts.
+        let node_hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hostname = if opts.network == NS_NODE {
+            node_hostname
+        } else {
+            hostname
+        };
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+        };
+        write("hostname", format!("{hostname}\n"))?;
+        write(
+            "hosts",
+            if opts.network == NS_NODE {
+                std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+            } else {
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
+            },
+        )?;
+        write("resolv.conf", resolv_conf(config))?;
+
+        // /dev/shm: the pod's own tmpfs unless it shares the node's IPC.
+        if opts.ipc != NS_NODE {
+            let shm = dir.join("shm");
+            std::fs::create_dir_all(&shm).map_err(|e| format!("shm: {e}"))?;
+            mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=1777,size=65536k"),
+            )
+            .map_err(|e| format!("mount shm: {e}"))?;
+            rec.shm_mounted = true;
+        }
+
+        // The pod cgroup: the kubelet's cgroup_parent, made if missing.
+        let parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        // (A systemd slice is systemd's to make; the systemd driver is not
+        // built yet.)
+        if !parent.is_empty() && !parent.ends_with(".slice") {
+            cgroup_create(&parent, &mut rec.cgroups)?;
+        }
+        Ok(())
+    }
+
+    /// Releases what a pod holds on the node. Idempotent.
+    pub fn teardown(&self, rec: &PodRecord) {
+        ns::unpin(&self.ns_dir(&rec.id));
+        let dir = self.pod_dir(&rec.id);
+        let _ = umount2(&dir.join("shm"), MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&dir);
+        cgroup_remove(&rec.cgroups);
+    }
+
+    /// Removes the pod: what it holds, then its record.
+    pub fn remove(&self, rec: &PodRecord) -> Result<(), PodError> {
+        self.teardown(rec);
+        self.delete(&rec.id)
+    }
+
+    /// A berthd that died between making a pod and recording it leaves
+    /// directories and mounts with no record: release them.
+    fn clean_half_made(&self) -> Result<(), PodError> {
+        let known: std::collections::HashSet<String> =
+            self.all()?.into_iter().map(|p| p.id).collect();
+        for sub in ["ns", "pods"] {
+            let Ok(rd) = std::fs::read_dir(self.state.join(sub)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&id) {
+                    tracing::info!(pod = %id, "removing a half-made pod");
+                    self.teardown(&PodRecord {
+                        id,
+                        state: PodState::NotReady,
+                        created_ns: 0,
+                        runtime_handler: String::new(),
+                        config: String::new(),
+                        pinned: Vec::new(),
+                        cgroups: Vec::new(),
+                        shm_mounted: false,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// resolv.conf from the CRI DnsConfig, else the node's.
+fn resolv_conf(config: &PodSandboxConfig) -> String {
+    match &config.dns_config {
+        Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
+            let mut s = String::new();
+            if !d.searches.is_empty() {
+                s.push_str(&format!("search {}\n", d.searches.join(" ")));
+            }
+            for server in &d.servers {
+                s.push_str(&format!("nameserver {server}\n"));
+            }
+            if !d.options.is_empty() {
+                s.push_str(&format!("options {}\n", d.options.join(" ")));
+            }
+            s
+        }
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    }
+}
+
+/// The cgroup hierarchies on this node: the v2 root, or each v1
+/// controller's mount (named hierarchies and co-mounted links skipped).
+fn cgroup_roots() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").is_file() {
+        return vec![root.to_path_buf()];
+    }
+    [
+        "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "hugetlb",
+    ]
+    .iter()
+    .map(|c| root.join(c))
+    .filter(|p| p.is_dir())
+    .collect()
+}
+
+/// Creates `parent` in every hierarchy where it is missing, adding each
+/// directory it made to `made` (shallowest first): those, and only those,
+/// berth removes. A cgroup the kubelet made stays the kubelet's.
+pub fn cgroup_create(parent: &str, made: &mut Vec<String>) -> Result<(), String> {
+    let rel = parent.trim_start_matches('/');
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        return Err(format!("invalid cgroup_parent {parent:?}"));
+    }
+    for root in cgroup_roots() {
+        let mut sub = PathBuf::new();
+        for c in rel.split('/') {
+            sub.push(c);
+            let p = root.join(&sub);
+            if !p.exists() {
+                std::fs::create_dir(&p).map_err(|e| format!("cgroup {}: {e}", p.display()))?;
+                let s = sub.to_string_lossy().into_owned();
+                if !made.contains(&s) {
+                    made.push(s);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the cgroup directories berth made, deepest first, in every
+/// hierarchy (the kernel refuses non-empty ones, which then stay).
+pub fn cgroup_remove(made: &[String]) {
+    for root in cgroup_roots() {
+        for rel in made.iter().rev() {
+            let _ = std::fs::remove_dir(root.join(rel));
+        }
+    }
+}
