@@ -11,7 +11,7 @@ pub mod ns;
 
 use std::path::{Path, PathBuf};
 
-use cri_api::v1::PodSandboxConfig;
+use cri_api::v1::{NamespaceOption, PodSandboxConfig};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -57,6 +57,15 @@ impl PodRecord {
     pub fn key(&self) -> String {
         key_of(&self.config())
     }
+}
+
+/// The pod's namespace modes (all POD when unset).
+pub fn namespace_options(c: &PodSandboxConfig) -> NamespaceOption {
+    c.linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
 }
 
 pub fn key_of(c: &PodSandboxConfig) -> String {
@@ -187,12 +196,7 @@ impl Pods {
     }
 
     fn make(&self, rec: &mut PodRecord, config: &PodSandboxConfig) -> Result<(), String> {
-        let opts = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone())
-            .unwrap_or_default();
+        let opts = namespace_options(config);
         let dir = self.pod_dir(&rec.id);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 

@@ -44,12 +44,7 @@ pub async fn pod_sandbox_status(
             Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
         })?;
     let c = rec.config();
-    let options = c
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
+    let options = crate::pod::namespace_options(&c);
     let mut info = HashMap::new();
     if req.verbose {
         let ns_dir = d.pods.ns_dir(&rec.id);
