@@ -144,6 +144,7 @@ impl ImageService {
         let started = std::time::Instant::now();
         let ctx = PullCtx {
             svc: self,
+            hosts: &hosts,
             image: named.clone(),
             repo: reference.path().to_string(),
             ns: reference.domain().to_string(),
@@ -509,6 +510,7 @@ fn mountpoint_of(p: &Path) -> PathBuf {
 
 struct PullCtx<'a> {
     svc: &'a ImageService,
+    hosts: &'a [RegistryHost],
     image: String,
     repo: String,
     ns: String,
@@ -550,10 +552,36 @@ impl PullCtx<'_> {
             image: self.image.clone(),
             source,
         };
-        let mut resp = registry
-            .blob(host, &self.ns, &self.repo, digest.as_str(), self.creds)
-            .await
-            .map_err(reg_err)?;
+        // The host that resolved the image first, then the other hosts
+        // that may serve pulls (a mirror missing a blob falls through).
+        let candidates = std::iter::once(host).chain(
+            self.hosts
+                .iter()
+                .filter(|h| h.capabilities.pull && h.host != host.host),
+        );
+        let mut opened = None;
+        let mut last = None;
+        for h in candidates {
+            match registry
+                .blob(h, &self.ns, &self.repo, digest.as_str(), self.creds)
+                .await
+            {
+                Ok(r) => {
+                    opened = Some(r);
+                    break;
+                }
+                Err(e) if e.try_next_host() => {
+                    tracing::debug!(blob = %digest, host = %h.host, "blob fetch failed: {e}");
+                    last = Some(e);
+                }
+                Err(e) => return Err(reg_err(e)),
+            }
+        }
+        let mut resp = match (opened, last) {
+            (Some(r), _) => r,
+            (None, Some(e)) => return Err(reg_err(e)),
+            (None, None) => return Err(self.invalid(format!("no host may serve blob {digest}"))),
+        };
         let url = resp.url().to_string();
         let mut w = store
             .writer(&digest, size)

@@ -169,6 +169,18 @@ async fn pull_list_inspect_and_remove() {
         .images;
     assert_eq!(filtered.len(), 1);
 
+    // StreamImages: the same images, each once.
+    let mut stream = c
+        .stream_images(StreamImagesRequest::default())
+        .await
+        .expect("StreamImages")
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(batch) = stream.message().await.expect("stream") {
+        streamed.extend(batch.images.into_iter().map(|i| i.id));
+    }
+    assert_eq!(streamed, [pushed.config_digest.as_str()]);
+
     // An unknown image: no image, no error (what the kubelet expects).
     assert!(status(&mut c, &reg.image("test/nothing:1")).await.is_none());
 
@@ -598,6 +610,31 @@ async fn mirrors_from_hosts_toml_and_fallback_to_upstream() {
     assert!(
         mirror.request_count("/v2/team/other/manifests/2") > 0,
         "mirror tried first"
+    );
+
+    // The mirror has the manifest but lost a layer: that blob comes from
+    // the upstream.
+    let image = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()),
+    )
+    .layer(
+        Layer::new()
+            .file("split", "only this image has this layer", 0o644)
+            .build(Compression::Gzip),
+    );
+    let split = fixtures::push_image(&mirror, "team/split", "1", &image).await;
+    fixtures::push_image(&upstream, "team/split", "1", &image).await;
+    let layer = &split.layers[0].digest;
+    std::fs::remove_file(mirror.blob_data_path(layer)).expect("drop the mirror's copy");
+    let id = pull(&mut c, &upstream.image("team/split:1"))
+        .await
+        .expect("blob from the upstream");
+    assert_eq!(id, split.config_digest);
+    assert!(mirror.request_count("/v2/team/split/manifests/1") > 0);
+    assert_eq!(
+        upstream.request_count_method("GET", &format!("/v2/team/split/blobs/{layer}")),
+        1
     );
 
     // A broken hosts.toml is a precise error, not a silent default.
