@@ -81,6 +81,9 @@ pub struct ImageService {
     /// Pulls hold it shared; garbage collection exclusively, so it never
     /// deletes what a pull in flight has just written.
     gc_lock: tokio::sync::RwLock<()>,
+    /// Content became garbage while pulls ran: the last pull to finish
+    /// collects it, so RemoveImage never waits for a pull.
+    gc_pending: std::sync::atomic::AtomicBool,
 }
 
 impl ImageService {
@@ -100,6 +103,7 @@ impl ImageService {
                 .collect(),
             platform: manifest::host_platform(),
             gc_lock: tokio::sync::RwLock::new(()),
+            gc_pending: std::sync::atomic::AtomicBool::new(false),
         };
         svc.collect_garbage_now()?;
         Ok(svc)
@@ -115,16 +119,30 @@ impl ImageService {
 
     /// Pulls `image` and records it; returns the record. A failed pull
     /// removes what it downloaded, unless another pull is running (then the
-    /// next collection, at the latest the next start, does).
+    /// last one to finish does, at the latest the next start).
     pub async fn pull(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, ImageError> {
         let result = self.pull_inner(image, creds).await;
-        if result.is_err()
-            && let Ok(_exclusive) = self.gc_lock.try_write()
-            && let Err(e) = self.collect_garbage_now()
-        {
-            tracing::warn!("cleaning up after a failed pull: {e}");
+        if result.is_err() {
+            self.gc_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
+        self.collect_garbage_if_pending();
         result
+    }
+
+    /// Collects garbage now if some is pending and no pull is running;
+    /// otherwise leaves it pending for the pull still running.
+    fn collect_garbage_if_pending(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.gc_pending.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(_exclusive) = self.gc_lock.try_write() {
+            self.gc_pending.store(false, Ordering::SeqCst);
+            if let Err(e) = self.collect_garbage_now() {
+                tracing::warn!("collecting unused image content: {e}");
+            }
+        }
     }
 
     async fn pull_inner(
@@ -401,8 +419,9 @@ impl ImageService {
             _ => {
                 self.db().remove(&rec.id)?;
                 tracing::info!(image = %rec.id, "removed");
-                let _exclusive = self.gc_lock.write().await;
-                self.collect_garbage_now()?;
+                self.gc_pending
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                self.collect_garbage_if_pending();
             }
         }
         Ok(())

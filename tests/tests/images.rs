@@ -872,18 +872,23 @@ async fn image_fs_info_counts_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_that_makes_no_progress_is_cancelled() {
-    // A "registry" that accepts connections and never answers.
+    // A "registry" that accepts connections and never answers; it says
+    // when the first connection arrived.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let held = std::thread::spawn(move || {
+    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut conns = Vec::new();
         for c in silent.incoming().take(4) {
             conns.push(c);
+            let _ = accepted_tx.send(());
         }
         std::thread::sleep(std::time::Duration::from_secs(30));
     });
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/other", "1", Compression::Gzip).await;
     let b = Berthd::start_with(Options {
-        registry: "pull_progress_timeout = \"1s\"".into(),
+        registry: "pull_progress_timeout = \"5s\"".into(),
         ..Default::default()
     })
     .await;
@@ -895,17 +900,36 @@ async fn a_pull_that_makes_no_progress_is_cancelled() {
     )
     .expect("hosts.toml");
     let mut c = b.image().await;
-    let e = pull(&mut c, "stalled.invalid/test/app:1")
+    pull(&mut c, &reg.image("test/other:1"))
         .await
-        .expect_err("stalled");
+        .expect("pull");
+
+    let mut c2 = b.image().await;
+    let stalled = tokio::spawn(async move { pull(&mut c2, "stalled.invalid/test/app:1").await });
+    tokio::task::spawn_blocking(move || accepted_rx.recv())
+        .await
+        .expect("join")
+        .expect("the stalled pull connected");
+
+    // RemoveImage does not wait for the stalled pull...
+    remove(&mut c, &pushed.config_digest).await.expect("remove");
+    assert!(!stalled.is_finished(), "remove waited for the pull");
+    assert!(list(&mut c).await.is_empty());
+    assert!(
+        !store_entries(&b).is_empty(),
+        "collected under a running pull"
+    );
+
+    let e = stalled.await.expect("task").expect_err("stalled");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
     assert!(
         e.message().contains("pull_progress_timeout"),
         "{}",
         e.message()
     );
+    // ...and the last pull to finish collected what the removal freed.
     assert!(list(&mut c).await.is_empty());
-    drop(held);
+    assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
 }
 
 /// A CA and a server certificate for 127.0.0.1, made with openssl.
