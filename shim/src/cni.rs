@@ -1,15 +1,19 @@
-//! CNI configuration discovery, as libcni does it: the first file (in name
-//! order) in the conf dir with a `.conf`, `.conflist` or `.json` suffix that
-//! parses is the pod network; every plugin it names must exist in a bin dir.
+//! CNI: configuration discovery, as libcni does it (the first file, in name
+//! order, in the conf dir with a `.conf`, `.conflist` or `.json` suffix is
+//! the pod network; every plugin it names must exist in a bin dir), and the
+//! plugin exec protocol for ADD and DEL.
 
 use std::path::{Path, PathBuf};
 
 /// The network berthd would use for pods.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkConfig {
     pub file: PathBuf,
     pub name: String,
     pub plugins: Vec<PathBuf>,
+    /// The config as a list, `{cniVersion, name, plugins: [...]}`, also
+    /// for a single-plugin `.conf`: what ADD ran with and DEL must reuse.
+    pub list: serde_json::Value,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,7 +67,7 @@ pub fn load(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<NetworkConfig, NotR
         None => vec![&doc],
     };
     let mut plugins = Vec::new();
-    for p in plugin_docs {
+    for p in &plugin_docs {
         let ty = p
             .get("type")
             .and_then(|t| t.as_str())
@@ -88,11 +92,203 @@ pub fn load(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<NetworkConfig, NotR
             }
         }
     }
+    let version = doc
+        .get("cniVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("0.4.0")
+        .to_string();
+    let list = serde_json::json!({
+        "cniVersion": version,
+        "name": name,
+        "plugins": plugin_docs,
+    });
     Ok(NetworkConfig {
         file,
         name,
         plugins,
+        list,
     })
+}
+
+/// Who the network is for: the `CNI_*` environment and runtime config.
+pub struct Attachment<'a> {
+    pub pod_id: &'a str,
+    pub netns: &'a Path,
+    pub pod_name: &'a str,
+    pub pod_namespace: &'a str,
+    pub pod_uid: &'a str,
+    /// `runtimeConfig`, given to plugins whose `capabilities` ask for a key
+    /// (`portMappings`, `dns`, ...).
+    pub runtime_config: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cni plugin {plugin:?} {command}: {message}")]
+pub struct ExecError {
+    plugin: String,
+    command: &'static str,
+    message: String,
+}
+
+/// Runs ADD through the list; returns the final result. On a failure, DEL
+/// runs for the whole list (as the CNI spec asks) before the error returns.
+pub fn add(
+    list: &serde_json::Value,
+    bin_dirs: &[PathBuf],
+    a: &Attachment<'_>,
+) -> Result<serde_json::Value, ExecError> {
+    let mut prev: Option<serde_json::Value> = None;
+    for plugin in plugins_of(list) {
+        match exec(list, plugin, "ADD", prev.as_ref(), bin_dirs, a) {
+            Ok(result) => prev = Some(result),
+            Err(e) => {
+                if let Err(del_err) = del(list, prev.as_ref(), bin_dirs, a) {
+                    tracing::warn!(pod = a.pod_id, "cleaning up a failed ADD: {del_err}");
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(prev.unwrap_or_else(|| serde_json::json!({})))
+}
+
+/// Runs DEL through the list in reverse, with the ADD result as prevResult.
+/// Every plugin is tried; the first error is returned.
+pub fn del(
+    list: &serde_json::Value,
+    result: Option<&serde_json::Value>,
+    bin_dirs: &[PathBuf],
+    a: &Attachment<'_>,
+) -> Result<(), ExecError> {
+    let mut first = None;
+    for plugin in plugins_of(list).iter().rev() {
+        if let Err(e) = exec(list, plugin, "DEL", result, bin_dirs, a) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+fn plugins_of(list: &serde_json::Value) -> Vec<&serde_json::Value> {
+    list.get("plugins")
+        .and_then(|p| p.as_array())
+        .map(|p| p.iter().collect())
+        .unwrap_or_default()
+}
+
+/// One plugin invocation by the CNI exec protocol.
+fn exec(
+    list: &serde_json::Value,
+    plugin: &serde_json::Value,
+    command: &'static str,
+    prev: Option<&serde_json::Value>,
+    bin_dirs: &[PathBuf],
+    a: &Attachment<'_>,
+) -> Result<serde_json::Value, ExecError> {
+    use std::io::Write;
+    let ty = plugin.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    let fail = |message: String| ExecError {
+        plugin: ty.to_string(),
+        command,
+        message,
+    };
+    let binary = bin_dirs
+        .iter()
+        .map(|d| d.join(ty))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| fail("not found in the CNI bin dirs".into()))?;
+    let mut conf = plugin.clone();
+    if let Some(obj) = conf.as_object_mut() {
+        obj.insert("name".into(), list["name"].clone());
+        obj.insert("cniVersion".into(), list["cniVersion"].clone());
+        if let Some(p) = prev {
+            obj.insert("prevResult".into(), p.clone());
+        }
+        // Only the runtime config keys the plugin declares it handles.
+        let wanted: Vec<String> = plugin
+            .get("capabilities")
+            .and_then(|c| c.as_object())
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, v)| v.as_bool() == Some(true))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rc: serde_json::Map<String, serde_json::Value> = wanted
+            .iter()
+            .filter_map(|k| a.runtime_config.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        if !rc.is_empty() {
+            obj.insert("runtimeConfig".into(), serde_json::Value::Object(rc));
+        }
+    }
+    let args = format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+        a.pod_namespace, a.pod_name, a.pod_id, a.pod_uid
+    );
+    let path = std::env::join_paths(bin_dirs).unwrap_or_default();
+    let mut child = std::process::Command::new(&binary)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", a.pod_id)
+        .env("CNI_NETNS", a.netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", args)
+        .env("CNI_PATH", path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run {}: {e}", binary.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(conf.to_string().as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("waiting for {}: {e}", binary.display())))?;
+    if !out.status.success() {
+        // The spec's error object: {"code", "msg", "details"}.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let message = serde_json::from_str::<serde_json::Value>(&stdout)
+            .ok()
+            .and_then(|v| {
+                let msg = v.get("msg")?.as_str()?.to_string();
+                let details = v.get("details").and_then(|d| d.as_str()).unwrap_or("");
+                Some(if details.is_empty() {
+                    msg
+                } else {
+                    format!("{msg}: {details}")
+                })
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "{} {}",
+                    stdout.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            });
+        return Err(fail(format!("{} ({})", message.trim(), out.status)));
+    }
+    if command == "DEL" || out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("unreadable result: {e}")))
+}
+
+/// The pod's IPs from a CNI result (0.3.0 and later: `ips[].address`).
+pub fn ips(result: &serde_json::Value) -> Vec<String> {
+    result
+        .get("ips")
+        .and_then(|i| i.as_array())
+        .map(|ips| {
+            ips.iter()
+                .filter_map(|ip| ip.get("address")?.as_str())
+                .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn is_executable(p: &Path) -> bool {

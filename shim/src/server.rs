@@ -59,8 +59,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .context("cannot open the image store")?,
     );
-    let pods =
-        crate::pod::Pods::open(db.clone(), &config.state).context("cannot open the pod store")?;
+    let pods = crate::pod::Pods::open(db.clone(), &config.state, config.cni.clone())
+        .context("cannot open the pod store")?;
     let daemon = Arc::new(Daemon::new(config.clone(), pods));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)

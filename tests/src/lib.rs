@@ -261,7 +261,25 @@ impl Drop for Berthd {
         if self.child.is_some() {
             self.stop_with(Signal::SIGTERM);
         }
+        // A test that failed half-way may have left pods: detach their
+        // mounts (namespace pins, /dev/shm) so that nothing outlives the
+        // test and the directory can go.
+        let leftovers = mounts_under(self.dir.path());
+        for m in leftovers.iter().rev() {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// Mount points under `dir`, in mount order.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A gRPC channel over a unix socket.

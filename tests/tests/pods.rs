@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_tests::Berthd;
+use berth_tests::{Berthd, mounts_under};
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::*;
 use nix::sys::signal::Signal;
@@ -96,17 +96,6 @@ async fn remove(c: &mut Client, id: &str) {
     })
     .await
     .expect("RemovePodSandbox");
-}
-
-/// Mount points under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Where a cgroup path lives on this node: the v2 root, or v1's memory

@@ -43,6 +43,17 @@ pub struct PodRecord {
     /// hierarchy, shallowest first.
     pub cgroups: Vec<String>,
     pub shm_mounted: bool,
+    /// The CNI network attached by ADD, until DEL succeeds.
+    #[serde(default)]
+    pub network: Option<Network>,
+}
+
+/// What DEL needs: the config ADD ran with and its result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    pub list: serde_json::Value,
+    pub result: serde_json::Value,
+    pub ips: Vec<String>,
 }
 
 impl PodRecord {
@@ -79,6 +90,9 @@ pub enum PodError {
     Db(String),
     #[error("pod {id}: {reason}")]
     Setup { id: String, reason: String },
+    /// The CNI config or a plugin failed: the node's network is not ready.
+    #[error("pod {id}: {reason}")]
+    Network { id: String, reason: String },
 }
 
 fn db_err(e: impl std::fmt::Display) -> PodError {
@@ -88,16 +102,22 @@ fn db_err(e: impl std::fmt::Display) -> PodError {
 pub struct Pods {
     db: std::sync::Arc<Database>,
     state: PathBuf,
+    cni: crate::config::CniConfig,
 }
 
 impl Pods {
-    pub fn open(db: std::sync::Arc<Database>, state: &Path) -> Result<Pods, PodError> {
+    pub fn open(
+        db: std::sync::Arc<Database>,
+        state: &Path,
+        cni: crate::config::CniConfig,
+    ) -> Result<Pods, PodError> {
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(PODS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         let pods = Pods {
             db,
             state: state.to_path_buf(),
+            cni,
         };
         pods.clean_half_made()?;
         Ok(pods)
@@ -176,6 +196,7 @@ impl Pods {
             pinned: Vec::new(),
             cgroups: Vec::new(),
             shm_mounted: false,
+            network: None,
         };
         match self.make(&mut rec, config) {
             Ok(()) => {
@@ -187,9 +208,11 @@ impl Pods {
             }
             Err(reason) => {
                 self.teardown(&rec);
-                Err(PodError::Setup {
-                    id: id.to_string(),
-                    reason,
+                let id = id.to_string();
+                Err(if reason.starts_with("network") {
+                    PodError::Network { id, reason }
+                } else {
+                    PodError::Setup { id, reason }
                 })
             }
         }
@@ -224,6 +247,31 @@ impl Pods {
         rec.pinned = kinds.iter().map(|k| k.name().to_string()).collect();
         ns::pin(&self.ns_dir(&rec.id), &kinds, &hostname).map_err(|e| e.to_string())?;
 
+        // The pod network, through the CNI plugins (none configured: the
+        // pod keeps loopback only, and Status says the network is not ready).
+        if opts.network != NS_NODE {
+            match crate::cni::load(&self.cni.conf_dir, &self.cni.bin_dirs) {
+                Err(crate::cni::NotReady::NoConfig(dir)) => {
+                    tracing::warn!(pod = %rec.id, "no CNI config in {}: loopback only", dir.display());
+                }
+                Err(e) => return Err(format!("network: {e}")),
+                Ok(net) => {
+                    let netns = self.ns_dir(&rec.id).join("net");
+                    let result = crate::cni::add(
+                        &net.list,
+                        &self.cni.bin_dirs,
+                        &attachment(&rec.id, &netns, config),
+                    )
+                    .map_err(|e| format!("network {:?}: {e}", net.name))?;
+                    rec.network = Some(Network {
+                        ips: crate::cni::ips(&result),
+                        list: net.list,
+                        result,
+                    });
+                }
+            }
+        }
+
         // Files every container of the pod mounts.
         let node_hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
@@ -242,7 +290,12 @@ impl Pods {
             if opts.network == NS_NODE {
                 std::fs::read_to_string("/etc/hosts").unwrap_or_default()
             } else {
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
+                let mut hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string();
+                // The pod's own name resolves to its IPs.
+                for ip in rec.network.iter().flat_map(|n| &n.ips) {
+                    hosts.push_str(&format!("{ip}\t{hostname}\n"));
+                }
+                hosts
             },
         )?;
         write("resolv.conf", resolv_conf(config))?;
@@ -276,8 +329,39 @@ impl Pods {
         Ok(())
     }
 
+    /// CNI DEL for the pod's network, then forgets it. Idempotent; an error
+    /// keeps the network recorded, so that a retry runs DEL again.
+    pub fn detach_network(&self, rec: &mut PodRecord) -> Result<(), PodError> {
+        let Some(net) = rec.network.clone() else {
+            return Ok(());
+        };
+        let config = rec.config();
+        let netns = self.ns_dir(&rec.id).join("net");
+        crate::cni::del(
+            &net.list,
+            Some(&net.result),
+            &self.cni.bin_dirs,
+            &attachment(&rec.id, &netns, &config),
+        )
+        .map_err(|e| PodError::Network {
+            id: rec.id.clone(),
+            reason: format!("network teardown: {e}"),
+        })?;
+        rec.network = None;
+        if self.find(&rec.id)?.is_some() {
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+
     /// Releases what a pod holds on the node. Idempotent.
     pub fn teardown(&self, rec: &PodRecord) {
+        if rec.network.is_some() {
+            let mut r = rec.clone();
+            if let Err(e) = self.detach_network(&mut r) {
+                tracing::warn!(pod = %rec.id, "{e}");
+            }
+        }
         ns::unpin(&self.ns_dir(&rec.id));
         let dir = self.pod_dir(&rec.id);
         let _ = umount2(&dir.join("shm"), MntFlags::MNT_DETACH);
@@ -285,9 +369,12 @@ impl Pods {
         cgroup_remove(&rec.cgroups);
     }
 
-    /// Removes the pod: what it holds, then its record.
+    /// Removes the pod: its network (an error stops the removal, so the
+    /// kubelet retries), what it holds, then its record.
     pub fn remove(&self, rec: &PodRecord) -> Result<(), PodError> {
-        self.teardown(rec);
+        let mut rec = rec.clone();
+        self.detach_network(&mut rec)?;
+        self.teardown(&rec);
         self.delete(&rec.id)
     }
 
@@ -313,11 +400,54 @@ impl Pods {
                         pinned: Vec::new(),
                         cgroups: Vec::new(),
                         shm_mounted: false,
+                        network: None,
                     });
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The CNI environment and runtime config for a pod.
+fn attachment<'a>(
+    id: &'a str,
+    netns: &'a Path,
+    c: &'a PodSandboxConfig,
+) -> crate::cni::Attachment<'a> {
+    let m = c.metadata.as_ref();
+    let port_mappings: Vec<serde_json::Value> = c
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| {
+            let protocol = match p.protocol {
+                1 => "udp",
+                2 => "sctp",
+                _ => "tcp",
+            };
+            serde_json::json!({
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": protocol,
+                "hostIP": p.host_ip,
+            })
+        })
+        .collect();
+    let dns = c.dns_config.as_ref().map(
+        |d| serde_json::json!({"servers": d.servers, "searches": d.searches, "options": d.options}),
+    );
+    crate::cni::Attachment {
+        pod_id: id,
+        netns,
+        pod_name: m.map(|m| m.name.as_str()).unwrap_or(""),
+        pod_namespace: m.map(|m| m.namespace.as_str()).unwrap_or(""),
+        pod_uid: m.map(|m| m.uid.as_str()).unwrap_or(""),
+        runtime_config: serde_json::json!({
+            "portMappings": port_mappings,
+            "dns": dns,
+            "io.kubernetes.cri.pod-annotations": c.annotations,
+        }),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use cri_api::v1::{
-    LinuxPodSandboxStatus, Namespace, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
+    LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
     PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 use tonic::Status;
@@ -29,6 +29,20 @@ pub fn to_cri(rec: &PodRecord) -> PodSandbox {
         labels: c.labels,
         annotations: c.annotations,
         runtime_handler: rec.runtime_handler.clone(),
+    }
+}
+
+/// The pod's IPs from its CNI result: the first is the pod IP.
+fn network_status(rec: &PodRecord) -> PodSandboxNetworkStatus {
+    let ips = rec
+        .network
+        .as_ref()
+        .map(|n| n.ips.clone())
+        .unwrap_or_default();
+    let mut it = ips.into_iter();
+    PodSandboxNetworkStatus {
+        ip: it.next().unwrap_or_default(),
+        additional_ips: it.map(|ip| PodIp { ip }).collect(),
     }
 }
 
@@ -70,8 +84,7 @@ pub async fn pod_sandbox_status(
             metadata: c.metadata,
             state: state_of(&rec) as i32,
             created_at: rec.created_ns,
-            // Pod IPs come with CNI networking.
-            network: Some(PodSandboxNetworkStatus::default()),
+            network: Some(network_status(&rec)),
             linux: Some(LinuxPodSandboxStatus {
                 namespaces: Some(Namespace {
                     options: Some(options),

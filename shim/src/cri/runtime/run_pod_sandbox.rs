@@ -53,6 +53,7 @@ pub async fn run_pod_sandbox(
 
 pub fn pod_status(e: PodError) -> Status {
     match e {
+        PodError::Network { .. } => Status::failed_precondition(e.to_string()),
         PodError::Db(_) | PodError::Setup { .. } => Status::internal(e.to_string()),
     }
 }

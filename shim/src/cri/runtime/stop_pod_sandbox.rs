@@ -1,5 +1,7 @@
-//! CRI `StopPodSandbox`: the pod becomes NOTREADY. Idempotent; an unknown
-//! id is not an error (the kubelet calls it more than once).
+//! CRI `StopPodSandbox`: CNI DEL releases the pod's network, and the pod
+//! becomes NOTREADY. Idempotent; an unknown id is not an error (the kubelet
+//! calls it more than once). A failing DEL is reported, and tried again by
+//! the next Stop or Remove.
 
 use cri_api::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
 use tonic::Status;
@@ -13,12 +15,19 @@ pub async fn stop_pod_sandbox(
     req: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse, Status> {
     let _serial = d.pod_lock.lock().await;
-    if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)?
-        && rec.state != PodState::NotReady
-    {
-        rec.state = PodState::NotReady;
-        d.pods.save(&rec).map_err(pod_status)?;
-        tracing::info!(pod = %rec.id, "pod sandbox stopped");
+    if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
+        let pods = d.pods.clone();
+        let mut r = rec.clone();
+        tokio::task::spawn_blocking(move || pods.detach_network(&mut r))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(pod_status)?;
+        rec.network = None;
+        if rec.state != PodState::NotReady {
+            rec.state = PodState::NotReady;
+            d.pods.save(&rec).map_err(pod_status)?;
+            tracing::info!(pod = %rec.id, "pod sandbox stopped");
+        }
     }
     Ok(StopPodSandboxResponse {})
 }
