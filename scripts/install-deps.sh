@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth needs to build and test, as root.
-# Usage: scripts/install-deps.sh [build|test]   (default: test = build + test)
+# Usage: scripts/install-deps.sh [build|run|test]
+#   build: what compiling needs; run: build + the CNI plugins pods use;
+#   test (default): run + what the test suite uses.
 set -euo pipefail
 
 what=${1:-test}
@@ -9,8 +11,11 @@ build_pkgs=(gcc pkg-config libseccomp-dev)
 test_pkgs=(docker-registry busybox-static apache2-utils runc crun
            containernetworking-plugins iproute2 iptables openssl)
 
+run_pkgs=(containernetworking-plugins iproute2 iptables)
+
 pkgs=("${build_pkgs[@]}")
-[ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+[ "$what" = run ] && pkgs+=("${run_pkgs[@]}")
+[ "$what" = test ] && pkgs+=("${run_pkgs[@]}" "${test_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do

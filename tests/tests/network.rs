@@ -266,3 +266,52 @@ async fn stop_after_a_berthd_crash_still_releases_the_ip() {
     remove(&mut c, &id).await;
     assert_eq!(mounts_under(&b.state).len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_cidr_from_the_kubelet_reaches_host_local() {
+    let b = Berthd::start().await;
+    // The bridge network, but with no ranges of its own: they come from
+    // UpdateRuntimeConfig through the ipRanges capability.
+    let net = TestNet::install(&b, 4, &[]);
+    let conf = b.dir.path().join("net.d/10-test.conflist");
+    let mut list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&conf).expect("read")).expect("json");
+    let bridge = &mut list["plugins"][0];
+    bridge["capabilities"] = serde_json::json!({"ipRanges": true});
+    bridge["ipam"]
+        .as_object_mut()
+        .expect("ipam")
+        .remove("ranges");
+    std::fs::write(&conf, list.to_string()).expect("write");
+    let cidr = format!("{}.0/24", net.subnet_prefix);
+
+    let mut c = b.runtime().await;
+    let e = c
+        .update_runtime_config(UpdateRuntimeConfigRequest {
+            runtime_config: Some(RuntimeConfig {
+                network_config: Some(NetworkConfig {
+                    pod_cidr: "not-a-cidr".into(),
+                }),
+            }),
+        })
+        .await
+        .expect_err("bad CIDR");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    c.update_runtime_config(UpdateRuntimeConfigRequest {
+        runtime_config: Some(RuntimeConfig {
+            network_config: Some(NetworkConfig {
+                pod_cidr: cidr.clone(),
+            }),
+        }),
+    })
+    .await
+    .expect("UpdateRuntimeConfig");
+
+    let id = run(&mut c, "cidr").await.expect("run");
+    let ip = pod_ip(&mut c, &id).await;
+    assert!(ip.starts_with(&net.subnet_prefix), "{ip} not in {cidr}");
+    // DEL gets the same ranges, so the IP is released.
+    stop(&mut c, &id).await.expect("stop");
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    remove(&mut c, &id).await;
+}

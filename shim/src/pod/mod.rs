@@ -54,6 +54,10 @@ pub struct Network {
     pub list: serde_json::Value,
     pub result: serde_json::Value,
     pub ips: Vec<String>,
+    /// The runtimeConfig ADD got (DEL must get the same: host-local needs
+    /// the ipRanges it allocated from).
+    #[serde(default)]
+    pub runtime_config: serde_json::Value,
 }
 
 impl PodRecord {
@@ -178,6 +182,21 @@ impl Pods {
         self.state.join("pods").join(id)
     }
 
+    /// The pod CIDR the kubelet gave (UpdateRuntimeConfig), kept in the
+    /// state dir: it holds until the node reboots, as the kubelet's call.
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<(), PodError> {
+        std::fs::create_dir_all(&self.state)
+            .and_then(|_| std::fs::write(self.state.join("pod-cidr"), cidr))
+            .map_err(|e| PodError::Db(format!("saving the pod CIDR: {e}")))
+    }
+
+    fn pod_cidr(&self) -> Option<String> {
+        std::fs::read_to_string(self.state.join("pod-cidr"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
     /// Makes everything the pod holds on the node and records it READY.
     /// On error, undoes what it made.
     pub fn create(
@@ -257,16 +276,22 @@ impl Pods {
                 Err(e) => return Err(format!("network: {e}")),
                 Ok(net) => {
                     let netns = self.ns_dir(&rec.id).join("net");
-                    let result = crate::cni::add(
-                        &net.list,
-                        &self.cni.bin_dirs,
-                        &attachment(&rec.id, &netns, config),
-                    )
-                    .map_err(|e| format!("network {:?}: {e}", net.name))?;
+                    let mut a = attachment(&rec.id, &netns, config);
+                    if let Some(cidr) = self.pod_cidr() {
+                        // One range set per address family, as host-local wants.
+                        let ranges: Vec<serde_json::Value> = cidr
+                            .split(',')
+                            .map(|c| serde_json::json!([{ "subnet": c.trim() }]))
+                            .collect();
+                        a.runtime_config["ipRanges"] = serde_json::Value::Array(ranges);
+                    }
+                    let result = crate::cni::add(&net.list, &self.cni.bin_dirs, &a)
+                        .map_err(|e| format!("network {:?}: {e}", net.name))?;
                     rec.network = Some(Network {
                         ips: crate::cni::ips(&result),
                         list: net.list,
                         result,
+                        runtime_config: a.runtime_config,
                     });
                 }
             }
@@ -337,15 +362,15 @@ impl Pods {
         };
         let config = rec.config();
         let netns = self.ns_dir(&rec.id).join("net");
-        crate::cni::del(
-            &net.list,
-            Some(&net.result),
-            &self.cni.bin_dirs,
-            &attachment(&rec.id, &netns, &config),
-        )
-        .map_err(|e| PodError::Network {
-            id: rec.id.clone(),
-            reason: format!("network teardown: {e}"),
+        let mut a = attachment(&rec.id, &netns, &config);
+        if !net.runtime_config.is_null() {
+            a.runtime_config = net.runtime_config.clone();
+        }
+        crate::cni::del(&net.list, Some(&net.result), &self.cni.bin_dirs, &a).map_err(|e| {
+            PodError::Network {
+                id: rec.id.clone(),
+                reason: format!("network teardown: {e}"),
+            }
         })?;
         rec.network = None;
         if self.find(&rec.id)?.is_some() {

@@ -7,6 +7,7 @@ mod run_pod_sandbox;
 mod runtime_config;
 mod status;
 mod stop_pod_sandbox;
+mod update_runtime_config;
 mod version;
 
 use std::sync::Arc;
@@ -90,6 +91,14 @@ impl RuntimeService for RuntimeSvc {
         r: Request<ListPodSandboxRequest>,
     ) -> CriResult<ListPodSandboxResponse> {
         list_pod_sandbox::list_pod_sandbox(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn update_runtime_config(
+        &self,
+        r: Request<UpdateRuntimeConfigRequest>,
+    ) -> CriResult<UpdateRuntimeConfigResponse> {
+        update_runtime_config::update_runtime_config(&self.daemon, r.into_inner())
             .await
             .map(Response::new)
     }
@@ -201,12 +210,6 @@ impl RuntimeService for RuntimeSvc {
         _: Request<StreamPodSandboxStatsRequest>,
     ) -> CriResult<Self::StreamPodSandboxStatsStream> {
         unimplemented("StreamPodSandboxStats")
-    }
-    async fn update_runtime_config(
-        &self,
-        _: Request<UpdateRuntimeConfigRequest>,
-    ) -> CriResult<UpdateRuntimeConfigResponse> {
-        unimplemented("UpdateRuntimeConfig")
     }
     async fn checkpoint_container(
         &self,
