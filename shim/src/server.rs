@@ -23,6 +23,9 @@ use crate::lock::PidLock;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives while berthd starts must still
+    // mean an orderly stop, not the default death that leaves the socket.
+    let signals = Signals::new()?;
     let socket_lock_path = {
         let mut p = config.socket.clone().into_os_string();
         p.push(".lock");
@@ -87,7 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "berthd serving CRI v1"
     );
 
-    let signal_name = wait_for_signal().await?;
+    let signal_name = signals.wait().await;
     tracing::info!(signal = signal_name, "shutting down: no new calls accepted");
     let _ = stop_tx.send(());
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
@@ -133,11 +136,23 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
