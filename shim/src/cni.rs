@@ -277,18 +277,22 @@ fn exec(
     serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("unreadable result: {e}")))
 }
 
-/// The pod's IPs from a CNI result (0.3.0 and later: `ips[].address`).
+/// The pod's IPs from a CNI result: `ips[].address` (0.3.0 and later), or
+/// `ip4.ip` / `ip6.ip` (0.1.0/0.2.0, which some old plugins still return).
 pub fn ips(result: &serde_json::Value) -> Vec<String> {
-    result
-        .get("ips")
-        .and_then(|i| i.as_array())
-        .map(|ips| {
-            ips.iter()
-                .filter_map(|ip| ip.get("address")?.as_str())
-                .map(|a| a.split('/').next().unwrap_or(a).to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    let strip = |a: &str| a.split('/').next().unwrap_or(a).to_string();
+    if let Some(list) = result.get("ips").and_then(|i| i.as_array()) {
+        return list
+            .iter()
+            .filter_map(|ip| ip.get("address")?.as_str())
+            .map(strip)
+            .collect();
+    }
+    ["ip4", "ip6"]
+        .iter()
+        .filter_map(|k| result.get(*k)?.get("ip")?.as_str())
+        .map(strip)
+        .collect()
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -357,6 +361,18 @@ mod tests {
             vec![d.bin.join("bridge"), d.bin.join("portmap")]
         );
         std::fs::remove_dir_all(d.top).unwrap();
+    }
+
+    #[test]
+    fn ips_from_every_result_version() {
+        let v1 = serde_json::json!({"cniVersion": "1.0.0", "ips": [
+            {"address": "10.1.0.5/24", "gateway": "10.1.0.1"},
+            {"address": "fd00::5/64"}]});
+        assert_eq!(ips(&v1), ["10.1.0.5", "fd00::5"]);
+        let v02 = serde_json::json!({"cniVersion": "0.2.0",
+            "ip4": {"ip": "10.2.0.7/16"}, "ip6": {"ip": "fd01::7/64"}});
+        assert_eq!(ips(&v02), ["10.2.0.7", "fd01::7"]);
+        assert!(ips(&serde_json::json!({})).is_empty());
     }
 
     #[test]

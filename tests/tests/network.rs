@@ -315,3 +315,90 @@ async fn the_pod_cidr_from_the_kubelet_reaches_host_local() {
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     remove(&mut c, &id).await;
 }
+
+/// The node's first global IPv4 address.
+fn node_ip() -> String {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("the node has a global IPv4 address")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ports_reach_the_pod_through_portmap() {
+    let b = Berthd::start().await;
+    let net = TestNet::install(
+        &b,
+        5,
+        &[serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}})],
+    );
+    let host_port = 18_000 + (std::process::id() % 1000) as i32;
+    let mut cfg = config("web");
+    cfg.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port,
+        host_ip: String::new(),
+    }];
+    let mut c = b.runtime().await;
+    let id = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let pin = b.state.join("ns").join(&id).join("net");
+
+    // A one-shot server in the pod's network namespace.
+    let mut server = Command::new("nsenter")
+        .arg(format!("--net={}", pin.display()))
+        .args([
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello-from-pod | busybox nc -l -p 8080",
+        ])
+        .spawn()
+        .expect("server");
+    let addr = node_ip();
+    let mut got = String::new();
+    for _ in 0..50 {
+        let out = Command::new("busybox")
+            .args(["nc", "-w", "2", &addr, &host_port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("nc");
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if got.contains("hello-from-pod") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        got.contains("hello-from-pod"),
+        "{addr}:{host_port} answered {got:?}"
+    );
+
+    // Stop removes the port's rules with the rest of the network.
+    stop(&mut c, &id).await.expect("stop");
+    let rules = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .expect("iptables");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains(&format!("--dport {host_port}")), "{rules}");
+    remove(&mut c, &id).await;
+    assert!(net.allocated().is_empty());
+}
