@@ -35,5 +35,5 @@ JSON
   echo "run.sh: wrote $conf_dir/10-berth.conflist (pod network 10.88.0.0/16)"
 fi
 
-cargo build --release --locked -p berthd
+cargo build --release --locked -p berthd -p berth-runtime
 exec target/release/berthd "$@"

@@ -427,6 +427,16 @@ impl ImageService {
         Ok(())
     }
 
+    /// The image's layer snapshots, topmost first (overlayfs lowerdir order).
+    pub fn snapshot_dirs(&self, rec: &ImageRecord) -> Vec<PathBuf> {
+        rec.chain_ids
+            .iter()
+            .rev()
+            .filter_map(|c| Digest::parse(c).ok())
+            .map(|c| self.store.snapshot_path(&c))
+            .collect()
+    }
+
     /// The image's config, from its blob.
     pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfig, ImageError> {
         let d = Digest::parse(&rec.id).map_err(|e| ImageError::Invalid {

@@ -2,10 +2,12 @@
 
 mod cni;
 mod config;
+mod container;
 mod cri;
 mod lock;
 mod pod;
 mod server;
+mod spec;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -46,10 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let listener = bind(&config.socket)?;
 
-    let db = Arc::new(
-        redb::Database::create(config.root.join("berth.redb"))
-            .with_context(|| format!("cannot open {}", config.root.join("berth.redb").display()))?,
-    );
+    let db = Arc::new(open_database(&config.root.join("berth.redb"))?);
     let images = Arc::new(
         berth_imageservice::ImageService::open(
             berth_imageservice::Settings {
@@ -64,7 +61,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let pods = crate::pod::Pods::open(db.clone(), &config.state, config.cni.clone())
         .context("cannot open the pod store")?;
-    let daemon = Arc::new(Daemon::new(config.clone(), pods));
+    let containers = crate::container::Containers::open(db.clone(), &config.root, &config.state)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot open the container store")?;
+    let daemon = Arc::new(Daemon::new(
+        config.clone(),
+        pods,
+        containers,
+        images.clone(),
+    ));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -107,6 +112,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// Opens the metadata database, creating it whole first if it is new: a
+/// berthd killed while redb wrote a fresh file's header would otherwise
+/// leave a file no later start can open. The new file is made under a
+/// temporary name and renamed into place once complete.
+fn open_database(path: &Path) -> anyhow::Result<redb::Database> {
+    if !path.exists() {
+        let tmp = path.with_extension("redb.new");
+        let _ = std::fs::remove_file(&tmp);
+        drop(
+            redb::Database::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?,
+        );
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+    }
+    redb::Database::create(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// Binds the CRI socket with mode 0660. Only called while we hold the

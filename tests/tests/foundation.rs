@@ -67,10 +67,9 @@ async fn status_network_ready_follows_the_cni_config() {
     let net = condition(&s, "NetworkReady");
     assert!(net.status, "{net:?}");
 
-    // RuntimeReady is present and honest: this build runs no containers.
+    // RuntimeReady: cgroups, the state dir and berth-monitor are there.
     let run = condition(&s, "RuntimeReady");
-    assert!(!run.status);
-    assert!(!run.reason.is_empty() && !run.message.is_empty());
+    assert!(run.status, "{run:?}");
 
     // verbose: the effective config as JSON, and the network found.
     let config: serde_json::Value =

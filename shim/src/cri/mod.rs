@@ -12,16 +12,25 @@ use crate::config::Config;
 pub struct Daemon {
     pub config: Config,
     pub pods: std::sync::Arc<crate::pod::Pods>,
+    pub containers: std::sync::Arc<crate::container::Containers>,
+    pub images: std::sync::Arc<berth_imageservice::ImageService>,
     /// Serialises pod creation and removal, so the name check and the
     /// record are one step.
     pub pod_lock: tokio::sync::Mutex<()>,
 }
 
 impl Daemon {
-    pub fn new(config: Config, pods: crate::pod::Pods) -> Daemon {
+    pub fn new(
+        config: Config,
+        pods: crate::pod::Pods,
+        containers: crate::container::Containers,
+        images: std::sync::Arc<berth_imageservice::ImageService>,
+    ) -> Daemon {
         Daemon {
             config,
             pods: std::sync::Arc::new(pods),
+            containers: std::sync::Arc::new(containers),
+            images,
             pod_lock: tokio::sync::Mutex::new(()),
         }
     }

@@ -529,12 +529,16 @@ pub fn cgroup_create(parent: &str, made: &mut Vec<String>) -> Result<(), String>
         for c in rel.split('/') {
             sub.push(c);
             let p = root.join(&sub);
-            if !p.exists() {
-                std::fs::create_dir(&p).map_err(|e| format!("cgroup {}: {e}", p.display()))?;
-                let s = sub.to_string_lossy().into_owned();
-                if !made.contains(&s) {
-                    made.push(s);
+            match std::fs::create_dir(&p) {
+                Ok(()) => {
+                    let s = sub.to_string_lossy().into_owned();
+                    if !made.contains(&s) {
+                        made.push(s);
+                    }
                 }
+                // There already (or just made by someone else): not ours.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cgroup {}: {e}", p.display())),
             }
         }
     }

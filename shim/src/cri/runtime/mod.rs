@@ -1,11 +1,17 @@
 //! CRI RuntimeService: the trait impl forwards each RPC to its own file.
 
+mod container_status;
+mod create_container;
+mod list_containers;
 mod list_pod_sandbox;
 mod pod_sandbox_status;
+mod remove_container;
 mod remove_pod_sandbox;
 mod run_pod_sandbox;
 mod runtime_config;
+mod start_container;
 mod status;
+mod stop_container;
 mod stop_pod_sandbox;
 mod update_runtime_config;
 mod version;
@@ -102,6 +108,54 @@ impl RuntimeService for RuntimeSvc {
             .await
             .map(Response::new)
     }
+    async fn create_container(
+        &self,
+        r: Request<CreateContainerRequest>,
+    ) -> CriResult<CreateContainerResponse> {
+        create_container::create_container(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn start_container(
+        &self,
+        r: Request<StartContainerRequest>,
+    ) -> CriResult<StartContainerResponse> {
+        start_container::start_container(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn stop_container(
+        &self,
+        r: Request<StopContainerRequest>,
+    ) -> CriResult<StopContainerResponse> {
+        stop_container::stop_container(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn remove_container(
+        &self,
+        r: Request<RemoveContainerRequest>,
+    ) -> CriResult<RemoveContainerResponse> {
+        remove_container::remove_container(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn container_status(
+        &self,
+        r: Request<ContainerStatusRequest>,
+    ) -> CriResult<ContainerStatusResponse> {
+        container_status::container_status(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn list_containers(
+        &self,
+        r: Request<ListContainersRequest>,
+    ) -> CriResult<ListContainersResponse> {
+        list_containers::list_containers(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
+    }
     // Not yet built: each answers Unimplemented, naming itself.
     async fn stream_pod_sandboxes(
         &self,
@@ -109,47 +163,11 @@ impl RuntimeService for RuntimeSvc {
     ) -> CriResult<Self::StreamPodSandboxesStream> {
         unimplemented("StreamPodSandboxes")
     }
-    async fn create_container(
-        &self,
-        _: Request<CreateContainerRequest>,
-    ) -> CriResult<CreateContainerResponse> {
-        unimplemented("CreateContainer")
-    }
-    async fn start_container(
-        &self,
-        _: Request<StartContainerRequest>,
-    ) -> CriResult<StartContainerResponse> {
-        unimplemented("StartContainer")
-    }
-    async fn stop_container(
-        &self,
-        _: Request<StopContainerRequest>,
-    ) -> CriResult<StopContainerResponse> {
-        unimplemented("StopContainer")
-    }
-    async fn remove_container(
-        &self,
-        _: Request<RemoveContainerRequest>,
-    ) -> CriResult<RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
-    }
-    async fn list_containers(
-        &self,
-        _: Request<ListContainersRequest>,
-    ) -> CriResult<ListContainersResponse> {
-        unimplemented("ListContainers")
-    }
     async fn stream_containers(
         &self,
         _: Request<StreamContainersRequest>,
     ) -> CriResult<Self::StreamContainersStream> {
         unimplemented("StreamContainers")
-    }
-    async fn container_status(
-        &self,
-        _: Request<ContainerStatusRequest>,
-    ) -> CriResult<ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
     }
     async fn update_container_resources(
         &self,

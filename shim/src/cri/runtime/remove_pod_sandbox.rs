@@ -1,4 +1,4 @@
-//! CRI `RemovePodSandbox`: releases the namespaces, /dev/shm, files and
+//! CRI `RemovePodSandbox`: removes its containers, releases the namespaces, /dev/shm, files and
 //! cgroup, then the record. Idempotent.
 
 use cri_api::v1::{RemovePodSandboxRequest, RemovePodSandboxResponse};
@@ -13,6 +13,11 @@ pub async fn remove_pod_sandbox(
 ) -> Result<RemovePodSandboxResponse, Status> {
     let _serial = d.pod_lock.lock().await;
     if let Some(rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
+        for c in d.containers.all().map_err(Status::internal)? {
+            if c.pod_id == rec.id {
+                d.containers.remove(&c).await.map_err(Status::internal)?;
+            }
+        }
         let pods = d.pods.clone();
         let id = rec.id.clone();
         tokio::task::spawn_blocking(move || pods.remove(&rec))

@@ -19,7 +19,7 @@ const NETWORK_READY: &str = "NetworkReady";
 pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
     let config = &daemon.config;
     let cgroups = cgroup_mode(Path::new("/sys/fs/cgroup"));
-    let runtime = runtime_condition(cgroups, &config.state);
+    let runtime = runtime_condition(cgroups, &config.state, daemon.containers.monitor());
     let network = cni::load(&config.cni.conf_dir, &config.cni.bin_dirs);
     let network_condition = match &network {
         Ok(_) => condition(NETWORK_READY, Ok(())),
@@ -71,7 +71,7 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
     }
 }
 
-fn runtime_condition(cgroups: Option<&str>, state: &Path) -> RuntimeCondition {
+fn runtime_condition(cgroups: Option<&str>, state: &Path, monitor: &Path) -> RuntimeCondition {
     let verdict = if cgroups.is_none() {
         Err((
             "CgroupsUnavailable",
@@ -82,12 +82,16 @@ fn runtime_condition(cgroups: Option<&str>, state: &Path) -> RuntimeCondition {
             "StateDirMissing",
             format!("state directory {} is gone", state.display()),
         ))
-    } else {
-        // The truth until the pod and container lifecycle lands.
+    } else if !monitor.is_file() {
         Err((
-            "ContainerLifecycleUnimplemented",
-            "this berthd build cannot run pods or containers yet".to_string(),
+            "MonitorMissing",
+            format!(
+                "{} is missing: install berth-monitor next to berthd",
+                monitor.display()
+            ),
         ))
+    } else {
+        Ok(())
     };
     condition(RUNTIME_READY, verdict)
 }
@@ -139,10 +143,14 @@ mod tests {
 
     #[test]
     fn missing_cgroups_is_reported_first() {
-        let c = runtime_condition(None, Path::new("/"));
+        let sh = Path::new("/bin/sh");
+        let c = runtime_condition(None, Path::new("/"), sh);
         assert!(!c.status);
         assert_eq!(c.reason, "CgroupsUnavailable");
-        let c = runtime_condition(Some("v1"), Path::new("/nonexistent/berth"));
+        let c = runtime_condition(Some("v1"), Path::new("/nonexistent/berth"), sh);
         assert_eq!(c.reason, "StateDirMissing");
+        let c = runtime_condition(Some("v1"), Path::new("/"), Path::new("/nonexistent/m"));
+        assert_eq!(c.reason, "MonitorMissing");
+        assert!(runtime_condition(Some("v1"), Path::new("/"), sh).status);
     }
 }

@@ -1,4 +1,5 @@
-//! CRI `StopPodSandbox`: CNI DEL releases the pod's network, and the pod
+//! CRI `StopPodSandbox`: its containers are killed, CNI DEL releases the
+//! pod's network, and the pod
 //! becomes NOTREADY. Idempotent; an unknown id is not an error (the kubelet
 //! calls it more than once). A failing DEL is reported, and tried again by
 //! the next Stop or Remove.
@@ -16,6 +17,15 @@ pub async fn stop_pod_sandbox(
 ) -> Result<StopPodSandboxResponse, Status> {
     let _serial = d.pod_lock.lock().await;
     if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
+        // Its containers first (the kubelet has given them their grace).
+        for c in d.containers.all().map_err(Status::internal)? {
+            if c.pod_id == rec.id {
+                d.containers
+                    .stop(&c, std::time::Duration::ZERO)
+                    .await
+                    .map_err(Status::internal)?;
+            }
+        }
         let pods = d.pods.clone();
         let mut r = rec.clone();
         tokio::task::spawn_blocking(move || pods.detach_network(&mut r))

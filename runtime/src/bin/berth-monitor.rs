@@ -1,0 +1,272 @@
+//! berth-monitor: one per container, started by berthd and detached from
+//! it (its own session), so the container outlives a berthd restart or
+//! crash. It creates the container with youki's libcontainer, holds its
+//! stdout/stderr and writes them to the CRI log, starts it when berthd
+//! says so, reaps it and records its exit, then deletes it.
+//!
+//! Single-threaded on purpose: libcontainer clones and runs Rust code in
+//! the child, which is only safe in a process with one thread.
+//!
+//! Usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path>
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use berth_runtime::{
+    CREATE_ERROR, EXIT, Exit, LogStream, PID, START_FIFO, STARTED, now_ns, write_atomic,
+};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2};
+
+struct Args {
+    id: String,
+    bundle: PathBuf,
+    state: PathBuf,
+    root: PathBuf,
+    log: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let a: Vec<String> = std::env::args().collect();
+    let [_, id, bundle, state, root, log] = a.as_slice() else {
+        eprintln!("usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path>");
+        return ExitCode::from(2);
+    };
+    let args = Args {
+        id: id.clone(),
+        bundle: bundle.into(),
+        state: state.into(),
+        root: root.into(),
+        log: log.into(),
+    };
+    // Our own session: a signal to berthd's process group never reaches us.
+    let _ = nix::unistd::setsid();
+    let _ = std::env::set_current_dir("/");
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-monitor {}: {e}", args.id);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let built = ContainerBuilder::new(a.id.clone(), SyscallType::default())
+        .validate_id()
+        .and_then(|b| b.with_root_path(&a.root))
+        .map(|b| {
+            b.with_stdin(devnull)
+                .with_stdout(out_w)
+                .with_stderr(err_w)
+                .as_init(&a.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+        })
+        .and_then(|b| b.build());
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("creating the container: {e}");
+            let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
+            return Err(msg);
+        }
+    };
+    let pid = container
+        .pid()
+        .map(|p| Pid::from_raw(p.as_raw()))
+        .ok_or("libcontainer gave no init pid")?;
+
+    // SIGCHLD through a signalfd from here on: the init exists already, so
+    // it does not inherit the blocked mask.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| format!("sigmask: {e}"))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    write_atomic(&a.state, PID, pid.as_raw().to_string().as_bytes())
+        .map_err(|e| format!("pid file: {e}"))?;
+
+    // CREATED: wait for berthd's word, or for the init to die first.
+    let mut fifo = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(a.state.join(START_FIFO))
+        .map_err(|e| format!("start fifo: {e}"))?;
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.log)
+        .map_err(|e| format!("log {}: {e}", a.log.display()))?;
+    let exit = loop {
+        let mut fds = [
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        poll(&mut fds, PollTimeout::NONE).map_err(|e| format!("poll: {e}"))?;
+        if let Some(status) = reap(pid) {
+            break Some(status);
+        }
+        if fds[0].any().unwrap_or(false) {
+            let mut b = [0u8; 1];
+            let _ = fifo.read(&mut b);
+            match b[0] {
+                b's' => break None,
+                b'k' => {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                _ => {}
+            }
+        }
+        drain_signals(&sigfd);
+    };
+    let exit = match exit {
+        Some(status) => status,
+        None => {
+            if let Err(e) = container.start() {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                let x = Exit {
+                    code: 128,
+                    finished_ns: now_ns(),
+                    signal: None,
+                    message: format!("starting the container: {e}"),
+                };
+                record_exit(&a.state, &x);
+                let _ = container.delete(true);
+                return Err(x.message);
+            }
+            write_atomic(&a.state, STARTED, now_ns().to_string().as_bytes())
+                .map_err(|e| format!("started file: {e}"))?;
+            pump(pid, out_r, err_r, &sigfd, &mut log)?
+        }
+    };
+    record_exit(&a.state, &exit);
+    // Kills anything left in the cgroup, removes it and libcontainer's state.
+    if let Err(e) = container.delete(true) {
+        eprintln!("berth-monitor {}: delete: {e}", a.id);
+    }
+    Ok(())
+}
+
+/// Copies the container's output into the CRI log until the init exits;
+/// returns its exit.
+fn pump(
+    pid: Pid,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    sigfd: &SignalFd,
+    log: &mut File,
+) -> Result<Exit, String> {
+    let mut streams = [
+        (Some(File::from(out_r)), LogStream::new("stdout")),
+        (Some(File::from(err_r)), LogStream::new("stderr")),
+    ];
+    let mut exit: Option<Exit> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut entries = Vec::new();
+    loop {
+        // After the init is gone, give the pipes a moment to drain: a
+        // process that escaped into the background may still hold them.
+        let timeout = if exit.is_some() {
+            PollTimeout::from(200u16)
+        } else {
+            PollTimeout::NONE
+        };
+        let mut fds: Vec<PollFd> = streams
+            .iter()
+            .filter_map(|(f, _)| f.as_ref())
+            .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
+        let n = match poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        };
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if n == 0 && exit.is_some() {
+            break;
+        }
+        let mut i = 0;
+        for (file, stream) in streams.iter_mut() {
+            let Some(f) = file else { continue };
+            if ready[i] {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        stream.finish(now_ns(), &mut entries);
+                        *file = None;
+                    }
+                    Ok(k) => stream.feed(&buf[..k], now_ns(), &mut entries),
+                }
+            }
+            i += 1;
+        }
+        if !entries.is_empty() {
+            let _ = log.write_all(&entries);
+            entries.clear();
+        }
+        if exit.is_none() {
+            drain_signals(sigfd);
+            exit = reap(pid);
+        }
+        if exit.is_some() && streams.iter().all(|(f, _)| f.is_none()) {
+            break;
+        }
+    }
+    for (_, stream) in streams.iter_mut() {
+        stream.finish(now_ns(), &mut entries);
+    }
+    let _ = log.write_all(&entries);
+    exit.ok_or_else(|| "the container's exit was not seen".to_string())
+}
+
+/// Reaps every exited child; returns the init's exit when it is among them.
+fn reap(init: Pid) -> Option<Exit> {
+    let mut found = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) if p == init => {
+                found = Some(Exit {
+                    code,
+                    finished_ns: now_ns(),
+                    signal: None,
+                    message: String::new(),
+                });
+            }
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == init => {
+                found = Some(Exit {
+                    code: 128 + sig as i32,
+                    finished_ns: now_ns(),
+                    signal: Some(sig as i32),
+                    message: String::new(),
+                });
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return found,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn drain_signals(sigfd: &SignalFd) {
+    while let Ok(Some(_)) = sigfd.read_signal() {}
+}
+
+fn record_exit(state: &Path, exit: &Exit) {
+    if let Ok(json) = serde_json::to_vec(exit) {
+        let _ = write_atomic(state, EXIT, &json);
+    }
+}

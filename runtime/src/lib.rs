@@ -1,0 +1,178 @@
+//! What berthd and `berth-monitor` share: the files in a container's state
+//! directory through which they talk, and the CRI log format.
+//!
+//! ```text
+//! <state dir>/start        FIFO: berthd writes "s" to start, "k" to kill a created container
+//! <state dir>/pid          the container's init pid, once CREATED
+//! <state dir>/create-error why creating failed
+//! <state dir>/started      unix nanoseconds, once RUNNING
+//! <state dir>/exit         the exit status (JSON), once EXITED
+//! ```
+//! Every file is written whole and renamed into place.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub const START_FIFO: &str = "start";
+pub const PID: &str = "pid";
+pub const CREATE_ERROR: &str = "create-error";
+pub const STARTED: &str = "started";
+pub const EXIT: &str = "exit";
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The exit code; 128 + n for death by signal n.
+    pub code: i32,
+    pub finished_ns: i64,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Set when the container never ran (start failed).
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file and a rename, so a
+/// reader sees all of it or nothing.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, dir.join(name))
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with nanoseconds, in UTC: `2026-11-23T11:00:00.123456789Z`.
+pub fn rfc3339_nano(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The longest line written as one CRI log entry; longer ones are split
+/// into partial (`P`) entries, as containerd and CRI-O do.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// Turns a stream's bytes into CRI log entries:
+/// `<RFC3339Nano> <stdout|stderr> <F|P> <text>\n`.
+pub struct LogStream {
+    name: &'static str,
+    pending: Vec<u8>,
+}
+
+impl LogStream {
+    pub fn new(name: &'static str) -> LogStream {
+        LogStream {
+            name,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Appends `data`; writes every complete line (and every full-size
+    /// piece of a longer one) to `out`.
+    pub fn feed(&mut self, data: &[u8], now_ns: i64, out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(data);
+        loop {
+            match self.pending.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= MAX_LOG_LINE => {
+                    let line: Vec<u8> = self.pending.drain(..=i).collect();
+                    self.entry(&line[..i], 'F', now_ns, out);
+                }
+                _ if self.pending.len() > MAX_LOG_LINE => {
+                    let part: Vec<u8> = self.pending.drain(..MAX_LOG_LINE).collect();
+                    self.entry(&part, 'P', now_ns, out);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// At end of stream: what is left is a last, unterminated line.
+    pub fn finish(&mut self, now_ns: i64, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.entry(&rest, 'F', now_ns, out);
+        }
+    }
+
+    fn entry(&self, text: &[u8], tag: char, now_ns: i64, out: &mut Vec<u8>) {
+        out.extend_from_slice(format!("{} {} {tag} ", rfc3339_nano(now_ns), self.name).as_bytes());
+        out.extend_from_slice(text);
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_nano(1_795_429_565_930_318_148),
+            "2026-11-23T10:26:05.930318148Z"
+        );
+        assert_eq!(
+            rfc3339_nano(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+    }
+
+    #[test]
+    fn log_lines_full_and_partial() {
+        let mut s = LogStream::new("stdout");
+        let mut out = Vec::new();
+        s.feed(b"hello\nwor", 0, &mut out);
+        s.feed(b"ld\n", 0, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(
+            text,
+            "1970-01-01T00:00:00.000000000Z stdout F hello\n1970-01-01T00:00:00.000000000Z stdout F world\n"
+        );
+        out.clear();
+        let long = vec![b'x'; MAX_LOG_LINE + 10];
+        s.feed(&long, 0, &mut out);
+        s.feed(b"\n", 0, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains(" stdout P ") && lines[0].ends_with(&"x".repeat(100)));
+        assert!(lines[1].ends_with(" stdout F xxxxxxxxxx"));
+        out.clear();
+        s.feed(b"tail", 0, &mut out);
+        assert!(out.is_empty());
+        s.finish(0, &mut out);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with(" stdout F tail\n")
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! Containers: their records, and what each holds on the node, made and
+//! released here; the per-container `berth-monitor` runs them.
+//!
+//! ```text
+//! <root>/containers/<id>/{upper,work}   the writable layer
+//! <state>/containers/<id>/              bundle (config.json), rootfs (overlay
+//!                                       mount), and the files the monitor
+//!                                       writes (see berth_runtime)
+//! <state>/runtime/                      libcontainer's own state
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::{CREATE_ERROR, EXIT, Exit, PID, START_FIFO, STARTED};
+use cri_api::v1::ContainerConfig;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub created_ns: i64,
+    /// The image as the user named it, and the image id it resolved to.
+    pub image: String,
+    pub image_id: String,
+    pub log_path: String,
+    pub stop_signal: i32,
+    /// The CRI ContainerConfig, protobuf-encoded, hex.
+    config: String,
+}
+
+impl ContainerRecord {
+    pub fn config(&self) -> ContainerConfig {
+        hex::decode(&self.config)
+            .ok()
+            .and_then(|b| ContainerConfig::decode(b.as_slice()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// `name_attempt`: what must be unique within a pod.
+pub fn key_of(c: &ContainerConfig) -> String {
+    let m = c.metadata.clone().unwrap_or_default();
+    format!("{}_{}", m.name, m.attempt)
+}
+
+/// What the monitor's files say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Created,
+    Running {
+        started_ns: i64,
+    },
+    Exited {
+        started_ns: i64,
+        exit: Exit,
+    },
+    /// Its monitor is gone without recording an exit.
+    Unknown,
+}
+
+pub struct Containers {
+    db: std::sync::Arc<Database>,
+    root: PathBuf,
+    state: PathBuf,
+    monitor: PathBuf,
+}
+
+fn db_err(e: impl std::fmt::Display) -> String {
+    format!("container metadata database: {e}")
+}
+
+impl Containers {
+    pub fn open(
+        db: std::sync::Arc<Database>,
+        root: &Path,
+        state: &Path,
+    ) -> Result<Containers, String> {
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(CONTAINERS).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        let monitor = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("berth-monitor")))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-monitor"));
+        let c = Containers {
+            db,
+            root: root.join("containers"),
+            state: state.join("containers"),
+            monitor,
+        };
+        c.clean_half_made()?;
+        Ok(c)
+    }
+
+    pub fn monitor(&self) -> &Path {
+        &self.monitor
+    }
+
+    pub fn all(&self) -> Result<Vec<ContainerRecord>, String> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(CONTAINERS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(db_err)?);
+        }
+        Ok(out)
+    }
+
+    /// By full id or unique prefix.
+    pub fn find(&self, id: &str) -> Result<Option<ContainerRecord>, String> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        let mut m: Vec<ContainerRecord> = self
+            .all()?
+            .into_iter()
+            .filter(|c| c.id.starts_with(id))
+            .collect();
+        Ok(match m.len() {
+            1 => m.pop(),
+            _ => m.into_iter().find(|c| c.id == id),
+        })
+    }
+
+    fn save(&self, rec: &ContainerRecord) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = tx.open_table(CONTAINERS).map_err(db_err)?;
+            let bytes = serde_json::to_vec(rec).map_err(db_err)?;
+            t.insert(rec.id.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = tx.open_table(CONTAINERS).map_err(db_err)?;
+            t.remove(id).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    pub fn state_dir(&self, id: &str) -> PathBuf {
+        self.state.join(id)
+    }
+
+    fn runtime_root(&self) -> PathBuf {
+        self.state.with_file_name("runtime")
+    }
+
+    /// Mounts the rootfs, writes the bundle and starts the monitor, which
+    /// creates the container; returns once it is CREATED. On error nothing
+    /// is left.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        id: &str,
+        pod_id: &str,
+        config: &ContainerConfig,
+        image: &str,
+        image_id: &str,
+        lowers: &[PathBuf],
+        spec_for: impl FnOnce(&Path) -> Result<(serde_json::Value, i32), String>,
+        log_path: PathBuf,
+    ) -> Result<ContainerRecord, String> {
+        let rec = ContainerRecord {
+            id: id.to_string(),
+            pod_id: pod_id.to_string(),
+            created_ns: berth_runtime::now_ns(),
+            image: image.to_string(),
+            image_id: image_id.to_string(),
+            log_path: log_path.display().to_string(),
+            stop_signal: 15,
+            config: hex::encode(config.encode_to_vec()),
+        };
+        match self.make(rec, lowers, spec_for, &log_path).await {
+            Ok(rec) => Ok(rec),
+            Err(e) => {
+                self.release(id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn make(
+        &self,
+        mut rec: ContainerRecord,
+        lowers: &[PathBuf],
+        spec_for: impl FnOnce(&Path) -> Result<(serde_json::Value, i32), String>,
+        log_path: &Path,
+    ) -> Result<ContainerRecord, String> {
+        let id = rec.id.clone();
+        let dir = self.state_dir(&id);
+        let layer = self.root.join(&id);
+        let rootfs = dir.join("rootfs");
+        for d in [
+            dir.clone(),
+            layer.join("upper"),
+            layer.join("work"),
+            rootfs.clone(),
+        ] {
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let lower = lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(
+                format!(
+                    "lowerdir={lower},upperdir={},workdir={}",
+                    layer.join("upper").display(),
+                    layer.join("work").display()
+                )
+                .as_str(),
+            ),
+        )
+        .map_err(|e| format!("mounting the rootfs: {e}"))?;
+        let (spec, stop_signal) = spec_for(&rootfs)?;
+        rec.stop_signal = stop_signal;
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("config.json: {e}"))?;
+        nix::unistd::mkfifo(
+            &dir.join(START_FIFO),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| format!("start fifo: {e}"))?;
+        if let Some(parent) = log_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("log dir: {e}"))?;
+        }
+        std::fs::create_dir_all(self.runtime_root()).map_err(|e| format!("runtime root: {e}"))?;
+
+        let monitor_log = std::fs::File::create(dir.join("monitor.log"))
+            .map_err(|e| format!("monitor log: {e}"))?;
+        let mut child = tokio::process::Command::new(&self.monitor)
+            .arg(&id)
+            .arg(&dir)
+            .arg(&dir)
+            .arg(self.runtime_root())
+            .arg(log_path)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(monitor_log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.monitor.display()))?;
+        // Reap the monitor when it ends (it outlives us if we go first).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if dir.join(PID).exists() {
+                break;
+            }
+            if let Ok(msg) = std::fs::read_to_string(dir.join(CREATE_ERROR)) {
+                let _ = child.wait().await;
+                return Err(msg);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                return Err(format!("berth-monitor exited ({status}): {}", log.trim()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.start_kill();
+                return Err("the container was not created within 60s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        self.save(&rec)?;
+        Ok(rec)
+    }
+
+    /// What the monitor's files say about the container now.
+    pub fn observe(&self, id: &str) -> Observed {
+        let dir = self.state_dir(id);
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).ok();
+        let started_ns = read(STARTED)
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if let Some(exit) = read(EXIT).and_then(|s| serde_json::from_str(&s).ok()) {
+            return Observed::Exited { started_ns, exit };
+        }
+        let alive = read(PID)
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        match (alive, started_ns) {
+            (false, _) => Observed::Unknown,
+            (true, 0) => Observed::Created,
+            (true, s) => Observed::Running { started_ns: s },
+        }
+    }
+
+    /// Tells the monitor to start the container; returns once it runs (or
+    /// has already exited).
+    pub async fn start(&self, rec: &ContainerRecord) -> Result<(), String> {
+        match self.observe(&rec.id) {
+            Observed::Created => {}
+            other => {
+                return Err(format!(
+                    "container {} is {}, not created",
+                    rec.id,
+                    name(&other)
+                ));
+            }
+        }
+        self.tell(&rec.id, b's')?;
+        let dir = self.state_dir(&rec.id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join(STARTED).exists() && !dir.join(EXIT).exists() {
+            if Instant::now() > deadline {
+                return Err(format!("container {} did not start within 30s", rec.id));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Observed::Exited { exit, .. } = self.observe(&rec.id)
+            && !exit.message.is_empty()
+        {
+            return Err(exit.message);
+        }
+        Ok(())
+    }
+
+    fn tell(&self, id: &str, byte: u8) -> Result<(), String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(self.state_dir(id).join(START_FIFO))
+            .map_err(|e| format!("container {id}: its monitor is not listening: {e}"))?;
+        f.write_all(&[byte])
+            .map_err(|e| format!("container {id}: telling its monitor: {e}"))
+    }
+
+    /// The stop signal, then SIGKILL once `timeout` has passed; returns
+    /// when the container has exited. Idempotent.
+    pub async fn stop(&self, rec: &ContainerRecord, timeout: Duration) -> Result<(), String> {
+        let pid = match self.observe(&rec.id) {
+            Observed::Exited { .. } | Observed::Unknown => return Ok(()),
+            Observed::Created => {
+                self.tell(&rec.id, b'k')?;
+                return self.wait_exit(rec).await;
+            }
+            Observed::Running { .. } => self.pid(&rec.id)?,
+        };
+        let sig = nix::sys::signal::Signal::try_from(rec.stop_signal)
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+        if timeout > Duration::ZERO {
+            let _ = nix::sys::signal::kill(pid, sig);
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if !matches!(self.observe(&rec.id), Observed::Running { .. }) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Only while it still runs: the pid is not ours once it is reaped.
+        if matches!(self.observe(&rec.id), Observed::Running { .. }) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        self.wait_exit(rec).await
+    }
+
+    async fn wait_exit(&self, rec: &ContainerRecord) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(
+            self.observe(&rec.id),
+            Observed::Running { .. } | Observed::Created
+        ) {
+            if Instant::now() > deadline {
+                return Err(format!("container {} did not exit after SIGKILL", rec.id));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    fn pid(&self, id: &str) -> Result<nix::unistd::Pid, String> {
+        std::fs::read_to_string(self.state_dir(id).join(PID))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .map(nix::unistd::Pid::from_raw)
+            .ok_or_else(|| format!("container {id}: no pid"))
+    }
+
+    /// Kills it if it runs, then releases everything and forgets it.
+    pub async fn remove(&self, rec: &ContainerRecord) -> Result<(), String> {
+        self.stop(rec, Duration::ZERO).await?;
+        self.release(&rec.id);
+        self.delete(&rec.id)
+    }
+
+    /// Unmounts the rootfs and removes the container's directories.
+    fn release(&self, id: &str) {
+        let dir = self.state_dir(id);
+        let _ = umount2(&dir.join("rootfs"), MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(self.root.join(id));
+    }
+
+    /// Directories of containers never recorded (berthd died creating
+    /// them) are released at start.
+    fn clean_half_made(&self) -> Result<(), String> {
+        let known: std::collections::HashSet<String> =
+            self.all()?.into_iter().map(|c| c.id).collect();
+        for base in [&self.state, &self.root] {
+            let Ok(rd) = std::fs::read_dir(base) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&id) {
+                    tracing::info!(container = %id, "removing a half-made container");
+                    if let Ok(pid) = self.pid(&id) {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    self.release(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn name(o: &Observed) -> &'static str {
+    match o {
+        Observed::Created => "created",
+        Observed::Running { .. } => "running",
+        Observed::Exited { .. } => "exited",
+        Observed::Unknown => "unknown",
+    }
+}

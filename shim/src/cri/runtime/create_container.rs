@@ -1,0 +1,147 @@
+//! CRI `CreateContainer`: the image resolved, an overlay rootfs from its
+//! snapshots with a fresh upper layer, the OCI spec from the CRI config,
+//! the image config and the pod, and a monitor that creates the container.
+
+use cri_api::v1::{CreateContainerRequest, CreateContainerResponse};
+use tonic::Status;
+
+use super::run_pod_sandbox::pod_status;
+use crate::container::key_of;
+use crate::cri::{Daemon, random_id};
+use crate::pod::{NS_NODE, PodState, namespace_options};
+use crate::spec::{ImageDefaults, PodContext};
+
+pub async fn create_container(
+    d: &Daemon,
+    req: CreateContainerRequest,
+) -> Result<CreateContainerResponse, Status> {
+    let config = req
+        .config
+        .ok_or_else(|| Status::invalid_argument("CreateContainer: no config"))?;
+    let meta = config.metadata.clone().unwrap_or_default();
+    if meta.name.is_empty() {
+        return Err(Status::invalid_argument(
+            "CreateContainer: metadata name is required",
+        ));
+    }
+    let _serial = d.pod_lock.lock().await;
+    let pod = d
+        .pods
+        .find(&req.pod_sandbox_id)
+        .map_err(pod_status)?
+        .ok_or_else(|| {
+            Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+        })?;
+    if pod.state != PodState::Ready {
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let key = key_of(&config);
+    if let Some(holder) = d
+        .containers
+        .all()
+        .map_err(Status::internal)?
+        .into_iter()
+        .find(|c| c.pod_id == pod.id && key_of(&c.config()) == key)
+    {
+        return Err(Status::already_exists(format!(
+            "container name {key:?} in pod {} is already in use by {}",
+            pod.id, holder.id
+        )));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    let image = d
+        .images
+        .find(&image_name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| {
+            Status::not_found(format!("image {image_name:?} not found: pull it first"))
+        })?;
+    let image_config = d
+        .images
+        .config(&image)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let lowers = d.images.snapshot_dirs(&image);
+
+    // The image's defaults and the pod's context for the spec.
+    let ic = image_config.config.clone().unwrap_or_default();
+    let defaults = ImageDefaults {
+        entrypoint: ic.entrypoint.clone().unwrap_or_default(),
+        cmd: ic.cmd.clone().unwrap_or_default(),
+        env: ic.env.clone().unwrap_or_default(),
+        user: ic.user.clone().unwrap_or_default(),
+        working_dir: ic.working_dir.clone().unwrap_or_default(),
+    };
+    let stop_signal = ic.stop_signal.clone().unwrap_or_default();
+    let pod_config = pod.config();
+    let opts = namespace_options(&pod_config);
+    let ns_dir = d.pods.ns_dir(&pod.id);
+    let pod_dir = d.pods.pod_dir(&pod.id);
+    let pin = |k: &str| {
+        let p = ns_dir.join(k);
+        p.exists().then_some(p)
+    };
+    let hostname = std::fs::read_to_string(pod_dir.join("hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let ctx = PodContext {
+        net_ns: if opts.network == NS_NODE {
+            None
+        } else {
+            pin("net")
+        },
+        ipc_ns: if opts.ipc == NS_NODE {
+            None
+        } else {
+            pin("ipc")
+        },
+        uts_ns: pin("uts"),
+        hostname_file: pod_dir.join("hostname"),
+        hosts_file: pod_dir.join("hosts"),
+        resolv_file: pod_dir.join("resolv.conf"),
+        shm_dir: (opts.ipc != NS_NODE).then(|| pod_dir.join("shm")),
+        hostname,
+        cgroup_parent: pod_config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default(),
+    };
+    let log_path = if pod_config.log_directory.is_empty() || config.log_path.is_empty() {
+        d.containers
+            .state_dir("logs")
+            .join(format!("{}.log", meta.name))
+    } else {
+        std::path::Path::new(&pod_config.log_directory).join(&config.log_path)
+    };
+    let id = random_id().map_err(|e| Status::internal(format!("container id: {e}")))?;
+    let (cid, cfg) = (id.clone(), config.clone());
+    let spec_for = move |rootfs: &std::path::Path| {
+        let spec =
+            crate::spec::build(&cid, &cfg, &defaults, &ctx, rootfs).map_err(|e| e.to_string())?;
+        let sig = crate::spec::stop_signal(&stop_signal).map_err(|e| e.to_string())?;
+        Ok((spec, sig))
+    };
+    let rec = d
+        .containers
+        .create(
+            &id,
+            &pod.id,
+            &config,
+            &image_name,
+            &image.id,
+            &lowers,
+            spec_for,
+            log_path,
+        )
+        .await
+        .map_err(|e| Status::failed_precondition(format!("CreateContainer {key:?}: {e}")))?;
+    tracing::info!(container = %rec.id, pod = %pod.id, name = %key, "container created");
+    Ok(CreateContainerResponse { container_id: id })
+}

@@ -1,0 +1,22 @@
+//! CRI `RemoveContainer`: killed if it runs, its rootfs unmounted, its
+//! directories and record removed. Idempotent.
+
+use cri_api::v1::{RemoveContainerRequest, RemoveContainerResponse};
+use tonic::Status;
+
+use crate::cri::Daemon;
+
+pub async fn remove_container(
+    d: &Daemon,
+    req: RemoveContainerRequest,
+) -> Result<RemoveContainerResponse, Status> {
+    if let Some(rec) = d
+        .containers
+        .find(&req.container_id)
+        .map_err(Status::internal)?
+    {
+        d.containers.remove(&rec).await.map_err(Status::internal)?;
+        tracing::info!(container = %rec.id, "container removed");
+    }
+    Ok(RemoveContainerResponse {})
+}

@@ -1,0 +1,27 @@
+//! CRI `StopContainer`: the stop signal, SIGKILL after `timeout` seconds;
+//! returns when the container is gone. Idempotent.
+
+use std::time::Duration;
+
+use cri_api::v1::{StopContainerRequest, StopContainerResponse};
+use tonic::Status;
+
+use crate::cri::Daemon;
+
+pub async fn stop_container(
+    d: &Daemon,
+    req: StopContainerRequest,
+) -> Result<StopContainerResponse, Status> {
+    let rec = d
+        .containers
+        .find(&req.container_id)
+        .map_err(Status::internal)?
+        .ok_or_else(|| Status::not_found(format!("container {:?} not found", req.container_id)))?;
+    let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+    d.containers
+        .stop(&rec, timeout)
+        .await
+        .map_err(Status::internal)?;
+    tracing::info!(container = %rec.id, "container stopped");
+    Ok(StopContainerResponse {})
+}

@@ -1,0 +1,397 @@
+//! Containers through the CRI with a real berthd as root: busybox images
+//! from a real registry, run by berth-monitor with youki's libcontainer.
+
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
+use berth_tests::registry::Registry;
+use berth_tests::{Berthd, mounts_under};
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1::*;
+use nix::sys::signal::Signal;
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Client = RuntimeServiceClient<Channel>;
+
+/// A berthd with `image` pulled and one pod running; logs go under the
+/// test's dir.
+struct Setup {
+    b: Berthd,
+    _reg: Registry,
+    image: String,
+    pod: String,
+    pod_config: PodSandboxConfig,
+    c: Client,
+}
+
+async fn setup(image_config: ImageConfig) -> Setup {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let reg = Registry::start();
+    let img = fixtures::Image::new(ManifestKind::Oci, image_config)
+        .layer(fixtures::busybox_layer(Compression::Gzip));
+    fixtures::push_image(&reg, "test/app", "1", &img).await;
+    let image = reg.image("test/app:1");
+    let b = Berthd::start().await;
+    b.image()
+        .await
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let pod_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "pod".into(),
+            uid: "pod-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "podhost".into(),
+        log_directory: b.dir.path().join("logs").display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/berth-test-{}-{n}/pod", std::process::id()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut c = b.runtime().await;
+    let pod = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("pod")
+        .into_inner()
+        .pod_sandbox_id;
+    Setup {
+        b,
+        _reg: reg,
+        image,
+        pod,
+        pod_config,
+        c,
+    }
+}
+
+impl Setup {
+    fn config(&self, name: &str, command: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}/0.log"),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&mut self, config: ContainerConfig) -> Result<String, tonic::Status> {
+        self.c
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: self.pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(self.pod_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn run(&mut self, config: ContainerConfig) -> String {
+        let id = self.create(config).await.expect("create");
+        self.c
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("start");
+        id
+    }
+
+    async fn status(&mut self, id: &str) -> ContainerStatus {
+        self.c
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status")
+    }
+
+    async fn wait_exited(&mut self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status(id).await;
+            if s.state == ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{id} never exited: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.b.dir.path().join("logs").join(name).join("0.log"))
+            .unwrap_or_default()
+    }
+
+    async fn remove_all(&mut self) {
+        self.c
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: self.pod.clone(),
+            })
+            .await
+            .expect("remove pod");
+        assert!(
+            mounts_under(self.b.dir.path()).is_empty(),
+            "{:?}",
+            mounts_under(self.b.dir.path())
+        );
+    }
+}
+
+fn busybox_config() -> ImageConfig {
+    ImageConfig::for_platform(&Platform::linux_amd64()).cmd(["/bin/sh"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_runs_logs_and_exits() {
+    let mut s = setup(busybox_config()).await;
+    let id = s
+        .create(s.config(
+            "app",
+            &[
+                "/bin/sh",
+                "-c",
+                "echo hello; echo oops >&2; hostname; exit 3",
+            ],
+        ))
+        .await
+        .expect("create");
+    let st = s.status(&id).await;
+    assert_eq!(st.state, ContainerState::ContainerCreated as i32);
+    assert_eq!(st.image.as_ref().expect("image").image, s.image);
+    assert!(st.image_id.starts_with("sha256:"));
+    assert_eq!(st.image_ref, st.image_id);
+
+    s.c.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("start");
+    let st = s.wait_exited(&id).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    assert!(st.started_at >= st.created_at && st.finished_at >= st.started_at);
+
+    // The CRI log: every line tagged with its stream, in full.
+    let log = s.log("app");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F hello")),
+        "{log}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with(" stderr F oops")), "{log}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F podhost")),
+        "{log}"
+    );
+    for l in &lines {
+        let ts = l.split(' ').next().expect("timestamp");
+        assert!(ts.ends_with('Z') && ts.len() == 30, "{l}");
+    }
+
+    // Listed, filtered, then removed with nothing left.
+    let list =
+        s.c.list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerExited as i32,
+                }),
+                pod_sandbox_id: s.pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert_eq!(list.len(), 1);
+    s.c.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    let e =
+        s.c.container_status(ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await
+        .expect_err("removed");
+    assert_eq!(e.code(), Code::NotFound);
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_escalates_to_sigkill_after_the_timeout() {
+    let mut s = setup(busybox_config()).await;
+    // sleep as pid 1 ignores SIGTERM: only SIGKILL ends it.
+    let stubborn = s.run(s.config("stubborn", &["/bin/sleep", "1000"])).await;
+    // A shell that handles SIGTERM exits with its own code.
+    let polite = s
+        .run(s.config(
+            "polite",
+            &[
+                "/bin/sh",
+                "-c",
+                "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+            ],
+        ))
+        .await;
+    assert_eq!(
+        s.status(&polite).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    s.c.stop_container(StopContainerRequest {
+        container_id: polite.clone(),
+        timeout: 30,
+    })
+    .await
+    .expect("stop polite");
+    assert_eq!(s.status(&polite).await.exit_code, 42);
+
+    s.c.stop_container(StopContainerRequest {
+        container_id: stubborn.clone(),
+        timeout: 1,
+    })
+    .await
+    .expect("stop stubborn");
+    let st = s.status(&stubborn).await;
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137, "killed by SIGKILL");
+    // Stop is idempotent.
+    s.c.stop_container(StopContainerRequest {
+        container_id: stubborn,
+        timeout: 1,
+    })
+    .await
+    .expect("stop again");
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_config_applies_as_docker_does() {
+    let image = ImageConfig::for_platform(&Platform::linux_amd64())
+        .entrypoint(["/bin/sh", "-c"])
+        .cmd(["echo $GREETING $WHO from $(pwd) as $(id -u):$(id -g)"])
+        .set_env(["PATH=/bin", "GREETING=hello", "WHO=image"])
+        .working_dir("/home/app")
+        .user("app");
+    let mut s = setup(image).await;
+    let mut cfg = s.config("env", &[]);
+    cfg.envs = vec![KeyValue {
+        key: "WHO".into(),
+        value: "cri".into(),
+    }];
+    let id = s.run(cfg).await;
+    let st = s.wait_exited(&id).await;
+    assert_eq!(st.exit_code, 0, "{}", s.log("env"));
+    assert!(
+        s.log("env")
+            .contains(" stdout F hello cri from /home/app as 1000:1000"),
+        "{}",
+        s.log("env")
+    );
+    // The CRI's user wins over the image's.
+    let mut cfg = s.config("root", &["/bin/sh", "-c", "id -u"]);
+    cfg.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 0 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = s.run(cfg).await;
+    s.wait_exited(&id).await;
+    assert!(s.log("root").contains(" stdout F 0"), "{}", s.log("root"));
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_and_bad_input_leaves_nothing() {
+    let mut s = setup(busybox_config()).await;
+    let first = s
+        .create(s.config("same", &["/bin/true"]))
+        .await
+        .expect("first");
+    let e = s
+        .create(s.config("same", &["/bin/true"]))
+        .await
+        .expect_err("clash");
+    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
+    assert!(e.message().contains(&first), "{}", e.message());
+
+    let mut missing = s.config("missing-image", &["/bin/true"]);
+    missing.image = Some(ImageSpec {
+        image: "registry.invalid/none:1".into(),
+        ..Default::default()
+    });
+    let e = s.create(missing).await.expect_err("no such image");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+
+    let e = s
+        .create(s.config("nocmd", &["/no/such/binary"]))
+        .await
+        .expect_err("bad executable");
+    assert!(e.message().contains("/no/such/binary"), "{}", e.message());
+    // Only the first container has anything on the node.
+    let left: Vec<String> = std::fs::read_dir(s.b.state.join("containers"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(left, [first.as_str()]);
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_outlive_a_berthd_crash() {
+    let mut s = setup(busybox_config()).await;
+    let running = s.run(s.config("running", &["/bin/sleep", "1000"])).await;
+    let finishing = s
+        .run(s.config(
+            "finishing",
+            &["/bin/sh", "-c", "read x < /dev/null; sleep 1; exit 7"],
+        ))
+        .await;
+    s.b.stop_with(Signal::SIGKILL);
+    // While berthd is down, one of them exits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.b.restart().await;
+    s.c = s.b.runtime().await;
+    assert_eq!(
+        s.status(&running).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let st = s.wait_exited(&finishing).await;
+    assert_eq!(st.exit_code, 7);
+    s.remove_all().await;
+}
