@@ -318,6 +318,33 @@ async fn the_image_config_applies_as_docker_does() {
         "{}",
         s.log("env")
     );
+    // The kubelet asks -997 for Guaranteed pods: never below berthd's own.
+    let mut cfg = s.config("oom", &["/bin/sh", "-c", "cat /proc/self/oom_score_adj"]);
+    cfg.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            oom_score_adj: -997,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = s.run(cfg).await;
+    let st = s.wait_exited(&id).await;
+    assert_eq!(st.exit_code, 0, "{}", s.log("oom"));
+    let own: i64 = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", s.b.pid()))
+        .expect("berthd's oom_score_adj")
+        .trim()
+        .parse()
+        .expect("number");
+    let got: i64 = s
+        .log("oom")
+        .lines()
+        .find_map(|l| l.split(" stdout F ").nth(1))
+        .expect("a line")
+        .trim()
+        .parse()
+        .expect("number");
+    assert!(got >= own, "{got} < berthd's {own}");
+
     // The CRI's user wins over the image's.
     let mut cfg = s.config("root", &["/bin/sh", "-c", "id -u"]);
     cfg.linux = Some(LinuxContainerConfig {
@@ -393,5 +420,55 @@ async fn containers_outlive_a_berthd_crash() {
     );
     let st = s.wait_exited(&finishing).await;
     assert_eq!(st.exit_code, 7);
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_containers_share_its_network_and_long_lines_are_split() {
+    let mut s = setup(busybox_config()).await;
+    // One serves on the pod's loopback, the other reaches it on localhost.
+    let server = s
+        .run(s.config(
+            "server",
+            &["/bin/sh", "-c", "echo hi-from-server | nc -l -p 8080"],
+        ))
+        .await;
+    let client = s
+        .run(s.config(
+            "client",
+            &[
+                "/bin/sh",
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 8080 </dev/null && exit 0; sleep 0.2; done; exit 1",
+            ],
+        ))
+        .await;
+    let st = s.wait_exited(&client).await;
+    assert_eq!(st.exit_code, 0, "{}", s.log("client"));
+    assert!(
+        s.log("client").contains(" stdout F hi-from-server"),
+        "{}",
+        s.log("client")
+    );
+    s.wait_exited(&server).await;
+
+    // A 20000-byte line: one 16 KiB partial entry, then the rest in full.
+    let long = s
+        .run(s.config(
+            "long",
+            &[
+                "/bin/sh",
+                "-c",
+                "head -c 20000 /dev/zero | tr '\\0' x; echo; echo after",
+            ],
+        ))
+        .await;
+    s.wait_exited(&long).await;
+    let log = s.log("long");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", &log[..log.len().min(300)]);
+    assert!(lines[0].contains(" stdout P ") && lines[0].ends_with(&"x".repeat(16 * 1024)));
+    assert!(lines[1].contains(" stdout F ") && lines[1].ends_with(&"x".repeat(20000 - 16 * 1024)));
+    assert!(lines[2].ends_with(" stdout F after"));
     s.remove_all().await;
 }

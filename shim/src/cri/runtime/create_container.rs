@@ -123,8 +123,9 @@ pub async fn create_container(
     let id = random_id().map_err(|e| Status::internal(format!("container id: {e}")))?;
     let (cid, cfg) = (id.clone(), config.clone());
     let spec_for = move |rootfs: &std::path::Path| {
-        let spec =
+        let mut spec =
             crate::spec::build(&cid, &cfg, &defaults, &ctx, rootfs).map_err(|e| e.to_string())?;
+        clamp_oom_score_adj(&mut spec);
         let sig = crate::spec::stop_signal(&stop_signal).map_err(|e| e.to_string())?;
         Ok((spec, sig))
     };
@@ -144,4 +145,20 @@ pub async fn create_container(
         .map_err(|e| Status::failed_precondition(format!("CreateContainer {key:?}: {e}")))?;
     tracing::info!(container = %rec.id, pod = %pod.id, name = %key, "container created");
     Ok(CreateContainerResponse { container_id: id })
+}
+
+/// Never asks for an `oom_score_adj` below berthd's own, which the kernel
+/// may refuse (it does on the development machines, even to root):
+/// containerd's `restrict_oom_score_adj`. The kubelet asks -997 for
+/// Guaranteed pods.
+fn clamp_oom_score_adj(spec: &mut serde_json::Value) {
+    let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if let Some(v) = spec.pointer_mut("/process/oomScoreAdj")
+        && v.as_i64().is_some_and(|asked| asked < own)
+    {
+        *v = serde_json::json!(own);
+    }
 }
