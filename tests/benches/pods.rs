@@ -1,0 +1,171 @@
+//! Pod start benchmark: RunPodSandbox + CreateContainer + StartContainer
+//! for 20 pods (one busybox `sleep` container each, no CNI network), then
+//! berthd's and the monitors' memory with the 20 running.
+//!
+//! ```sh
+//! cargo build --release -p berthd -p berth-runtime
+//! BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
+//! ```
+
+use std::time::Instant;
+
+use berth_tests::Berthd;
+use berth_tests::fixtures::{self, Compression};
+use berth_tests::registry::Registry;
+use cri_api::v1::*;
+
+const PODS: usize = 20;
+
+/// kB from a `Key:   123 kB` line of a /proc file.
+fn kb(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(key))
+        .filter_map(|l| {
+            l[key.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Pids of the berth-monitor processes serving `state`.
+fn monitors(state: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("berth-monitor") && cmd.contains(state)
+        })
+        .collect()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let reg = Registry::start();
+        fixtures::push_busybox(&reg, "bench/busybox", "1", Compression::Gzip).await;
+        let image = reg.image("bench/busybox:1");
+        let b = Berthd::start().await;
+        b.image()
+            .await
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("pull");
+        let mut c = b.runtime().await;
+        let mut times = Vec::new();
+        let mut pods = Vec::new();
+        for i in 0..PODS {
+            let pod_config = PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: format!("bench-{i}"),
+                    uid: format!("bench-uid-{i}"),
+                    namespace: "bench".into(),
+                    attempt: 0,
+                }),
+                log_directory: b.dir.path().join("logs").display().to_string(),
+                linux: Some(LinuxPodSandboxConfig {
+                    cgroup_parent: format!("/berth-bench/pod{i}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let pod = c
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pod_config.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .expect("pod")
+                .into_inner()
+                .pod_sandbox_id;
+            let id = c
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(ContainerConfig {
+                        metadata: Some(ContainerMetadata {
+                            name: "sleep".into(),
+                            attempt: 0,
+                        }),
+                        image: Some(ImageSpec {
+                            image: image.clone(),
+                            ..Default::default()
+                        }),
+                        command: vec!["/bin/sleep".into(), "1000".into()],
+                        log_path: format!("bench-{i}.log"),
+                        ..Default::default()
+                    }),
+                    sandbox_config: Some(pod_config),
+                })
+                .await
+                .expect("create")
+                .into_inner()
+                .container_id;
+            c.start_container(StartContainerRequest { container_id: id })
+                .await
+                .expect("start");
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            pods.push(pod);
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+        println!("berthd: {}", berth_tests::berthd_binary().display());
+        println!(
+            "RunPodSandbox+CreateContainer+StartContainer over {PODS} pods: median {:.1} ms, p90 {:.1} ms, min {:.1} ms, max {:.1} ms",
+            pct(0.5),
+            pct(0.9),
+            sorted[0],
+            sorted[sorted.len() - 1]
+        );
+        let pid = b.pid().as_raw();
+        println!(
+            "berthd with {PODS} pods running: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+            kb(&format!("/proc/{pid}/status"), "VmRSS:") as f64 / 1024.0,
+            kb(&format!("/proc/{pid}/status"), "VmHWM:") as f64 / 1024.0
+        );
+        let mons = monitors(&b.state.display().to_string());
+        let rss: Vec<u64> = mons
+            .iter()
+            .map(|p| kb(&format!("/proc/{p}/status"), "VmRSS:"))
+            .collect();
+        let pss: Vec<u64> = mons
+            .iter()
+            .map(|p| kb(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
+            .collect();
+        let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0;
+        println!(
+            "berth-monitor x{}: mean VmRSS {:.2} MiB, mean PSS {:.2} MiB",
+            mons.len(),
+            avg(&rss),
+            avg(&pss)
+        );
+        for pod in pods {
+            c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+                .await
+                .expect("remove");
+        }
+        for i in 0..PODS {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/memory/berth-bench/pod{i}"));
+        }
+    });
+}
