@@ -345,6 +345,18 @@ async fn the_image_config_applies_as_docker_does() {
         .expect("number");
     assert!(got >= own, "{got} < berthd's {own}");
 
+    // A working dir missing from the image is created.
+    let mut cfg = s.config("cwd", &["/bin/sh", "-c", "pwd"]);
+    cfg.working_dir = "/srv/new/dir".into();
+    let id = s.run(cfg).await;
+    let st = s.wait_exited(&id).await;
+    assert_eq!(st.exit_code, 0, "{}", s.log("cwd"));
+    assert!(
+        s.log("cwd").contains(" stdout F /srv/new/dir"),
+        "{}",
+        s.log("cwd")
+    );
+
     // The CRI's user wins over the image's.
     let mut cfg = s.config("root", &["/bin/sh", "-c", "id -u"]);
     cfg.linux = Some(LinuxContainerConfig {

@@ -234,6 +234,19 @@ impl Containers {
         .map_err(|e| format!("mounting the rootfs: {e}"))?;
         let (spec, stop_signal) = spec_for(&rootfs)?;
         rec.stop_signal = stop_signal;
+        // The working dir is made if the image lacks it, as Docker does.
+        if let Some(cwd) = spec.pointer("/process/cwd").and_then(|c| c.as_str()) {
+            let uid = spec
+                .pointer("/process/user/uid")
+                .and_then(|u| u.as_u64())
+                .unwrap_or(0);
+            let gid = spec
+                .pointer("/process/user/gid")
+                .and_then(|g| g.as_u64())
+                .unwrap_or(0);
+            make_dir_in(&rootfs, cwd, uid as u32, gid as u32)
+                .map_err(|e| format!("working dir {cwd:?}: {e}"))?;
+        }
         std::fs::write(
             dir.join("config.json"),
             serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
@@ -446,11 +459,100 @@ impl Containers {
     }
 }
 
+/// Creates `path` inside `root` as the container would see it: symlinks
+/// met on the way are followed, but resolved inside `root` (an absolute
+/// target means `root`'s own), never out of it. Missing directories are
+/// made 0755 and owned by `uid:gid`.
+pub fn make_dir_in(root: &Path, path: &str, uid: u32, gid: u32) -> Result<(), String> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+    let mut todo: VecDeque<std::ffi::OsString> = Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
+    // Where we are, as components below root.
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            at.pop();
+            continue;
+        }
+        let here: PathBuf = at
+            .iter()
+            .fold(root.to_path_buf(), |p, c| p.join(c))
+            .join(&c);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.is_dir() => at.push(c),
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err("too many symlinks".into());
+                }
+                let target = std::fs::read_link(&here).map_err(|e| e.to_string())?;
+                if target.is_absolute() {
+                    at.clear();
+                }
+                for t in target.components().rev() {
+                    match t {
+                        Component::Normal(n) => todo.push_front(n.to_os_string()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(_) => return Err(format!("{} is not a directory", here.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&here).map_err(|e| e.to_string())?;
+                std::os::unix::fs::lchown(&here, Some(uid), Some(gid))
+                    .map_err(|e| e.to_string())?;
+                at.push(c);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
 pub fn name(o: &Observed) -> &'static str {
     match o {
         Observed::Created => "created",
         Observed::Running { .. } => "running",
         Observed::Exited { .. } => "exited",
         Observed::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirs_are_made_inside_the_root_even_through_symlinks() {
+        let top = std::env::temp_dir().join(format!("berth-mkdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        let (root, outside) = (top.join("root"), top.join("outside"));
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
+        make_dir_in(&root, "/var/run/app", 0, 0).unwrap();
+        assert!(root.join("run/app").is_dir(), "followed inside the root");
+        make_dir_in(&root, "/evil/x", 0, 0).unwrap();
+        assert!(!outside.join("x").exists(), "an absolute link stays inside");
+        assert!(
+            root.join(outside.strip_prefix("/").unwrap())
+                .join("x")
+                .is_dir()
+        );
+        make_dir_in(&root, "/up/y", 0, 0).unwrap();
+        assert!(root.join("y").is_dir(), "'..' stops at the root");
+        std::fs::write(root.join("file"), "x").unwrap();
+        assert!(make_dir_in(&root, "/file/z", 0, 0).is_err());
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

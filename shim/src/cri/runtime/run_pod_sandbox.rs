@@ -20,11 +20,22 @@ pub async fn run_pod_sandbox(
             "RunPodSandbox: metadata name, namespace and uid are required",
         ));
     }
-    if !req.runtime_handler.is_empty() && !d.config.runtimes.contains_key(&req.runtime_handler) {
-        return Err(Status::invalid_argument(format!(
-            "RunPodSandbox: no runtime handler {:?} is configured",
-            req.runtime_handler
-        )));
+    match d.config.runtimes.get(&req.runtime_handler) {
+        _ if req.runtime_handler.is_empty() => {}
+        Some(crate::config::RuntimeHandler::Builtin) => {}
+        Some(crate::config::RuntimeHandler::Oci { path }) => {
+            return Err(Status::unimplemented(format!(
+                "RunPodSandbox: runtime handler {:?} ({}) is an external OCI runtime, which berth cannot run yet; use the default handler",
+                req.runtime_handler,
+                path.display()
+            )));
+        }
+        None => {
+            return Err(Status::invalid_argument(format!(
+                "RunPodSandbox: no runtime handler {:?} is configured",
+                req.runtime_handler
+            )));
+        }
     }
     let _serial = d.pod_lock.lock().await;
     let key = key_of(&config);

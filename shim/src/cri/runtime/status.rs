@@ -46,8 +46,15 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
     }
 
     // "" is the kubelet's name for the default handler.
+    // Only handlers that can run pods: external OCI runtimes cannot yet.
     let handlers = std::iter::once("")
-        .chain(config.runtimes.keys().map(String::as_str))
+        .chain(
+            config
+                .runtimes
+                .iter()
+                .filter(|(_, h)| matches!(h, crate::config::RuntimeHandler::Builtin))
+                .map(|(name, _)| name.as_str()),
+        )
         .map(|name| RuntimeHandler {
             name: name.to_string(),
             features: Some(RuntimeHandlerFeatures {
