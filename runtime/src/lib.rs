@@ -32,6 +32,31 @@ pub struct Exit {
     /// Set when the container never ran (start failed).
     #[serde(default)]
     pub message: String,
+    /// The kernel's OOM killer killed a process of the container.
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+/// How many processes the OOM killer killed in the cgroup at `cgroups_path`
+/// (as in an OCI spec's `linux.cgroupsPath`): v2's `memory.events`, else
+/// v1's `memory.oom_control`.
+pub fn oom_kills(cgroups_path: &str) -> u64 {
+    let rel = cgroups_path.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let (file, key) = if root.join("cgroup.controllers").is_file() {
+        (root.join(rel).join("memory.events"), "oom_kill ")
+    } else {
+        (
+            root.join("memory").join(rel).join("memory.oom_control"),
+            "oom_kill ",
+        )
+    };
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Writes `bytes` to `dir/name` through a temporary file and a rename, so a

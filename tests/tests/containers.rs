@@ -484,3 +484,35 @@ async fn a_pods_containers_share_its_network_and_long_lines_are_split() {
     assert!(lines[2].ends_with(" stdout F after"));
     s.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let mut s = setup(busybox_config()).await;
+    let mut cfg = s.config(
+        "hog",
+        &[
+            "/bin/sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived",
+        ],
+    );
+    cfg.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = s.run(cfg).await;
+    let st = s.wait_exited(&id).await;
+    assert_eq!(
+        st.reason,
+        "OOMKilled",
+        "exit {}: {}",
+        st.exit_code,
+        s.log("hog")
+    );
+    assert_ne!(st.exit_code, 0);
+    assert!(!s.log("hog").contains("survived"));
+    s.remove_all().await;
+}

@@ -143,6 +143,7 @@ fn run(a: &Args) -> Result<(), String> {
                     finished_ns: now_ns(),
                     signal: None,
                     message: format!("starting the container: {e}"),
+                    oom_killed: false,
                 };
                 record_exit(&a.state, &x);
                 let _ = container.delete(true);
@@ -153,6 +154,9 @@ fn run(a: &Args) -> Result<(), String> {
             pump(pid, out_r, err_r, &sigfd, &mut log)?
         }
     };
+    let mut exit = exit;
+    // Read before delete removes the cgroup.
+    exit.oom_killed = cgroups_path(&a.bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
     record_exit(&a.state, &exit);
     // Kills anything left in the cgroup, removes it and libcontainer's state.
     if let Err(e) = container.delete(true) {
@@ -245,6 +249,7 @@ fn reap(init: Pid) -> Option<Exit> {
                     finished_ns: now_ns(),
                     signal: None,
                     message: String::new(),
+                    oom_killed: false,
                 });
             }
             Ok(WaitStatus::Signaled(p, sig, _)) if p == init => {
@@ -253,12 +258,22 @@ fn reap(init: Pid) -> Option<Exit> {
                     finished_ns: now_ns(),
                     signal: Some(sig as i32),
                     message: String::new(),
+                    oom_killed: false,
                 });
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return found,
             Ok(_) => {}
         }
     }
+}
+
+/// `linux.cgroupsPath` of the bundle's config.json.
+fn cgroups_path(bundle: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_str(&text).ok()?;
+    spec.pointer("/linux/cgroupsPath")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn drain_signals(sigfd: &SignalFd) {

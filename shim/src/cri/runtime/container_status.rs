@@ -63,7 +63,14 @@ pub async fn container_status(
             *started_ns,
             exit.finished_ns,
             exit.code,
-            if exit.code == 0 { "Completed" } else { "Error" }.to_string(),
+            if exit.oom_killed {
+                "OOMKilled"
+            } else if exit.code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .to_string(),
             exit.message.clone(),
         ),
         Observed::Unknown => (
