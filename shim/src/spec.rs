@@ -34,6 +34,9 @@ pub struct PodContext {
     pub ipc_ns: Option<PathBuf>,
     /// Pinned UTS namespace file to join; `None` = the host's.
     pub uts_ns: Option<PathBuf>,
+    /// The pod's shared PID namespace (held by its infra process), for
+    /// containers whose PID mode is POD; `None` when the pod has none.
+    pub pid_ns: Option<PathBuf>,
     pub hostname_file: PathBuf,
     pub hosts_file: PathBuf,
     pub resolv_file: PathBuf,
@@ -994,11 +997,15 @@ fn namespaces(sc: &LinuxContainerSecurityContext, pod: &PodContext) -> Result<Va
     match sc.namespace_options.as_ref().map(|o| o.pid) {
         None | Some(1) => ns.push(json!({ "type": "pid" })),
         Some(2) => {}
-        Some(0) => {
-            return Err(SpecError::Unsupported(
-                "security_context.namespace_options.pid: a pod-shared PID namespace".into(),
-            ));
-        }
+        Some(0) => match &pod.pid_ns {
+            Some(path) => ns.push(json!({ "type": "pid", "path": path })),
+            None => {
+                return Err(invalid(
+                    "security_context.namespace_options.pid",
+                    "POD, but the pod does not share a PID namespace",
+                ));
+            }
+        },
         Some(3) => {
             return Err(SpecError::Unsupported(
                 "security_context.namespace_options.pid: a target PID namespace".into(),

@@ -516,3 +516,87 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     assert!(!s.log("hog").contains("survived"));
     s.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_can_share_one_pid_namespace() {
+    let mut s = setup(busybox_config()).await;
+    // A second pod that asks for one PID namespace.
+    let shared = NamespaceOption {
+        pid: NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
+    let mut pod_config = s.pod_config.clone();
+    pod_config.metadata.as_mut().expect("metadata").name = "shared".into();
+    pod_config.linux.get_or_insert_default().security_context = Some(LinuxSandboxSecurityContext {
+        namespace_options: Some(shared.clone()),
+        ..Default::default()
+    });
+    let pod =
+        s.c.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let infra: i32 = std::fs::read_to_string(s.b.state.join("ns").join(&pod).join("infra.pid"))
+        .expect("infra pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut ids = Vec::new();
+    for (name, cmd) in [
+        ("sleeper", vec!["/bin/sleep", "1000"]),
+        ("looker", vec!["/bin/sh", "-c", "sleep 0.3; ps -o pid,args"]),
+    ] {
+        let mut config = s.config(name, &cmd);
+        config.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(shared.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id =
+            s.c.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .container_id;
+        s.c.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("start");
+        ids.push(id);
+    }
+    let looker = ids[1].clone();
+    s.wait_exited(&looker).await;
+    let log = s.log("looker");
+    assert!(
+        log.contains("sleep 1000"),
+        "the other container's process: {log}"
+    );
+    assert!(
+        log.contains("pause-init"),
+        "PID 1 is the infra process: {log}"
+    );
+
+    s.c.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("remove");
+    // Gone (or a zombie waiting for the node's init to reap it: no cmdline).
+    let cmdline = std::fs::read(format!("/proc/{infra}/cmdline")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("pause-init"),
+        "the infra process outlived its pod"
+    );
+    s.remove_all().await;
+}

@@ -8,6 +8,11 @@
 //! the child, which is only safe in a process with one thread.
 //!
 //! Usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path>
+//!
+//! Also a pod's infra process, when the pod shares one PID namespace:
+//! `berth-monitor pause <pin> <pid-file>` makes a new PID namespace whose
+//! PID 1 is `berth-monitor pause-init` (which only reaps orphans until it
+//! gets SIGTERM), pins it at `<pin>` and exits.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -37,6 +42,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let a: Vec<String> = std::env::args().collect();
+    match a.get(1).map(String::as_str) {
+        Some("pause") => return report(pause(&a[2..])),
+        Some("pause-init") => return report(pause_init()),
+        _ => {}
+    }
     let [_, id, bundle, state, root, log] = a.as_slice() else {
         eprintln!("usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path>");
         return ExitCode::from(2);
@@ -163,6 +173,85 @@ fn run(a: &Args) -> Result<(), String> {
         eprintln!("berth-monitor {}: delete: {e}", a.id);
     }
     Ok(())
+}
+
+fn report(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-monitor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts a pod's infra process in a new PID namespace and pins that
+/// namespace; returns once it is pinned (the infra process goes on alone).
+fn pause(args: &[String]) -> Result<(), String> {
+    let [pin, pid_file] = args else {
+        return Err("usage: berth-monitor pause <pin> <pid-file>".into());
+    };
+    let _ = nix::unistd::setsid();
+    // This process is single-threaded, so it may unshare its PID namespace:
+    // its next child is PID 1 there.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("unshare pid: {e}"))?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(me)
+        .arg("pause-init")
+        .current_dir("/")
+        // Nothing of ours: berthd waits for our output to close.
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("infra process: {e}"))?;
+    let pid = child.id();
+    nix::mount::mount(
+        Some(Path::new(&format!("/proc/{pid}/ns/pid"))),
+        Path::new(pin),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("pinning the pid namespace: {e}"))?;
+    write_atomic(
+        Path::new(pid_file).parent().unwrap_or(Path::new("/")),
+        &Path::new(pid_file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        pid.to_string().as_bytes(),
+    )
+    .map_err(|e| format!("pid file: {e}"))?;
+    // The infra process is reparented when we exit; berthd reaps us.
+    std::mem::forget(child);
+    Ok(())
+}
+
+/// PID 1 of a pod's shared PID namespace: reaps whatever is orphaned to
+/// it, and ends on SIGTERM or SIGINT.
+fn pause_init() -> Result<(), String> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+        mask.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| e.to_string())?;
+    let sigfd = SignalFd::new(&mask).map_err(|e| e.to_string())?;
+    loop {
+        match sigfd.read_signal() {
+            Ok(Some(info)) if info.ssi_signo == Signal::SIGCHLD as u32 => {
+                while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    if st == WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// Copies the container's output into the CRI log until the init exits;

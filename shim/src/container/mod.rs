@@ -51,6 +51,14 @@ pub fn key_of(c: &ContainerConfig) -> String {
     format!("{}_{}", m.name, m.attempt)
 }
 
+/// `berth-monitor`, installed next to `berthd`.
+pub fn monitor_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("berth-monitor")))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-monitor"))
+}
+
 /// What the monitor's files say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
@@ -86,10 +94,7 @@ impl Containers {
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(CONTAINERS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        let monitor = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join("berth-monitor")))
-            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-monitor"));
+        let monitor = monitor_path();
         let c = Containers {
             db,
             root: root.join("containers"),

@@ -46,6 +46,9 @@ pub struct PodRecord {
     /// The CNI network attached by ADD, until DEL succeeds.
     #[serde(default)]
     pub network: Option<Network>,
+    /// The infra process holding the pod's shared PID namespace, if any.
+    #[serde(default)]
+    pub infra_pid: Option<i32>,
 }
 
 /// What DEL needs: the config ADD ran with and its result.
@@ -216,6 +219,7 @@ impl Pods {
             cgroups: Vec::new(),
             shm_mounted: false,
             network: None,
+            infra_pid: None,
         };
         match self.make(&mut rec, config) {
             Ok(()) => {
@@ -265,6 +269,12 @@ impl Pods {
         };
         rec.pinned = kinds.iter().map(|k| k.name().to_string()).collect();
         ns::pin(&self.ns_dir(&rec.id), &kinds, &hostname).map_err(|e| e.to_string())?;
+
+        // One PID namespace for the whole pod, when asked: an infra process
+        // (berth-monitor as PID 1, reaping orphans) holds it.
+        if shares_pid(config) {
+            rec.infra_pid = Some(self.start_infra(&rec.id)?);
+        }
 
         // The pod network, through the CNI plugins (none configured: the
         // pod keeps loopback only, and Status says the network is not ready).
@@ -354,6 +364,31 @@ impl Pods {
         Ok(())
     }
 
+    fn start_infra(&self, id: &str) -> Result<i32, String> {
+        let dir = self.ns_dir(id);
+        let pin = dir.join("pid");
+        std::fs::File::create(&pin).map_err(|e| format!("pid pin: {e}"))?;
+        let pid_file = dir.join("infra.pid");
+        let out = std::process::Command::new(crate::container::monitor_path())
+            .arg("pause")
+            .arg(&pin)
+            .arg(&pid_file)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("infra process: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "infra process: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| "infra process: no pid".to_string())
+    }
+
     /// CNI DEL for the pod's network, then forgets it. Idempotent; an error
     /// keeps the network recorded, so that a retry runs DEL again.
     pub fn detach_network(&self, rec: &mut PodRecord) -> Result<(), PodError> {
@@ -381,6 +416,25 @@ impl Pods {
 
     /// Releases what a pod holds on the node. Idempotent.
     pub fn teardown(&self, rec: &PodRecord) {
+        // The infra process first: the shared PID namespace, and anything
+        // still in it, dies with it.
+        let ns_dir = self.ns_dir(&rec.id);
+        let infra = rec.infra_pid.or_else(|| {
+            std::fs::read_to_string(ns_dir.join("infra.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+        });
+        if let Some(pid) = infra
+            && is_infra(pid)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = umount2(&ns_dir.join("pid"), MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(ns_dir.join("pid"));
+        let _ = std::fs::remove_file(ns_dir.join("infra.pid"));
         if rec.network.is_some() {
             let mut r = rec.clone();
             if let Err(e) = self.detach_network(&mut r) {
@@ -426,12 +480,29 @@ impl Pods {
                         cgroups: Vec::new(),
                         shm_mounted: false,
                         network: None,
+                        infra_pid: None,
                     });
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Whether the pod asks for one PID namespace shared by its containers.
+pub fn shares_pid(c: &PodSandboxConfig) -> bool {
+    c.linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .is_some_and(|o| o.pid == 0)
+}
+
+/// Is `pid` still a berth infra process (and not a reused pid)?
+fn is_infra(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("pause-init"))
+        .unwrap_or(false)
 }
 
 /// The CNI environment and runtime config for a pod.

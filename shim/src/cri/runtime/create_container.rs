@@ -102,6 +102,7 @@ pub async fn create_container(
             pin("ipc")
         },
         uts_ns: pin("uts"),
+        pid_ns: pin("pid"),
         hostname_file: pod_dir.join("hostname"),
         hosts_file: pod_dir.join("hosts"),
         resolv_file: pod_dir.join("resolv.conf"),
