@@ -1,6 +1,7 @@
 //! Containers through the CRI with a real berthd as root: busybox images
 //! from a real registry, run by berth-monitor with youki's libcontainer.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
@@ -162,7 +163,42 @@ impl Setup {
             "{:?}",
             mounts_under(self.b.dir.path())
         );
+        // No cgroup: the pod's (berth made it) and its containers' are gone.
+        let cg = self
+            .pod_config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        let memory = Path::new("/sys/fs/cgroup/memory").join(cg.trim_start_matches('/'));
+        assert!(!memory.exists(), "{} left", memory.display());
+        // No process: every monitor of this berthd has ended.
+        let state = self.b.state.display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = monitors_of(&state);
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "monitors left: {left:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+}
+
+/// Pids of live berth-monitor processes whose command line names `state`.
+fn monitors_of(state: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("berth-monitor") && cmd.contains(state)
+        })
+        .collect()
 }
 
 fn busybox_config() -> ImageConfig {
