@@ -427,6 +427,58 @@ impl ImageService {
         Ok(())
     }
 
+    /// Keeps `rec`'s snapshots for `holder` (a container) even if the image
+    /// is removed: a file under `images/leases/`, so it holds across
+    /// restarts. Written before the snapshots are mounted.
+    pub fn lease(&self, holder: &str, rec: &ImageRecord) -> Result<(), ImageError> {
+        let dir = self.store.root().join("leases");
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{holder}.tmp"));
+        std::fs::write(&tmp, rec.chain_ids.join("\n"))?;
+        std::fs::rename(&tmp, dir.join(holder))?;
+        Ok(())
+    }
+
+    /// Drops `holder`'s lease; what only it kept is collected. Idempotent.
+    pub fn release(&self, holder: &str) -> Result<(), ImageError> {
+        match std::fs::remove_file(self.store.root().join("leases").join(holder)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        self.gc_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.collect_garbage_if_pending();
+        Ok(())
+    }
+
+    /// Who holds leases (container ids).
+    pub fn lease_holders(&self) -> Vec<String> {
+        std::fs::read_dir(self.store.root().join("leases"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+
+    /// Chain ids held by leases.
+    fn leased(&self) -> Result<Vec<String>, ImageError> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.store.root().join("leases")) else {
+            return Ok(out);
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path())?;
+            out.extend(text.lines().map(str::to_string));
+        }
+        Ok(out)
+    }
+
     /// The image's layer snapshots, topmost first (overlayfs lowerdir order).
     pub fn snapshot_dirs(&self, rec: &ImageRecord) -> Vec<PathBuf> {
         rec.chain_ids
@@ -458,9 +510,11 @@ impl ImageService {
             .iter()
             .flat_map(|r| r.blobs.iter().map(String::as_str))
             .collect();
+        let leased = self.leased()?;
         let snaps: HashSet<&str> = images
             .iter()
             .flat_map(|r| r.chain_ids.iter().map(String::as_str))
+            .chain(leased.iter().map(String::as_str))
             .collect();
         let (on_disk_blobs, on_disk_snaps) = self.store.contents()?;
         let (mut nb, mut ns) = (0, 0);

@@ -64,6 +64,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let containers = crate::container::Containers::open(db.clone(), &config.root, &config.state)
         .map_err(|e| anyhow::anyhow!(e))
         .context("cannot open the container store")?;
+    // Leases of containers that no longer exist (berthd died between
+    // leasing and recording, or between removing and releasing).
+    for holder in images.lease_holders() {
+        if containers
+            .find(&holder)
+            .map_err(|e| anyhow::anyhow!(e))?
+            .is_none()
+        {
+            images
+                .release(&holder)
+                .context("releasing a stale image lease")?;
+        }
+    }
     let daemon = Arc::new(Daemon::new(
         config.clone(),
         pods,

@@ -636,3 +636,46 @@ async fn a_pod_can_share_one_pid_namespace() {
     );
     s.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_image_keeps_its_layers_for_the_containers_using_it() {
+    let mut s = setup(busybox_config()).await;
+    let id = s
+        .create(s.config("user", &["/bin/sh", "-c", "echo still-here"]))
+        .await
+        .expect("create");
+    s.b.image()
+        .await
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: s.image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("rmi");
+    let snapshots = s.b.root.join("images/snapshots");
+    let count = || {
+        std::fs::read_dir(&snapshots)
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    assert!(count() > 0, "the container's layers were collected");
+    s.c.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("start");
+    s.wait_exited(&id).await;
+    assert!(
+        s.log("user").contains(" stdout F still-here"),
+        "{}",
+        s.log("user")
+    );
+    // With the container gone, so are its layers.
+    s.c.remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .expect("remove");
+    assert_eq!(count(), 0);
+    s.remove_all().await;
+}

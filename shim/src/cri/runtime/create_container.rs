@@ -122,6 +122,10 @@ pub async fn create_container(
         std::path::Path::new(&pod_config.log_directory).join(&config.log_path)
     };
     let id = random_id().map_err(|e| Status::internal(format!("container id: {e}")))?;
+    // Its layers stay while it exists, even if the image is removed.
+    d.images
+        .lease(&id, &image)
+        .map_err(|e| Status::internal(e.to_string()))?;
     let (cid, cfg) = (id.clone(), config.clone());
     let spec_for = move |rootfs: &std::path::Path| {
         let mut spec =
@@ -143,7 +147,10 @@ pub async fn create_container(
             log_path,
         )
         .await
-        .map_err(|e| Status::failed_precondition(format!("CreateContainer {key:?}: {e}")))?;
+        .map_err(|e| {
+            let _ = d.images.release(&id);
+            Status::failed_precondition(format!("CreateContainer {key:?}: {e}"))
+        })?;
     tracing::info!(container = %rec.id, pod = %pod.id, name = %key, "container created");
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -16,6 +16,9 @@ pub async fn remove_container(
         .map_err(Status::internal)?
     {
         d.containers.remove(&rec).await.map_err(Status::internal)?;
+        d.images
+            .release(&rec.id)
+            .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(container = %rec.id, "container removed");
     }
     Ok(RemoveContainerResponse {})

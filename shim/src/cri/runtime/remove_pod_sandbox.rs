@@ -16,6 +16,9 @@ pub async fn remove_pod_sandbox(
         for c in d.containers.all().map_err(Status::internal)? {
             if c.pod_id == rec.id {
                 d.containers.remove(&c).await.map_err(Status::internal)?;
+                d.images
+                    .release(&c.id)
+                    .map_err(|e| Status::internal(e.to_string()))?;
             }
         }
         let pods = d.pods.clone();
