@@ -427,14 +427,18 @@ impl ImageService {
         Ok(())
     }
 
-    /// Keeps `rec`'s snapshots for `holder` (a container) even if the image
+    /// Keeps `recs`' snapshots for `holder` (a container) even if the image
     /// is removed: a file under `images/leases/`, so it holds across
     /// restarts. Written before the snapshots are mounted.
-    pub fn lease(&self, holder: &str, rec: &ImageRecord) -> Result<(), ImageError> {
+    pub fn lease(&self, holder: &str, recs: &[&ImageRecord]) -> Result<(), ImageError> {
         let dir = self.store.root().join("leases");
         std::fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!(".{holder}.tmp"));
-        std::fs::write(&tmp, rec.chain_ids.join("\n"))?;
+        let chains: Vec<&str> = recs
+            .iter()
+            .flat_map(|r| r.chain_ids.iter().map(String::as_str))
+            .collect();
+        std::fs::write(&tmp, chains.join("\n"))?;
         std::fs::rename(&tmp, dir.join(holder))?;
         Ok(())
     }

@@ -19,7 +19,7 @@ type Client = RuntimeServiceClient<Channel>;
 /// test's dir.
 struct Setup {
     b: Berthd,
-    _reg: Registry,
+    reg: Registry,
     image: String,
     pod: String,
     pod_config: PodSandboxConfig,
@@ -74,7 +74,7 @@ async fn setup(image_config: ImageConfig) -> Setup {
         .pod_sandbox_id;
     Setup {
         b,
-        _reg: reg,
+        reg: reg,
         image,
         pod,
         pod_config,
@@ -677,5 +677,79 @@ async fn a_removed_image_keeps_its_layers_for_the_containers_using_it() {
         .await
         .expect("remove");
     assert_eq!(count(), 0);
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_can_be_mounted_as_a_read_only_volume() {
+    let mut s = setup(busybox_config()).await;
+    // A data image of two layers (so its volume is an overlay of both).
+    let data = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()),
+    )
+    .layer(
+        fixtures::Layer::new()
+            .dir("data", 0o755)
+            .file("data/hello.txt", "hello from a volume", 0o644)
+            .build(Compression::Gzip),
+    )
+    .layer(
+        fixtures::Layer::new()
+            .dir("data", 0o755)
+            .file("data/second.txt", "second layer", 0o644)
+            .build(Compression::Gzip),
+    );
+    fixtures::push_image(&s.reg, "test/data", "1", &data).await;
+    let data_ref = s.reg.image("test/data:1");
+    s.b.image()
+        .await
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: data_ref.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull data");
+    let mut cfg = s.config(
+        "vol",
+        &[
+            "/bin/sh",
+            "-c",
+            "cat /mnt/data/hello.txt; echo; cat /mnt/data/second.txt; echo; touch /mnt/data/x 2>/dev/null || echo read-only",
+        ],
+    );
+    cfg.mounts = vec![Mount {
+        container_path: "/mnt/data".into(),
+        image: Some(ImageSpec {
+            image: data_ref.clone(),
+            ..Default::default()
+        }),
+        image_sub_path: "data".into(),
+        ..Default::default()
+    }];
+    let id = s.run(cfg).await;
+    let st = s.wait_exited(&id).await;
+    let log = s.log("vol");
+    assert_eq!(st.exit_code, 0, "{log}");
+    for want in ["hello from a volume", "second layer", "read-only"] {
+        assert!(log.contains(&format!(" stdout F {want}")), "{want}: {log}");
+    }
+
+    // A sub path that climbs out is refused, and leaves nothing.
+    let mut bad = s.config("escape", &["/bin/true"]);
+    bad.mounts = vec![Mount {
+        container_path: "/mnt/x".into(),
+        image: Some(ImageSpec {
+            image: data_ref,
+            ..Default::default()
+        }),
+        image_sub_path: "../..".into(),
+        ..Default::default()
+    }];
+    let e = s.create(bad).await.expect_err("escape");
+    assert!(e.message().contains("image_sub_path"), "{}", e.message());
     s.remove_all().await;
 }

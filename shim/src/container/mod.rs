@@ -51,6 +51,81 @@ pub fn key_of(c: &ContainerConfig) -> String {
     format!("{}_{}", m.name, m.attempt)
 }
 
+/// A CRI image volume: an image's layers mounted read-only for the
+/// container's mount number `mount`, from `sub_path` inside the image.
+pub struct ImageVolume {
+    pub mount: usize,
+    pub image: String,
+    pub lowers: Vec<PathBuf>,
+    pub sub_path: String,
+}
+
+/// Mounts layer dirs (topmost first) read-only at `at`: an overlay of
+/// them, or a read-only bind of a lone one (overlayfs wants two lowers
+/// when it has no upper).
+fn mount_read_only(lowers: &[PathBuf], at: &Path) -> Result<(), String> {
+    match lowers {
+        [] => Err("the image has no layers".into()),
+        [one] => {
+            mount(
+                Some(one.as_path()),
+                at,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind: {e}"))?;
+            mount(
+                None::<&str>,
+                at,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| format!("read-only: {e}"))
+        }
+        many => {
+            let lower = many
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":");
+            mount(
+                Some("overlay"),
+                at,
+                Some("overlay"),
+                MsFlags::MS_RDONLY,
+                Some(format!("lowerdir={lower}").as_str()),
+            )
+            .map_err(|e| format!("overlay: {e}"))
+        }
+    }
+}
+
+/// `at/sub_path`, refused if it leaves `at` (by `..` or by a symlink).
+fn volume_source(at: &Path, sub_path: &str) -> Result<PathBuf, String> {
+    let sub = Path::new(sub_path);
+    if sub.is_absolute()
+        || sub
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "image_sub_path {sub_path:?} must stay inside the image"
+        ));
+    }
+    let p = at.join(sub);
+    let real =
+        std::fs::canonicalize(&p).map_err(|e| format!("image_sub_path {sub_path:?}: {e}"))?;
+    let root = std::fs::canonicalize(at).map_err(|e| e.to_string())?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "image_sub_path {sub_path:?} leads out of the image"
+        ));
+    }
+    Ok(real)
+}
+
 /// `berth-monitor`, installed next to `berthd`.
 pub fn monitor_path() -> PathBuf {
     std::env::current_exe()
@@ -176,7 +251,8 @@ impl Containers {
         image: &str,
         image_id: &str,
         lowers: &[PathBuf],
-        spec_for: impl FnOnce(&Path) -> Result<(serde_json::Value, i32), String>,
+        volumes: &[ImageVolume],
+        spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(serde_json::Value, i32), String>,
         log_path: PathBuf,
     ) -> Result<ContainerRecord, String> {
         let rec = ContainerRecord {
@@ -189,7 +265,7 @@ impl Containers {
             stop_signal: 15,
             config: hex::encode(config.encode_to_vec()),
         };
-        match self.make(rec, lowers, spec_for, &log_path).await {
+        match self.make(rec, lowers, volumes, spec_for, &log_path).await {
             Ok(rec) => Ok(rec),
             Err(e) => {
                 self.release(id);
@@ -202,7 +278,8 @@ impl Containers {
         &self,
         mut rec: ContainerRecord,
         lowers: &[PathBuf],
-        spec_for: impl FnOnce(&Path) -> Result<(serde_json::Value, i32), String>,
+        volumes: &[ImageVolume],
+        spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(serde_json::Value, i32), String>,
         log_path: &Path,
     ) -> Result<ContainerRecord, String> {
         let id = rec.id.clone();
@@ -237,7 +314,16 @@ impl Containers {
             ),
         )
         .map_err(|e| format!("mounting the rootfs: {e}"))?;
-        let (spec, stop_signal) = spec_for(&rootfs)?;
+        // Image volumes: each image's layers, read-only, at vol-<n>.
+        let mut sources = Vec::new();
+        for (n, v) in volumes.iter().enumerate() {
+            let at = dir.join(format!("vol-{n}"));
+            std::fs::create_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+            mount_read_only(&v.lowers, &at)
+                .map_err(|e| format!("image volume {:?}: {e}", v.image))?;
+            sources.push((v.mount, volume_source(&at, &v.sub_path)?));
+        }
+        let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
         // The working dir is made if the image lacks it, as Docker does.
         if let Some(cwd) = spec.pointer("/process/cwd").and_then(|c| c.as_str()) {
@@ -435,6 +521,11 @@ impl Containers {
     /// Unmounts the rootfs and removes the container's directories.
     fn release(&self, id: &str) {
         let dir = self.state_dir(id);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("vol-") {
+                let _ = umount2(&e.path(), MntFlags::MNT_DETACH);
+            }
+        }
         let _ = umount2(&dir.join("rootfs"), MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(self.root.join(id));

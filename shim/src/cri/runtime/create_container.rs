@@ -68,6 +68,31 @@ pub async fn create_container(
         .config(&image)
         .map_err(|e| Status::internal(e.to_string()))?;
     let lowers = d.images.snapshot_dirs(&image);
+    // CRI image volumes: each named image, pulled already.
+    let mut volume_images = Vec::new();
+    let mut volumes = Vec::new();
+    for (n, m) in config.mounts.iter().enumerate() {
+        let Some(spec) = m.image.as_ref().filter(|s| !s.image.is_empty()) else {
+            continue;
+        };
+        let rec = d
+            .images
+            .find(&spec.image)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "image volume {:?} at {}: image not found: pull it first",
+                    spec.image, m.container_path
+                ))
+            })?;
+        volumes.push(crate::container::ImageVolume {
+            mount: n,
+            image: spec.image.clone(),
+            lowers: d.images.snapshot_dirs(&rec),
+            sub_path: m.image_sub_path.clone(),
+        });
+        volume_images.push(rec);
+    }
 
     // The image's defaults and the pod's context for the spec.
     let ic = image_config.config.clone().unwrap_or_default();
@@ -123,11 +148,23 @@ pub async fn create_container(
     };
     let id = random_id().map_err(|e| Status::internal(format!("container id: {e}")))?;
     // Its layers stay while it exists, even if the image is removed.
+    let leased: Vec<&berth_imageservice::db::ImageRecord> = std::iter::once(&image)
+        .chain(volume_images.iter())
+        .collect();
     d.images
-        .lease(&id, &image)
+        .lease(&id, &leased)
         .map_err(|e| Status::internal(e.to_string()))?;
     let (cid, cfg) = (id.clone(), config.clone());
-    let spec_for = move |rootfs: &std::path::Path| {
+    let spec_for = move |rootfs: &std::path::Path, sources: &[(usize, std::path::PathBuf)]| {
+        // Image volumes become read-only binds of their mounted layers.
+        let mut cfg = cfg;
+        for (n, src) in sources {
+            let m = &mut cfg.mounts[*n];
+            m.host_path = src.display().to_string();
+            m.image = None;
+            m.image_sub_path.clear();
+            m.readonly = true;
+        }
         let mut spec =
             crate::spec::build(&cid, &cfg, &defaults, &ctx, rootfs).map_err(|e| e.to_string())?;
         clamp_oom_score_adj(&mut spec);
@@ -143,6 +180,7 @@ pub async fn create_container(
             &image_name,
             &image.id,
             &lowers,
+            &volumes,
             spec_for,
             log_path,
         )
