@@ -74,7 +74,7 @@ async fn setup(image_config: ImageConfig) -> Setup {
         .pod_sandbox_id;
     Setup {
         b,
-        reg: reg,
+        reg,
         image,
         pod,
         pod_config,
