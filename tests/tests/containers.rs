@@ -753,3 +753,63 @@ async fn an_image_can_be_mounted_as_a_read_only_volume() {
     assert!(e.message().contains("image_sub_path"), "{}", e.message());
     s.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
+    // An image whose /mnt is a symlink to a host path: a bind mount at
+    // /mnt/x must land inside the container, not on the host.
+    let outside = berth_tests::TempDir::new("escape-target");
+    let image = fixtures::Image::new(ManifestKind::Oci, busybox_config())
+        .layer(fixtures::busybox_layer(Compression::Gzip))
+        .layer(
+            fixtures::Layer::new()
+                .symlink("mnt", &outside.path().display().to_string())
+                .build(Compression::Gzip),
+        );
+    let mut s = setup(busybox_config()).await;
+    fixtures::push_image(&s.reg, "test/trap", "1", &image).await;
+    let trap = s.reg.image("test/trap:1");
+    s.b.image()
+        .await
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: trap.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let source = berth_tests::TempDir::new("mount-source");
+    std::fs::write(source.path().join("f"), "inside").expect("source");
+    let mut cfg = s.config("trap", &["/bin/sh", "-c", "cat /mnt/x/f"]);
+    cfg.image = Some(ImageSpec {
+        image: trap,
+        ..Default::default()
+    });
+    cfg.mounts = vec![Mount {
+        container_path: "/mnt/x".into(),
+        host_path: source.path().display().to_string(),
+        ..Default::default()
+    }];
+    // Either refused or mounted inside; never on the host path.
+    if let Ok(id) = s.create(cfg).await {
+        let _ =
+            s.c.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await;
+        s.wait_exited(&id).await;
+    }
+    let escaped: Vec<_> = std::fs::read_dir(outside.path())
+        .expect("outside")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(escaped.is_empty(), "created on the host: {escaped:?}");
+    assert!(
+        mounts_under(outside.path()).is_empty(),
+        "mounted on the host"
+    );
+    s.remove_all().await;
+}
