@@ -59,17 +59,7 @@ fn main() {
         fixtures::push_busybox(&reg, "bench/busybox", "1", Compression::Gzip).await;
         let image = reg.image("bench/busybox:1");
         let b = Berthd::start().await;
-        b.image()
-            .await
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .expect("pull");
+        b.pull(&image, None).await.expect("pull");
         let mut c = b.runtime().await;
         let mut times = Vec::new();
         let mut pods = Vec::new();

@@ -238,6 +238,26 @@ impl Berthd {
         ImageServiceClient::new(connect(&self.socket).await.expect("connect"))
     }
 
+    /// PullImage through the CRI; returns the image ref (its id).
+    pub async fn pull(
+        &self,
+        image: &str,
+        auth: Option<cri_api::v1::AuthConfig>,
+    ) -> Result<String, tonic::Status> {
+        self.image()
+            .await
+            .pull_image(cri_api::v1::PullImageRequest {
+                image: Some(cri_api::v1::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                auth,
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+    }
+
     /// Sends `signal` and waits (up to 30 s) for berthd to exit.
     pub fn stop_with(&mut self, signal: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("running");

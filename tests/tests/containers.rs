@@ -36,17 +36,7 @@ async fn setup(image_config: ImageConfig) -> Setup {
     fixtures::push_image(&reg, "test/app", "1", &img).await;
     let image = reg.image("test/app:1");
     let b = Berthd::start().await;
-    b.image()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
+    b.pull(&image, None).await.expect("pull");
     let pod_config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: "pod".into(),
@@ -702,17 +692,7 @@ async fn an_image_can_be_mounted_as_a_read_only_volume() {
     );
     fixtures::push_image(&s.reg, "test/data", "1", &data).await;
     let data_ref = s.reg.image("test/data:1");
-    s.b.image()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: data_ref.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull data");
+    s.b.pull(&data_ref, None).await.expect("pull data");
     let mut cfg = s.config(
         "vol",
         &[
@@ -769,17 +749,7 @@ async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
     let mut s = setup(busybox_config()).await;
     fixtures::push_image(&s.reg, "test/trap", "1", &image).await;
     let trap = s.reg.image("test/trap:1");
-    s.b.image()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: trap.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
+    s.b.pull(&trap, None).await.expect("pull");
     let source = berth_tests::TempDir::new("mount-source");
     std::fs::write(source.path().join("f"), "inside").expect("source");
     let mut cfg = s.config("trap", &["/bin/sh", "-c", "cat /mnt/x/f"]);

@@ -154,18 +154,7 @@ async fn token_server(token: String) -> (String, Arc<AtomicUsize>, Arc<AtomicUsi
 }
 
 async fn pull(b: &Berthd, image: &str, auth: Option<AuthConfig>) -> Result<String, tonic::Status> {
-    b.image()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            auth,
-            sandbox_config: None,
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
+    b.pull(image, auth).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
