@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     match a.get(1).map(String::as_str) {
         Some("pause") => return report(pause(&a[2..])),
         Some("pause-init") => return report(pause_init()),
+        Some("pump") => return report(pump_mode(&a[2..])),
         _ => {}
     }
     let [_, id, bundle, state, root, log] = a.as_slice() else {
@@ -115,7 +116,7 @@ fn run(a: &Args) -> Result<(), String> {
         .write(true)
         .open(a.state.join(START_FIFO))
         .map_err(|e| format!("start fifo: {e}"))?;
-    let mut log = OpenOptions::new()
+    let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&a.log)
@@ -161,7 +162,30 @@ fn run(a: &Args) -> Result<(), String> {
             }
             write_atomic(&a.state, STARTED, now_ns().to_string().as_bytes())
                 .map_err(|e| format!("started file: {e}"))?;
-            pump(pid, out_r, err_r, &sigfd, &mut log)?
+            // Running: libcontainer's code and heap are not needed until
+            // the end, so become a lean pump (the same pid, so the
+            // container stays our child): its pipes become our stdin and
+            // stdout. Only if exec fails do we go on here.
+            drop(sigfd);
+            drop(fifo);
+            drop(log);
+            let e = std::os::unix::process::CommandExt::exec(
+                std::process::Command::new(
+                    std::env::current_exe().map_err(|e| format!("current exe: {e}"))?,
+                )
+                .arg("pump")
+                .args([
+                    &a.id,
+                    &path_str(&a.bundle),
+                    &path_str(&a.state),
+                    &path_str(&a.root),
+                    &path_str(&a.log),
+                ])
+                .arg(pid.as_raw().to_string())
+                .stdin(std::process::Stdio::from(out_r))
+                .stdout(std::process::Stdio::from(err_r)),
+            );
+            return Err(format!("re-exec as the pump: {e}"));
         }
     };
     let mut exit = exit;
@@ -254,6 +278,54 @@ fn pause_init() -> Result<(), String> {
     }
 }
 
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The monitor once its container runs (re-exec'd by `run`): stdin is the
+/// container's stdout pipe, stdout its stderr pipe. Pumps them into the
+/// log, reaps the init, records the exit and deletes the container.
+fn pump_mode(args: &[String]) -> Result<(), String> {
+    let [id, bundle, state, root, log, pid] = args else {
+        return Err("usage: berth-monitor pump <id> <bundle> <state> <root> <log> <pid>".into());
+    };
+    let (bundle, state, root) = (Path::new(bundle), Path::new(state), Path::new(root));
+    let pid = Pid::from_raw(pid.parse().map_err(|_| "bad pid")?);
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| format!("sigmask: {e}"))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    let out_r = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("stdout pipe: {e}"))?;
+    let err_r = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("stderr pipe: {e}"))?;
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("log {log}: {e}"))?;
+    // The init may have exited between exec and the mask: reap first, and
+    // still drain what it wrote.
+    let already = reap(pid);
+    let mut exit = pump(pid, out_r, err_r, &sigfd, &mut log, already)?;
+    exit.oom_killed = cgroups_path(bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
+    record_exit(state, &exit);
+    match libcontainer::container::Container::load(root.join(id)) {
+        Ok(mut c) => {
+            if let Err(e) = c.delete(true) {
+                eprintln!("berth-monitor {id}: delete: {e}");
+            }
+        }
+        Err(e) => eprintln!("berth-monitor {id}: load for delete: {e}"),
+    }
+    Ok(())
+}
+
 /// Copies the container's output into the CRI log until the init exits;
 /// returns its exit.
 fn pump(
@@ -262,12 +334,12 @@ fn pump(
     err_r: OwnedFd,
     sigfd: &SignalFd,
     log: &mut File,
+    mut exit: Option<Exit>,
 ) -> Result<Exit, String> {
     let mut streams = [
         (Some(File::from(out_r)), LogStream::new("stdout")),
         (Some(File::from(err_r)), LogStream::new("stderr")),
     ];
-    let mut exit: Option<Exit> = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut entries = Vec::new();
     loop {
