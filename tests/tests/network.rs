@@ -153,6 +153,26 @@ async fn pods_get_ips_and_reach_each_other() {
     let b = Berthd::start().await;
     let net = TestNet::install(&b, 1, &[]);
     let mut c = b.runtime().await;
+    // Host ports without a portmap plugin: a clear refusal, nothing left.
+    let mut cfg = config("ports");
+    cfg.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 18_999,
+        host_ip: String::new(),
+    }];
+    let e = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("no portmap");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("portMappings"), "{}", e.message());
+    assert!(net.allocated().is_empty());
+    assert!(mounts_under(&b.state).is_empty());
+
     let st = c
         .status(StatusRequest { verbose: false })
         .await

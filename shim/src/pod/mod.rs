@@ -285,6 +285,19 @@ impl Pods {
                 }
                 Err(e) => return Err(format!("network: {e}")),
                 Ok(net) => {
+                    // Host ports need a plugin that takes portMappings.
+                    let wants_ports = config.port_mappings.iter().any(|p| p.host_port > 0);
+                    let has_portmap = net.list["plugins"].as_array().is_some_and(|ps| {
+                        ps.iter()
+                            .any(|p| p["capabilities"]["portMappings"].as_bool() == Some(true))
+                    });
+                    if wants_ports && !has_portmap {
+                        return Err(format!(
+                            "network {:?}: the pod asks for host ports, but no plugin in {} handles portMappings (add portmap)",
+                            net.name,
+                            net.file.display()
+                        ));
+                    }
                     let netns = self.ns_dir(&rec.id).join("net");
                     let mut a = attachment(&rec.id, &netns, config);
                     if let Some(cidr) = self.pod_cidr() {
