@@ -9,44 +9,12 @@
 
 use std::time::Instant;
 
-use berth_tests::Berthd;
 use berth_tests::fixtures::{self, Compression};
 use berth_tests::registry::Registry;
+use berth_tests::{Berthd, monitor_pids, proc_kb};
 use cri_api::v1::*;
 
 const PODS: usize = 20;
-
-/// kB from a `Key:   123 kB` line of a /proc file.
-fn kb(path: &str, key: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(key))
-        .filter_map(|l| {
-            l[key.len()..]
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
-/// Pids of the berth-monitor processes serving `state`.
-fn monitors(state: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("berth-monitor") && cmd.contains(state)
-        })
-        .collect()
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -130,17 +98,17 @@ fn main() {
         let pid = b.pid().as_raw();
         println!(
             "berthd with {PODS} pods running: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
-            kb(&format!("/proc/{pid}/status"), "VmRSS:") as f64 / 1024.0,
-            kb(&format!("/proc/{pid}/status"), "VmHWM:") as f64 / 1024.0
+            proc_kb(&format!("/proc/{pid}/status"), "VmRSS:") as f64 / 1024.0,
+            proc_kb(&format!("/proc/{pid}/status"), "VmHWM:") as f64 / 1024.0
         );
-        let mons = monitors(&b.state.display().to_string());
+        let mons = monitor_pids(&b.state);
         let rss: Vec<u64> = mons
             .iter()
-            .map(|p| kb(&format!("/proc/{p}/status"), "VmRSS:"))
+            .map(|p| proc_kb(&format!("/proc/{p}/status"), "VmRSS:"))
             .collect();
         let pss: Vec<u64> = mons
             .iter()
-            .map(|p| kb(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
+            .map(|p| proc_kb(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
             .collect();
         let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0;
         println!(

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use berth_tests::fixtures::{self, Compression, ImageConfig, Layer, ManifestKind, Platform};
 use berth_tests::registry::Registry;
-use berth_tests::{Berthd, connect};
+use berth_tests::{Berthd, connect, proc_kb};
 use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::{ImageSpec, PullImageRequest, RemoveImageRequest};
 
@@ -34,16 +34,6 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// kB from a /proc/<pid>/status line such as `VmHWM:   12345 kB`.
-fn status_kb(pid: i32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -91,12 +81,12 @@ fn main() {
         for run in 1..=runs {
             let b = Berthd::start().await;
             let pid = b.pid().as_raw();
-            let idle = status_kb(pid, "VmRSS:");
+            let idle = proc_kb(&format!("/proc/{}/status", pid), "VmRSS:");
             let mut c = b.image().await;
             let t = Instant::now();
             c.pull_image(req()).await.expect("pull");
             let secs = t.elapsed().as_secs_f64();
-            let peak = status_kb(pid, "VmHWM:");
+            let peak = proc_kb(&format!("/proc/{}/status", pid), "VmHWM:");
             let t = Instant::now();
             c.pull_image(req()).await.expect("second pull");
             let again = t.elapsed().as_secs_f64() * 1e3;
@@ -129,7 +119,7 @@ fn main() {
             println!(
                 "{run:>3}  {secs:>6.2}  {:>5.0}  {:>12.1}",
                 pushed.layers_size() as f64 / 1e6 / secs,
-                status_kb(pid, "VmHWM:") as f64 / 1024.0
+                proc_kb(&format!("/proc/{}/status", pid), "VmHWM:") as f64 / 1024.0
             );
             c.remove_image(RemoveImageRequest {
                 image: Some(ImageSpec {

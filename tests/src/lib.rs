@@ -317,3 +317,46 @@ pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> 
         }))
         .await
 }
+
+/// Pids of the live berth-monitor processes serving the berthd whose state
+/// dir is `state` (it is on their command line).
+pub fn monitor_pids(state: &Path) -> Vec<u32> {
+    let state = state.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("berth-monitor") && cmd.contains(&state)
+        })
+        .collect()
+}
+
+/// The kB figures of `key` (`VmRSS:`, `Pss:`) in a /proc file such as
+/// `/proc/<pid>/status` or `smaps_rollup`, summed.
+pub fn proc_kb(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(key))
+        .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Runs `openssl` (Debian's package) in `dir`; returns its stdout.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
 use berth_tests::registry::Registry;
-use berth_tests::{Berthd, mounts_under};
+use berth_tests::{Berthd, monitor_pids, mounts_under};
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::*;
 use nix::sys::signal::Signal;
@@ -163,10 +163,9 @@ impl Setup {
         let memory = Path::new("/sys/fs/cgroup/memory").join(cg.trim_start_matches('/'));
         assert!(!memory.exists(), "{} left", memory.display());
         // No process: every monitor of this berthd has ended.
-        let state = self.b.state.display().to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let left = monitors_of(&state);
+            let left = monitor_pids(&self.b.state);
             if left.is_empty() {
                 break;
             }
@@ -174,21 +173,6 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// Pids of live berth-monitor processes whose command line names `state`.
-fn monitors_of(state: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("berth-monitor") && cmd.contains(state)
-        })
-        .collect()
 }
 
 fn busybox_config() -> ImageConfig {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_tests::fixtures::{self, Compression};
 use berth_tests::registry::{Registry, RegistryOptions, base64_encode};
-use berth_tests::{Berthd, TempDir};
+use berth_tests::{Berthd, TempDir, openssl};
 use cri_api::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -18,20 +18,6 @@ use tonic::Code;
 const SERVICE: &str = "berth-test-registry";
 const ISSUER: &str = "berth-test-issuer";
 const REFRESH: &str = "refresh-me";
-
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 fn b64url(data: &[u8]) -> String {
     base64_encode(data)

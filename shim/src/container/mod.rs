@@ -85,11 +85,7 @@ fn mount_read_only(lowers: &[PathBuf], at: &Path) -> Result<(), String> {
             .map_err(|e| format!("read-only: {e}"))
         }
         many => {
-            let lower = many
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(":");
+            let lower = lowerdir(many);
             mount(
                 Some("overlay"),
                 at,
@@ -100,6 +96,15 @@ fn mount_read_only(lowers: &[PathBuf], at: &Path) -> Result<(), String> {
             .map_err(|e| format!("overlay: {e}"))
         }
     }
+}
+
+/// overlayfs's `lowerdir` value: the layers, topmost first.
+fn lowerdir(layers: &[PathBuf]) -> String {
+    layers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// `at/sub_path`, refused if it leaves `at` (by `..` or by a symlink).
@@ -294,11 +299,7 @@ impl Containers {
         ] {
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let lower = lowers
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
+        let lower = lowerdir(lowers);
         mount(
             Some("overlay"),
             &rootfs,
@@ -408,9 +409,9 @@ impl Containers {
         if let Some(exit) = read(EXIT).and_then(|s| serde_json::from_str(&s).ok()) {
             return Observed::Exited { started_ns, exit };
         }
-        let alive = read(PID)
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        let alive = self
+            .pid(id)
+            .is_ok_and(|p| nix::sys::signal::kill(p, None).is_ok());
         match (alive, started_ns) {
             (false, _) => Observed::Unknown,
             (true, 0) => Observed::Created,

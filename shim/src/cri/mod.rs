@@ -36,6 +36,24 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The pod `id` names (full or unique prefix), or NotFound.
+    pub fn pod(&self, id: &str) -> Result<crate::pod::PodRecord, Status> {
+        self.pods
+            .find(id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))
+    }
+
+    /// The container `id` names (full or unique prefix), or NotFound.
+    pub fn container(&self, id: &str) -> Result<crate::container::ContainerRecord, Status> {
+        self.containers
+            .find(id)
+            .map_err(Status::internal)?
+            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
+    }
+}
+
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

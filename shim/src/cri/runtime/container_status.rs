@@ -49,11 +49,7 @@ pub async fn container_status(
     d: &Daemon,
     req: ContainerStatusRequest,
 ) -> Result<ContainerStatusResponse, Status> {
-    let rec = d
-        .containers
-        .find(&req.container_id)
-        .map_err(Status::internal)?
-        .ok_or_else(|| Status::not_found(format!("container {:?} not found", req.container_id)))?;
+    let rec = d.container(&req.container_id)?;
     let c = rec.config();
     let observed = d.containers.observe(&rec.id);
     let (started_at, finished_at, exit_code, reason, message) = match &observed {

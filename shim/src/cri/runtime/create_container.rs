@@ -5,7 +5,6 @@
 use cri_api::v1::{CreateContainerRequest, CreateContainerResponse};
 use tonic::Status;
 
-use super::run_pod_sandbox::pod_status;
 use crate::container::key_of;
 use crate::cri::{Daemon, random_id};
 use crate::pod::{NS_NODE, PodState, namespace_options};
@@ -25,13 +24,7 @@ pub async fn create_container(
         ));
     }
     let _serial = d.pod_lock.lock().await;
-    let pod = d
-        .pods
-        .find(&req.pod_sandbox_id)
-        .map_err(pod_status)?
-        .ok_or_else(|| {
-            Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
-        })?;
+    let pod = d.pod(&req.pod_sandbox_id)?;
     if pod.state != PodState::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",

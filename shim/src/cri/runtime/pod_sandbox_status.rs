@@ -8,7 +8,6 @@ use cri_api::v1::{
 };
 use tonic::Status;
 
-use super::run_pod_sandbox::pod_status;
 use crate::cri::{Daemon, now_ns};
 use crate::pod::{PodRecord, PodState};
 
@@ -50,13 +49,7 @@ pub async fn pod_sandbox_status(
     d: &Daemon,
     req: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse, Status> {
-    let rec = d
-        .pods
-        .find(&req.pod_sandbox_id)
-        .map_err(pod_status)?
-        .ok_or_else(|| {
-            Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
-        })?;
+    let rec = d.pod(&req.pod_sandbox_id)?;
     let c = rec.config();
     let options = crate::pod::namespace_options(&c);
     let mut info = HashMap::new();

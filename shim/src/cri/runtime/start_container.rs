@@ -9,11 +9,7 @@ pub async fn start_container(
     d: &Daemon,
     req: StartContainerRequest,
 ) -> Result<StartContainerResponse, Status> {
-    let rec = d
-        .containers
-        .find(&req.container_id)
-        .map_err(Status::internal)?
-        .ok_or_else(|| Status::not_found(format!("container {:?} not found", req.container_id)))?;
+    let rec = d.container(&req.container_id)?;
     d.containers
         .start(&rec)
         .await

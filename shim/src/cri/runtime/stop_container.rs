@@ -12,11 +12,7 @@ pub async fn stop_container(
     d: &Daemon,
     req: StopContainerRequest,
 ) -> Result<StopContainerResponse, Status> {
-    let rec = d
-        .containers
-        .find(&req.container_id)
-        .map_err(Status::internal)?
-        .ok_or_else(|| Status::not_found(format!("container {:?} not found", req.container_id)))?;
+    let rec = d.container(&req.container_id)?;
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
     d.containers
         .stop(&rec, timeout)
