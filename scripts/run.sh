@@ -6,32 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh run
 
-# A node with no pod network yet gets a private one: bridge + host-local
-# (10.88.0.0/16) + portmap, from Debian's containernetworking-plugins.
+# A node with no pod network yet gets a private one (manifests/10-berth.conflist:
+# bridge + host-local 10.88.0.0/16 + portmap + bandwidth + loopback, from
+# Debian's containernetworking-plugins).
 conf_dir=/etc/cni/net.d
 if ! ls "$conf_dir"/*.conf "$conf_dir"/*.conflist "$conf_dir"/*.json >/dev/null 2>&1; then
   mkdir -p "$conf_dir"
-  cat > "$conf_dir/10-berth.conflist" <<'JSON'
-{
-  "cniVersion": "1.0.0",
-  "name": "berth",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "berth0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{ "subnet": "10.88.0.0/16" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }]
-      }
-    },
-    { "type": "portmap", "capabilities": { "portMappings": true } }
-  ]
-}
-JSON
+  install -m 0644 manifests/10-berth.conflist "$conf_dir/10-berth.conflist"
   echo "run.sh: wrote $conf_dir/10-berth.conflist (pod network 10.88.0.0/16)"
 fi
 

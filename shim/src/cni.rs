@@ -1,7 +1,7 @@
 //! CNI: configuration discovery, as libcni does it (the first file, in name
 //! order, in the conf dir with a `.conf`, `.conflist` or `.json` suffix is
 //! the pod network; every plugin it names must exist in a bin dir), and the
-//! plugin exec protocol for ADD and DEL.
+//! plugin exec protocol for ADD, CHECK and DEL.
 
 use std::path::{Path, PathBuf};
 
@@ -167,6 +167,68 @@ pub fn del(
         }
     }
     first.map_or(Ok(()), Err)
+}
+
+/// Runs CHECK through the list with the ADD result as prevResult, as the
+/// CNI spec (0.4.0 and later) defines it: an error means the attachment is
+/// no longer what ADD made. `Ok(false)`: the config's version has no CHECK.
+pub fn check(
+    list: &serde_json::Value,
+    result: &serde_json::Value,
+    bin_dirs: &[PathBuf],
+    a: &Attachment<'_>,
+) -> Result<bool, ExecError> {
+    let version = list["cniVersion"].as_str().unwrap_or("");
+    if version_tuple(version) < (0, 4, 0) {
+        return Ok(false);
+    }
+    for plugin in plugins_of(list) {
+        exec(list, plugin, "CHECK", Some(result), bin_dirs, a)?;
+    }
+    Ok(true)
+}
+
+/// "1.0.0" → (1, 0, 0); anything unreadable sorts first.
+fn version_tuple(v: &str) -> (u32, u32, u32) {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    )
+}
+
+/// A Kubernetes quantity (`10M`, `1Gi`, `500k`, `1e6`) as a whole number,
+/// as the `kubernetes.io/{ingress,egress}-bandwidth` annotations give
+/// bits per second.
+pub fn quantity(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a quantity");
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        "Pi" => 1024.0f64.powi(5),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse::<i32>().map_err(|_| bad())?),
+        _ => return Err(bad()),
+    };
+    let v = (number * factor).ceil();
+    if !v.is_finite() || v < 1.0 || v > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(v as u64)
 }
 
 fn plugins_of(list: &serde_json::Value) -> Vec<&serde_json::Value> {
@@ -373,6 +435,27 @@ mod tests {
             "ip4": {"ip": "10.2.0.7/16"}, "ip6": {"ip": "fd01::7/64"}});
         assert_eq!(ips(&v02), ["10.2.0.7", "fd01::7"]);
         assert!(ips(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn check_needs_version_0_4_0() {
+        assert!(version_tuple("0.3.1") < (0, 4, 0));
+        assert!(version_tuple("0.4.0") >= (0, 4, 0));
+        assert!(version_tuple("1.1.0") >= (0, 4, 0));
+        assert!(version_tuple("") < (0, 4, 0));
+    }
+
+    #[test]
+    fn quantities_as_the_kubelet_writes_them() {
+        assert_eq!(quantity("10M"), Ok(10_000_000));
+        assert_eq!(quantity("1Mi"), Ok(1_048_576));
+        assert_eq!(quantity("100k"), Ok(100_000));
+        assert_eq!(quantity("1.5G"), Ok(1_500_000_000));
+        assert_eq!(quantity("1e3"), Ok(1000));
+        assert_eq!(quantity("12345"), Ok(12345));
+        for bad in ["", "M", "10X", "-5M", "0", "1.2.3k"] {
+            assert!(quantity(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod config;
 mod container;
 mod cri;
 mod lock;
+mod netwatch;
 mod pod;
 mod server;
 mod spec;

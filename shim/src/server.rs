@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         containers,
         images.clone(),
     ));
+    let netwatch = tokio::spawn(crate::netwatch::run(daemon.clone()));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -120,6 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             SHUTDOWN_GRACE.as_secs()
         ),
     }
+    netwatch.abort();
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!("cannot remove {}: {e}", config.socket.display());
     }

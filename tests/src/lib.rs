@@ -76,6 +76,8 @@ pub struct Options {
     /// Extra keys for the `[registry]` table (the harness writes that table
     /// to point `config_path` at the test's own hosts directory).
     pub registry: String,
+    /// Extra keys for the `[cni]` table (likewise written by the harness).
+    pub cni: String,
 }
 
 /// A running berthd with its own directories.
@@ -110,10 +112,11 @@ impl Berthd {
             "log_level = \"debug\""
         };
         let config = format!(
-            "{level}\n{}\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n[registry]\nconfig_path = \"{}\"\n{}\n",
+            "{level}\n{}\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n{}\n[registry]\nconfig_path = \"{}\"\n{}\n",
             opts.config,
             d.join("net.d").display(),
             d.join("cni-bin").display(),
+            opts.cni,
             d.join("certs.d").display(),
             opts.registry,
         );

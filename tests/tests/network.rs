@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use berth_tests::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
+use berth_tests::registry::Registry;
 use berth_tests::{Berthd, mounts_under};
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::*;
@@ -421,4 +423,506 @@ async fn host_ports_reach_the_pod_through_portmap() {
     assert!(!rules.contains(&format!("--dport {host_port}")), "{rules}");
     remove(&mut c, &id).await;
     assert!(net.allocated().is_empty());
+}
+
+/// A plugin that logs each command, answers ADD with a fixed address, and
+/// fails CHECK or DEL while `fail-check` / `fail-del` exist beside it.
+fn recorder_plugin(b: &Berthd) -> (PathBuf, PathBuf) {
+    let dir = b.dir.path().join("cni-bin");
+    let log = b.dir.path().join("recorder.log");
+    let script = format!(
+        r#"#!/bin/sh
+echo "$CNI_COMMAND" >> {log}
+fail() {{ echo "{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"$1\"}}"; exit 1; }}
+case "$CNI_COMMAND" in
+ADD) echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.250.0.9/24"}}]}}' ;;
+CHECK) [ -e {dir}/fail-check ] && fail "eth0 has gone missing" ;;
+DEL) [ -e {dir}/fail-del ] && fail "the network daemon is unreachable" ;;
+esac
+exit 0
+"#,
+        log = log.display(),
+        dir = dir.display()
+    );
+    let path = dir.join("recorder");
+    std::fs::write(&path, script).expect("plugin");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(
+        b.dir.path().join("net.d/10-rec.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"rec","plugins":[{"type":"recorder"}]}"#,
+    )
+    .expect("conflist");
+    (dir, log)
+}
+
+async fn verbose_info(c: &mut Client, id: &str) -> serde_json::Value {
+    let r = c
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    serde_json::from_str(&r.info["info"]).expect("info is JSON")
+}
+
+/// Polls `cond` for up to 20 s.
+async fn eventually<F: FnMut() -> bool>(mut cond: F) -> bool {
+    for _ in 0..200 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_del_is_reported_and_retried_in_the_background() {
+    let b = Berthd::start_with(berth_tests::Options {
+        cni: "del_retry_interval = \"1s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let (dir, log) = recorder_plugin(&b);
+    let mut c = b.runtime().await;
+    let id = run(&mut c, "del-retry").await.expect("run");
+    assert_eq!(pod_ip(&mut c, &id).await, "10.250.0.9");
+
+    std::fs::write(dir.join("fail-del"), "").expect("flag");
+    let e = stop(&mut c, &id).await.expect_err("DEL fails");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("unreachable"), "{e:?}");
+    // The pod is stopped; its network is still held, and says why.
+    let info = verbose_info(&mut c, &id).await;
+    assert!(
+        info["networkError"]
+            .as_str()
+            .is_some_and(|m| m.contains("unreachable")),
+        "{info}"
+    );
+    assert_eq!(info["cniNetwork"], "rec", "{info}");
+    // Remove refuses while DEL fails, so the kubelet retries.
+    let e = c
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect_err("remove waits for DEL");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Once the plugin works again, berthd's own retry releases it.
+    std::fs::remove_file(dir.join("fail-del")).expect("unflag");
+    let dels_before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("DEL")
+        .count();
+    let mut released = false;
+    for _ in 0..100 {
+        let info = verbose_info(&mut c, &id).await;
+        if info["cniNetwork"].is_null() && info["networkError"].is_null() {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(released, "{}", verbose_info(&mut c, &id).await);
+    let dels = std::fs::read_to_string(&log)
+        .expect("log")
+        .matches("DEL")
+        .count();
+    assert!(dels > dels_before, "no DEL after the plugin recovered");
+    // Nothing left to release: Remove no longer calls the plugin.
+    remove(&mut c, &id).await;
+    assert_eq!(
+        std::fs::read_to_string(&log)
+            .expect("log")
+            .matches("DEL")
+            .count(),
+        dels
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_berthd_checks_each_pods_network() {
+    let mut b = Berthd::start().await;
+    let (dir, log) = recorder_plugin(&b);
+    let mut c = b.runtime().await;
+    let good = run(&mut c, "check-good").await.expect("run");
+    assert!(
+        !std::fs::read_to_string(&log)
+            .expect("log")
+            .contains("CHECK")
+    );
+
+    b.stop_with(Signal::SIGTERM);
+    b.restart().await;
+    let mut c = b.runtime().await;
+    assert!(
+        eventually(|| std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("CHECK"))
+        .await,
+        "no CHECK after the restart"
+    );
+    assert!(verbose_info(&mut c, &good).await["networkError"].is_null());
+
+    // A plugin whose CHECK fails: the pod's status says so.
+    std::fs::write(dir.join("fail-check"), "").expect("flag");
+    b.stop_with(Signal::SIGKILL);
+    b.restart().await;
+    let mut c = b.runtime().await;
+    let mut info = serde_json::Value::Null;
+    for _ in 0..100 {
+        info = verbose_info(&mut c, &good).await;
+        if !info["networkError"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        info["networkError"]
+            .as_str()
+            .is_some_and(|m| m.contains("eth0 has gone missing")),
+        "{info}"
+    );
+    stop(&mut c, &good).await.expect("stop");
+    remove(&mut c, &good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_static_ips_and_mac_reach_their_plugins() {
+    let b = Berthd::start().await;
+    for p in ["static", "tuning", "bandwidth"] {
+        let _ = std::os::unix::fs::symlink(
+            Path::new(PLUGINS).join(p),
+            b.dir.path().join("cni-bin").join(p),
+        );
+    }
+    let net = TestNet::install(
+        &b,
+        6,
+        &[
+            serde_json::json!({"type": "tuning", "capabilities": {"mac": true}}),
+            serde_json::json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        ],
+    );
+    // Static addresses instead of host-local.
+    let file = b.dir.path().join("net.d/10-test.conflist");
+    let mut list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    list["plugins"][0]["ipam"] = serde_json::json!({"type": "static"});
+    list["plugins"][0]["capabilities"] = serde_json::json!({"ips": true});
+    std::fs::write(&file, list.to_string()).expect("write");
+
+    let ip = format!("{}.77", net.subnet_prefix);
+    let mac = "02:42:ac:11:00:99";
+    let mut cfg = config("shaped");
+    cfg.annotations = HashMap::from([
+        ("kubernetes.io/ingress-bandwidth".into(), "10M".into()),
+        ("kubernetes.io/egress-bandwidth".into(), "20M".into()),
+        ("berth.io/ips".into(), format!("{ip}/24")),
+        ("berth.io/mac".into(), mac.into()),
+    ]);
+    let mut c = b.runtime().await;
+    // A bad annotation is refused before anything is made.
+    let mut bad = cfg.clone();
+    bad.annotations
+        .insert("kubernetes.io/egress-bandwidth".into(), "fast".into());
+    let e = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("bad quantity");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("egress-bandwidth"), "{e:?}");
+    assert!(std::fs::read_dir(b.state.join("ns")).map_or(true, |mut d| d.next().is_none()));
+
+    let id = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(pod_ip(&mut c, &id).await, ip);
+    let link = in_netns(&b, &id, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains(mac),
+        "{link:?}"
+    );
+    let qdiscs = || {
+        let out = Command::new("tc")
+            .args(["qdisc", "show"])
+            .output()
+            .expect("tc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shaped = qdiscs();
+    assert!(shaped.contains("rate 10Mbit"), "{shaped}");
+    assert!(shaped.contains("rate 20Mbit"), "{shaped}");
+
+    stop(&mut c, &id).await.expect("stop");
+    let after = qdiscs();
+    assert!(!after.contains("rate 20Mbit"), "{after}");
+    remove(&mut c, &id).await;
+}
+
+/// Creates and starts a container running `command` in a pod.
+async fn start_in(
+    c: &mut Client,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    image: &str,
+    name: &str,
+    command: &[&str],
+) -> String {
+    let id = c
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                command: command.iter().map(|s| s.to_string()).collect(),
+                log_path: format!("{name}.log"),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .container_id;
+    c.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("start");
+    id
+}
+
+/// Waits for the container to exit; returns its exit code and its log's
+/// messages.
+async fn finish(c: &mut Client, id: &str, log: &Path) -> (i32, String) {
+    for _ in 0..300 {
+        let st = c
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status");
+        if st.state == ContainerState::ContainerExited as i32 {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            // "<time> <stream> <tag> <message>": keep the messages.
+            let messages: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.splitn(4, ' ').nth(3))
+                .collect();
+            return (st.exit_code, messages.join("\n"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("container {id} did not exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_reach_pods_by_ip_and_host_port_with_their_dns() {
+    let reg = Registry::start();
+    let img = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()).cmd(["/bin/sh"]),
+    )
+    .layer(fixtures::busybox_layer(Compression::Gzip));
+    fixtures::push_image(&reg, "test/net", "1", &img).await;
+    let image = reg.image("test/net:1");
+    let b = Berthd::start().await;
+    b.pull(&image, None).await.expect("pull");
+    let net = TestNet::install(
+        &b,
+        7,
+        &[serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}})],
+    );
+    let logs = b.dir.path().join("logs");
+    let host_port = 19_000 + (std::process::id() % 1000) as i32;
+    let pod_config = |name: &str| {
+        let mut cfg = config(name);
+        cfg.log_directory = logs.join(name).display().to_string();
+        cfg.linux = Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/berth-test-net-{}-{name}", std::process::id()),
+            ..Default::default()
+        });
+        cfg
+    };
+    let mut c = b.runtime().await;
+    let client = c.clone();
+    let run_cfg = |cfg: PodSandboxConfig| {
+        let mut c = client.clone();
+        async move {
+            c.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(cfg),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run")
+            .into_inner()
+            .pod_sandbox_id
+        }
+    };
+
+    // A web server pod publishing a host port; it serves its own /etc.
+    let mut web_cfg = pod_config("web");
+    web_cfg.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port,
+        host_ip: String::new(),
+    }];
+    let web = run_cfg(web_cfg.clone()).await;
+    let web_ip = pod_ip(&mut c, &web).await;
+    assert!(web_ip.starts_with(&net.subnet_prefix), "{web_ip}");
+    start_in(
+        &mut c,
+        &web,
+        &web_cfg,
+        &image,
+        "httpd",
+        &["busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"],
+    )
+    .await;
+
+    // A client pod with cluster DNS settings fetches by pod IP.
+    let mut client_cfg = pod_config("client");
+    client_cfg.dns_config = Some(DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec![
+            "net-test.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+        ],
+        options: vec!["ndots:5".into()],
+    });
+    let client = run_cfg(client_cfg.clone()).await;
+    let client_ip = pod_ip(&mut c, &client).await;
+    let fetch = format!(
+        "for i in $(busybox seq 50); do busybox wget -q -O- http://{web_ip}:8080/hostname && break; sleep 0.1; done; \
+         busybox cat /etc/resolv.conf; busybox grep client /etc/hosts"
+    );
+    let id = start_in(
+        &mut c,
+        &client,
+        &client_cfg,
+        &image,
+        "fetch",
+        &["sh", "-c", &fetch],
+    )
+    .await;
+    let (code, out) = finish(&mut c, &id, &logs.join("client/fetch.log")).await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"web"), "{out}");
+    assert!(lines.contains(&"nameserver 10.96.0.10"), "{out}");
+    assert!(
+        lines.contains(&"search net-test.svc.cluster.local svc.cluster.local"),
+        "{out}"
+    );
+    assert!(lines.contains(&"options ndots:5"), "{out}");
+    assert!(
+        out.contains(&format!("{client_ip}\tclient"))
+            || out.contains(&format!("{client_ip} client")),
+        "{out}"
+    );
+
+    // A host-network pod reaches the host port through the node's address,
+    // and has the node's resolv.conf.
+    let mut host_cfg = pod_config("hostnet");
+    host_cfg.linux.as_mut().expect("linux").security_context = Some(LinuxSandboxSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            network: 2,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let hostnet = run_cfg(host_cfg.clone()).await;
+    assert_eq!(pod_ip(&mut c, &hostnet).await, "");
+    let fetch = format!(
+        "for i in $(busybox seq 50); do busybox wget -q -O- http://{}:{host_port}/hostname && break; sleep 0.1; done; busybox cat /etc/resolv.conf",
+        node_ip()
+    );
+    let id = start_in(
+        &mut c,
+        &hostnet,
+        &host_cfg,
+        &image,
+        "fetch",
+        &["sh", "-c", &fetch],
+    )
+    .await;
+    let (code, out) = finish(&mut c, &id, &logs.join("hostnet/fetch.log")).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("web\n"), "{out}");
+    let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for l in node_resolv.lines().filter(|l| l.starts_with("nameserver")) {
+        assert!(out.contains(l), "{l} missing from {out}");
+    }
+
+    for pod in [web, client, hostnet] {
+        stop(&mut c, &pod).await.expect("stop");
+        remove(&mut c, &pod).await;
+    }
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    assert!(mounts_under(&b.state).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_default_network_gives_pods_an_address() {
+    let b = Berthd::start().await;
+    let net = TestNet::install(&b, 8, &[]);
+    for p in ["bandwidth", "loopback"] {
+        let _ = std::os::unix::fs::symlink(
+            Path::new(PLUGINS).join(p),
+            b.dir.path().join("cni-bin").join(p),
+        );
+    }
+    // manifests/10-berth.conflist, on this test's own bridge and subnet.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/10-berth.conflist");
+    let mut list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped).expect("read")).expect("json");
+    list["name"] = net.name.clone().into();
+    list["plugins"][0]["bridge"] = net.bridge.clone().into();
+    list["plugins"][0]["ipMasq"] = false.into();
+    list["plugins"][0]["ipam"]["dataDir"] = serde_json::json!(net.ipam_dir);
+    list["plugins"][0]["ipam"]["ranges"] =
+        serde_json::json!([[{"subnet": format!("{}.0/24", net.subnet_prefix)}]]);
+    std::fs::write(
+        b.dir.path().join("net.d/10-test.conflist"),
+        list.to_string(),
+    )
+    .expect("write");
+
+    let mut c = b.runtime().await;
+    let id = run(&mut c, "default-net").await.expect("run");
+    let ip = pod_ip(&mut c, &id).await;
+    assert!(ip.starts_with(&net.subnet_prefix), "{ip}");
+    let lo = in_netns(&b, &id, &["ip", "-o", "addr", "show", "lo"]);
+    assert!(
+        String::from_utf8_lossy(&lo.stdout).contains("127.0.0.1"),
+        "{lo:?}"
+    );
+    stop(&mut c, &id).await.expect("stop");
+    remove(&mut c, &id).await;
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
 }

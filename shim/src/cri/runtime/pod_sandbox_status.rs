@@ -67,6 +67,9 @@ pub async fn pod_sandbox_status(
                 "podDir": d.pods.pod_dir(&rec.id),
                 "cgroupsCreated": rec.cgroups,
                 "shm": rec.shm_mounted,
+                "cniNetwork": rec.network.as_ref().map(|n| &n.list["name"]),
+                "cniResult": rec.network.as_ref().map(|n| &n.result),
+                "networkError": rec.network_error,
             })
             .to_string(),
         );

@@ -37,6 +37,12 @@ pub async fn run_pod_sandbox(
             )));
         }
     }
+    // The CNI runtime config comes from annotations: refuse bad ones
+    // before anything is made.
+    if crate::pod::namespace_options(&config).network != crate::pod::NS_NODE {
+        crate::pod::cni_runtime_config(&config)
+            .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
+    }
     let _serial = d.pod_lock.lock().await;
     let key = key_of(&config);
     if let Some(holder) = d

@@ -2,7 +2,7 @@
 //! pod's network, and the pod
 //! becomes NOTREADY. Idempotent; an unknown id is not an error (the kubelet
 //! calls it more than once). A failing DEL is reported, and tried again by
-//! the next Stop or Remove.
+//! the next Stop or Remove and in the background (`cni.del_retry_interval`).
 
 use cri_api::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
 use tonic::Status;
@@ -26,18 +26,18 @@ pub async fn stop_pod_sandbox(
                     .map_err(Status::internal)?;
             }
         }
-        let pods = d.pods.clone();
-        let mut r = rec.clone();
-        tokio::task::spawn_blocking(move || pods.detach_network(&mut r))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(pod_status)?;
-        rec.network = None;
+        // NOTREADY once its containers are gone, as containerd does; the
+        // network then goes (a failure is recorded, and retried).
         if rec.state != PodState::NotReady {
             rec.state = PodState::NotReady;
             d.pods.save(&rec).map_err(pod_status)?;
             tracing::info!(pod = %rec.id, "pod sandbox stopped");
         }
+        let pods = d.pods.clone();
+        tokio::task::spawn_blocking(move || pods.detach_network(&mut rec))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(pod_status)?;
     }
     Ok(StopPodSandboxResponse {})
 }
