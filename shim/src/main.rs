@@ -1,5 +1,6 @@
 //! berthd: berth's CRI daemon.
 
+mod cgroups;
 mod cni;
 mod config;
 mod container;
@@ -9,6 +10,7 @@ mod netwatch;
 mod pod;
 mod server;
 mod spec;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -84,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         images.clone(),
     ));
     let netwatch = tokio::spawn(crate::netwatch::run(daemon.clone()));
+    let exits = tokio::spawn(crate::cri::runtime::watch_exits(daemon.clone()));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -112,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signal_name = signals.wait().await;
     tracing::info!(signal = signal_name, "shutting down: no new calls accepted");
     let _ = stop_tx.send(());
+    daemon.events.close();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!("server ended with an error: {e}"),
@@ -122,6 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     }
     netwatch.abort();
+    exits.abort();
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!("cannot remove {}: {e}", config.socket.display());
     }

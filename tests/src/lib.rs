@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 pub mod registry;
+pub mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

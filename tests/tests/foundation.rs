@@ -142,13 +142,12 @@ async fn unbuilt_rpcs_answer_unimplemented_naming_themselves() {
     assert_eq!(e.code(), Code::Unimplemented);
     assert!(e.message().contains("UpdatePodSandboxResources"));
 
-    // A streaming RPC answers the same way.
     let e = rt
-        .get_container_events(GetEventsRequest::default())
+        .exec(ExecRequest::default())
         .await
-        .expect_err("GetContainerEvents is not built");
+        .expect_err("Exec is not built");
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("GetContainerEvents"));
+    assert!(e.message().contains("Exec"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

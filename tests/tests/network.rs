@@ -123,6 +123,26 @@ async fn pod_ip(c: &mut Client, id: &str) -> String {
     .unwrap_or_default()
 }
 
+/// (rx, tx) bytes of the pod's eth0, from PodSandboxStats.
+async fn eth0_counters(c: &mut Client, id: &str) -> (u64, u64) {
+    let stats = c
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .expect("pod stats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .and_then(|l| l.network)
+        .expect("network stats");
+    let eth0 = stats.default_interface.expect("eth0");
+    assert_eq!(eth0.name, "eth0");
+    assert!(stats.interfaces.iter().all(|i| i.name != "lo"));
+    let v = |x: Option<UInt64Value>| x.map(|v| v.value).unwrap_or(0);
+    (v(eth0.rx_bytes), v(eth0.tx_bytes))
+}
+
 async fn stop(c: &mut Client, id: &str) -> Result<(), tonic::Status> {
     c.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: id.into(),
@@ -211,9 +231,17 @@ async fn pods_get_ips_and_reach_each_other() {
         std::fs::read_to_string(b.state.join("pods").join(&a).join("hosts")).expect("hosts");
     assert!(hosts.contains(&format!("{ip_a}\talpha")), "{hosts}");
 
-    // alpha reaches zulu by pod IP.
-    let ping = in_netns(&b, &a, &["busybox", "ping", "-c", "1", "-W", "5", &ip_z]);
+    // alpha reaches zulu by pod IP, and its eth0 counters show it.
+    let before = eth0_counters(&mut c, &a).await;
+    let ping = in_netns(
+        &b,
+        &a,
+        &["busybox", "ping", "-c", "3", "-s", "1000", "-W", "5", &ip_z],
+    );
     assert!(ping.status.success(), "ping {ip_z}: {ping:?}");
+    let after = eth0_counters(&mut c, &a).await;
+    assert!(after.0 >= before.0 + 3000, "rx {before:?} -> {after:?}");
+    assert!(after.1 >= before.1 + 3000, "tx {before:?} -> {after:?}");
 
     // Stop releases alpha's IP (DEL), idempotently.
     stop(&mut c, &a).await.expect("stop");

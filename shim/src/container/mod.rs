@@ -34,6 +34,9 @@ pub struct ContainerRecord {
     pub stop_signal: i32,
     /// The CRI ContainerConfig, protobuf-encoded, hex.
     config: String,
+    /// Its cgroup (the OCI `cgroupsPath`).
+    #[serde(default)]
+    pub cgroup: String,
 }
 
 impl ContainerRecord {
@@ -42,6 +45,10 @@ impl ContainerRecord {
             .ok()
             .and_then(|b| ContainerConfig::decode(b.as_slice()).ok())
             .unwrap_or_default()
+    }
+
+    pub fn set_config(&mut self, c: &ContainerConfig) {
+        self.config = hex::encode(c.encode_to_vec());
     }
 }
 
@@ -216,7 +223,7 @@ impl Containers {
         })
     }
 
-    fn save(&self, rec: &ContainerRecord) -> Result<(), String> {
+    pub fn save(&self, rec: &ContainerRecord) -> Result<(), String> {
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = tx.open_table(CONTAINERS).map_err(db_err)?;
@@ -238,6 +245,16 @@ impl Containers {
 
     pub fn state_dir(&self, id: &str) -> PathBuf {
         self.state.join(id)
+    }
+
+    /// Where containers' writable layers live (one filesystem).
+    pub fn layers_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The container's writable layer.
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id).join("upper")
     }
 
     fn runtime_root(&self) -> PathBuf {
@@ -269,6 +286,7 @@ impl Containers {
             log_path: log_path.display().to_string(),
             stop_signal: 15,
             config: hex::encode(config.encode_to_vec()),
+            cgroup: String::new(),
         };
         match self.make(rec, lowers, volumes, spec_for, &log_path).await {
             Ok(rec) => Ok(rec),
@@ -326,6 +344,11 @@ impl Containers {
         }
         let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
+        rec.cgroup = spec
+            .pointer("/linux/cgroupsPath")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_string();
         // The working dir is made if the image lacks it, as Docker does.
         if let Some(cwd) = spec.pointer("/process/cwd").and_then(|c| c.as_str()) {
             let uid = spec

@@ -2,6 +2,7 @@
 //! trait impl in its `mod.rs` only forwards. The ImageService lives in the
 //! `berth-imageservice` crate.
 
+pub mod events;
 pub mod runtime;
 
 use tonic::{Response, Status};
@@ -17,6 +18,10 @@ pub struct Daemon {
     /// Serialises pod creation and removal, so the name check and the
     /// record are one step.
     pub pod_lock: tokio::sync::Mutex<()>,
+    /// CPU samples for usage rates.
+    pub sampler: crate::stats::Sampler,
+    /// Container events for `GetContainerEvents` subscribers.
+    pub events: events::Events,
 }
 
 impl Daemon {
@@ -32,6 +37,8 @@ impl Daemon {
             containers: std::sync::Arc::new(containers),
             images,
             pod_lock: tokio::sync::Mutex::new(()),
+            sampler: crate::stats::Sampler::default(),
+            events: events::Events::new(),
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use cri_api::v1::{
-    Container, ContainerState, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse,
-    ImageSpec,
+    Container, ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
+    ContainerStatusResponse, ImageSpec,
 };
 use tonic::Status;
 
@@ -50,6 +50,25 @@ pub async fn container_status(
     req: ContainerStatusRequest,
 ) -> Result<ContainerStatusResponse, Status> {
     let rec = d.container(&req.container_id)?;
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert(
+            "info".to_string(),
+            serde_json::json!({
+                "stateDir": d.containers.state_dir(&rec.id),
+                "stopSignal": rec.stop_signal,
+            })
+            .to_string(),
+        );
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(status_of(d, &rec)),
+        info,
+    })
+}
+
+/// The container's status now, as `ContainerStatus` and events give it.
+pub fn status_of(d: &Daemon, rec: &ContainerRecord) -> ContainerStatus {
     let c = rec.config();
     let observed = d.containers.observe(&rec.id);
     let (started_at, finished_at, exit_code, reason, message) = match &observed {
@@ -77,37 +96,30 @@ pub async fn container_status(
             "its monitor is gone".to_string(),
         ),
     };
-    let mut info = HashMap::new();
-    if req.verbose {
-        info.insert(
-            "info".to_string(),
-            serde_json::json!({
-                "stateDir": d.containers.state_dir(&rec.id),
-                "stopSignal": rec.stop_signal,
-            })
-            .to_string(),
-        );
+    ContainerStatus {
+        id: rec.id.clone(),
+        metadata: c.metadata,
+        state: state_of(&observed) as i32,
+        created_at: rec.created_ns,
+        started_at,
+        finished_at,
+        exit_code,
+        image: Some(image_spec(rec)),
+        image_ref: rec.image_id.clone(),
+        reason,
+        message,
+        labels: c.labels,
+        annotations: c.annotations,
+        mounts: c.mounts,
+        log_path: rec.log_path.clone(),
+        image_id: rec.image_id.clone(),
+        resources: c
+            .linux
+            .and_then(|l| l.resources)
+            .map(|r| ContainerResources {
+                linux: Some(r),
+                windows: None,
+            }),
+        ..Default::default()
     }
-    Ok(ContainerStatusResponse {
-        status: Some(ContainerStatus {
-            id: rec.id.clone(),
-            metadata: c.metadata,
-            state: state_of(&observed) as i32,
-            created_at: rec.created_ns,
-            started_at,
-            finished_at,
-            exit_code,
-            image: Some(image_spec(&rec)),
-            image_ref: rec.image_id.clone(),
-            reason,
-            message,
-            labels: c.labels,
-            annotations: c.annotations,
-            mounts: c.mounts,
-            log_path: rec.log_path.clone(),
-            image_id: rec.image_id.clone(),
-            ..Default::default()
-        }),
-        info,
-    })
 }

@@ -2,7 +2,7 @@
 //! snapshots with a fresh upper layer, the OCI spec from the CRI config,
 //! the image config and the pod, and a monitor that creates the container.
 
-use cri_api::v1::{CreateContainerRequest, CreateContainerResponse};
+use cri_api::v1::{ContainerEventType, CreateContainerRequest, CreateContainerResponse};
 use tonic::Status;
 
 use crate::container::key_of;
@@ -183,6 +183,13 @@ pub async fn create_container(
             Status::failed_precondition(format!("CreateContainer {key:?}: {e}"))
         })?;
     tracing::info!(container = %rec.id, pod = %pod.id, name = %key, "container created");
+    super::get_container_events::emit(
+        d,
+        &rec.id,
+        ContainerEventType::ContainerCreatedEvent,
+        &pod.id,
+        None,
+    );
     Ok(CreateContainerResponse { container_id: id })
 }
 

@@ -1,9 +1,13 @@
 //! CRI RuntimeService: the trait impl forwards each RPC to its own file.
 
+mod container_stats;
 mod container_status;
 mod create_container;
+mod get_container_events;
 mod list_containers;
 mod list_pod_sandbox;
+mod metrics;
+mod pod_sandbox_stats;
 mod pod_sandbox_status;
 mod remove_container;
 mod remove_pod_sandbox;
@@ -13,6 +17,7 @@ mod start_container;
 mod status;
 mod stop_container;
 mod stop_pod_sandbox;
+mod update_container_resources;
 mod update_runtime_config;
 mod version;
 
@@ -24,6 +29,19 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response};
 
 use super::{CriResult, Daemon, unimplemented};
+
+pub use get_container_events::watch_exits;
+
+/// A list sent as a stream of at most 500 items per message, every item
+/// exactly once (the `Stream*` RPCs).
+fn chunked<T: Clone + Send + 'static, R: Send + 'static>(
+    items: Vec<T>,
+    wrap: fn(Vec<T>) -> R,
+) -> BoxStream<R> {
+    let msgs: Vec<Result<R, tonic::Status>> =
+        items.chunks(500).map(|c| Ok(wrap(c.to_vec()))).collect();
+    Box::pin(futures_util::stream::iter(msgs))
+}
 
 pub struct RuntimeSvc {
     daemon: Arc<Daemon>,
@@ -156,25 +174,38 @@ impl RuntimeService for RuntimeSvc {
             .await
             .map(Response::new)
     }
-    // Not yet built: each answers Unimplemented, naming itself.
     async fn stream_pod_sandboxes(
         &self,
-        _: Request<StreamPodSandboxesRequest>,
+        r: Request<StreamPodSandboxesRequest>,
     ) -> CriResult<Self::StreamPodSandboxesStream> {
-        unimplemented("StreamPodSandboxes")
+        let filter = r.into_inner().filter;
+        let list =
+            list_pod_sandbox::list_pod_sandbox(&self.daemon, ListPodSandboxRequest { filter })
+                .await?;
+        Ok(Response::new(chunked(list.items, |pod_sandboxes| {
+            StreamPodSandboxesResponse { pod_sandboxes }
+        })))
     }
     async fn stream_containers(
         &self,
-        _: Request<StreamContainersRequest>,
+        r: Request<StreamContainersRequest>,
     ) -> CriResult<Self::StreamContainersStream> {
-        unimplemented("StreamContainers")
+        let filter = r.into_inner().filter;
+        let list = list_containers::list_containers(&self.daemon, ListContainersRequest { filter })
+            .await?;
+        Ok(Response::new(chunked(list.containers, |containers| {
+            StreamContainersResponse { containers }
+        })))
     }
     async fn update_container_resources(
         &self,
-        _: Request<UpdateContainerResourcesRequest>,
+        r: Request<UpdateContainerResourcesRequest>,
     ) -> CriResult<UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        update_container_resources::update_container_resources(&self.daemon, r.into_inner())
+            .await?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
+    // Not yet built: each answers Unimplemented, naming itself.
     async fn reopen_container_log(
         &self,
         _: Request<ReopenContainerLogRequest>,
@@ -195,39 +226,57 @@ impl RuntimeService for RuntimeSvc {
     }
     async fn container_stats(
         &self,
-        _: Request<ContainerStatsRequest>,
+        r: Request<ContainerStatsRequest>,
     ) -> CriResult<ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let id = r.into_inner().container_id;
+        let stats = container_stats::container_stats(self.daemon.clone(), id).await?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
     async fn list_container_stats(
         &self,
-        _: Request<ListContainerStatsRequest>,
+        r: Request<ListContainerStatsRequest>,
     ) -> CriResult<ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let filter = r.into_inner().filter;
+        let stats = container_stats::list_container_stats(self.daemon.clone(), filter).await?;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
     async fn stream_container_stats(
         &self,
-        _: Request<StreamContainerStatsRequest>,
+        r: Request<StreamContainerStatsRequest>,
     ) -> CriResult<Self::StreamContainerStatsStream> {
-        unimplemented("StreamContainerStats")
+        let filter = r.into_inner().filter;
+        let stats = container_stats::list_container_stats(self.daemon.clone(), filter).await?;
+        Ok(Response::new(chunked(stats, |container_stats| {
+            StreamContainerStatsResponse { container_stats }
+        })))
     }
     async fn pod_sandbox_stats(
         &self,
-        _: Request<PodSandboxStatsRequest>,
+        r: Request<PodSandboxStatsRequest>,
     ) -> CriResult<PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = r.into_inner().pod_sandbox_id;
+        let stats = pod_sandbox_stats::pod_sandbox_stats(self.daemon.clone(), id).await?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<ListPodSandboxStatsRequest>,
+        r: Request<ListPodSandboxStatsRequest>,
     ) -> CriResult<ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let filter = r.into_inner().filter;
+        let stats = pod_sandbox_stats::list_pod_sandbox_stats(self.daemon.clone(), filter).await?;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<StreamPodSandboxStatsRequest>,
+        r: Request<StreamPodSandboxStatsRequest>,
     ) -> CriResult<Self::StreamPodSandboxStatsStream> {
-        unimplemented("StreamPodSandboxStats")
+        let filter = r.into_inner().filter;
+        let stats = pod_sandbox_stats::list_pod_sandbox_stats(self.daemon.clone(), filter).await?;
+        Ok(Response::new(chunked(stats, |pod_sandbox_stats| {
+            StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
     }
     async fn checkpoint_container(
         &self,
@@ -239,25 +288,35 @@ impl RuntimeService for RuntimeSvc {
         &self,
         _: Request<GetEventsRequest>,
     ) -> CriResult<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(get_container_events::get_container_events(
+            &self.daemon,
+        )))
     }
     async fn list_metric_descriptors(
         &self,
         _: Request<ListMetricDescriptorsRequest>,
     ) -> CriResult<ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: metrics::descriptors(),
+        }))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<ListPodSandboxMetricsRequest>,
     ) -> CriResult<ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = metrics::list_pod_sandbox_metrics(self.daemon.clone()).await?;
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
     async fn stream_pod_sandbox_metrics(
         &self,
         _: Request<StreamPodSandboxMetricsRequest>,
     ) -> CriResult<Self::StreamPodSandboxMetricsStream> {
-        unimplemented("StreamPodSandboxMetrics")
+        let all = metrics::list_pod_sandbox_metrics(self.daemon.clone()).await?;
+        Ok(Response::new(chunked(all, |pod_sandbox_metrics| {
+            StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })))
     }
     async fn update_pod_sandbox_resources(
         &self,

@@ -50,8 +50,6 @@ pub async fn pod_sandbox_status(
     req: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse, Status> {
     let rec = d.pod(&req.pod_sandbox_id)?;
-    let c = rec.config();
-    let options = crate::pod::namespace_options(&c);
     let mut info = HashMap::new();
     if req.verbose {
         let ns_dir = d.pods.ns_dir(&rec.id);
@@ -75,23 +73,29 @@ pub async fn pod_sandbox_status(
         );
     }
     Ok(PodSandboxStatusResponse {
-        status: Some(PodSandboxStatus {
-            id: rec.id.clone(),
-            metadata: c.metadata,
-            state: state_of(&rec) as i32,
-            created_at: rec.created_ns,
-            network: Some(network_status(&rec)),
-            linux: Some(LinuxPodSandboxStatus {
-                namespaces: Some(Namespace {
-                    options: Some(options),
-                }),
-            }),
-            labels: c.labels,
-            annotations: c.annotations,
-            runtime_handler: rec.runtime_handler.clone(),
-        }),
+        status: Some(status_of(&rec)),
         info,
         containers_statuses: Vec::new(),
         timestamp: now_ns(),
     })
+}
+
+pub fn status_of(rec: &PodRecord) -> PodSandboxStatus {
+    let c = rec.config();
+    let options = crate::pod::namespace_options(&c);
+    PodSandboxStatus {
+        id: rec.id.clone(),
+        metadata: c.metadata,
+        state: state_of(rec) as i32,
+        created_at: rec.created_ns,
+        network: Some(network_status(rec)),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(options),
+            }),
+        }),
+        labels: c.labels,
+        annotations: c.annotations,
+        runtime_handler: rec.runtime_handler.clone(),
+    }
 }

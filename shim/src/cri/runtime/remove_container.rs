@@ -1,7 +1,7 @@
 //! CRI `RemoveContainer`: killed if it runs, its rootfs unmounted, its
 //! directories and record removed. Idempotent.
 
-use cri_api::v1::{RemoveContainerRequest, RemoveContainerResponse};
+use cri_api::v1::{ContainerEventType, RemoveContainerRequest, RemoveContainerResponse};
 use tonic::Status;
 
 use crate::cri::Daemon;
@@ -20,6 +20,14 @@ pub async fn remove_container(
             .release(&rec.id)
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(container = %rec.id, "container removed");
+        super::get_container_events::stopped(d, &rec.id, &rec.pod_id);
+        super::get_container_events::emit(
+            d,
+            &rec.id,
+            ContainerEventType::ContainerDeletedEvent,
+            &rec.pod_id,
+            None,
+        );
     }
     Ok(RemoveContainerResponse {})
 }

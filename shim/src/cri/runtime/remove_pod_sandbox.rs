@@ -1,7 +1,7 @@
 //! CRI `RemovePodSandbox`: removes its containers, releases the namespaces, /dev/shm, files and
 //! cgroup, then the record. Idempotent.
 
-use cri_api::v1::{RemovePodSandboxRequest, RemovePodSandboxResponse};
+use cri_api::v1::{ContainerEventType, RemovePodSandboxRequest, RemovePodSandboxResponse};
 use tonic::Status;
 
 use super::run_pod_sandbox::pod_status;
@@ -19,15 +19,32 @@ pub async fn remove_pod_sandbox(
                 d.images
                     .release(&c.id)
                     .map_err(|e| Status::internal(e.to_string()))?;
+                super::get_container_events::stopped(d, &c.id, &rec.id);
+                super::get_container_events::emit(
+                    d,
+                    &c.id,
+                    ContainerEventType::ContainerDeletedEvent,
+                    &rec.id,
+                    None,
+                );
             }
         }
         let pods = d.pods.clone();
         let id = rec.id.clone();
+        let mut last = super::pod_sandbox_status::status_of(&rec);
         tokio::task::spawn_blocking(move || pods.remove(&rec))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(pod_status)?;
         tracing::info!(pod = %id, "pod sandbox removed");
+        last.state = cri_api::v1::PodSandboxState::SandboxNotready as i32;
+        super::get_container_events::emit(
+            d,
+            &id,
+            ContainerEventType::ContainerDeletedEvent,
+            &id,
+            Some(last),
+        );
     }
     Ok(RemovePodSandboxResponse {})
 }

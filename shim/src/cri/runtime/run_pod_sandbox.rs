@@ -1,7 +1,7 @@
 //! CRI `RunPodSandbox`: namespaces pinned, files written, cgroup made,
 //! record committed READY; on failure nothing is left.
 
-use cri_api::v1::{RunPodSandboxRequest, RunPodSandboxResponse};
+use cri_api::v1::{ContainerEventType, RunPodSandboxRequest, RunPodSandboxResponse};
 use tonic::Status;
 
 use crate::cri::{Daemon, now_ns, random_id};
@@ -65,6 +65,12 @@ pub async fn run_pod_sandbox(
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(pod_status)?;
     tracing::info!(pod = %rec.id, name = %key, "pod sandbox ready");
+    for kind in [
+        ContainerEventType::ContainerCreatedEvent,
+        ContainerEventType::ContainerStartedEvent,
+    ] {
+        super::get_container_events::emit(d, &rec.id, kind, &rec.id, None);
+    }
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
 }
 

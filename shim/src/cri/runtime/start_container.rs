@@ -1,6 +1,6 @@
 //! CRI `StartContainer`: the monitor starts the created container.
 
-use cri_api::v1::{StartContainerRequest, StartContainerResponse};
+use cri_api::v1::{ContainerEventType, StartContainerRequest, StartContainerResponse};
 use tonic::Status;
 
 use crate::cri::Daemon;
@@ -15,5 +15,13 @@ pub async fn start_container(
         .await
         .map_err(Status::failed_precondition)?;
     tracing::info!(container = %rec.id, "container started");
+    d.events.started(&rec.id);
+    super::get_container_events::emit(
+        d,
+        &rec.id,
+        ContainerEventType::ContainerStartedEvent,
+        &rec.pod_id,
+        None,
+    );
     Ok(StartContainerResponse {})
 }

@@ -19,5 +19,6 @@ pub async fn stop_container(
         .await
         .map_err(Status::internal)?;
     tracing::info!(container = %rec.id, "container stopped");
+    super::get_container_events::stopped(d, &rec.id, &rec.pod_id);
     Ok(StopContainerResponse {})
 }

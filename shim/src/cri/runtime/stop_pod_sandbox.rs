@@ -4,7 +4,7 @@
 //! calls it more than once). A failing DEL is reported, and tried again by
 //! the next Stop or Remove and in the background (`cni.del_retry_interval`).
 
-use cri_api::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
+use cri_api::v1::{ContainerEventType, StopPodSandboxRequest, StopPodSandboxResponse};
 use tonic::Status;
 
 use super::run_pod_sandbox::pod_status;
@@ -24,6 +24,7 @@ pub async fn stop_pod_sandbox(
                     .stop(&c, std::time::Duration::ZERO)
                     .await
                     .map_err(Status::internal)?;
+                super::get_container_events::stopped(d, &c.id, &rec.id);
             }
         }
         // NOTREADY once its containers are gone, as containerd does; the
@@ -32,6 +33,13 @@ pub async fn stop_pod_sandbox(
             rec.state = PodState::NotReady;
             d.pods.save(&rec).map_err(pod_status)?;
             tracing::info!(pod = %rec.id, "pod sandbox stopped");
+            super::get_container_events::emit(
+                d,
+                &rec.id,
+                ContainerEventType::ContainerStoppedEvent,
+                &rec.id,
+                None,
+            );
         }
         let pods = d.pods.clone();
         tokio::task::spawn_blocking(move || pods.detach_network(&mut rec))

@@ -1,0 +1,178 @@
+//! A berthd with a busybox image pulled and one pod running, for tests
+//! that run containers; checks on teardown that nothing is left.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
+use crate::registry::Registry;
+use crate::{Berthd, monitor_pids, mounts_under};
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1::*;
+use tonic::transport::Channel;
+
+pub type Client = RuntimeServiceClient<Channel>;
+
+/// A berthd with `image` pulled and one pod running; logs go under the
+/// test's dir.
+pub struct Setup {
+    pub b: Berthd,
+    pub reg: Registry,
+    pub image: String,
+    pub pod: String,
+    pub pod_config: PodSandboxConfig,
+    pub c: Client,
+}
+
+pub async fn setup(image_config: ImageConfig) -> Setup {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let reg = Registry::start();
+    let img = fixtures::Image::new(ManifestKind::Oci, image_config)
+        .layer(fixtures::busybox_layer(Compression::Gzip));
+    fixtures::push_image(&reg, "test/app", "1", &img).await;
+    let image = reg.image("test/app:1");
+    let b = Berthd::start().await;
+    b.pull(&image, None).await.expect("pull");
+    let pod_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "pod".into(),
+            uid: "pod-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "podhost".into(),
+        log_directory: b.dir.path().join("logs").display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/berth-test-{}-{n}/pod", std::process::id()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut c = b.runtime().await;
+    let pod = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("pod")
+        .into_inner()
+        .pod_sandbox_id;
+    Setup {
+        b,
+        reg,
+        image,
+        pod,
+        pod_config,
+        c,
+    }
+}
+
+impl Setup {
+    pub fn config(&self, name: &str, command: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}/0.log"),
+            ..Default::default()
+        }
+    }
+
+    pub async fn create(&mut self, config: ContainerConfig) -> Result<String, tonic::Status> {
+        self.c
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: self.pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(self.pod_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    pub async fn run(&mut self, config: ContainerConfig) -> String {
+        let id = self.create(config).await.expect("create");
+        self.c
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("start");
+        id
+    }
+
+    pub async fn status(&mut self, id: &str) -> ContainerStatus {
+        self.c
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status")
+    }
+
+    pub async fn wait_exited(&mut self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status(id).await;
+            if s.state == ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{id} never exited: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.b.dir.path().join("logs").join(name).join("0.log"))
+            .unwrap_or_default()
+    }
+
+    pub async fn remove_all(&mut self) {
+        self.c
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: self.pod.clone(),
+            })
+            .await
+            .expect("remove pod");
+        assert!(
+            mounts_under(self.b.dir.path()).is_empty(),
+            "{:?}",
+            mounts_under(self.b.dir.path())
+        );
+        // No cgroup: the pod's (berth made it) and its containers' are gone.
+        let cg = self
+            .pod_config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        let memory = Path::new("/sys/fs/cgroup/memory").join(cg.trim_start_matches('/'));
+        assert!(!memory.exists(), "{} left", memory.display());
+        // No process: every monitor of this berthd has ended.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = monitor_pids(&self.b.state);
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "monitors left: {left:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn busybox_config() -> ImageConfig {
+    ImageConfig::for_platform(&Platform::linux_amd64()).cmd(["/bin/sh"])
+}
