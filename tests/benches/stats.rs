@@ -1,0 +1,158 @@
+//! Stats benchmark: ListContainerStats (and ListPodSandboxStats) latency
+//! with 100 running containers (20 pods of 5 busybox `sleep` containers,
+//! each with a small writable layer), as the kubelet's summary API calls
+//! them every few seconds.
+//!
+//! ```sh
+//! cargo build --release -p berthd -p berth-runtime
+//! BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench stats
+//! ```
+
+use std::time::Instant;
+
+use berth_tests::fixtures::{self, Compression};
+use berth_tests::registry::Registry;
+use berth_tests::{Berthd, proc_kb};
+use cri_api::v1::*;
+
+const PODS: usize = 20;
+const PER_POD: usize = 5;
+const CALLS: usize = 50;
+
+fn summary(mut ms: Vec<f64>) -> String {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+    format!(
+        "median {:.2} ms, p90 {:.2} ms, min {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.9),
+        ms[0],
+        ms[ms.len() - 1]
+    )
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let reg = Registry::start();
+        fixtures::push_busybox(&reg, "bench/busybox", "1", Compression::Gzip).await;
+        let image = reg.image("bench/busybox:1");
+        let b = Berthd::start().await;
+        b.pull(&image, None).await.expect("pull");
+        let mut c = b.runtime().await;
+        let mut pods = Vec::new();
+        for i in 0..PODS {
+            let pod_config = PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: format!("stats-{i}"),
+                    uid: format!("stats-uid-{i}"),
+                    namespace: "bench".into(),
+                    attempt: 0,
+                }),
+                log_directory: b.dir.path().join("logs").display().to_string(),
+                linux: Some(LinuxPodSandboxConfig {
+                    cgroup_parent: format!("/berth-bench-stats/pod{i}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let pod = c
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pod_config.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .expect("pod")
+                .into_inner()
+                .pod_sandbox_id;
+            for j in 0..PER_POD {
+                let id = c
+                    .create_container(CreateContainerRequest {
+                        pod_sandbox_id: pod.clone(),
+                        config: Some(ContainerConfig {
+                            metadata: Some(ContainerMetadata {
+                                name: format!("c{j}"),
+                                attempt: 0,
+                            }),
+                            image: Some(ImageSpec {
+                                image: image.clone(),
+                                ..Default::default()
+                            }),
+                            command: vec![
+                                "/bin/sh".into(),
+                                "-c".into(),
+                                "echo data > /data; exec sleep 1000".into(),
+                            ],
+                            log_path: format!("stats-{i}-{j}.log"),
+                            ..Default::default()
+                        }),
+                        sandbox_config: Some(pod_config.clone()),
+                    })
+                    .await
+                    .expect("create")
+                    .into_inner()
+                    .container_id;
+                c.start_container(StartContainerRequest { container_id: id })
+                    .await
+                    .expect("start");
+            }
+            pods.push(pod);
+        }
+        let mut list = Vec::new();
+        let mut n = 0;
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            n = c
+                .list_container_stats(ListContainerStatsRequest { filter: None })
+                .await
+                .expect("list stats")
+                .into_inner()
+                .stats
+                .len();
+            list.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut pod_list = Vec::new();
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            c.list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+                .await
+                .expect("list pod stats");
+            pod_list.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("berthd: {}", berth_tests::berthd_binary().display());
+        println!(
+            "ListContainerStats, {n} running containers, {CALLS} calls: {}",
+            summary(list)
+        );
+        println!(
+            "ListPodSandboxStats, {PODS} pods of {PER_POD}, {CALLS} calls: {}",
+            summary(pod_list)
+        );
+        let pid = b.pid().as_raw();
+        println!(
+            "berthd after: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+            proc_kb(&format!("/proc/{pid}/status"), "VmRSS:") as f64 / 1024.0,
+            proc_kb(&format!("/proc/{pid}/status"), "VmHWM:") as f64 / 1024.0
+        );
+        for pod in pods {
+            c.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+            .expect("remove");
+        }
+        // The shared parent: made by berth for the first pod, still in use
+        // by the others when that pod went.
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(h.path().join("berth-bench-stats"));
+        }
+    });
+}
