@@ -79,6 +79,18 @@ pub struct StreamingConfig {
     pub address: String,
     /// 0 picks a free port.
     pub port: u16,
+    /// A session with no traffic either way for this long is closed.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub idle_timeout: Duration,
+    /// How long the URL of an Exec, Attach or PortForward stays usable.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub token_ttl: Duration,
 }
 
 /// One RuntimeClass handler.
@@ -147,6 +159,8 @@ impl Default for StreamingConfig {
         StreamingConfig {
             address: "127.0.0.1".into(),
             port: 0,
+            idle_timeout: Duration::from_secs(4 * 3600),
+            token_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -1,16 +1,19 @@
 //! berthd: berth's CRI daemon.
 
+mod attach;
 mod cgroups;
 mod cni;
 mod config;
 mod container;
 mod cri;
+mod exec;
 mod lock;
 mod netwatch;
 mod pod;
 mod server;
 mod spec;
 mod stats;
+mod streaming;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

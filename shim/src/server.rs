@@ -83,6 +83,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         containers,
         images.clone(),
     ));
+    let streaming_listener = tokio::net::TcpListener::bind((
+        config
+            .streaming
+            .address
+            .parse::<std::net::IpAddr>()
+            .context("streaming.address")?,
+        config.streaming.port,
+    ))
+    .await
+    .with_context(|| {
+        format!(
+            "cannot listen for streaming on {}:{}",
+            config.streaming.address, config.streaming.port
+        )
+    })?;
+    let streaming_addr = streaming_listener.local_addr()?;
+    let _ = daemon.streaming.set(crate::streaming::Streaming::new(
+        streaming_addr,
+        config.streaming.idle_timeout,
+        config.streaming.token_ttl,
+    ));
+    let streaming = tokio::spawn(crate::streaming::serve(streaming_listener, daemon.clone()));
     let netwatch = tokio::spawn(crate::netwatch::run(daemon.clone()));
     let exits = tokio::spawn(crate::cri::runtime::watch_exits(daemon.clone()));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
@@ -107,6 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         root = %config.root.display(),
         state = %config.state.display(),
         version = env!("CARGO_PKG_VERSION"),
+        streaming = %streaming_addr,
         "berthd serving CRI v1"
     );
 
@@ -124,6 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     }
     netwatch.abort();
+    streaming.abort();
     exits.abort();
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!("cannot remove {}: {e}", config.socket.display());

@@ -9,6 +9,7 @@
 pub mod fixtures;
 pub mod registry;
 pub mod setup;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

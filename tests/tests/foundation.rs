@@ -141,13 +141,6 @@ async fn unbuilt_rpcs_answer_unimplemented_naming_themselves() {
         .expect_err("UpdatePodSandboxResources is not built");
     assert_eq!(e.code(), Code::Unimplemented);
     assert!(e.message().contains("UpdatePodSandboxResources"));
-
-    let e = rt
-        .exec(ExecRequest::default())
-        .await
-        .expect_err("Exec is not built");
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("Exec"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

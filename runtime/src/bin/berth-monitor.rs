@@ -7,16 +7,26 @@
 //! Single-threaded on purpose: libcontainer clones and runs Rust code in
 //! the child, which is only safe in a process with one thread.
 //!
-//! Usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path>
+//! Usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path> [stdin[,once]]
+//!
+//! `stdin`: the container gets a stdin pipe, written through the attach
+//! socket (`once`: closed after the first attach session that used it).
+//! A container whose spec asks for a terminal gets one (libcontainer's
+//! console socket); its output is logged as stdout.
 //!
 //! Also a pod's infra process, when the pod shares one PID namespace:
 //! `berth-monitor pause <pin> <pid-file>` makes a new PID namespace whose
 //! PID 1 is `berth-monitor pause-init` (which only reaps orphans until it
 //! gets SIGTERM), pins it at `<pin>` and exits.
 
+#[path = "berth-monitor/attach.rs"]
+mod attach;
+#[path = "berth-monitor/exec.rs"]
+mod exec;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,6 +48,8 @@ struct Args {
     state: PathBuf,
     root: PathBuf,
     log: PathBuf,
+    stdin: bool,
+    once: bool,
 }
 
 fn main() -> ExitCode {
@@ -46,11 +58,26 @@ fn main() -> ExitCode {
         Some("pause") => return report(pause(&a[2..])),
         Some("pause-init") => return report(pause_init()),
         Some("pump") => return report(pump_mode(&a[2..])),
+        Some("exec") => {
+            return match exec::exec_mode(&a[2..]) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("berth-monitor exec: {e}");
+                    ExitCode::from(255)
+                }
+            };
+        }
         _ => {}
     }
-    let [_, id, bundle, state, root, log] = a.as_slice() else {
-        eprintln!("usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path>");
-        return ExitCode::from(2);
+    let (id, bundle, state, root, log, opts) = match a.as_slice() {
+        [_, id, bundle, state, root, log] => (id, bundle, state, root, log, ""),
+        [_, id, bundle, state, root, log, opts] => (id, bundle, state, root, log, opts.as_str()),
+        _ => {
+            eprintln!(
+                "usage: berth-monitor <id> <bundle> <state-dir> <libcontainer-root> <log-path> [stdin[,once]]"
+            );
+            return ExitCode::from(2);
+        }
     };
     let args = Args {
         id: id.clone(),
@@ -58,6 +85,8 @@ fn main() -> ExitCode {
         state: state.into(),
         root: root.into(),
         log: log.into(),
+        stdin: opts.split(',').any(|o| o == "stdin"),
+        once: opts.split(',').any(|o| o == "once"),
     };
     // Our own session: a signal to berthd's process group never reaches us.
     let _ = nix::unistd::setsid();
@@ -74,17 +103,36 @@ fn main() -> ExitCode {
 fn run(a: &Args) -> Result<(), String> {
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let tty = std::fs::read(a.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|s| s.pointer("/process/terminal").and_then(|t| t.as_bool()))
+        .unwrap_or(false);
+    // stdin: a pipe we keep the writing end of, or nothing.
+    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if a.stdin && !tty {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        (r, Some(w))
+    } else {
+        let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        (devnull.into(), None)
+    };
+    // A terminal: libcontainer sends its master end over this socket.
+    let console = if tty {
+        Some(exec::console_socket()?)
+    } else {
+        None
+    };
     let built = ContainerBuilder::new(a.id.clone(), SyscallType::default())
         .validate_id()
         .and_then(|b| b.with_root_path(&a.root))
         .map(|b| {
-            b.with_stdin(devnull)
-                .with_stdout(out_w)
-                .with_stderr(err_w)
-                .as_init(&a.bundle)
-                .with_systemd(false)
-                .with_detach(true)
+            let b = b.with_console_socket(console.as_ref().map(|c| c.1.clone()));
+            let b = if tty {
+                b
+            } else {
+                b.with_stdin(stdin_r).with_stdout(out_w).with_stderr(err_w)
+            };
+            b.as_init(&a.bundle).with_systemd(false).with_detach(true)
         })
         .and_then(|b| b.build());
     let mut container = match built {
@@ -94,6 +142,22 @@ fn run(a: &Args) -> Result<(), String> {
             let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
             return Err(msg);
         }
+    };
+    let master = match &console {
+        Some((dir, _, l)) => {
+            let m = exec::receive_master(l);
+            let _ = std::fs::remove_dir_all(dir);
+            match m {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let msg = format!("creating the container's terminal: {e}");
+                    let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
+                    let _ = container.delete(true);
+                    return Err(msg);
+                }
+            }
+        }
+        None => None,
     };
     let pid = container
         .pid()
@@ -169,6 +233,33 @@ fn run(a: &Args) -> Result<(), String> {
             drop(sigfd);
             drop(fifo);
             drop(log);
+            // The stdin pipe's writing end survives the exec at its number.
+            let input = match &stdin_w {
+                Some(w) => {
+                    nix::fcntl::fcntl(
+                        w,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                    )
+                    .map_err(|e| format!("stdin pipe: {e}"))?;
+                    w.as_raw_fd().to_string()
+                }
+                None => "-".to_string(),
+            };
+            let mut flags = Vec::new();
+            if tty {
+                flags.push("tty");
+            }
+            if a.once {
+                flags.push("once");
+            }
+            let (pump_in, pump_out) = match master {
+                // With a terminal, its master is the one stream.
+                Some(m) => (std::process::Stdio::from(m), std::process::Stdio::null()),
+                None => (
+                    std::process::Stdio::from(out_r),
+                    std::process::Stdio::from(err_r),
+                ),
+            };
             let e = std::os::unix::process::CommandExt::exec(
                 std::process::Command::new(
                     std::env::current_exe().map_err(|e| format!("current exe: {e}"))?,
@@ -182,8 +273,14 @@ fn run(a: &Args) -> Result<(), String> {
                     &path_str(&a.log),
                 ])
                 .arg(pid.as_raw().to_string())
-                .stdin(std::process::Stdio::from(out_r))
-                .stdout(std::process::Stdio::from(err_r)),
+                .arg(input)
+                .arg(if flags.is_empty() {
+                    "-".to_string()
+                } else {
+                    flags.join(",")
+                })
+                .stdin(pump_in)
+                .stdout(pump_out),
             );
             return Err(format!("re-exec as the pump: {e}"));
         }
@@ -286,9 +383,14 @@ fn path_str(p: &Path) -> String {
 /// container's stdout pipe, stdout its stderr pipe. Pumps them into the
 /// log, reaps the init, records the exit and deletes the container.
 fn pump_mode(args: &[String]) -> Result<(), String> {
-    let [id, bundle, state, root, log, pid] = args else {
-        return Err("usage: berth-monitor pump <id> <bundle> <state> <root> <log> <pid>".into());
+    let [id, bundle, state, root, log, pid, input, flags] = args else {
+        return Err(
+            "usage: berth-monitor pump <id> <bundle> <state> <root> <log> <pid> <stdin-fd|-> <flags|->"
+                .into(),
+        );
     };
+    let tty = flags.split(',').any(|f| f == "tty");
+    let once = flags.split(',').any(|f| f == "once");
     let (bundle, state, root) = (Path::new(bundle), Path::new(state), Path::new(root));
     let pid = Pid::from_raw(pid.parse().map_err(|_| "bad pid")?);
     let mut mask = SigSet::empty();
@@ -300,11 +402,34 @@ fn pump_mode(args: &[String]) -> Result<(), String> {
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| format!("stdout pipe: {e}"))?;
-    let err_r = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("stderr pipe: {e}"))?;
-    let mut log = OpenOptions::new()
+    let err_r = if tty {
+        None
+    } else {
+        Some(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("stderr pipe: {e}"))?,
+        )
+    };
+    // Where attached clients' stdin goes: the terminal, or the pipe.
+    let (input, term) = if tty {
+        let m = out_r.try_clone().map_err(|e| format!("terminal: {e}"))?;
+        let t = out_r.try_clone().map_err(|e| format!("terminal: {e}"))?;
+        (Some(File::from(m)), Some(File::from(t)))
+    } else {
+        let fd = input.parse::<i32>().ok().map(|fd| {
+            #[allow(unsafe_code)]
+            // SAFETY: the monitor before the exec left this descriptor
+            // open for us at this number; nothing else owns it.
+            unsafe {
+                <File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+            }
+        });
+        (fd, None)
+    };
+    let mut attach = attach::Attach::bind(state, input, once, term)?;
+    let log_file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
@@ -312,7 +437,12 @@ fn pump_mode(args: &[String]) -> Result<(), String> {
     // The init may have exited between exec and the mask: reap first, and
     // still drain what it wrote.
     let already = reap(pid);
-    let mut exit = pump(pid, out_r, err_r, &sigfd, &mut log, already)?;
+    let logs = Logs {
+        path: PathBuf::from(log),
+        file: log_file,
+    };
+    let mut exit = pump(pid, out_r, err_r, &sigfd, logs, &mut attach, already)?;
+    let _ = std::fs::remove_file(state.join("attach.sock"));
     exit.oom_killed = cgroups_path(bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
     record_exit(state, &exit);
     match libcontainer::container::Container::load(root.join(id)) {
@@ -326,19 +456,47 @@ fn pump_mode(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Copies the container's output into the CRI log until the init exits;
-/// returns its exit.
+/// The CRI log file, which `ReopenContainerLog` makes the monitor open
+/// anew after the kubelet has renamed it.
+struct Logs {
+    path: PathBuf,
+    file: File,
+}
+
+impl Logs {
+    fn reopen(&mut self) -> Result<(), String> {
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| format!("reopening {}: {e}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+/// Copies the container's output into the CRI log (and to attached
+/// clients) until the init exits; serves the attach socket; returns the
+/// init's exit.
 fn pump(
     pid: Pid,
     out_r: OwnedFd,
-    err_r: OwnedFd,
+    err_r: Option<OwnedFd>,
     sigfd: &SignalFd,
-    log: &mut File,
+    mut log: Logs,
+    attach: &mut attach::Attach,
     mut exit: Option<Exit>,
 ) -> Result<Exit, String> {
     let mut streams = [
-        (Some(File::from(out_r)), LogStream::new("stdout")),
-        (Some(File::from(err_r)), LogStream::new("stderr")),
+        (
+            Some(File::from(out_r)),
+            LogStream::new("stdout"),
+            attach::STDOUT,
+        ),
+        (
+            err_r.map(File::from),
+            LogStream::new("stderr"),
+            attach::STDERR,
+        ),
     ];
     let mut buf = vec![0u8; 64 * 1024];
     let mut entries = Vec::new();
@@ -352,10 +510,12 @@ fn pump(
         };
         let mut fds: Vec<PollFd> = streams
             .iter()
-            .filter_map(|(f, _)| f.as_ref())
+            .filter_map(|(f, _, _)| f.as_ref())
             .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
             .collect();
+        let n_streams = fds.len();
         fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
+        fds.extend(attach.poll_fds());
         let n = match poll(&mut fds, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -367,35 +527,47 @@ fn pump(
             break;
         }
         let mut i = 0;
-        for (file, stream) in streams.iter_mut() {
+        for (file, stream, kind) in streams.iter_mut() {
             let Some(f) = file else { continue };
             if ready[i] {
                 match f.read(&mut buf) {
+                    // EIO: a terminal whose last holder is gone.
                     Ok(0) | Err(_) => {
                         stream.finish(now_ns(), &mut entries);
                         *file = None;
                     }
-                    Ok(k) => stream.feed(&buf[..k], now_ns(), &mut entries),
+                    Ok(k) => {
+                        stream.feed(&buf[..k], now_ns(), &mut entries);
+                        attach.broadcast(*kind, &buf[..k]);
+                    }
                 }
             }
             i += 1;
         }
         if !entries.is_empty() {
-            let _ = log.write_all(&entries);
+            let _ = log.file.write_all(&entries);
             entries.clear();
+        }
+        let requests = attach.service(&ready[n_streams + 1..]);
+        for client in requests.reopen {
+            let answer = match log.reopen() {
+                Ok(()) => String::new(),
+                Err(e) => e,
+            };
+            attach.ack(client, attach::REOPEN, answer.as_bytes());
         }
         if exit.is_none() {
             drain_signals(sigfd);
             exit = reap(pid);
         }
-        if exit.is_some() && streams.iter().all(|(f, _)| f.is_none()) {
+        if exit.is_some() && streams.iter().all(|(f, _, _)| f.is_none()) {
             break;
         }
     }
-    for (_, stream) in streams.iter_mut() {
+    for (_, stream, _) in streams.iter_mut() {
         stream.finish(now_ns(), &mut entries);
     }
-    let _ = log.write_all(&entries);
+    let _ = log.file.write_all(&entries);
     exit.ok_or_else(|| "the container's exit was not seen".to_string())
 }
 

@@ -257,7 +257,7 @@ impl Containers {
         self.root.join(id).join("upper")
     }
 
-    fn runtime_root(&self) -> PathBuf {
+    pub fn runtime_root(&self) -> PathBuf {
         self.state.with_file_name("runtime")
     }
 
@@ -377,6 +377,10 @@ impl Containers {
         }
         std::fs::create_dir_all(self.runtime_root()).map_err(|e| format!("runtime root: {e}"))?;
 
+        let (stdin, stdin_once) = {
+            let c = rec.config();
+            (c.stdin, c.stdin_once)
+        };
         let monitor_log = std::fs::File::create(dir.join("monitor.log"))
             .map_err(|e| format!("monitor log: {e}"))?;
         let mut child = tokio::process::Command::new(&self.monitor)
@@ -385,6 +389,11 @@ impl Containers {
             .arg(&dir)
             .arg(self.runtime_root())
             .arg(log_path)
+            .arg(match (stdin, stdin_once) {
+                (true, true) => "stdin,once",
+                (true, false) => "stdin",
+                _ => "-",
+            })
             .env_clear()
             .env(
                 "PATH",

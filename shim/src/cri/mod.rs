@@ -22,6 +22,8 @@ pub struct Daemon {
     pub sampler: crate::stats::Sampler,
     /// Container events for `GetContainerEvents` subscribers.
     pub events: events::Events,
+    /// The streaming server, once it listens.
+    pub streaming: std::sync::OnceLock<crate::streaming::Streaming>,
 }
 
 impl Daemon {
@@ -39,6 +41,7 @@ impl Daemon {
             pod_lock: tokio::sync::Mutex::new(()),
             sampler: crate::stats::Sampler::default(),
             events: events::Events::new(),
+            streaming: std::sync::OnceLock::new(),
         }
     }
 }

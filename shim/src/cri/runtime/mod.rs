@@ -3,6 +3,7 @@
 mod container_stats;
 mod container_status;
 mod create_container;
+mod exec_sync;
 mod get_container_events;
 mod list_containers;
 mod list_pod_sandbox;
@@ -17,6 +18,7 @@ mod start_container;
 mod status;
 mod stop_container;
 mod stop_pod_sandbox;
+mod streaming_urls;
 mod update_container_resources;
 mod update_runtime_config;
 mod version;
@@ -208,21 +210,27 @@ impl RuntimeService for RuntimeSvc {
     // Not yet built: each answers Unimplemented, naming itself.
     async fn reopen_container_log(
         &self,
-        _: Request<ReopenContainerLogRequest>,
+        r: Request<ReopenContainerLogRequest>,
     ) -> CriResult<ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        let rec = self.daemon.container(&r.into_inner().container_id)?;
+        crate::attach::reopen_log(&self.daemon, &rec)
+            .await
+            .map_err(|e| tonic::Status::failed_precondition(format!("ReopenContainerLog: {e}")))?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
-    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> CriResult<ExecSyncResponse> {
-        unimplemented("ExecSync")
+    async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> CriResult<ExecSyncResponse> {
+        exec_sync::exec_sync(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
     }
-    async fn exec(&self, _: Request<ExecRequest>) -> CriResult<ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, r: Request<ExecRequest>) -> CriResult<ExecResponse> {
+        streaming_urls::exec(&self.daemon, r.into_inner()).map(Response::new)
     }
-    async fn attach(&self, _: Request<AttachRequest>) -> CriResult<AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, r: Request<AttachRequest>) -> CriResult<AttachResponse> {
+        streaming_urls::attach(&self.daemon, r.into_inner()).map(Response::new)
     }
-    async fn port_forward(&self, _: Request<PortForwardRequest>) -> CriResult<PortForwardResponse> {
-        unimplemented("PortForward")
+    async fn port_forward(&self, r: Request<PortForwardRequest>) -> CriResult<PortForwardResponse> {
+        streaming_urls::port_forward(&self.daemon, r.into_inner()).map(Response::new)
     }
     async fn container_stats(
         &self,

@@ -1,0 +1,303 @@
+//! `berth-monitor exec`: runs one more process in a running container
+//! (libcontainer's tenant: the container's namespaces, cgroup, user,
+//! capabilities, seccomp) for berthd's ExecSync and Exec, waits for it and
+//! exits with its exit code.
+//!
+//! Usage: `berth-monitor exec <id> <libcontainer-root> <process.json>`
+//!
+//! File descriptors from berthd:
+//! - 0, 1, 2: the process's stdin, stdout and stderr (with a terminal, 1
+//!   carries the terminal's output and 2 is unused);
+//! - 3: control, read: `<cols> <rows>` lines resize the terminal;
+//! - 4: report, written: `pid <n>` once the process runs, or
+//!   `error <message>` if it could not be started (exit code 255 then).
+//!
+//! SIGTERM kills the process (berthd's timeout) and ends the exec.
+
+use std::fs::File;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+pub fn exec_mode(args: &[String]) -> Result<i32, String> {
+    let [id, root, process] = args else {
+        return Err("usage: berth-monitor exec <id> <libcontainer-root> <process.json>".into());
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: berthd hands these descriptors over; nothing else owns them.
+    let (control, mut report) = unsafe { (File::from_raw_fd(3), File::from_raw_fd(4)) };
+    match run(id, Path::new(root), Path::new(process), control) {
+        Ok((pid, wait)) => {
+            let _ = writeln!(report, "pid {pid}");
+            drop(report);
+            wait()
+        }
+        Err(e) => {
+            let _ = writeln!(report, "error {}", e.replace('\n', " "));
+            Ok(255)
+        }
+    }
+}
+
+type Wait = Box<dyn FnOnce() -> Result<i32, String>>;
+
+fn run(id: &str, root: &Path, process: &Path, control: File) -> Result<(Pid, Wait), String> {
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(process).map_err(|e| format!("{}: {e}", process.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", process.display()))?;
+    let tty = spec["terminal"].as_bool().unwrap_or(false);
+
+    // SIGCHLD and SIGTERM through a signalfd (blocked before the fork, so
+    // the process gets them back unblocked by libcontainer's init).
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGTERM);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| format!("sigmask: {e}"))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+
+    let dup = |fd: i32| -> Result<OwnedFd, String> {
+        #[allow(unsafe_code)]
+        // SAFETY: 0, 1 and 2 are open for the life of this process.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        b.try_clone_to_owned().map_err(|e| format!("fd {fd}: {e}"))
+    };
+    let console = if tty { Some(console_socket()?) } else { None };
+    let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map_err(|e| e.to_string())?
+        .with_console_socket(console.as_ref().map(|c| c.1.clone()));
+    if !tty {
+        builder = builder
+            .with_stdin(dup(0)?)
+            .with_stdout(dup(1)?)
+            .with_stderr(dup(2)?);
+    }
+    let built = builder
+        .as_tenant()
+        .with_process(Some(process))
+        .with_detach(tty)
+        .build();
+    let pid = match built {
+        Ok(p) => Pid::from_raw(p.as_raw()),
+        Err(e) => {
+            if let Some((dir, _, _)) = &console {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(e.to_string());
+        }
+    };
+    let master = match console {
+        Some((dir, _, listener)) => {
+            let got = receive_master(&listener);
+            let _ = std::fs::remove_dir_all(&dir);
+            match got {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let wait: Wait = Box::new(move || wait(pid, sigfd, master, control));
+    Ok((pid, wait))
+}
+
+/// A console socket for libcontainer, in a private directory with a path
+/// short enough for a unix socket: (directory, socket path, listener).
+pub fn console_socket() -> Result<
+    (
+        std::path::PathBuf,
+        std::path::PathBuf,
+        std::os::unix::net::UnixListener,
+    ),
+    String,
+> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("berth-console-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .map_err(|e| format!("console socket: {e}"))?;
+    Ok((dir, path, listener))
+}
+
+/// The terminal's master end, sent by the container over the console socket.
+pub fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let (conn, _) = listener
+        .accept()
+        .map_err(|e| format!("console socket: {e}"))?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(|e| format!("receiving the terminal: {e}"))?;
+    for c in msg
+        .cmsgs()
+        .map_err(|e| format!("receiving the terminal: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            #[allow(unsafe_code)]
+            // SAFETY: the kernel just gave us this descriptor.
+            return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    Err("the container sent no terminal".into())
+}
+
+/// Waits for the process; with a terminal, pumps stdin into it and its
+/// output to stdout, and applies resizes. Returns its exit code.
+fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Result<i32, String> {
+    let mut master = master.map(File::from);
+    let mut stdin = master
+        .as_ref()
+        .and_then(|_| std::io::stdin().as_fd().try_clone_to_owned().ok())
+        .map(File::from);
+    let mut control = master.as_ref().map(|_| std::io::BufReader::new(control));
+    let mut stdout = std::io::stdout();
+    let mut code = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        let mut slots = Vec::new();
+        if let Some(m) = &master {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            slots.push(0);
+        }
+        if let Some(s) = &stdin {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            slots.push(1);
+        }
+        if let Some(c) = &control {
+            fds.push(PollFd::new(c.get_ref().as_fd(), PollFlags::POLLIN));
+            slots.push(2);
+        }
+        // Once the process is gone, only what its terminal still holds.
+        let timeout = if code.is_some() {
+            PollTimeout::from(100u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) if code.is_some() => break,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(info)) = sigfd.read_signal() {
+                if info.ssi_signo == Signal::SIGTERM as u32 {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+            }
+            if code.is_none() {
+                code = reap(pid);
+                if code.is_some() && master.is_none() {
+                    break;
+                }
+            }
+        }
+        for (slot, ready) in slots.iter().zip(&ready[1..]) {
+            if !ready {
+                continue;
+            }
+            match slot {
+                0 => {
+                    let m = master.as_mut().ok_or("no terminal")?;
+                    match m.read(&mut buf) {
+                        Ok(n) if n > 0 => {
+                            let _ = stdout.write_all(&buf[..n]);
+                            let _ = stdout.flush();
+                        }
+                        // EIO: the last holder of the terminal is gone.
+                        _ => master = None,
+                    }
+                }
+                1 => {
+                    let s = stdin.as_mut().ok_or("no stdin")?;
+                    match s.read(&mut buf) {
+                        Ok(n) if n > 0 => {
+                            if let Some(m) = master.as_mut() {
+                                let _ = m.write_all(&buf[..n]);
+                            }
+                        }
+                        // stdin closed: the terminal sees end of input.
+                        _ => {
+                            if let Some(m) = master.as_mut() {
+                                let _ = m.write_all(&[4]);
+                            }
+                            stdin = None;
+                        }
+                    }
+                }
+                _ => {
+                    let mut line = String::new();
+                    let c = control.as_mut().ok_or("no control")?;
+                    match c.read_line(&mut line) {
+                        Ok(n) if n > 0 => {
+                            if let (Some(m), Some((w, h))) =
+                                (&master, super::attach::parse_size(&line))
+                            {
+                                super::attach::resize(m, w, h);
+                            }
+                        }
+                        _ => control = None,
+                    }
+                }
+            }
+        }
+        // Done once it has exited and its terminal (if any) is drained;
+        // until then SIGCHLD and SIGTERM still wake the poll.
+        if master.is_none() && code.is_some() {
+            break;
+        }
+    }
+    code.ok_or_else(|| "the process's exit was not seen".to_string())
+}
+
+fn status_code(s: WaitStatus) -> Option<i32> {
+    match s {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+fn reap(pid: Pid) -> Option<i32> {
+    let mut found = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(s @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _))) if p == pid => {
+                found = status_code(s);
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return found,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The WebSocket transport (the kubelet's `wsstream`): every message is a
+//! channel byte then data (binary protocols), or a channel digit then
+//! base64 data (`base64.` protocols). On connect the server sends an
+//! empty message on the lowest channel it will write. `v5.channel.k8s.io`
+//! adds a CLOSE message (`255, channel`) that ends a client's stream.
+//!
+//! Port-forward: two channels per port (data `2i`, error `2i+1`), each
+//! opened by the server with the port number (2 bytes, little endian).
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::Pending;
+use super::session::{self, ERROR, Io, RESIZE, STDERR, STDIN, STDOUT, Version};
+use crate::cri::Daemon;
+
+/// Subprotocols served, for remotecommand and for port-forward.
+const EXEC_PROTOCOLS: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "base64.channel.k8s.io",
+    "channel.k8s.io",
+];
+const PORTFORWARD_PROTOCOLS: &[&str] = &[
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "base64.channel.k8s.io",
+    "channel.k8s.io",
+];
+/// The CLOSE message of `v5.channel.k8s.io`.
+const CLOSE: u8 = 255;
+
+pub async fn upgrade(d: Arc<Daemon>, pending: Pending, req: axum::extract::Request) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    // The client's offers in its order (the extractor keeps a set).
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let (mut parts, _) = req.into_parts();
+    let mut ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let supported = match pending {
+        Pending::PortForward(_) => PORTFORWARD_PROTOCOLS,
+        _ => EXEC_PROTOCOLS,
+    };
+    // The first protocol the client offers that we serve, as wsstream.
+    let chosen = offered
+        .iter()
+        .find(|p| supported.contains(&p.as_str()))
+        .and_then(|p| http::HeaderValue::from_str(p).ok());
+    let protocol = chosen
+        .as_ref()
+        .and_then(|p| p.to_str().ok())
+        .unwrap_or("channel.k8s.io")
+        .to_string();
+    if let Some(p) = chosen {
+        ws.set_selected_protocol(p);
+    }
+    let idle = d
+        .streaming
+        .get()
+        .map(|s| s.idle_timeout)
+        .unwrap_or(std::time::Duration::from_secs(4 * 3600));
+    ws.on_upgrade(move |socket| async move {
+        let codec = Codec {
+            base64: protocol.contains("base64"),
+        };
+        match pending {
+            Pending::PortForward(pf) => {
+                let mut ports: Vec<i32> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("port="))
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                if ports.is_empty() {
+                    ports = pf.port.clone();
+                }
+                super::portforward::websocket(d, pf.pod_sandbox_id, ports, socket, codec, idle)
+                    .await
+            }
+            other => {
+                let version = if protocol.starts_with("v5.") {
+                    Version::V5
+                } else if protocol.starts_with("v4.") {
+                    Version::V4
+                } else {
+                    Version::V1
+                };
+                remotecommand(d, other, socket, codec, version, idle).await
+            }
+        }
+    })
+}
+
+#[derive(Clone, Copy)]
+pub struct Codec {
+    base64: bool,
+}
+
+impl Codec {
+    pub fn encode(&self, channel: u8, data: &[u8]) -> Message {
+        if self.base64 {
+            let mut s = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+            s.push(char::from(b'0' + channel));
+            s.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+            Message::Text(s.into())
+        } else {
+            let mut v = Vec::with_capacity(1 + data.len());
+            v.push(channel);
+            v.extend_from_slice(data);
+            Message::Binary(v.into())
+        }
+    }
+
+    /// (channel, data) of a message from the client.
+    pub fn decode(&self, m: Message) -> Option<(u8, Bytes)> {
+        match m {
+            Message::Binary(b) if !b.is_empty() => Some((b[0], b.slice(1..))),
+            Message::Text(t) if self.base64 && !t.is_empty() => {
+                let t = t.as_str();
+                let ch = t.as_bytes()[0].checked_sub(b'0')?;
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(&t[1..])
+                    .ok()?;
+                Some((ch, Bytes::from(data)))
+            }
+            _ => None,
+        }
+    }
+}
+
+async fn remotecommand(
+    d: Arc<Daemon>,
+    pending: Pending,
+    mut socket: WebSocket,
+    codec: Codec,
+    version: Version,
+    idle: std::time::Duration,
+) {
+    let (stdin_wanted, stdout_wanted, stderr_wanted, tty) = match &pending {
+        Pending::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+        Pending::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+        Pending::PortForward(_) => return,
+    };
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
+    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(4);
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
+    let io = Io {
+        stdin: stdin_wanted.then_some(stdin_rx),
+        resize: tty.then_some(resize_rx),
+        out: out_tx,
+        version,
+    };
+    let task = match pending {
+        Pending::Exec(r) => tokio::spawn(session::exec(d, r, io)),
+        Pending::Attach(r) => tokio::spawn(session::attach(d, r, io)),
+        Pending::PortForward(_) => return,
+    };
+    // The lowest channel we will write: the client knows we are there.
+    let first = if stdout_wanted {
+        STDOUT
+    } else if stderr_wanted {
+        STDERR
+    } else {
+        ERROR
+    };
+    if socket.send(codec.encode(first, &[])).await.is_err() {
+        task.abort();
+        return;
+    }
+    let mut stdin_tx = Some(stdin_tx);
+    let deadline = tokio::time::sleep(idle);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            m = socket.recv() => {
+                deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                let Some(Ok(m)) = m else {
+                    // The client is gone: its input ends.
+                    stdin_tx = None;
+                    break;
+                };
+                if matches!(m, Message::Close(_)) {
+                    stdin_tx = None;
+                    break;
+                }
+                let Some((ch, data)) = codec.decode(m) else { continue };
+                match ch {
+                    STDIN => {
+                        if let Some(tx) = &stdin_tx
+                            && !data.is_empty()
+                            && tx.send(data).await.is_err()
+                        {
+                            stdin_tx = None;
+                        }
+                    }
+                    RESIZE => {
+                        if let Some((w, h)) = parse_resize(&data) {
+                            let _ = resize_tx.try_send((w, h));
+                        }
+                    }
+                    CLOSE if version >= Version::V5 && data.first() == Some(&STDIN) => {
+                        stdin_tx = None;
+                    }
+                    _ => {}
+                }
+            }
+            o = out_rx.recv() => {
+                deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                match o {
+                    Some((ch, data)) => {
+                        if socket.send(codec.encode(ch, &data)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        let _ = socket.send(normal_close()).await;
+                        return;
+                    }
+                }
+            }
+            _ = &mut deadline => {
+                tracing::info!("streaming session idle for {}s: closing", idle.as_secs());
+                let _ = socket.send(normal_close()).await;
+                task.abort();
+                return;
+            }
+        }
+    }
+    drop(stdin_tx);
+    // The client closed its side: let the session finish what it sends.
+    drop(out_rx);
+    let _ = task.await;
+}
+
+/// A close frame with status 1000: clients (gorilla/websocket) read a
+/// close without a status as an error, not as the end of the streams.
+pub fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
+}
+
+/// `{"Width": 80, "Height": 24}`.
+pub fn parse_resize(data: &[u8]) -> Option<(u16, u16)> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    Some((
+        u16::try_from(v["Width"].as_u64()?).ok()?,
+        u16::try_from(v["Height"].as_u64()?).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_and_base64_frames() {
+        let bin = Codec { base64: false };
+        let m = bin.encode(STDOUT, b"hi");
+        assert_eq!(m, Message::Binary(vec![1, b'h', b'i'].into()));
+        assert_eq!(bin.decode(m), Some((STDOUT, Bytes::from_static(b"hi"))));
+        let b64 = Codec { base64: true };
+        let m = b64.encode(STDERR, b"hi");
+        assert_eq!(m, Message::Text("2aGk=".into()));
+        assert_eq!(b64.decode(m), Some((STDERR, Bytes::from_static(b"hi"))));
+        assert_eq!(
+            parse_resize(br#"{"Width":100,"Height":40}"#),
+            Some((100, 40))
+        );
+    }
+}

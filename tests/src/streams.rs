@@ -1,0 +1,167 @@
+//! Test clients for berth's streaming server, written to the published
+//! protocol descriptions (not the server's code): WebSocket with the
+//! `channel.k8s.io` family, and a minimal SPDY/3.1 client.
+
+use std::collections::HashMap;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket to `url` (http:// becomes ws://) offering
+/// `protocols`; returns it and the protocol the server chose.
+pub async fn ws_connect(url: &str, protocols: &str) -> Result<(Ws, String), String> {
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        protocols.parse().map_err(|_| "bad protocols")?,
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let chosen = resp
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok((ws, chosen))
+}
+
+/// A binary `channel.k8s.io` message.
+pub fn ws_frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = vec![channel];
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+/// Reads messages until the server closes; returns the data per channel.
+pub async fn ws_collect(ws: &mut Ws) -> HashMap<u8, Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut out: HashMap<u8, Vec<u8>> = HashMap::new();
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Binary(b) if !b.is_empty() => {
+                out.entry(b[0]).or_default().extend_from_slice(&b[1..])
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A SPDY/3.1 client connection.
+pub struct Spdy {
+    sock: TcpStream,
+    deflate: flate2::Compress,
+    next_id: u32,
+}
+
+impl Spdy {
+    /// Upgrades `url` offering `protocol`; returns the connection and the
+    /// protocol the server chose.
+    pub async fn connect(url: &str, protocol: &str) -> Result<(Spdy, String), String> {
+        let rest = url.strip_prefix("http://").ok_or("not http")?;
+        let (host, path) = rest.split_at(rest.find('/').ok_or("no path")?);
+        let mut sock = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if sock.read(&mut b).await.map_err(|e| e.to_string())? == 0 {
+                return Err(format!("closed: {}", String::from_utf8_lossy(&head)));
+            }
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(head);
+        }
+        let chosen = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("x-stream-protocol-version")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        let mut deflate = flate2::Compress::new(flate2::Compression::default(), true);
+        deflate
+            .set_dictionary(&cri_api::spdy_dictionary())
+            .map_err(|e| e.to_string())?;
+        Ok((
+            Spdy {
+                sock,
+                deflate,
+                next_id: 1,
+            },
+            chosen,
+        ))
+    }
+
+    /// SYN_STREAM with `headers`; returns the stream id.
+    pub async fn open(&mut self, headers: &[(&str, &str)]) -> u32 {
+        let id = self.next_id;
+        self.next_id += 2;
+        let mut plain = (headers.len() as u32).to_be_bytes().to_vec();
+        for (k, v) in headers {
+            for s in [k, v] {
+                plain.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                plain.extend_from_slice(s.as_bytes());
+            }
+        }
+        let mut block = Vec::with_capacity(plain.len() + 64);
+        self.deflate
+            .compress_vec(&plain, &mut block, flate2::FlushCompress::Sync)
+            .expect("deflate");
+        let mut body = id.to_be_bytes().to_vec();
+        body.extend_from_slice(&0u32.to_be_bytes());
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(&block);
+        let mut f = vec![0x80, 3, 0, 1, 0];
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        f.extend_from_slice(&body);
+        self.sock.write_all(&f).await.expect("SYN_STREAM");
+        id
+    }
+
+    pub async fn send(&mut self, id: u32, data: &[u8], fin: bool) {
+        let mut f = id.to_be_bytes().to_vec();
+        f.push(u8::from(fin));
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        f.extend_from_slice(data);
+        self.sock.write_all(&f).await.expect("DATA");
+    }
+
+    /// The next data frame (stream, data, fin), skipping control frames;
+    /// None when the connection ends.
+    pub async fn next_data(&mut self) -> Option<(u32, Vec<u8>, bool)> {
+        loop {
+            let mut head = [0u8; 8];
+            self.sock.read_exact(&mut head).await.ok()?;
+            let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
+            let mut body = vec![0u8; len];
+            self.sock.read_exact(&mut body).await.ok()?;
+            if head[0] & 0x80 == 0 {
+                let id = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+                return Some((id, body, head[4] & 1 != 0));
+            }
+            // GOAWAY: the server is done.
+            if u16::from_be_bytes([head[2], head[3]]) == 7 {
+                return None;
+            }
+        }
+    }
+}

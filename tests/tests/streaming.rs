@@ -1,0 +1,544 @@
+//! ExecSync, and exec/attach/port-forward through berth's streaming
+//! server, driven by clients written to the published protocols.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use berth_tests::setup::{busybox_config, setup};
+use cri_api::v1::*;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
+    let mut s = setup(busybox_config()).await;
+    let mut cfg = s.config("app", &["sleep", "1000"]);
+    cfg.envs = vec![KeyValue {
+        key: "GREETING".into(),
+        value: "hello".into(),
+    }];
+    cfg.working_dir = "/tmp".into();
+    let id = s.run(cfg).await;
+    // As the kubelet: messages up to 16 MiB.
+    let client = s.c.clone().max_decoding_message_size(16 << 20);
+    let exec = |cmd: &[&str], timeout: i64| {
+        let (mut c, id) = (client.clone(), id.clone());
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        async move {
+            c.exec_sync(ExecSyncRequest {
+                container_id: id,
+                cmd,
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    // Its env, cwd and hostname; stdout and stderr apart; the exit code.
+    let r = exec(
+        &[
+            "/bin/sh",
+            "-c",
+            "echo $GREETING; pwd; hostname; echo oops >&2; exit 7",
+        ],
+        0,
+    )
+    .await
+    .expect("exec");
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "hello\n/tmp\npodhost\n");
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "oops\n");
+    assert_eq!(r.exit_code, 7);
+    // In the container's PID namespace: its init is PID 1.
+    let r = exec(&["/bin/sh", "-c", "cat /proc/1/cmdline"], 0)
+        .await
+        .expect("exec");
+    assert!(
+        String::from_utf8_lossy(&r.stdout).starts_with("sleep"),
+        "{r:?}"
+    );
+    // A big output is capped, not buffered whole.
+    let r = exec(&["/bin/sh", "-c", "head -c 10000000 /dev/zero"], 0)
+        .await
+        .expect("exec");
+    assert_eq!(r.stdout.len(), 4 << 20);
+    assert_eq!(r.exit_code, 0);
+    // A missing binary fails the call.
+    let e = exec(&["/no/such/binary"], 0).await.expect_err("no binary");
+    assert!(e.message().contains("/no/such/binary"), "{e:?}");
+    // The timeout kills it: only the container's own sleep is left.
+    let e = exec(&["/bin/sh", "-c", "sleep 600"], 1)
+        .await
+        .expect_err("timeout");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    let left = exec(&["/bin/sh", "-c", "ps -o comm | grep -c '^sleep$'"], 0)
+        .await
+        .expect("ps");
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "1",
+        "{left:?}"
+    );
+    // Not running: refused.
+    s.c.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let e = exec(&["true"], 0).await.expect_err("stopped");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    s.remove_all().await;
+}
+
+use berth_tests::streams::{Spdy, ws_collect, ws_connect, ws_frame};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn exec_url(
+    s: &mut berth_tests::setup::Setup,
+    id: &str,
+    cmd: &[&str],
+    stdin: bool,
+    tty: bool,
+) -> String {
+    let url =
+        s.c.exec(ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    url
+}
+
+fn status(json: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(json).expect("a Status on the error channel")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_websocket_carries_stdin_exit_codes_and_resizes() {
+    let mut s = setup(busybox_config()).await;
+    let id = s.run(s.config("app", &["sleep", "1000"])).await;
+
+    // v5: stdin echoed by cat, the stream closed with CLOSE, exit 0.
+    let url = exec_url(&mut s, &id, &["cat"], true, false).await;
+    let (mut ws, proto) = ws_connect(&url, "v5.channel.k8s.io, v4.channel.k8s.io")
+        .await
+        .expect("connect");
+    assert_eq!(proto, "v5.channel.k8s.io");
+    ws.send(ws_frame(0, b"hello over ws\n"))
+        .await
+        .expect("stdin");
+    ws.send(ws_frame(255, &[0])).await.expect("close stdin");
+    let out = ws_collect(&mut ws).await;
+    assert_eq!(
+        out.get(&1).map(|v| v.as_slice()),
+        Some(&b"hello over ws\n"[..])
+    );
+    assert_eq!(status(&out[&3])["status"], "Success");
+
+    // v4: stdout, stderr and a non-zero exit code as a Status.
+    let url = exec_url(
+        &mut s,
+        &id,
+        &["/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let (mut ws, proto) = ws_connect(&url, "v4.channel.k8s.io")
+        .await
+        .expect("connect");
+    assert_eq!(proto, "v4.channel.k8s.io");
+    let out = ws_collect(&mut ws).await;
+    assert_eq!(out.get(&1).map(|v| v.as_slice()), Some(&b"out\n"[..]));
+    assert_eq!(out.get(&2).map(|v| v.as_slice()), Some(&b"err\n"[..]));
+    let st = status(&out[&3]);
+    assert_eq!(st["status"], "Failure");
+    assert_eq!(st["reason"], "NonZeroExitCode");
+    assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(st["details"]["causes"][0]["message"], "3");
+
+    // A terminal: the size the client sends is what stty sees.
+    let url = exec_url(
+        &mut s,
+        &id,
+        // The resize and stdin travel apart: wait for the size.
+        &[
+            "/bin/sh",
+            "-c",
+            "read line; while [ \"$(stty size)\" = \"0 0\" ]; do sleep 0.05; done; stty size",
+        ],
+        true,
+        true,
+    )
+    .await;
+    let (mut ws, _) = ws_connect(&url, "v4.channel.k8s.io")
+        .await
+        .expect("connect");
+    ws.send(ws_frame(4, br#"{"Width":123,"Height":45}"#))
+        .await
+        .expect("resize");
+    ws.send(ws_frame(0, b"go\r")).await.expect("stdin");
+    let out = ws_collect(&mut ws).await;
+    let text = String::from_utf8_lossy(&out[&1]).into_owned();
+    assert!(text.contains("45 123"), "{text:?}");
+
+    // base64: text frames, a channel digit then base64.
+    let url = exec_url(&mut s, &id, &["echo", "b64"], false, false).await;
+    let (mut ws, proto) = ws_connect(&url, "base64.channel.k8s.io")
+        .await
+        .expect("connect");
+    assert_eq!(proto, "base64.channel.k8s.io");
+    let mut text = String::new();
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Text(t) if t.starts_with('1') => text.push_str(&t[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert!(text.contains("YjY0Cg=="), "{text:?}");
+
+    // A token is used once.
+    let url = exec_url(&mut s, &id, &["true"], false, false).await;
+    let (mut ws, _) = ws_connect(&url, "v4.channel.k8s.io")
+        .await
+        .expect("connect");
+    ws_collect(&mut ws).await;
+    assert!(ws_connect(&url, "v4.channel.k8s.io").await.is_err());
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_spdy_with_every_remotecommand_version() {
+    let mut s = setup(busybox_config()).await;
+    let id = s.run(s.config("app", &["sleep", "1000"])).await;
+    for protocol in [
+        "v4.channel.k8s.io",
+        "v3.channel.k8s.io",
+        "v2.channel.k8s.io",
+    ] {
+        let url = exec_url(
+            &mut s,
+            &id,
+            &["/bin/sh", "-c", "cat; echo err >&2; exit 5"],
+            true,
+            false,
+        )
+        .await;
+        let (mut c, chosen) = Spdy::connect(&url, protocol).await.expect("upgrade");
+        assert_eq!(chosen, protocol);
+        let error = c.open(&[("streamtype", "error")]).await;
+        let stdin = c.open(&[("streamtype", "stdin")]).await;
+        let stdout = c.open(&[("streamtype", "stdout")]).await;
+        let stderr = c.open(&[("streamtype", "stderr")]).await;
+        c.send(stdin, b"via spdy\n", false).await;
+        c.send(stdin, b"", true).await;
+        let mut got: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut finished = 0;
+        while let Some((sid, data, fin)) = c.next_data().await {
+            got.entry(sid).or_default().extend_from_slice(&data);
+            finished += usize::from(fin);
+            if finished == 3 {
+                break;
+            }
+        }
+        assert_eq!(
+            got.get(&stdout).map(|v| v.as_slice()),
+            Some(&b"via spdy\n"[..]),
+            "{protocol}"
+        );
+        assert_eq!(
+            got.get(&stderr).map(|v| v.as_slice()),
+            Some(&b"err\n"[..]),
+            "{protocol}"
+        );
+        let err = got.get(&error).cloned().unwrap_or_default();
+        if protocol == "v4.channel.k8s.io" {
+            assert_eq!(status(&err)["details"]["causes"][0]["message"], "5");
+        } else {
+            assert!(
+                String::from_utf8_lossy(&err).contains("exit code 5"),
+                "{err:?}"
+            );
+        }
+    }
+    // A protocol we do not speak is refused.
+    let url = exec_url(&mut s, &id, &["true"], false, false).await;
+    assert!(Spdy::connect(&url, "v9.channel.k8s.io").await.is_err());
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_follows_the_output_and_feeds_stdin_once() {
+    let mut s = setup(busybox_config()).await;
+    let ticker = s
+        .run(s.config(
+            "ticker",
+            &["/bin/sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+        ))
+        .await;
+    let mut cfg = s.config(
+        "reader",
+        &[
+            "/bin/sh",
+            "-c",
+            "while read l; do echo got $l; done; echo eof",
+        ],
+    );
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let reader = s.run(cfg).await;
+    let attach = |id: &str, stdin: bool| {
+        let (mut c, id) = (s.c.clone(), id.to_string());
+        async move {
+            c.attach(AttachRequest {
+                container_id: id,
+                stdin,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .expect("Attach")
+            .into_inner()
+            .url
+        }
+    };
+    // Two clients at once see the ticks (WebSocket and SPDY).
+    let (mut ws, _) = ws_connect(&attach(&ticker, false).await, "v4.channel.k8s.io")
+        .await
+        .expect("ws");
+    let (mut sp, _) = Spdy::connect(&attach(&ticker, false).await, "v4.channel.k8s.io")
+        .await
+        .expect("spdy");
+    sp.open(&[("streamtype", "error")]).await;
+    let sp_out = sp.open(&[("streamtype", "stdout")]).await;
+    sp.open(&[("streamtype", "stderr")]).await;
+    let mut ws_text = String::new();
+    while !ws_text.contains("tick\ntick") {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) if b.first() == Some(&1) => {
+                ws_text.push_str(&String::from_utf8_lossy(&b[1..]))
+            }
+            Some(Ok(_)) => {}
+            other => panic!("ws ended: {other:?}"),
+        }
+    }
+    let mut sp_text = String::new();
+    while !sp_text.contains("tick\ntick") {
+        let (sid, data, _) = sp.next_data().await.expect("spdy data");
+        if sid == sp_out {
+            sp_text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    drop((ws, sp));
+
+    // stdin reaches the container; closing it ends the container's input.
+    let (mut ws, _) = ws_connect(&attach(&reader, true).await, "v5.channel.k8s.io")
+        .await
+        .expect("ws");
+    ws.send(ws_frame(0, b"one\n")).await.expect("stdin");
+    ws.send(ws_frame(255, &[0])).await.expect("close stdin");
+    drop(ws);
+    let st = s.wait_exited(&reader).await;
+    assert_eq!(st.exit_code, 0);
+    let log = s.log("reader");
+    assert!(log.contains("got one") && log.contains("eof"), "{log}");
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_a_server_in_the_pod_over_both_protocols() {
+    let mut s = setup(busybox_config()).await;
+    s.run(s.config(
+        "web",
+        &["busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"],
+    ))
+    .await;
+    let pf_url = |s: &berth_tests::setup::Setup| {
+        let (mut c, pod) = (s.c.clone(), s.pod.clone());
+        async move {
+            c.port_forward(PortForwardRequest {
+                pod_sandbox_id: pod,
+                port: vec![8080],
+            })
+            .await
+            .expect("PortForward")
+            .into_inner()
+            .url
+        }
+    };
+    let get = b"GET /hostname HTTP/1.0\r\n\r\n";
+    // SPDY: two requests at once on one connection.
+    let (mut c, proto) = Spdy::connect(&pf_url(&s).await, "portforward.k8s.io")
+        .await
+        .expect("upgrade");
+    assert_eq!(proto, "portforward.k8s.io");
+    let mut data = Vec::new();
+    for rid in ["1", "2"] {
+        c.open(&[
+            ("streamtype", "error"),
+            ("port", "8080"),
+            ("requestid", rid),
+        ])
+        .await;
+        let d = c
+            .open(&[("streamtype", "data"), ("port", "8080"), ("requestid", rid)])
+            .await;
+        data.push(d);
+    }
+    for d in &data {
+        c.send(*d, get, false).await;
+    }
+    let mut got: HashMap<u32, Vec<u8>> = HashMap::new();
+    let mut done = 0;
+    while done < 2 {
+        let (sid, bytes, fin) = tokio::time::timeout(Duration::from_secs(20), c.next_data())
+            .await
+            .expect("in time")
+            .expect("data");
+        got.entry(sid).or_default().extend_from_slice(&bytes);
+        if fin && data.contains(&sid) {
+            done += 1;
+        }
+    }
+    for d in &data {
+        let text = String::from_utf8_lossy(&got[d]).into_owned();
+        assert!(
+            text.starts_with("HTTP/1.") && text.ends_with("podhost\n"),
+            "{text:?}"
+        );
+    }
+
+    // WebSocket: the port number opens both channels; the reply follows.
+    let url = format!("{}?port=8080", pf_url(&s).await);
+    let (mut ws, proto) = ws_connect(&url, "v4.channel.k8s.io").await.expect("ws");
+    assert_eq!(proto, "v4.channel.k8s.io");
+    ws.send(ws_frame(0, get)).await.expect("send");
+    let mut text = String::new();
+    let mut opened = 0;
+    while !text.ends_with("podhost\n") {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) if b[0] == 0 => {
+                if opened == 0 {
+                    assert_eq!(&b[1..], &8080u16.to_le_bytes());
+                    opened += 1;
+                } else {
+                    text.push_str(&String::from_utf8_lossy(&b[1..]));
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("ws ended: {other:?} after {text:?}"),
+        }
+    }
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_container_log_loses_no_line() {
+    let mut s = setup(busybox_config()).await;
+    let id = s
+        .run(s.config(
+            "count",
+            &[
+                "/bin/sh",
+                "-c",
+                "i=0; while [ $i -lt 20000 ]; do echo $i; i=$((i+1)); done; sleep 1000",
+            ],
+        ))
+        .await;
+    let log = s.b.dir.path().join("logs/count/0.log");
+    // Rotate while it writes, as the kubelet does: rename, then reopen.
+    while std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) < 20_000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::rename(&log, log.with_extension("log.1")).expect("rename");
+    s.c.reopen_container_log(ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("reopen");
+    assert!(log.exists(), "the log was not reopened");
+    // Until the last number is in the new file.
+    for _ in 0..600 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(" 19999\n")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = std::fs::read_to_string(log.with_extension("log.1")).expect("old")
+        + &std::fs::read_to_string(&log).expect("new");
+    let numbers: Vec<u32> = all
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(numbers, (0..20000).collect::<Vec<u32>>());
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refused() {
+    let b = berth_tests::Berthd::start_with(berth_tests::Options {
+        config: "[streaming]\ntoken_ttl = \"200ms\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = b.runtime().await;
+    let pod = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "pf".into(),
+                    uid: "pf-uid".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let url = c
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![80],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e = Spdy::connect(&url, "portforward.k8s.io")
+        .await
+        .err()
+        .expect("expired");
+    assert!(e.starts_with("HTTP/1.1 404"), "{e}");
+    // A bad port is refused at once.
+    let e = c
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![0],
+        })
+        .await
+        .expect_err("port 0");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    c.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("remove");
+}
