@@ -9,7 +9,8 @@ what=${1:-test}
 build_pkgs=(gcc pkg-config libseccomp-dev)
 # The tests pull from a real registry on loopback and run real containers.
 test_pkgs=(docker-registry busybox-static apache2-utils runc crun
-           containernetworking-plugins iproute2 iptables openssl)
+           containernetworking-plugins iproute2 iptables openssl
+           python3-venv make)
 
 run_pkgs=(containernetworking-plugins iproute2 iptables)
 

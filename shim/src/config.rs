@@ -436,4 +436,24 @@ path = "/usr/bin/crun"
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn the_shipped_config_file_parses() {
+        let text = include_str!("../../manifests/config.toml");
+        let c = Config::parse(Path::new("manifests/config.toml"), text).unwrap();
+        assert!(c.runtimes.contains_key("crun"));
+        // Its commented defaults, uncommented, are the defaults.
+        let defaults: String = text
+            .lines()
+            .skip_while(|l| !l.contains("--- defaults"))
+            .skip(1)
+            .take_while(|l| !l.contains("--- end of defaults"))
+            .map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            Config::parse(Path::new("defaults"), &defaults).unwrap(),
+            Config::default()
+        );
+    }
 }

@@ -133,7 +133,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "berthd serving CRI v1"
     );
 
+    // systemd's Type=notify: ready once the socket answers.
+    sd_notify("READY=1");
     let signal_name = signals.wait().await;
+    sd_notify("STOPPING=1");
     tracing::info!(signal = signal_name, "shutting down: no new calls accepted");
     let _ = stop_tx.send(());
     daemon.events.close();
@@ -224,5 +227,25 @@ impl Signals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+/// Tells systemd (when it started us with `Type=notify`) about our state:
+/// one datagram to `$NOTIFY_SOCKET` (a path, or `@name` for the abstract
+/// namespace). Without the variable, nothing happens.
+fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
+        None => std::os::unix::net::SocketAddr::from_pathname(&path),
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| addr.and_then(|a| s.send_to_addr(state.as_bytes(), &a)));
+    if let Err(e) = sent {
+        tracing::warn!("sd_notify {state}: {e}");
     }
 }

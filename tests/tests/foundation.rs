@@ -300,3 +300,36 @@ async fn flags_override_the_config_file() {
     assert_eq!(config["socket"], b.socket.display().to_string());
     assert_eq!(config["log_level"], "warn");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_and_stopping() {
+    let b = Berthd::start().await;
+    // A second berthd on its own dirs, started as systemd would.
+    let d = b.dir.path().join("notified");
+    std::fs::create_dir_all(&d).expect("dir");
+    let notify = std::os::unix::net::UnixDatagram::bind(d.join("notify")).expect("bind");
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let (root, state, sock) = (d.join("root"), d.join("state"), d.join("b.sock"));
+    let mut child = b
+        .command(&[("--root", &root), ("--state", &state), ("--socket", &sock)])
+        .env("NOTIFY_SOCKET", d.join("notify"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("READY");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving.
+    assert!(berth_tests::connect(&sock).await.is_ok());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("TERM");
+    let n = notify.recv(&mut buf).expect("STOPPING");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().expect("wait").success());
+}
