@@ -10,6 +10,7 @@ mod exec;
 mod lock;
 mod netwatch;
 mod pod;
+mod seccomp;
 mod server;
 mod spec;
 mod stats;

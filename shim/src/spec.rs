@@ -45,6 +45,12 @@ pub struct PodContext {
     pub hostname: String,
     /// e.g. "/kubepods/pod123" (cgroupfs driver).
     pub cgroup_parent: String,
+    /// The pod may run privileged containers.
+    pub privileged: bool,
+    /// The pod's sysctls (namespaced ones only; checked here).
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// For PID mode TARGET: the target container's PID namespace.
+    pub target_pid_ns: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,18 +190,24 @@ pub fn build(
     let sc = linux_cfg
         .and_then(|l| l.security_context.as_ref())
         .unwrap_or(&sc_default);
-    if sc.privileged {
-        return Err(SpecError::Unsupported(
-            "privileged containers are not supported yet".into(),
+    if sc.privileged && !pod.privileged {
+        return Err(invalid(
+            "security_context.privileged",
+            "a privileged container needs a privileged pod sandbox",
         ));
     }
+    check_lsm(sc)?;
 
     let args = process_args(c, image)?;
     let hostname = pod_hostname(pod);
     let env = process_env(c, image, &hostname)?;
     let cwd = process_cwd(c, image)?;
     let user = process_user(sc, image, rootfs)?;
-    let caps = capabilities(sc)?;
+    let caps = if sc.privileged {
+        own_capabilities()
+    } else {
+        capabilities(sc)?
+    };
 
     let mut process = Map::new();
     process.insert("terminal".into(), json!(c.tty));
@@ -211,7 +223,12 @@ pub fn build(
             "permitted": caps,
         }),
     );
-    process.insert("noNewPrivileges".into(), json!(sc.no_new_privs));
+    // Only when set: libcontainer takes the key's presence (even `false`)
+    // to mean "load seccomp after dropping capabilities", which then fails
+    // without no_new_privs.
+    if sc.no_new_privs {
+        process.insert("noNewPrivileges".into(), json!(true));
+    }
 
     let mut linux = Map::new();
     let mut resources = Map::new();
@@ -229,17 +246,32 @@ pub fn build(
     resources.insert("devices".into(), Value::Array(device_rules));
 
     linux.insert("namespaces".into(), namespaces(sc, pod)?);
+    // A privileged container runs without seccomp, as with containerd.
+    if !sc.privileged
+        && let Some(profile) = crate::seccomp::for_container(sc, &caps)
+            .map_err(|e| invalid("linux.security_context.seccomp", e))?
+    {
+        linux.insert("seccomp".into(), profile);
+    }
+    let sysctl = sysctls(pod)?;
+    if !sysctl.is_empty() {
+        linux.insert("sysctl".into(), json!(sysctl));
+    }
     linux.insert("cgroupsPath".into(), json!(cgroups_path(id, pod)));
     linux.insert("resources".into(), Value::Object(resources));
     if !devices.is_empty() {
-        linux.insert("devices".into(), Value::Array(devices));
+        linux.insert("devices".into(), Value::Array(devices.clone()));
     }
-    let masked: Vec<&str> = if sc.masked_paths.is_empty() {
+    let masked: Vec<&str> = if sc.privileged {
+        Vec::new()
+    } else if sc.masked_paths.is_empty() {
         DEFAULT_MASKED_PATHS.to_vec()
     } else {
         sc.masked_paths.iter().map(String::as_str).collect()
     };
-    let readonly: Vec<&str> = if sc.readonly_paths.is_empty() {
+    let readonly: Vec<&str> = if sc.privileged {
+        Vec::new()
+    } else if sc.readonly_paths.is_empty() {
         DEFAULT_READONLY_PATHS.to_vec()
     } else {
         sc.readonly_paths.iter().map(String::as_str).collect()
@@ -250,6 +282,11 @@ pub fn build(
         linux.insert("rootfsPropagation".into(), json!(p));
     }
 
+    let mut mounts = mounts;
+    let mut devices = devices;
+    if sc.privileged {
+        privileged(&mut mounts, &mut devices, &mut linux)?;
+    }
     let mut spec = Map::new();
     spec.insert("ociVersion".into(), json!(OCI_VERSION));
     spec.insert("process".into(), Value::Object(process));
@@ -597,7 +634,9 @@ fn process_user(
     // Primary gid first (containerd since the CVE-2023-25173 fix), then the
     // groups listing the user, then the CRI supplemental groups.
     let mut gids = vec![gid];
-    if let Some(name) = &username {
+    // Strict (1): only the CRI's groups, none from the image's /etc/group.
+    let strict = sc.supplemental_groups_policy == 1;
+    if let Some(name) = username.as_ref().filter(|_| !strict) {
         for g in &groups {
             if g.name != *name && g.members.iter().any(|m| m == name) {
                 gids.push(g.gid);
@@ -989,6 +1028,203 @@ fn devices(c: &ContainerConfig) -> Result<(Vec<Value>, Vec<Value>), SpecError> {
     Ok((nodes, rules))
 }
 
+// ------------------------------------------------------------ privileged
+
+/// The capabilities berthd itself may hold (its bounding set): what a
+/// privileged container gets, as containerd's "all current capabilities"
+/// (a node may run berthd without some).
+fn own_capabilities() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// What `privileged` adds, as containerd: every host device (and a device
+/// rule allowing all), /sys and the cgroup fs writable. (All capabilities,
+/// no masked or read-only paths and no seccomp are set where those are.)
+fn privileged(
+    mounts: &mut [Value],
+    devices: &mut Vec<Value>,
+    linux: &mut Map<String, Value>,
+) -> Result<(), SpecError> {
+    for m in mounts.iter_mut() {
+        if matches!(m["destination"].as_str(), Some("/sys" | "/sys/fs/cgroup"))
+            && let Some(opts) = m.get_mut("options").and_then(Value::as_array_mut)
+        {
+            opts.retain(|o| o != "ro");
+        }
+    }
+    let have: HashSet<String> = devices
+        .iter()
+        .filter_map(|d| d["path"].as_str().map(String::from))
+        .collect();
+    for d in host_devices(Path::new("/dev")) {
+        if !have.contains(d["path"].as_str().unwrap_or("")) {
+            devices.push(d);
+        }
+    }
+    linux.insert("devices".into(), Value::Array(devices.clone()));
+    if let Some(r) = linux.get_mut("resources").and_then(Value::as_object_mut) {
+        r.insert(
+            "devices".into(),
+            json!([{ "allow": true, "access": "rwm" }]),
+        );
+    }
+    Ok(())
+}
+
+/// The device nodes under `dir` (not /dev/pts, /dev/shm, /dev/mqueue,
+/// which the container gets its own of), as OCI `linux.devices`.
+fn host_devices(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if !matches!(path.to_str(), Some("/dev/pts" | "/dev/shm" | "/dev/mqueue")) {
+                out.extend(host_devices(&path));
+            }
+            continue;
+        }
+        let typ = if ft.is_char_device() {
+            "c"
+        } else if ft.is_block_device() {
+            "b"
+        } else {
+            continue;
+        };
+        // The console and ptmx are the container's own; the standard
+        // nodes every container gets are made by the runtime already.
+        if matches!(
+            path.to_str(),
+            Some(
+                "/dev/console"
+                    | "/dev/ptmx"
+                    | "/dev/null"
+                    | "/dev/zero"
+                    | "/dev/full"
+                    | "/dev/random"
+                    | "/dev/urandom"
+                    | "/dev/tty"
+            )
+        ) {
+            continue;
+        }
+        out.push(json!({
+            "path": path.to_string_lossy(),
+            "type": typ,
+            "major": dev_major(meta.rdev()),
+            "minor": dev_minor(meta.rdev()),
+            "fileMode": meta.mode() & 0o777,
+            "uid": meta.uid(),
+            "gid": meta.gid(),
+        }));
+    }
+    out
+}
+
+/// AppArmor and SELinux: berth's hosts have neither, so an explicit
+/// profile or label is refused, as containerd does on such a host; the
+/// runtime default (or none) is accepted.
+fn check_lsm(sc: &LinuxContainerSecurityContext) -> Result<(), SpecError> {
+    let apparmor_on = Path::new("/sys/kernel/security/apparmor").exists();
+    if let Some(p) = &sc.apparmor {
+        // 0 RuntimeDefault, 1 Unconfined, 2 Localhost
+        if p.profile_type == 2 && !apparmor_on {
+            return Err(invalid(
+                "security_context.apparmor",
+                format!(
+                    "profile {:?} asked for, but AppArmor is not enabled on this node",
+                    p.localhost_ref
+                ),
+            ));
+        }
+    }
+    #[allow(deprecated)]
+    let legacy = sc.apparmor_profile.as_str();
+    if let Some(name) = legacy.strip_prefix("localhost/")
+        && !apparmor_on
+    {
+        return Err(invalid(
+            "security_context.apparmor_profile",
+            format!("profile {name:?} asked for, but AppArmor is not enabled on this node"),
+        ));
+    }
+    let selinux_on = Path::new("/sys/fs/selinux/enforce").exists();
+    if let Some(o) = &sc.selinux_options
+        && !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())
+        && !selinux_on
+    {
+        return Err(invalid(
+            "security_context.selinux_options",
+            "an SELinux label asked for, but SELinux is not enabled on this node",
+        ));
+    }
+    Ok(())
+}
+
+/// The pod's sysctls, if each is namespaced and the pod has the namespace:
+/// IPC ones (`kernel.shm*`, `kernel.msg*`, `kernel.sem`, `fs.mqueue.*`)
+/// need the pod's own IPC namespace, `net.*` its own network namespace.
+fn sysctls(pod: &PodContext) -> Result<std::collections::BTreeMap<String, String>, SpecError> {
+    const IPC: &[&str] = &[
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+    ];
+    for (k, v) in &pod.sysctls {
+        let field = format!("sysctls[{k:?}]");
+        if v.contains('\n') {
+            return Err(invalid(field, "the value has a newline"));
+        }
+        let key = k.replace('/', ".");
+        if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            if pod.ipc_ns.is_none() {
+                return Err(invalid(
+                    field,
+                    "an IPC sysctl in a pod that uses the host's IPC namespace",
+                ));
+            }
+        } else if key.starts_with("net.") {
+            if pod.net_ns.is_none() {
+                return Err(invalid(
+                    field,
+                    "a network sysctl in a pod that uses the host's network",
+                ));
+            }
+        } else {
+            return Err(invalid(field, "not a namespaced sysctl"));
+        }
+    }
+    Ok(pod
+        .sysctls
+        .iter()
+        .map(|(k, v)| (k.replace('/', "."), v.clone()))
+        .collect())
+}
+
 // ------------------------------------------------------ namespaces etc.
 
 fn namespaces(sc: &LinuxContainerSecurityContext, pod: &PodContext) -> Result<Value, SpecError> {
@@ -1006,11 +1242,15 @@ fn namespaces(sc: &LinuxContainerSecurityContext, pod: &PodContext) -> Result<Va
                 ));
             }
         },
-        Some(3) => {
-            return Err(SpecError::Unsupported(
-                "security_context.namespace_options.pid: a target PID namespace".into(),
-            ));
-        }
+        Some(3) => match &pod.target_pid_ns {
+            Some(path) => ns.push(json!({ "type": "pid", "path": path })),
+            None => {
+                return Err(invalid(
+                    "security_context.namespace_options.target_id",
+                    "the target container is not running",
+                ));
+            }
+        },
         Some(p) => {
             return Err(invalid(
                 "security_context.namespace_options.pid",
@@ -1355,6 +1595,17 @@ mod tests {
             user_of(&with_sc(cfg(), sc), "root").unwrap(),
             json!({"uid":1000,"gid":1000,"additionalGids":[1000,63]})
         );
+        // Strict: the image's /etc/group adds nothing.
+        let sc = LinuxContainerSecurityContext {
+            run_as_username: "app".into(),
+            supplemental_groups: vec![5000],
+            supplemental_groups_policy: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            user_of(&with_sc(cfg(), sc), "").unwrap(),
+            json!({"uid":1000,"gid":1000,"additionalGids":[1000,5000]})
+        );
         let sc = LinuxContainerSecurityContext {
             run_as_username: "ghost".into(),
             ..Default::default()
@@ -1429,16 +1680,58 @@ mod tests {
     }
 
     #[test]
-    fn privileged_rejected() {
+    fn privileged_needs_a_privileged_pod_and_opens_everything() {
         let sc = LinuxContainerSecurityContext {
             privileged: true,
+            seccomp: Some(cri_api::v1::SecurityProfile::default()),
             ..Default::default()
         };
-        let e = spec_of(&with_sc(cfg(), sc), &ImageDefaults::default()).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("privileged containers are not supported yet")
+        let c = with_sc(cfg(), sc);
+        let e = spec_of(&c, &ImageDefaults::default()).unwrap_err();
+        assert!(e.to_string().contains("privileged pod sandbox"), "{e}");
+        let r = rootfs();
+        let mut p = pod();
+        p.privileged = true;
+        let v = build("abc", &c, &ImageDefaults::default(), &p, &r.0).unwrap();
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            json!(own_capabilities())
         );
+        assert!(own_capabilities().contains(&"CAP_SYS_ADMIN".to_string()));
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        assert!(v["linux"].get("seccomp").is_none());
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            json!([{ "allow": true, "access": "rwm" }])
+        );
+        let devs = v["linux"]["devices"].as_array().unwrap();
+        assert!(devs.iter().all(|d| d["path"] != "/dev/null"));
+        assert!(!devs.is_empty());
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert!(!sys["options"].as_array().unwrap().contains(&json!("ro")));
+    }
+
+    #[test]
+    fn sysctls_must_be_namespaced_and_have_their_namespace() {
+        let r = rootfs();
+        let mut p = pod();
+        p.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+        let e = build("abc", &cfg(), &ImageDefaults::default(), &p, &r.0).unwrap_err();
+        assert!(e.to_string().contains("host's network"), "{e}");
+        p.net_ns = Some("/run/netns/x".into());
+        p.ipc_ns = Some("/run/ipc/x".into());
+        p.sysctls
+            .insert("kernel.shm_rmid_forced".into(), "1".into());
+        let v = build("abc", &cfg(), &ImageDefaults::default(), &p, &r.0).unwrap();
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        p.sysctls.insert("kernel.panic".into(), "1".into());
+        let e = build("abc", &cfg(), &ImageDefaults::default(), &p, &r.0).unwrap_err();
+        assert!(e.to_string().contains("not a namespaced sysctl"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub struct Setup {
 }
 
 pub async fn setup(image_config: ImageConfig) -> Setup {
+    setup_with(image_config, |_| {}).await
+}
+
+/// As [`setup`], with the pod's config changed by `pod` first.
+pub async fn setup_with(
+    image_config: ImageConfig,
+    pod: impl FnOnce(&mut PodSandboxConfig),
+) -> Setup {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
@@ -50,6 +58,8 @@ pub async fn setup(image_config: ImageConfig) -> Setup {
         }),
         ..Default::default()
     };
+    let mut pod_config = pod_config;
+    pod(&mut pod_config);
     let mut c = b.runtime().await;
     let pod = c
         .run_pod_sandbox(RunPodSandboxRequest {

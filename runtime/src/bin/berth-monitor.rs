@@ -101,6 +101,7 @@ fn main() -> ExitCode {
 }
 
 fn run(a: &Args) -> Result<(), String> {
+    known_syscalls_only(&a.bundle.join("config.json"))?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let tty = std::fs::read(a.bundle.join("config.json"))
@@ -294,6 +295,44 @@ fn run(a: &Args) -> Result<(), String> {
         eprintln!("berth-monitor {}: delete: {e}", a.id);
     }
     Ok(())
+}
+
+/// Drops from the spec's seccomp rules the syscall names this node's
+/// libseccomp does not know (a profile may name syscalls newer than it),
+/// as runc does; a rule left with no name goes. The bundle is rewritten.
+fn known_syscalls_only(config: &Path) -> Result<(), String> {
+    let text = std::fs::read(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let Some(rules) = spec
+        .pointer_mut("/linux/seccomp/syscalls")
+        .and_then(|r| r.as_array_mut())
+    else {
+        return Ok(());
+    };
+    let before: usize = rules
+        .iter()
+        .map(|r| r["names"].as_array().map_or(0, Vec::len))
+        .sum();
+    for r in rules.iter_mut() {
+        if let Some(names) = r.get_mut("names").and_then(|n| n.as_array_mut()) {
+            names.retain(|n| {
+                n.as_str()
+                    .is_some_and(|n| libseccomp::ScmpSyscall::from_name(n).is_ok())
+            });
+        }
+    }
+    rules.retain(|r| r["names"].as_array().is_some_and(|n| !n.is_empty()));
+    let after: usize = rules
+        .iter()
+        .map(|r| r["names"].as_array().map_or(0, Vec::len))
+        .sum();
+    if after == before {
+        return Ok(());
+    }
+    let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+    let dir = config.parent().unwrap_or(Path::new("/"));
+    write_atomic(dir, "config.json", &bytes).map_err(|e| format!("{}: {e}", config.display()))
 }
 
 fn report(r: Result<(), String>) -> ExitCode {

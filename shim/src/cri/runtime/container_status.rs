@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use cri_api::v1::{
     Container, ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
-    ContainerStatusResponse, ImageSpec,
+    ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser,
 };
 use tonic::Status;
 
@@ -120,6 +120,25 @@ pub fn status_of(d: &Daemon, rec: &ContainerRecord) -> ContainerStatus {
                 linux: Some(r),
                 windows: None,
             }),
+        user: user_of(d, rec),
         ..Default::default()
     }
+}
+
+/// The identity the container's first process started with (its spec's
+/// user), which the kubelet reports for supplemental groups.
+fn user_of(d: &Daemon, rec: &ContainerRecord) -> Option<ContainerUser> {
+    let spec = std::fs::read(d.containers.state_dir(&rec.id).join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&spec).ok()?;
+    let u = spec.pointer("/process/user")?;
+    Some(ContainerUser {
+        linux: Some(LinuxContainerUser {
+            uid: u["uid"].as_i64()?,
+            gid: u["gid"].as_i64()?,
+            supplemental_groups: u["additionalGids"]
+                .as_array()
+                .map(|g| g.iter().filter_map(|g| g.as_i64()).collect())
+                .unwrap_or_default(),
+        }),
+    })
 }

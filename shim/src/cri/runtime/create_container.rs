@@ -131,6 +131,17 @@ pub async fn create_container(
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default(),
+        privileged: pod_config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged),
+        sysctls: pod_config
+            .linux
+            .as_ref()
+            .map(|l| l.sysctls.clone().into_iter().collect())
+            .unwrap_or_default(),
+        target_pid_ns: target_pid_ns(d, &config),
     };
     let log_path = if pod_config.log_directory.is_empty() || config.log_path.is_empty() {
         d.containers
@@ -207,4 +218,28 @@ fn clamp_oom_score_adj(spec: &mut serde_json::Value) {
     {
         *v = serde_json::json!(own);
     }
+}
+
+/// For PID mode TARGET: the PID namespace of the running target container.
+fn target_pid_ns(d: &Daemon, c: &cri_api::v1::ContainerConfig) -> Option<std::path::PathBuf> {
+    let opts = c
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()?;
+    if opts.pid != 3 {
+        return None;
+    }
+    let target = d.containers.find(&opts.target_id).ok()??;
+    if !matches!(
+        d.containers.observe(&target.id),
+        crate::container::Observed::Running { .. }
+    ) {
+        return None;
+    }
+    let pid = std::fs::read_to_string(d.containers.state_dir(&target.id).join(berth_runtime::PID))
+        .ok()?;
+    Some(format!("/proc/{}/ns/pid", pid.trim()).into())
 }

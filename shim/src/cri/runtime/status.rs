@@ -58,7 +58,9 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
         .map(|name| RuntimeHandler {
             name: name.to_string(),
             features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
+                // "rro" bind options: mount_setattr with AT_RECURSIVE
+                // (libcontainer), which needs Linux 5.12.
+                recursive_read_only_mounts: kernel_at_least(5, 12),
                 user_namespaces: false,
             }),
         })
@@ -72,7 +74,8 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
         info,
         runtime_handlers: handlers,
         features: Some(RuntimeFeatures {
-            supplemental_groups_policy: false,
+            // Strict is honoured (spec.rs: process_user).
+            supplemental_groups_policy: true,
             user_namespaces_host_network: false,
         }),
     }
@@ -129,6 +132,17 @@ fn cgroup_mode(root: &Path) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Is the running kernel at least `major.minor`?
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }
 
 #[cfg(test)]

@@ -1,0 +1,321 @@
+//! Security settings, each checked from inside the container.
+
+use berth_tests::setup::{busybox_config, setup};
+use cri_api::v1::security_profile::ProfileType;
+use cri_api::v1::*;
+use tonic::Code;
+
+fn with_seccomp(mut c: ContainerConfig, t: ProfileType, path: &str) -> ContainerConfig {
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: path.into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_runtime_default_localhost_and_unconfined() {
+    let mut s = setup(busybox_config()).await;
+    // Creating a user namespace needs no capability, so only seccomp
+    // stops it.
+    let probe = "grep '^Seccomp:' /proc/self/status; busybox unshare -U true && echo unshare-ok || echo unshare-denied";
+    let cfg = with_seccomp(
+        s.config("default", &["/bin/sh", "-c", probe]),
+        ProfileType::RuntimeDefault,
+        "",
+    );
+    let id = s.run(cfg).await;
+    s.wait_exited(&id).await;
+    let log = s.log("default");
+    assert!(log.contains("Seccomp:\t2"), "{log}");
+    assert!(log.contains("unshare-denied"), "{log}");
+
+    let cfg = with_seccomp(
+        s.config("unconfined", &["/bin/sh", "-c", probe]),
+        ProfileType::Unconfined,
+        "",
+    );
+    let id = s.run(cfg).await;
+    s.wait_exited(&id).await;
+    let log = s.log("unconfined");
+    assert!(log.contains("Seccomp:\t0"), "{log}");
+    assert!(log.contains("unshare-ok"), "{log}");
+
+    // A Localhost profile in Docker's form: everything but mkdir.
+    let profile = s.b.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .expect("profile");
+    let cfg = with_seccomp(
+        s.config(
+            "local",
+            &["/bin/sh", "-c", "mkdir /tmp/d && echo made || echo refused"],
+        ),
+        ProfileType::Localhost,
+        &profile.display().to_string(),
+    );
+    let id = s.run(cfg).await;
+    s.wait_exited(&id).await;
+    assert!(s.log("local").contains("refused"), "{}", s.log("local"));
+
+    // A missing or broken profile fails CreateContainer, saying why.
+    let cfg = with_seccomp(
+        s.config("missing", &["true"]),
+        ProfileType::Localhost,
+        "/no/such/profile.json",
+    );
+    let e = s.create(cfg).await.expect_err("missing profile");
+    assert_ne!(e.code(), Code::Ok);
+    assert!(
+        e.message().contains("seccomp") && e.message().contains("/no/such/profile.json"),
+        "{e:?}"
+    );
+    std::fs::write(&profile, "{").expect("broken");
+    let cfg = with_seccomp(
+        s.config("broken", &["true"]),
+        ProfileType::Localhost,
+        &profile.display().to_string(),
+    );
+    let e = s.create(cfg).await.expect_err("broken profile");
+    assert!(e.message().contains("not JSON"), "{e:?}");
+    s.remove_all().await;
+}
+
+fn sc_config(mut c: ContainerConfig, sc: LinuxContainerSecurityContext) -> ContainerConfig {
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(sc),
+        ..Default::default()
+    });
+    c
+}
+
+/// CapEff from a container's /proc/self/status, as logged.
+fn cap_eff(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.split("CapEff:").nth(1))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_sysctls_and_a_target_pid_namespace() {
+    let mut s = berth_tests::setup::setup_with(busybox_config(), |p| {
+        let linux = p.linux.get_or_insert_with(Default::default);
+        linux.security_context = Some(LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        });
+        linux.sysctls = [
+            ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "77".to_string(),
+            ),
+        ]
+        .into();
+    })
+    .await;
+    let probe = "grep CapEff /proc/self/status; grep ' /sys ' /proc/self/mounts; \
+                 ls /dev/kmsg 2>&1; cat /proc/sys/kernel/shm_rmid_forced \
+                 /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+                 grep -c . /proc/self/fd 2>/dev/null; ls /proc/self/fd | tr '\\n' ' '";
+    let id = s
+        .run(sc_config(
+            s.config("priv", &["/bin/sh", "-c", probe]),
+            LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            },
+        ))
+        .await;
+    s.wait_exited(&id).await;
+    let log = s.log("priv");
+    // Every capability berthd may hold (this test runs with the same).
+    let own = std::fs::read_to_string("/proc/self/status").expect("status");
+    let bounding = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd")
+        .trim()
+        .to_string();
+    assert_eq!(cap_eff(&log), bounding, "{log}");
+    assert!(log.contains("sysfs /sys sysfs rw"), "{log}");
+    assert!(!log.contains("No such file"), "{log}");
+    assert!(log.contains("\n1\n") || log.contains(" F 1\n"), "{log}");
+    assert!(log.contains("77"), "{log}");
+
+    // Not privileged: containerd's default set, /sys read-only, no host
+    // devices; and only its stdio open (no descriptor of berth's leaks in).
+    let id = s.run(s.config("plain", &["/bin/sh", "-c", probe])).await;
+    s.wait_exited(&id).await;
+    let log = s.log("plain");
+    assert_eq!(cap_eff(&log), "00000000a80425fb", "{log}");
+    assert!(log.contains("sysfs /sys sysfs ro"), "{log}");
+    assert!(log.contains("/dev/kmsg: No such file"), "{log}");
+    let fds = log
+        .lines()
+        .last()
+        .and_then(|l| l.splitn(4, ' ').nth(3))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    // ls's own directory descriptor is the 4th.
+    assert_eq!(fds, "0 1 2 3", "{log}");
+
+    // A container in another container's PID namespace sees its processes.
+    let target = s.run(s.config("target", &["sleep", "1000"])).await;
+    let id = s
+        .run(sc_config(
+            s.config(
+                "peer",
+                &["/bin/sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"],
+            ),
+            LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Target as i32,
+                    target_id: target.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await;
+    s.wait_exited(&id).await;
+    assert!(s.log("peer").contains("sleep 1000"), "{}", s.log("peer"));
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_security_settings_say_why() {
+    let mut s = setup(busybox_config()).await;
+    // Privileged in a pod that is not.
+    let e = s
+        .create(sc_config(
+            s.config("priv", &["true"]),
+            LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("unprivileged pod");
+    assert!(e.message().contains("privileged pod sandbox"), "{e:?}");
+    // An AppArmor profile on a host without AppArmor.
+    if !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
+        let e = s
+            .create(sc_config(
+                s.config("aa", &["true"]),
+                LinuxContainerSecurityContext {
+                    apparmor: Some(SecurityProfile {
+                        profile_type: ProfileType::Localhost as i32,
+                        localhost_ref: "k8s-apparmor-example".into(),
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect_err("no AppArmor");
+        assert!(e.message().contains("AppArmor is not enabled"), "{e:?}");
+    }
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_groups_and_recursive_read_only_mounts() {
+    let mut s = setup(busybox_config()).await;
+    // A host directory with a submount: `readonly` alone leaves the
+    // submount writable; `recursive_read_only` makes it read-only too.
+    let host = s.b.dir.path().join("vol");
+    std::fs::create_dir_all(host.join("sub")).expect("dirs");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &host.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("submount");
+    let mut cfg = s.config("rro", &["/bin/sh", "-c", "id"]);
+    let m = |path: &str, rro: bool| Mount {
+        container_path: path.into(),
+        host_path: host.display().to_string(),
+        readonly: true,
+        recursive_read_only: rro,
+        ..Default::default()
+    };
+    cfg.mounts = vec![m("/plain", false), m("/rro", true)];
+    cfg.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1234 }),
+            run_as_group: Some(Int64Value { value: 2345 }),
+            supplemental_groups: vec![3456],
+            supplemental_groups_policy: SupplementalGroupsPolicy::Strict as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = s.run(cfg).await;
+    s.wait_exited(&id).await;
+    let log = s.log("rro");
+    assert!(log.contains("uid=1234 gid=2345 groups=2345,3456"), "{log}");
+    let user = s
+        .status(&id)
+        .await
+        .user
+        .and_then(|u| u.linux)
+        .expect("user");
+    assert_eq!((user.uid, user.gid), (1234, 2345));
+    assert_eq!(user.supplemental_groups, [2345, 3456]);
+
+    // As root (who may write anywhere the mount allows): the submount is
+    // writable through a read-only bind, and not through a recursive one.
+    let mut cfg = s.config(
+        "rro-root",
+        &[
+            "/bin/sh",
+            "-c",
+            "touch /plain/sub/x && echo plain-writable; touch /rro/sub/y || echo rro-refused",
+        ],
+    );
+    cfg.mounts = vec![m("/plain", false), m("/rro", true)];
+    let id = s.run(cfg).await;
+    s.wait_exited(&id).await;
+    let log = s.log("rro-root");
+    assert!(log.contains("plain-writable"), "{log}");
+    assert!(log.contains("rro-refused"), "{log}");
+    assert!(!host.join("sub/y").exists());
+    nix::mount::umount2(&host.join("sub"), nix::mount::MntFlags::MNT_DETACH).expect("umount");
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_only_the_features_that_work() {
+    let b = berth_tests::Berthd::start().await;
+    let st = b
+        .runtime()
+        .await
+        .status(StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner();
+    let features = st.features.expect("features");
+    assert!(features.supplemental_groups_policy);
+    assert!(!features.user_namespaces_host_network);
+    let default = st
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .and_then(|h| h.features)
+        .expect("the default handler");
+    // Tested above on this kernel (6.x); user namespaces are not built.
+    assert!(default.recursive_read_only_mounts);
+    assert!(!default.user_namespaces);
+}
