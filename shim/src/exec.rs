@@ -87,8 +87,17 @@ pub async fn spawn(
     command
         .arg("exec")
         .arg(&rec.id)
-        .arg(cs.runtime_root())
+        .arg(match &rec.runtime {
+            // The external runtime keeps its state beside the bundle.
+            Some(_) => dir.join("oci"),
+            None => cs.runtime_root(),
+        })
         .arg(&process_file)
+        .args(
+            rec.runtime
+                .iter()
+                .map(|r| format!("runtime={}", r.display())),
+        )
         .env_clear()
         .env(
             "PATH",

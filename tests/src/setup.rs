@@ -33,6 +33,15 @@ pub async fn setup_with(
     image_config: ImageConfig,
     pod: impl FnOnce(&mut PodSandboxConfig),
 ) -> Setup {
+    setup_on("", image_config, pod).await
+}
+
+/// As [`setup_with`], the pod run by RuntimeClass handler `handler`.
+pub async fn setup_on(
+    handler: &str,
+    image_config: ImageConfig,
+    pod: impl FnOnce(&mut PodSandboxConfig),
+) -> Setup {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
@@ -64,7 +73,7 @@ pub async fn setup_with(
     let pod = c
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_string(),
         })
         .await
         .expect("pod")

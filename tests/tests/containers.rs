@@ -433,12 +433,19 @@ async fn a_pod_can_share_one_pid_namespace() {
     })
     .await
     .expect("remove");
-    // Gone (or a zombie waiting for the node's init to reap it: no cmdline).
-    let cmdline = std::fs::read(format!("/proc/{infra}/cmdline")).unwrap_or_default();
-    assert!(
-        !String::from_utf8_lossy(&cmdline).contains("pause-init"),
-        "the infra process outlived its pod"
-    );
+    // Gone (or a zombie waiting for the node's init to reap it: no
+    // cmdline); SIGKILL takes effect asynchronously, so wait a little.
+    let alive = || {
+        let cmdline = std::fs::read(format!("/proc/{infra}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains("pause-init")
+    };
+    for _ in 0..100 {
+        if !alive() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(), "the infra process outlived its pod");
     s.remove_all().await;
 }
 

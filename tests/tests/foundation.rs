@@ -80,10 +80,18 @@ async fn status_network_ready_follows_the_cni_config() {
     let cni: serde_json::Value = serde_json::from_str(&s.info["cni"]).expect("cni is JSON");
     assert_eq!(cni["network"], "pods");
 
-    // Handlers: the default ("") and each configured one that can run pods
-    // (not yet runc: external OCI runtimes are not supported).
+    // Handlers: the default ("") and each configured one that can run pods:
+    // runc when its binary is installed (the tests install Debian's).
     let names: Vec<&str> = s.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(names, ["", "builtin"]);
+    let runc = std::path::Path::new("/usr/sbin/runc").is_file();
+    assert_eq!(
+        names,
+        if runc {
+            vec!["", "builtin", "runc"]
+        } else {
+            vec!["", "builtin"]
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

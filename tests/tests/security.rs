@@ -319,3 +319,82 @@ async fn status_reports_only_the_features_that_work() {
     assert!(default.recursive_read_only_mounts);
     assert!(!default.user_namespaces);
 }
+
+/// What a container sees of itself, and what ExecSync and a stop report:
+/// the same under every handler.
+async fn observations(handler: &str) -> Vec<String> {
+    let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |_| {}).await;
+    let probe = "id; grep -E '^(CapEff|Seccomp|NoNewPrivs)' /proc/self/status; hostname; \
+                 ls /dev | tr '\\n' ' '; echo; grep ' / ' /proc/self/mounts | cut -d' ' -f4 | cut -c1-2; \
+                 echo err >&2; exit 3";
+    let mut cfg = sc_config(
+        s.config("probe", &["/bin/sh", "-c", probe]),
+        LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1000 }),
+            readonly_rootfs: true,
+            no_new_privs: true,
+            seccomp: Some(SecurityProfile {
+                profile_type: ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        },
+    );
+    cfg.envs = vec![KeyValue {
+        key: "WHO".into(),
+        value: "probe".into(),
+    }];
+    let id = s.run(cfg).await;
+    let st = s.wait_exited(&id).await;
+    let messages: Vec<String> = s
+        .log("probe")
+        .lines()
+        .map(|l| l.splitn(4, ' ').skip(1).collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut out = vec![format!("exit {} {}", st.exit_code, st.reason)];
+    out.extend(messages);
+    // A running one: ExecSync and a stop.
+    let id = s.run(s.config("sleeper", &["sleep", "1000"])).await;
+    // Under runc, runc's own state is there (and libcontainer's is not).
+    let oci_state = s.b.state.join("containers").join(&id).join("oci").join(&id);
+    assert_eq!(oci_state.join("state.json").exists(), handler == "runc");
+    let r =
+        s.c.exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo $WHO in $(hostname); exit 4".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    out.push(format!(
+        "exec {} {:?}",
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout)
+    ));
+    s.c.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 5,
+    })
+    .await
+    .expect("stop");
+    let st = s.status(&id).await;
+    out.push(format!("stopped {} {}", st.exit_code, st.reason));
+    s.remove_all().await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runc_handler_runs_the_same_pod_the_same_way() {
+    let builtin = observations("").await;
+    let runc = observations("runc").await;
+    assert!(
+        builtin.iter().any(|l| l.contains("Seccomp:\t2")),
+        "{builtin:?}"
+    );
+    assert_eq!(builtin, runc);
+}

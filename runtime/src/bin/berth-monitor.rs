@@ -23,6 +23,8 @@
 mod attach;
 #[path = "berth-monitor/exec.rs"]
 mod exec;
+#[path = "berth-monitor/oci.rs"]
+mod oci;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -50,6 +52,8 @@ struct Args {
     log: PathBuf,
     stdin: bool,
     once: bool,
+    /// An external OCI runtime (runc's command line) instead of libcontainer.
+    runtime: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,10 @@ fn main() -> ExitCode {
         log: log.into(),
         stdin: opts.split(',').any(|o| o == "stdin"),
         once: opts.split(',').any(|o| o == "once"),
+        runtime: opts
+            .split(',')
+            .find_map(|o| o.strip_prefix("runtime="))
+            .map(PathBuf::from),
     };
     // Our own session: a signal to berthd's process group never reaches us.
     let _ = nix::unistd::setsid();
@@ -123,19 +131,40 @@ fn run(a: &Args) -> Result<(), String> {
     } else {
         None
     };
-    let built = ContainerBuilder::new(a.id.clone(), SyscallType::default())
-        .validate_id()
-        .and_then(|b| b.with_root_path(&a.root))
-        .map(|b| {
-            let b = b.with_console_socket(console.as_ref().map(|c| c.1.clone()));
-            let b = if tty {
-                b
-            } else {
-                b.with_stdin(stdin_r).with_stdout(out_w).with_stderr(err_w)
-            };
-            b.as_init(&a.bundle).with_systemd(false).with_detach(true)
-        })
-        .and_then(|b| b.build());
+    let (oci_root, oci_log) = (a.state.join("oci"), a.state.join("oci.log"));
+    let oci = a.runtime.as_deref().map(|bin| oci::Oci {
+        bin,
+        root: &oci_root,
+        log: &oci_log,
+    });
+    let built: Result<Engine, String> = match &oci {
+        None => ContainerBuilder::new(a.id.clone(), SyscallType::default())
+            .validate_id()
+            .and_then(|b| b.with_root_path(&a.root))
+            .map(|b| {
+                let b = b.with_console_socket(console.as_ref().map(|c| c.1.clone()));
+                let b = if tty {
+                    b
+                } else {
+                    b.with_stdin(stdin_r).with_stdout(out_w).with_stderr(err_w)
+                };
+                b.as_init(&a.bundle).with_systemd(false).with_detach(true)
+            })
+            .and_then(|b| b.build())
+            .map(|c| Engine::Lib(Box::new(c)))
+            .map_err(|e| e.to_string()),
+        Some(o) => oci::subreaper().and_then(|()| {
+            let stdio = (!tty).then_some((stdin_r, out_w, err_w));
+            o.create(
+                &a.id,
+                &a.bundle,
+                &a.state.join("oci.pid"),
+                console.as_ref().map(|c| c.1.as_path()),
+                stdio,
+            )
+            .map(Engine::Oci)
+        }),
+    };
     let mut container = match built {
         Ok(c) => c,
         Err(e) => {
@@ -153,17 +182,14 @@ fn run(a: &Args) -> Result<(), String> {
                 Err(e) => {
                     let msg = format!("creating the container's terminal: {e}");
                     let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
-                    let _ = container.delete(true);
+                    container.delete(oci.as_ref(), &a.id);
                     return Err(msg);
                 }
             }
         }
         None => None,
     };
-    let pid = container
-        .pid()
-        .map(|p| Pid::from_raw(p.as_raw()))
-        .ok_or("libcontainer gave no init pid")?;
+    let pid = container.pid().ok_or("the runtime gave no init pid")?;
 
     // SIGCHLD through a signalfd from here on: the init exists already, so
     // it does not inherit the blocked mask.
@@ -211,7 +237,7 @@ fn run(a: &Args) -> Result<(), String> {
     let exit = match exit {
         Some(status) => status,
         None => {
-            if let Err(e) = container.start() {
+            if let Err(e) = container.start(oci.as_ref(), &a.id) {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
                 let x = Exit {
@@ -222,7 +248,7 @@ fn run(a: &Args) -> Result<(), String> {
                     oom_killed: false,
                 };
                 record_exit(&a.state, &x);
-                let _ = container.delete(true);
+                container.delete(oci.as_ref(), &a.id);
                 return Err(x.message);
             }
             write_atomic(&a.state, STARTED, now_ns().to_string().as_bytes())
@@ -248,10 +274,13 @@ fn run(a: &Args) -> Result<(), String> {
             };
             let mut flags = Vec::new();
             if tty {
-                flags.push("tty");
+                flags.push("tty".to_string());
             }
             if a.once {
-                flags.push("once");
+                flags.push("once".to_string());
+            }
+            if let Some(rt) = &a.runtime {
+                flags.push(format!("runtime={}", rt.display()));
             }
             let (pump_in, pump_out) = match master {
                 // With a terminal, its master is the one stream.
@@ -290,11 +319,44 @@ fn run(a: &Args) -> Result<(), String> {
     // Read before delete removes the cgroup.
     exit.oom_killed = cgroups_path(&a.bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
     record_exit(&a.state, &exit);
-    // Kills anything left in the cgroup, removes it and libcontainer's state.
-    if let Err(e) = container.delete(true) {
-        eprintln!("berth-monitor {}: delete: {e}", a.id);
-    }
+    // Kills anything left in the cgroup, removes it and the runtime's state.
+    container.delete(oci.as_ref(), &a.id);
     Ok(())
+}
+
+/// The container, as libcontainer holds it or as an external runtime's.
+enum Engine {
+    Lib(Box<libcontainer::container::Container>),
+    /// The init's pid.
+    Oci(Pid),
+}
+
+impl Engine {
+    fn pid(&self) -> Option<Pid> {
+        match self {
+            Engine::Lib(c) => c.pid().map(|p| Pid::from_raw(p.as_raw())),
+            Engine::Oci(p) => Some(*p),
+        }
+    }
+
+    fn start(&mut self, oci: Option<&oci::Oci>, id: &str) -> Result<(), String> {
+        match (self, oci) {
+            (Engine::Lib(c), _) => c.start().map_err(|e| e.to_string()),
+            (Engine::Oci(_), Some(o)) => o.start(id),
+            (Engine::Oci(_), None) => Err("no runtime".into()),
+        }
+    }
+
+    fn delete(&mut self, oci: Option<&oci::Oci>, id: &str) {
+        let r = match (self, oci) {
+            (Engine::Lib(c), _) => c.delete(true).map_err(|e| e.to_string()),
+            (Engine::Oci(_), Some(o)) => o.delete(id),
+            (Engine::Oci(_), None) => Ok(()),
+        };
+        if let Err(e) = r {
+            eprintln!("berth-monitor {id}: delete: {e}");
+        }
+    }
 }
 
 /// Drops from the spec's seccomp rules the syscall names this node's
@@ -484,13 +546,27 @@ fn pump_mode(args: &[String]) -> Result<(), String> {
     let _ = std::fs::remove_file(state.join("attach.sock"));
     exit.oom_killed = cgroups_path(bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
     record_exit(state, &exit);
-    match libcontainer::container::Container::load(root.join(id)) {
-        Ok(mut c) => {
-            if let Err(e) = c.delete(true) {
+    let runtime = flags.split(',').find_map(|f| f.strip_prefix("runtime="));
+    match runtime {
+        Some(bin) => {
+            let (oci_root, oci_log) = (state.join("oci"), state.join("oci.log"));
+            let o = oci::Oci {
+                bin: Path::new(bin),
+                root: &oci_root,
+                log: &oci_log,
+            };
+            if let Err(e) = o.delete(id) {
                 eprintln!("berth-monitor {id}: delete: {e}");
             }
         }
-        Err(e) => eprintln!("berth-monitor {id}: load for delete: {e}"),
+        None => match libcontainer::container::Container::load(root.join(id)) {
+            Ok(mut c) => {
+                if let Err(e) = c.delete(true) {
+                    eprintln!("berth-monitor {id}: delete: {e}");
+                }
+            }
+            Err(e) => eprintln!("berth-monitor {id}: load for delete: {e}"),
+        },
     }
     Ok(())
 }

@@ -37,6 +37,9 @@ pub struct ContainerRecord {
     /// Its cgroup (the OCI `cgroupsPath`).
     #[serde(default)]
     pub cgroup: String,
+    /// The external OCI runtime of its pod's handler; None: libcontainer.
+    #[serde(default)]
+    pub runtime: Option<PathBuf>,
 }
 
 impl ContainerRecord {
@@ -276,6 +279,7 @@ impl Containers {
         volumes: &[ImageVolume],
         spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(serde_json::Value, i32), String>,
         log_path: PathBuf,
+        runtime: Option<&Path>,
     ) -> Result<ContainerRecord, String> {
         let rec = ContainerRecord {
             id: id.to_string(),
@@ -287,6 +291,7 @@ impl Containers {
             stop_signal: 15,
             config: hex::encode(config.encode_to_vec()),
             cgroup: String::new(),
+            runtime: runtime.map(Path::to_path_buf),
         };
         match self.make(rec, lowers, volumes, spec_for, &log_path).await {
             Ok(rec) => Ok(rec),
@@ -377,10 +382,19 @@ impl Containers {
         }
         std::fs::create_dir_all(self.runtime_root()).map_err(|e| format!("runtime root: {e}"))?;
 
-        let (stdin, stdin_once) = {
+        let mut opts = Vec::new();
+        {
             let c = rec.config();
-            (c.stdin, c.stdin_once)
-        };
+            if c.stdin {
+                opts.push("stdin".to_string());
+                if c.stdin_once {
+                    opts.push("once".to_string());
+                }
+            }
+        }
+        if let Some(rt) = &rec.runtime {
+            opts.push(format!("runtime={}", rt.display()));
+        }
         let monitor_log = std::fs::File::create(dir.join("monitor.log"))
             .map_err(|e| format!("monitor log: {e}"))?;
         let mut child = tokio::process::Command::new(&self.monitor)
@@ -389,10 +403,10 @@ impl Containers {
             .arg(&dir)
             .arg(self.runtime_root())
             .arg(log_path)
-            .arg(match (stdin, stdin_once) {
-                (true, true) => "stdin,once",
-                (true, false) => "stdin",
-                _ => "-",
+            .arg(if opts.is_empty() {
+                "-".to_string()
+            } else {
+                opts.join(",")
             })
             .env_clear()
             .env(

@@ -3,7 +3,8 @@
 //! capabilities, seccomp) for berthd's ExecSync and Exec, waits for it and
 //! exits with its exit code.
 //!
-//! Usage: `berth-monitor exec <id> <libcontainer-root> <process.json>`
+//! Usage: `berth-monitor exec <id> <root> <process.json> [runtime=<bin>]`
+//! (`root`: libcontainer's, or the external runtime's state root).
 //!
 //! File descriptors from berthd:
 //! - 0, 1, 2: the process's stdin, stdout and stderr (with a terminal, 1
@@ -28,13 +29,25 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 pub fn exec_mode(args: &[String]) -> Result<i32, String> {
-    let [id, root, process] = args else {
-        return Err("usage: berth-monitor exec <id> <libcontainer-root> <process.json>".into());
+    let (id, root, process, runtime) = match args {
+        [id, root, process] => (id, root, process, None),
+        [id, root, process, rt] => (id, root, process, rt.strip_prefix("runtime=")),
+        _ => {
+            return Err(
+                "usage: berth-monitor exec <id> <root> <process.json> [runtime=<bin>]".into(),
+            );
+        }
     };
     #[allow(unsafe_code)]
     // SAFETY: berthd hands these descriptors over; nothing else owns them.
     let (control, mut report) = unsafe { (File::from_raw_fd(3), File::from_raw_fd(4)) };
-    match run(id, Path::new(root), Path::new(process), control) {
+    match run(
+        id,
+        Path::new(root),
+        Path::new(process),
+        runtime.map(Path::new),
+        control,
+    ) {
         Ok((pid, wait)) => {
             let _ = writeln!(report, "pid {pid}");
             drop(report);
@@ -49,7 +62,13 @@ pub fn exec_mode(args: &[String]) -> Result<i32, String> {
 
 type Wait = Box<dyn FnOnce() -> Result<i32, String>>;
 
-fn run(id: &str, root: &Path, process: &Path, control: File) -> Result<(Pid, Wait), String> {
+fn run(
+    id: &str,
+    root: &Path,
+    process: &Path,
+    runtime: Option<&Path>,
+    control: File,
+) -> Result<(Pid, Wait), String> {
     let spec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(process).map_err(|e| format!("{}: {e}", process.display()))?,
     )
@@ -72,6 +91,35 @@ fn run(id: &str, root: &Path, process: &Path, control: File) -> Result<(Pid, Wai
         b.try_clone_to_owned().map_err(|e| format!("fd {fd}: {e}"))
     };
     let console = if tty { Some(console_socket()?) } else { None };
+    if let Some(bin) = runtime {
+        // The external runtime starts it detached; we reap it.
+        super::oci::subreaper()?;
+        let work = std::env::temp_dir().join(format!("berth-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let log = work.join("log");
+        let o = super::oci::Oci {
+            bin,
+            root,
+            log: &log,
+        };
+        let started = o.exec(
+            id,
+            process,
+            &work.join("pid"),
+            console.as_ref().map(|c| c.1.as_path()),
+        );
+        let _ = std::fs::remove_dir_all(&work);
+        let pid = match started {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some((dir, _, _)) = &console {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(e);
+            }
+        };
+        return finish(pid, sigfd, console, control);
+    }
     let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map_err(|e| e.to_string())?
@@ -96,6 +144,23 @@ fn run(id: &str, root: &Path, process: &Path, control: File) -> Result<(Pid, Wai
             return Err(e.to_string());
         }
     };
+    finish(pid, sigfd, console, control)
+}
+
+type Console = (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::os::unix::net::UnixListener,
+);
+
+/// With a terminal, takes its master end from the console socket; then
+/// hands back the waiting.
+fn finish(
+    pid: Pid,
+    sigfd: SignalFd,
+    console: Option<Console>,
+    control: File,
+) -> Result<(Pid, Wait), String> {
     let master = match console {
         Some((dir, _, listener)) => {
             let got = receive_master(&listener);

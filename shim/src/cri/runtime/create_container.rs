@@ -151,6 +151,11 @@ pub async fn create_container(
         std::path::Path::new(&pod_config.log_directory).join(&config.log_path)
     };
     let id = random_id().map_err(|e| Status::internal(format!("container id: {e}")))?;
+    // The pod's RuntimeClass handler: an external OCI runtime, or none.
+    let runtime = match d.config.runtimes.get(&pod.runtime_handler) {
+        Some(crate::config::RuntimeHandler::Oci { path }) => Some(path.clone()),
+        _ => None,
+    };
     // Its layers stay while it exists, even if the image is removed.
     let leased: Vec<&berth_imageservice::db::ImageRecord> = std::iter::once(&image)
         .chain(volume_images.iter())
@@ -187,6 +192,7 @@ pub async fn create_container(
             &volumes,
             spec_for,
             log_path,
+            runtime.as_deref(),
         )
         .await
         .map_err(|e| {

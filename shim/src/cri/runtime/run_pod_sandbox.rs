@@ -24,11 +24,13 @@ pub async fn run_pod_sandbox(
         _ if req.runtime_handler.is_empty() => {}
         Some(crate::config::RuntimeHandler::Builtin) => {}
         Some(crate::config::RuntimeHandler::Oci { path }) => {
-            return Err(Status::unimplemented(format!(
-                "RunPodSandbox: runtime handler {:?} ({}) is an external OCI runtime, which berth cannot run yet; use the default handler",
-                req.runtime_handler,
-                path.display()
-            )));
+            if !path.is_file() {
+                return Err(Status::failed_precondition(format!(
+                    "RunPodSandbox: runtime handler {:?}: {} is not installed",
+                    req.runtime_handler,
+                    path.display()
+                )));
+            }
         }
         None => {
             return Err(Status::invalid_argument(format!(

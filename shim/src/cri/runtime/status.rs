@@ -46,21 +46,31 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
     }
 
     // "" is the kubelet's name for the default handler.
-    // Only handlers that can run pods: external OCI runtimes cannot yet.
+    // Handlers that can run pods: the built-in one, and external OCI
+    // runtimes whose binary is installed.
     let handlers = std::iter::once("")
         .chain(
             config
                 .runtimes
                 .iter()
-                .filter(|(_, h)| matches!(h, crate::config::RuntimeHandler::Builtin))
+                .filter(|(_, h)| match h {
+                    crate::config::RuntimeHandler::Builtin => true,
+                    // An external runtime only when it is installed.
+                    crate::config::RuntimeHandler::Oci { path } => path.is_file(),
+                })
                 .map(|(name, _)| name.as_str()),
         )
         .map(|name| RuntimeHandler {
             name: name.to_string(),
             features: Some(RuntimeHandlerFeatures {
                 // "rro" bind options: mount_setattr with AT_RECURSIVE
-                // (libcontainer), which needs Linux 5.12.
-                recursive_read_only_mounts: kernel_at_least(5, 12),
+                // (libcontainer), which needs Linux 5.12; not claimed for
+                // external runtimes (runc before 1.2 lacks it).
+                recursive_read_only_mounts: kernel_at_least(5, 12)
+                    && matches!(
+                        config.runtimes.get(name),
+                        None | Some(crate::config::RuntimeHandler::Builtin)
+                    ),
                 user_namespaces: false,
             }),
         })

@@ -1,0 +1,139 @@
+//! An external OCI runtime with runc's command line (runc, crun), for
+//! RuntimeClass handlers of `type = "oci"`: the monitor drives it instead
+//! of the built-in libcontainer. The monitor is a child subreaper, so the
+//! container's init (and an exec'd process) that the runtime leaves
+//! behind is reparented to it and reaped by it, as with libcontainer.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::unistd::Pid;
+
+pub struct Oci<'a> {
+    pub bin: &'a Path,
+    /// The runtime's own state root (`--root`).
+    pub root: &'a Path,
+    /// Where its log (JSON lines) goes, for error messages.
+    pub log: &'a Path,
+}
+
+impl Oci<'_> {
+    fn command(&self) -> Command {
+        let mut c = Command::new(self.bin);
+        c.arg("--root")
+            .arg(self.root)
+            .arg("--log")
+            .arg(self.log)
+            .arg("--log-format")
+            .arg("json");
+        c
+    }
+
+    /// The last error the runtime logged, else its exit status.
+    fn failure(&self, what: &str, status: std::process::ExitStatus) -> String {
+        let log = std::fs::read_to_string(self.log).unwrap_or_default();
+        let msg = log
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["level"] == "error")
+            .and_then(|v| v["msg"].as_str().map(String::from));
+        format!(
+            "{} {what}: {}",
+            self.bin.display(),
+            msg.unwrap_or_else(|| status.to_string())
+        )
+    }
+
+    fn run(&self, what: &str, c: &mut Command) -> Result<(), String> {
+        let status = c
+            .status()
+            .map_err(|e| format!("{} {what}: {e}", self.bin.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(self.failure(what, status))
+        }
+    }
+
+    /// `create`: the container exists, its init waits for `start`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        console: Option<&Path>,
+        stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>,
+    ) -> Result<Pid, String> {
+        let mut c = self.command();
+        c.arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file);
+        if let Some(sock) = console {
+            c.arg("--console-socket").arg(sock);
+        }
+        c.arg(id);
+        match stdio {
+            // The init inherits these from the runtime.
+            Some((i, o, e)) => c.stdin(i).stdout(o).stderr(e),
+            None => c
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        };
+        self.run("create", &mut c)?;
+        read_pid(pid_file)
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), String> {
+        self.run("start", self.command().arg("start").arg(id))
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), String> {
+        self.run(
+            "delete",
+            self.command().arg("delete").arg("--force").arg(id),
+        )
+    }
+
+    /// `exec -d`: the process runs (with our stdio, or a terminal sent to
+    /// `console`); returns its pid.
+    pub fn exec(
+        &self,
+        id: &str,
+        process: &Path,
+        pid_file: &Path,
+        console: Option<&Path>,
+    ) -> Result<Pid, String> {
+        let mut c = self.command();
+        c.arg("exec")
+            .arg("--detach")
+            .arg("--process")
+            .arg(process)
+            .arg("--pid-file")
+            .arg(pid_file);
+        if let Some(sock) = console {
+            c.arg("--tty").arg("--console-socket").arg(sock);
+        }
+        c.arg(id);
+        self.run("exec", &mut c)?;
+        read_pid(pid_file)
+    }
+}
+
+fn read_pid(file: &Path) -> Result<Pid, String> {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .map(Pid::from_raw)
+        .ok_or_else(|| format!("no pid in {}", file.display()))
+}
+
+/// Become the reaper of what the runtime leaves behind.
+pub fn subreaper() -> Result<(), String> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))
+}
