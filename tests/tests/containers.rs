@@ -389,7 +389,15 @@ async fn a_pod_can_share_one_pid_namespace() {
     let mut ids = Vec::new();
     for (name, cmd) in [
         ("sleeper", vec!["/bin/sleep", "1000"]),
-        ("looker", vec!["/bin/sh", "-c", "sleep 0.3; ps -o pid,args"]),
+        (
+            "looker",
+            vec![
+                "/bin/sh",
+                "-c",
+                "sleep 0.3; ps -o pid,args; \
+                 cat /proc/1/exe >/dev/null 2>&1 && echo exe-readable || echo exe-hidden",
+            ],
+        ),
     ] {
         let mut config = s.config(name, &cmd);
         config.linux = Some(LinuxContainerConfig {
@@ -423,6 +431,8 @@ async fn a_pod_can_share_one_pid_namespace() {
         log.contains("sleep 1000"),
         "the other container's process: {log}"
     );
+    // PID 1 runs berth's own binary: the container cannot get at it.
+    assert!(log.contains("exe-hidden"), "{log}");
     assert!(
         log.contains("pause-init"),
         "PID 1 is the infra process: {log}"

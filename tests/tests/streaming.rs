@@ -542,3 +542,37 @@ async fn an_expired_token_is_refused() {
     .await
     .expect("remove");
 }
+
+/// The Kubernetes Python client (an independent implementation of the
+/// WebSocket protocol, from PyPI) runs an exec through berth's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_python_client_execs_through_berth() {
+    let mut s = setup(busybox_config()).await;
+    let id = s.run(s.config("app", &["sleep", "1000"])).await;
+    let url = exec_url(
+        &mut s,
+        &id,
+        &[
+            "/bin/sh",
+            "-c",
+            "read line; echo got $line; echo oops >&2; exit 6",
+        ],
+        true,
+        false,
+    )
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pyclient/run.sh");
+    let out = tokio::process::Command::new(script)
+        .arg(&url)
+        .arg("hello\n")
+        .output()
+        .await
+        .expect("run the Python client");
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(r["protocol"], "v5.channel.k8s.io", "{r}");
+    assert_eq!(r["stdout"], "got hello\n", "{r}");
+    assert_eq!(r["stderr"], "oops\n", "{r}");
+    assert_eq!(r["returncode"], 6, "{r}");
+    s.remove_all().await;
+}

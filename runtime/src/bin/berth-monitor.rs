@@ -454,6 +454,10 @@ fn pause(args: &[String]) -> Result<(), String> {
 /// PID 1 of a pod's shared PID namespace: reaps whatever is orphaned to
 /// it, and ends on SIGTERM or SIGINT.
 fn pause_init() -> Result<(), String> {
+    // PID 1 of the pod's containers runs berth-monitor's own binary: not
+    // dumpable, so they cannot reach it through /proc/1/exe (and write to
+    // berth's binary once nothing runs it: the CVE-2019-5736 class).
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("dumpable: {e}"))?;
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         mask.add(s);

@@ -130,6 +130,12 @@ impl Codec {
     pub fn decode(&self, m: Message) -> Option<(u8, Bytes)> {
         match m {
             Message::Binary(b) if !b.is_empty() => Some((b[0], b.slice(1..))),
+            // Binary protocols take text frames too, as the kubelet's
+            // wsstream does (the Kubernetes Python client sends stdin so).
+            Message::Text(t) if !self.base64 && !t.is_empty() => {
+                let b = Bytes::copy_from_slice(t.as_bytes());
+                Some((b[0], b.slice(1..)))
+            }
             Message::Text(t) if self.base64 && !t.is_empty() => {
                 let t = t.as_str();
                 let ch = t.as_bytes()[0].checked_sub(b'0')?;
