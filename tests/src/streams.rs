@@ -57,9 +57,13 @@ pub async fn ws_collect(ws: &mut Ws) -> HashMap<u8, Vec<u8>> {
     out
 }
 
+/// What a SPDY client runs over: a TCP connection, or a WebSocket tunnel.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// A SPDY/3.1 client connection.
 pub struct Spdy {
-    sock: TcpStream,
+    sock: Box<dyn Io>,
     deflate: flate2::Compress,
     next_id: u32,
 }
@@ -97,18 +101,54 @@ impl Spdy {
                     .then(|| v.trim().to_string())
             })
             .unwrap_or_default();
+        Ok((Spdy::over(Box::new(sock))?, chosen))
+    }
+
+    /// A SPDY client over an established byte stream.
+    pub fn over(sock: Box<dyn Io>) -> Result<Spdy, String> {
         let mut deflate = flate2::Compress::new(flate2::Compression::default(), true);
         deflate
             .set_dictionary(&cri_api::spdy_dictionary())
             .map_err(|e| e.to_string())?;
-        Ok((
-            Spdy {
-                sock,
-                deflate,
-                next_id: 1,
-            },
-            chosen,
-        ))
+        Ok(Spdy {
+            sock,
+            deflate,
+            next_id: 1,
+        })
+    }
+
+    /// SPDY through a WebSocket with the `SPDY/3.1+portforward.k8s.io`
+    /// subprotocol: each binary message carries bytes of the connection.
+    pub async fn tunnel(url: &str) -> Result<(Spdy, String), String> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ws, chosen) = ws_connect(url, "SPDY/3.1+portforward.k8s.io").await?;
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (mut rd, mut wr) = tokio::io::split(theirs);
+        let (mut sink, mut stream) = ws.split();
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
+                if let Message::Binary(b) = m
+                    && wr.write_all(&b).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0
+                    || sink
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok((Spdy::over(Box::new(ours))?, chosen))
     }
 
     /// SYN_STREAM with `headers`; returns the stream id.

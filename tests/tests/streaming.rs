@@ -173,7 +173,8 @@ async fn exec_over_websocket_carries_stdin_exit_codes_and_resizes() {
         &[
             "/bin/sh",
             "-c",
-            "read line; while [ \"$(stty size)\" = \"0 0\" ]; do sleep 0.05; done; stty size",
+            // busybox's stty size fails while the size is 0x0.
+            "read line; until stty size >/dev/null 2>&1; do sleep 0.05; done; stty size",
         ],
         true,
         true,
@@ -417,6 +418,35 @@ async fn port_forward_reaches_a_server_in_the_pod_over_both_protocols() {
             "{text:?}"
         );
     }
+
+    // SPDY tunnelled through a WebSocket, as kubectl does through an API
+    // server with PortForwardWebsockets.
+    let (mut t, proto) = Spdy::tunnel(&pf_url(&s).await).await.expect("tunnel");
+    assert_eq!(proto, "SPDY/3.1+portforward.k8s.io");
+    t.open(&[
+        ("streamtype", "error"),
+        ("port", "8080"),
+        ("requestid", "0"),
+    ])
+    .await;
+    let d = t
+        .open(&[("streamtype", "data"), ("port", "8080"), ("requestid", "0")])
+        .await;
+    t.send(d, get, false).await;
+    let mut text = Vec::new();
+    loop {
+        let (sid, bytes, fin) = tokio::time::timeout(Duration::from_secs(20), t.next_data())
+            .await
+            .expect("in time")
+            .expect("data");
+        if sid == d {
+            text.extend_from_slice(&bytes);
+            if fin {
+                break;
+            }
+        }
+    }
+    assert!(String::from_utf8_lossy(&text).ends_with("podhost\n"));
 
     // WebSocket: the port number opens both channels; the reply follows.
     let url = format!("{}?port=8080", pf_url(&s).await);

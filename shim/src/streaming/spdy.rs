@@ -541,6 +541,17 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
 /// Port-forward over SPDY: each request is a pair of streams (`error`
 /// and `data`) with the same `requestid` and a `port`; the data stream is
 /// joined to a connection to that port inside the pod.
+/// Port-forward over SPDY carried by any byte stream (the WebSocket
+/// tunnel `SPDY/3.1+portforward.k8s.io` hands one).
+pub async fn portforward_over<T: AsyncRead + AsyncWrite + Send + 'static>(
+    d: Arc<Daemon>,
+    pod_id: String,
+    io: T,
+    idle: Duration,
+) {
+    portforward(d, pod_id, Conn::start(io, idle)).await
+}
+
 async fn portforward(d: Arc<Daemon>, pod_id: String, mut conn: Conn) {
     let Some(pod) = d.pods.find(&pod_id).ok().flatten() else {
         conn.close().await;

@@ -29,11 +29,15 @@ const EXEC_PROTOCOLS: &[&str] = &[
     "channel.k8s.io",
 ];
 const PORTFORWARD_PROTOCOLS: &[&str] = &[
+    TUNNEL,
     "v4.channel.k8s.io",
     "v4.base64.channel.k8s.io",
     "base64.channel.k8s.io",
     "channel.k8s.io",
 ];
+/// SPDY/3.1 port-forward tunnelled through the WebSocket: its binary
+/// messages carry the SPDY connection's bytes.
+const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 /// The CLOSE message of `v5.channel.k8s.io`.
 const CLOSE: u8 = 255;
 
@@ -80,6 +84,9 @@ pub async fn upgrade(d: Arc<Daemon>, pending: Pending, req: axum::extract::Reque
             base64: protocol.contains("base64"),
         };
         match pending {
+            Pending::PortForward(pf) if protocol == TUNNEL => {
+                tunnel(d, pf.pod_sandbox_id, socket, idle).await
+            }
             Pending::PortForward(pf) => {
                 let mut ports: Vec<i32> = query
                     .split('&')
@@ -251,6 +258,48 @@ async fn remotecommand(
     // The client closed its side: let the session finish what it sends.
     drop(out_rx);
     let _ = task.await;
+}
+
+/// Joins the WebSocket's binary messages to a byte stream and runs SPDY
+/// port-forward over it.
+async fn tunnel(d: Arc<Daemon>, pod_id: String, socket: WebSocket, idle: std::time::Duration) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (mut rd, mut wr) = tokio::io::split(ours);
+    let (mut sink, mut stream) = socket.split();
+    let inbound = tokio::spawn(async move {
+        while let Some(Ok(m)) = stream.next().await {
+            let data = match m {
+                Message::Binary(b) => b,
+                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let outbound = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let m = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+                    if sink.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+    });
+    super::spdy::portforward_over(d, pod_id, theirs, idle).await;
+    let _ = outbound.await;
+    inbound.abort();
 }
 
 /// A close frame with status 1000: clients (gorilla/websocket) read a
