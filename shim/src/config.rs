@@ -91,6 +91,12 @@ pub struct StreamingConfig {
         serialize_with = "serialize_duration"
     )]
     pub token_ttl: Duration,
+    /// Serve HTTPS with this certificate chain (PEM) and key; both or
+    /// neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// One RuntimeClass handler.
@@ -161,6 +167,8 @@ impl Default for StreamingConfig {
             port: 0,
             idle_timeout: Duration::from_secs(4 * 3600),
             token_ttl: Duration::from_secs(60),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -247,6 +255,11 @@ impl Config {
                 "key `log_level`: {:?} is not a level or filter: {e}",
                 self.log_level
             )));
+        }
+        if self.streaming.tls_cert_file.is_some() != self.streaming.tls_key_file.is_some() {
+            return Err(invalid(
+                "keys `streaming.tls_cert_file` and `streaming.tls_key_file` go together".into(),
+            ));
         }
         if self.streaming.address.parse::<std::net::IpAddr>().is_err() {
             return Err(invalid(format!(

@@ -99,12 +99,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let streaming_addr = streaming_listener.local_addr()?;
+    let tls = match (
+        &config.streaming.tls_cert_file,
+        &config.streaming.tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some(
+            crate::streaming::tls_acceptor(cert, key)
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("cannot set up the streaming server's TLS")?,
+        ),
+        _ => None,
+    };
     let _ = daemon.streaming.set(crate::streaming::Streaming::new(
         streaming_addr,
+        tls.is_some(),
         config.streaming.idle_timeout,
         config.streaming.token_ttl,
     ));
-    let streaming = tokio::spawn(crate::streaming::serve(streaming_listener, daemon.clone()));
+    let streaming = tokio::spawn(crate::streaming::serve(
+        streaming_listener,
+        daemon.clone(),
+        tls,
+    ));
     let netwatch = tokio::spawn(crate::netwatch::run(daemon.clone()));
     let exits = tokio::spawn(crate::cri::runtime::watch_exits(daemon.clone()));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))

@@ -73,8 +73,54 @@ impl Spdy {
     /// protocol the server chose.
     pub async fn connect(url: &str, protocol: &str) -> Result<(Spdy, String), String> {
         let rest = url.strip_prefix("http://").ok_or("not http")?;
+        let host = &rest[..rest.find('/').ok_or("no path")?];
+        let sock = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+        Spdy::upgrade(Box::new(sock), url, protocol).await
+    }
+
+    /// As [`Spdy::connect`], for an `https://` URL whose server presents a
+    /// certificate signed by (or being) `ca` (PEM).
+    pub async fn connect_tls(
+        url: &str,
+        protocol: &str,
+        ca: &std::path::Path,
+    ) -> Result<(Spdy, String), String> {
+        use rustls_pki_types::pem::PemObject;
+        let rest = url.strip_prefix("https://").ok_or("not https")?;
+        let host = &rest[..rest.find('/').ok_or("no path")?];
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+            roots
+                .add(c.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(
+            host.rsplit_once(':').map_or(host, |(h, _)| h).to_string(),
+        )
+        .map_err(|e| e.to_string())?;
+        let tcp = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        Spdy::upgrade(Box::new(tls), url, protocol).await
+    }
+
+    /// The HTTP/1.1 upgrade to SPDY/3.1 on `sock`.
+    async fn upgrade(
+        mut sock: Box<dyn Io>,
+        url: &str,
+        protocol: &str,
+    ) -> Result<(Spdy, String), String> {
+        let rest = url.split_once("://").ok_or("no scheme")?.1;
         let (host, path) = rest.split_at(rest.find('/').ok_or("no path")?);
-        let mut sock = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
         );
@@ -101,7 +147,7 @@ impl Spdy {
                     .then(|| v.trim().to_string())
             })
             .unwrap_or_default();
-        Ok((Spdy::over(Box::new(sock))?, chosen))
+        Ok((Spdy::over(sock)?, chosen))
     }
 
     /// A SPDY client over an established byte stream.

@@ -932,67 +932,10 @@ async fn a_pull_that_makes_no_progress_is_cancelled() {
     assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with openssl.
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        berth_tests::openssl(dir, args);
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=berth-test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext.cnf");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_registries_with_a_custom_ca_or_skip_verify() {
     let certs = TempDir::new("certs");
-    let (ca, cert, key) = make_certs(certs.path());
+    let (ca, cert, key) = berth_tests::make_certs(certs.path());
     let plain = Registry::start();
     let pushed = fixtures::push_busybox(&plain, "test/tls", "1", Compression::Gzip).await;
     // The same storage, served over HTTPS.

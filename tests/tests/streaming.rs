@@ -606,3 +606,93 @@ async fn the_kubernetes_python_client_execs_through_berth() {
     assert_eq!(r["returncode"], 6, "{r}");
     s.remove_all().await;
 }
+
+/// With a certificate configured, the URLs are https:// and the sessions
+/// run over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_server_can_serve_tls() {
+    let dir = berth_tests::TempDir::new("streaming-tls");
+    let (ca, cert, key) = berth_tests::make_certs(dir.path());
+    let b = berth_tests::Berthd::start_with(berth_tests::Options {
+        config: format!(
+            "[streaming]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let mut c = b.runtime().await;
+    let pod = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "tls".into(),
+                    uid: "tls-uid".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let url = c
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![9],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // Plain HTTP is not spoken there.
+    assert!(
+        Spdy::connect(&url.replacen("https", "http", 1), "portforward.k8s.io")
+            .await
+            .is_err()
+    );
+    let url = c
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![9],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let (mut t, proto) = Spdy::connect_tls(&url, "portforward.k8s.io", &ca)
+        .await
+        .expect("TLS upgrade");
+    assert_eq!(proto, "portforward.k8s.io");
+    // Nothing listens on port 9 in the pod: the error stream says so.
+    let err = t
+        .open(&[("streamtype", "error"), ("port", "9"), ("requestid", "0")])
+        .await;
+    t.open(&[("streamtype", "data"), ("port", "9"), ("requestid", "0")])
+        .await;
+    let mut msg = Vec::new();
+    loop {
+        let (sid, bytes, fin) = tokio::time::timeout(Duration::from_secs(20), t.next_data())
+            .await
+            .expect("in time")
+            .expect("data");
+        if sid == err {
+            msg.extend_from_slice(&bytes);
+            if fin {
+                break;
+            }
+        }
+    }
+    let msg = String::from_utf8_lossy(&msg);
+    assert!(msg.contains("port 9"), "{msg}");
+    c.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("remove");
+}

@@ -58,9 +58,14 @@ pub struct Streaming {
 }
 
 impl Streaming {
-    pub fn new(addr: SocketAddr, idle_timeout: Duration, token_ttl: Duration) -> Streaming {
+    pub fn new(
+        addr: SocketAddr,
+        tls: bool,
+        idle_timeout: Duration,
+        token_ttl: Duration,
+    ) -> Streaming {
         Streaming {
-            base: format!("http://{addr}"),
+            base: format!("{}://{addr}", if tls { "https" } else { "http" }),
             tokens: Mutex::new(HashMap::new()),
             idle_timeout,
             token_ttl,
@@ -99,14 +104,75 @@ impl Streaming {
     }
 }
 
-/// Serves the streaming endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, d: Arc<Daemon>) {
+/// Serves the streaming endpoints on `listener` until the task is
+/// dropped; over TLS when `tls` is given.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    d: Arc<Daemon>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let app = axum::Router::new()
         .route("/{kind}/{token}", axum::routing::any(handle))
         .with_state(d);
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::warn!("streaming server: {e}");
+    let Some(acceptor) = tls else {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("streaming server: {e}");
+        }
+        return;
+    };
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!("streaming server: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!("streaming TLS handshake: {e}");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!("streaming connection: {e}");
+            }
+        });
     }
+}
+
+/// The TLS side of the streaming server, from PEM files.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| format!("streaming TLS: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 async fn handle(
