@@ -101,8 +101,12 @@ fn config(name: &str) -> PodSandboxConfig {
 }
 
 async fn run(c: &mut Client, name: &str) -> Result<String, tonic::Status> {
+    run_config(c, config(name)).await
+}
+
+async fn run_config(c: &mut Client, cfg: PodSandboxConfig) -> Result<String, tonic::Status> {
     c.run_pod_sandbox(RunPodSandboxRequest {
-        config: Some(config(name)),
+        config: Some(cfg),
         runtime_handler: String::new(),
     })
     .await
@@ -398,15 +402,7 @@ async fn host_ports_reach_the_pod_through_portmap() {
         host_ip: String::new(),
     }];
     let mut c = b.runtime().await;
-    let id = c
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(cfg),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run")
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_config(&mut c, cfg).await.expect("run");
     let pin = b.state.join("ns").join(&id).join("net");
 
     // A one-shot server in the pod's network namespace.
@@ -658,26 +654,12 @@ async fn bandwidth_static_ips_and_mac_reach_their_plugins() {
     let mut bad = cfg.clone();
     bad.annotations
         .insert("kubernetes.io/egress-bandwidth".into(), "fast".into());
-    let e = c
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(bad),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect_err("bad quantity");
+    let e = run_config(&mut c, bad).await.expect_err("bad quantity");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("egress-bandwidth"), "{e:?}");
     assert!(std::fs::read_dir(b.state.join("ns")).map_or(true, |mut d| d.next().is_none()));
 
-    let id = c
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(cfg),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run")
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_config(&mut c, cfg).await.expect("run");
     assert_eq!(pod_ip(&mut c, &id).await, ip);
     let link = in_netns(&b, &id, &["ip", "-o", "link", "show", "eth0"]);
     assert!(
