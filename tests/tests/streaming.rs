@@ -525,32 +525,7 @@ async fn an_expired_token_is_refused() {
     })
     .await;
     let mut c = b.runtime().await;
-    let pod = c
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: "pf".into(),
-                    uid: "pf-uid".into(),
-                    namespace: "default".into(),
-                    attempt: 0,
-                }),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("pod")
-        .into_inner()
-        .pod_sandbox_id;
-    let url = c
-        .port_forward(PortForwardRequest {
-            pod_sandbox_id: pod.clone(),
-            port: vec![80],
-        })
-        .await
-        .expect("PortForward")
-        .into_inner()
-        .url;
+    let (pod, url) = pod_and_url(&mut c, "pf", 80).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let e = Spdy::connect(&url, "portforward.k8s.io")
         .await
@@ -623,32 +598,7 @@ async fn the_streaming_server_can_serve_tls() {
     })
     .await;
     let mut c = b.runtime().await;
-    let pod = c
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: "tls".into(),
-                    uid: "tls-uid".into(),
-                    namespace: "default".into(),
-                    attempt: 0,
-                }),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("pod")
-        .into_inner()
-        .pod_sandbox_id;
-    let url = c
-        .port_forward(PortForwardRequest {
-            pod_sandbox_id: pod.clone(),
-            port: vec![9],
-        })
-        .await
-        .expect("PortForward")
-        .into_inner()
-        .url;
+    let (pod, url) = pod_and_url(&mut c, "tls", 9).await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     // Plain HTTP is not spoken there.
     assert!(
@@ -656,15 +606,7 @@ async fn the_streaming_server_can_serve_tls() {
             .await
             .is_err()
     );
-    let url = c
-        .port_forward(PortForwardRequest {
-            pod_sandbox_id: pod.clone(),
-            port: vec![9],
-        })
-        .await
-        .expect("PortForward")
-        .into_inner()
-        .url;
+    let url = pf_url(&mut c, &pod, 9).await;
     let (mut t, proto) = Spdy::connect_tls(&url, "portforward.k8s.io", &ca)
         .await
         .expect("TLS upgrade");
@@ -695,4 +637,42 @@ async fn the_streaming_server_can_serve_tls() {
     })
     .await
     .expect("remove");
+}
+
+/// A bare pod (no containers, loopback only) and a PortForward URL for it.
+async fn pod_and_url(
+    c: &mut berth_tests::setup::Client,
+    name: &str,
+    port: i32,
+) -> (String, String) {
+    let pod = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: name.into(),
+                    uid: format!("{name}-uid"),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let url = pf_url(c, &pod, port).await;
+    (pod, url)
+}
+
+async fn pf_url(c: &mut berth_tests::setup::Client, pod: &str, port: i32) -> String {
+    c.port_forward(PortForwardRequest {
+        pod_sandbox_id: pod.into(),
+        port: vec![port],
+    })
+    .await
+    .expect("PortForward")
+    .into_inner()
+    .url
 }
