@@ -207,6 +207,35 @@ async fn exec_over_websocket_carries_stdin_exit_codes_and_resizes() {
     }
     assert!(text.contains("YjY0Cg=="), "{text:?}");
 
+    // A client that goes away takes its process with it, even a silent one.
+    let url = exec_url(&mut s, &id, &["sleep", "600"], false, false).await;
+    let (ws, _) = ws_connect(&url, "v4.channel.k8s.io")
+        .await
+        .expect("connect");
+    drop(ws);
+    let mut left = String::new();
+    for _ in 0..100 {
+        let r =
+            s.c.exec_sync(ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "ps -o args | grep -c '^sleep 600'".into(),
+                ],
+                timeout: 10,
+            })
+            .await
+            .expect("ps")
+            .into_inner();
+        left = String::from_utf8_lossy(&r.stdout).trim().to_string();
+        if left == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, "0", "the exec outlived its client");
+
     // A token is used once.
     let url = exec_url(&mut s, &id, &["true"], false, false).await;
     let (mut ws, _) = ws_connect(&url, "v4.channel.k8s.io")

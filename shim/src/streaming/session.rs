@@ -157,12 +157,18 @@ async fn run_exec(
         exec.stdout.take().map(|s| Box::new(s) as _);
     let se: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> =
         exec.stderr.take().map(|s| Box::new(s) as _);
-    tokio::join!(
-        pump(so, STDOUT, req.stdout),
-        pump(se, STDERR, req.stderr && !req.tty)
-    );
-    // The client went away: the process goes too, as with containerd.
-    if out.is_closed() {
+    // The client going away ends the process, as with containerd, even
+    // one that writes nothing.
+    let gone = tokio::select! {
+        _ = async {
+            tokio::join!(
+                pump(so, STDOUT, req.stdout),
+                pump(se, STDERR, req.stderr && !req.tty)
+            )
+        } => out.is_closed(),
+        _ = out.closed() => true,
+    };
+    if gone {
         exec.kill().await;
     }
     let code = exec.wait().await;

@@ -442,6 +442,7 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
         ids.get(name).copied()
     };
     let mut stdin_tx = Some(stdin_tx);
+    let mut client_gone = false;
     let mut resize_buf = Vec::new();
     let mut handle = |ev: Event, stdin_tx: &mut Option<mpsc::Sender<Bytes>>| -> Option<Bytes> {
         match ev {
@@ -495,6 +496,7 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
             ev = conn.events.recv() => {
                 let Some(ev) = ev else {
                     stdin_tx = None;
+                    client_gone = true;
                     break;
                 };
                 let fin = matches!(&ev, Event::Data { fin: true, id, .. } if by_id.get(id).map(String::as_str) == Some("stdin"));
@@ -514,6 +516,7 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
                     if let Some(id) = stream_of(ch)
                         && !sender.data(id, data, false).await
                     {
+                        client_gone = true;
                         break;
                     }
                 }
@@ -522,6 +525,15 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
         }
     }
     drop(stdin_tx);
+    if client_gone {
+        // Nobody to send to: the session sees its output closed and ends
+        // (an exec'd process is killed).
+        drop(out_rx);
+        let _ = task.await;
+        drop(sender);
+        conn.close().await;
+        return;
+    }
     // Whatever is still queued, then every stream we write ends.
     while let Some((ch, data)) = out_rx.recv().await {
         if let Some(id) = stream_of(ch) {
