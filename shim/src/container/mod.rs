@@ -40,6 +40,9 @@ pub struct ContainerRecord {
     /// The external OCI runtime of its pod's handler; None: libcontainer.
     #[serde(default)]
     pub runtime: Option<PathBuf>,
+    /// The spec's `process.user` (uid, gid, additionalGids), for status.
+    #[serde(default)]
+    pub user: Option<serde_json::Value>,
 }
 
 impl ContainerRecord {
@@ -292,6 +295,7 @@ impl Containers {
             config: hex::encode(config.encode_to_vec()),
             cgroup: String::new(),
             runtime: runtime.map(Path::to_path_buf),
+            user: None,
         };
         match self.make(rec, lowers, volumes, spec_for, &log_path).await {
             Ok(rec) => Ok(rec),
@@ -349,6 +353,7 @@ impl Containers {
         }
         let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
+        rec.user = spec.pointer("/process/user").cloned();
         rec.cgroup = spec
             .pointer("/linux/cgroupsPath")
             .and_then(|c| c.as_str())

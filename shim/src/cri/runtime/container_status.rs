@@ -120,17 +120,16 @@ pub fn status_of(d: &Daemon, rec: &ContainerRecord) -> ContainerStatus {
                 linux: Some(r),
                 windows: None,
             }),
-        user: user_of(d, rec),
+        user: user_of(rec),
         ..Default::default()
     }
 }
 
 /// The identity the container's first process started with (its spec's
-/// user), which the kubelet reports for supplemental groups.
-fn user_of(d: &Daemon, rec: &ContainerRecord) -> Option<ContainerUser> {
-    let spec = std::fs::read(d.containers.state_dir(&rec.id).join("config.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_slice(&spec).ok()?;
-    let u = spec.pointer("/process/user")?;
+/// user, recorded at create), which the kubelet reports for supplemental
+/// groups.
+fn user_of(rec: &ContainerRecord) -> Option<ContainerUser> {
+    let u = rec.user.as_ref()?;
     Some(ContainerUser {
         linux: Some(LinuxContainerUser {
             uid: u["uid"].as_i64()?,
