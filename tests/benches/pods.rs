@@ -9,43 +9,19 @@
 
 use std::time::Instant;
 
-use berth_tests::fixtures::{self, Compression};
-use berth_tests::registry::Registry;
-use berth_tests::{Berthd, monitor_pids, proc_kb};
+use berth_tests::{monitor_pids, proc_kb};
 use cri_api::v1::*;
 
 const PODS: usize = 20;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let reg = Registry::start();
-        fixtures::push_busybox(&reg, "bench/busybox", "1", Compression::Gzip).await;
-        let image = reg.image("bench/busybox:1");
-        let b = Berthd::start().await;
-        b.pull(&image, None).await.expect("pull");
+    berth_tests::bench::runtime().block_on(async {
+        let (_reg, b, image) = berth_tests::bench::berthd_with_busybox().await;
         let mut c = b.runtime().await;
         let mut times = Vec::new();
         let mut pods = Vec::new();
         for i in 0..PODS {
-            let pod_config = PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: format!("bench-{i}"),
-                    uid: format!("bench-uid-{i}"),
-                    namespace: "bench".into(),
-                    attempt: 0,
-                }),
-                log_directory: b.dir.path().join("logs").display().to_string(),
-                linux: Some(LinuxPodSandboxConfig {
-                    cgroup_parent: format!("/berth-bench/pod{i}"),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let pod_config = berth_tests::bench::pod_config(&b, &format!("bench-{i}"), &format!("/berth-bench/pod{i}"));
             let t = Instant::now();
             let pod = c
                 .run_pod_sandbox(RunPodSandboxRequest {
@@ -122,8 +98,6 @@ fn main() {
                 .await
                 .expect("remove");
         }
-        for i in 0..PODS {
-            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/memory/berth-bench/pod{i}"));
-        }
+        berth_tests::bench::remove_shared_parent("berth-bench");
     });
 }

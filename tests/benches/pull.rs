@@ -41,12 +41,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    berth_tests::bench::runtime().block_on(async {
         let reg = Registry::start();
         let mut image = fixtures::Image::new(
             ManifestKind::Oci,

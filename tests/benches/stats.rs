@@ -10,9 +10,7 @@
 
 use std::time::Instant;
 
-use berth_tests::fixtures::{self, Compression};
-use berth_tests::registry::Registry;
-use berth_tests::{Berthd, proc_kb};
+use berth_tests::proc_kb;
 use cri_api::v1::*;
 
 const PODS: usize = 20;
@@ -32,34 +30,16 @@ fn summary(mut ms: Vec<f64>) -> String {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let reg = Registry::start();
-        fixtures::push_busybox(&reg, "bench/busybox", "1", Compression::Gzip).await;
-        let image = reg.image("bench/busybox:1");
-        let b = Berthd::start().await;
-        b.pull(&image, None).await.expect("pull");
+    berth_tests::bench::runtime().block_on(async {
+        let (_reg, b, image) = berth_tests::bench::berthd_with_busybox().await;
         let mut c = b.runtime().await;
         let mut pods = Vec::new();
         for i in 0..PODS {
-            let pod_config = PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: format!("stats-{i}"),
-                    uid: format!("stats-uid-{i}"),
-                    namespace: "bench".into(),
-                    attempt: 0,
-                }),
-                log_directory: b.dir.path().join("logs").display().to_string(),
-                linux: Some(LinuxPodSandboxConfig {
-                    cgroup_parent: format!("/berth-bench-stats/pod{i}"),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let pod_config = berth_tests::bench::pod_config(
+                &b,
+                &format!("stats-{i}"),
+                &format!("/berth-bench-stats/pod{i}"),
+            );
             let pod = c
                 .run_pod_sandbox(RunPodSandboxRequest {
                     config: Some(pod_config.clone()),
@@ -145,14 +125,6 @@ fn main() {
             .await
             .expect("remove");
         }
-        // The shared parent: made by berth for the first pod, still in use
-        // by the others when that pod went.
-        for h in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_dir(h.path().join("berth-bench-stats"));
-        }
+        berth_tests::bench::remove_shared_parent("berth-bench-stats");
     });
 }

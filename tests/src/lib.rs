@@ -6,6 +6,7 @@
 //! test's thread, and the clients' connections must still answer the
 //! server's graceful GOAWAY meanwhile.
 
+pub mod bench;
 pub mod fixtures;
 pub mod registry;
 pub mod setup;
