@@ -398,3 +398,68 @@ async fn the_runc_handler_runs_the_same_pod_the_same_way() {
     );
     assert_eq!(builtin, runc);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_namespace_is_refused_not_ignored() {
+    let b = berth_tests::Berthd::start().await;
+    let mut c = b.runtime().await;
+    let pod = |mode: NamespaceMode| PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: format!("userns-{mode:?}"),
+            uid: "userns-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    userns_options: Some(UserNamespace {
+                        mode: mode as i32,
+                        uids: vec![IdMapping {
+                            host_id: 100_000,
+                            container_id: 0,
+                            length: 65536,
+                        }],
+                        gids: vec![IdMapping {
+                            host_id: 100_000,
+                            container_id: 0,
+                            length: 65536,
+                        }],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for (mode, code) in [
+        (NamespaceMode::Pod, Code::Unimplemented),
+        (NamespaceMode::Container, Code::InvalidArgument),
+    ] {
+        let e = c
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod(mode)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains("userns_options"), "{e:?}");
+    }
+    assert!(std::fs::read_dir(b.state.join("ns")).map_or(true, |mut d| d.next().is_none()));
+    // NODE is the node's user namespace: what berth runs.
+    let id = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod(NamespaceMode::Node)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("NODE")
+        .into_inner()
+        .pod_sandbox_id;
+    c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .expect("remove");
+}

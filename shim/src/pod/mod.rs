@@ -89,6 +89,23 @@ pub fn namespace_options(c: &PodSandboxConfig) -> NamespaceOption {
         .unwrap_or_default()
 }
 
+/// User namespaces: the node's (no `userns_options`, or NODE) is what
+/// berth runs. POD is refused rather than ignored — ignoring it would run
+/// as the node's root a pod that believes it is not — and CONTAINER and
+/// TARGET are not valid for user namespaces, as the CRI says.
+pub fn check_userns(o: &NamespaceOption) -> Result<(), tonic::Status> {
+    match o.userns_options.as_ref().map(|u| u.mode) {
+        None | Some(NS_NODE) => Ok(()),
+        Some(0) => Err(tonic::Status::unimplemented(
+            "user namespaces (userns_options mode POD) are not supported by berth yet; \
+             Status reports user_namespaces: false",
+        )),
+        Some(m) => Err(tonic::Status::invalid_argument(format!(
+            "userns_options: mode {m} is not valid for a user namespace (only POD or NODE)"
+        ))),
+    }
+}
+
 pub fn key_of(c: &PodSandboxConfig) -> String {
     let m = c.metadata.clone().unwrap_or_default();
     format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)

@@ -17,6 +17,15 @@ pub async fn create_container(
     let config = req
         .config
         .ok_or_else(|| Status::invalid_argument("CreateContainer: no config"))?;
+    if let Some(o) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+    {
+        crate::pod::check_userns(o)
+            .map_err(|e| Status::new(e.code(), format!("CreateContainer: {}", e.message())))?;
+    }
     let meta = config.metadata.clone().unwrap_or_default();
     if meta.name.is_empty() {
         return Err(Status::invalid_argument(

@@ -39,6 +39,8 @@ pub async fn run_pod_sandbox(
             )));
         }
     }
+    crate::pod::check_userns(&crate::pod::namespace_options(&config))
+        .map_err(|e| Status::new(e.code(), format!("RunPodSandbox: {}", e.message())))?;
     // The CNI runtime config comes from annotations: refuse bad ones
     // before anything is made.
     if crate::pod::namespace_options(&config).network != crate::pod::NS_NODE {
