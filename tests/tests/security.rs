@@ -376,6 +376,36 @@ async fn observations(handler: &str) -> Vec<String> {
         r.exit_code,
         String::from_utf8_lossy(&r.stdout)
     ));
+    // A terminal through exec, resized by the client.
+    use berth_tests::streams::{ws_collect, ws_connect, ws_frame};
+    use futures_util::SinkExt;
+    let url =
+        s.c.exec(ExecRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "until stty size 2>/dev/null | grep -q '^[1-9]'; do sleep 0.05; done; stty size"
+                    .into(),
+            ],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let (mut ws, _) = ws_connect(&url, "v4.channel.k8s.io").await.expect("ws");
+    ws.send(ws_frame(4, br#"{"Width":90,"Height":30}"#))
+        .await
+        .expect("resize");
+    let got = ws_collect(&mut ws).await;
+    out.push(format!(
+        "tty exec {:?}",
+        String::from_utf8_lossy(got.get(&1).map_or(&[][..], |v| v.as_slice()))
+    ));
     s.c.stop_container(StopContainerRequest {
         container_id: id.clone(),
         timeout: 5,
@@ -384,6 +414,36 @@ async fn observations(handler: &str) -> Vec<String> {
     .expect("stop");
     let st = s.status(&id).await;
     out.push(format!("stopped {} {}", st.exit_code, st.reason));
+
+    // A container on a terminal, fed through attach.
+    let mut cfg = s.config("echo", &["/bin/sh", "-c", "read l; echo got $l"]);
+    cfg.stdin = true;
+    cfg.tty = true;
+    let id = s.run(cfg).await;
+    let url =
+        s.c.attach(AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let (mut ws, _) = ws_connect(&url, "v5.channel.k8s.io").await.expect("ws");
+    ws.send(ws_frame(0, b"hello\r")).await.expect("stdin");
+    let st = s.wait_exited(&id).await;
+    drop(ws);
+    out.push(format!(
+        "attached {} {:?}",
+        st.exit_code,
+        s.log("echo")
+            .lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+    ));
     s.remove_all().await;
     out
 }
@@ -394,6 +454,16 @@ async fn the_runc_handler_runs_the_same_pod_the_same_way() {
     let runc = observations("runc").await;
     assert!(
         builtin.iter().any(|l| l.contains("Seccomp:\t2")),
+        "{builtin:?}"
+    );
+    assert!(
+        builtin.iter().any(|l| l == "tty exec \"30 90\\r\\n\""),
+        "{builtin:?}"
+    );
+    assert!(
+        builtin
+            .iter()
+            .any(|l| l.starts_with("attached 0") && l.contains("got hello")),
         "{builtin:?}"
     );
     assert_eq!(builtin, runc);

@@ -173,8 +173,9 @@ async fn exec_over_websocket_carries_stdin_exit_codes_and_resizes() {
         &[
             "/bin/sh",
             "-c",
-            // busybox's stty size fails while the size is 0x0.
-            "read line; until stty size >/dev/null 2>&1; do sleep 0.05; done; stty size",
+            // busybox's stty size prints an error (and may still exit 0)
+            // while the size is 0x0: wait for a number.
+            "read line; until stty size 2>/dev/null | grep -q '^[1-9]'; do sleep 0.05; done; stty size",
         ],
         true,
         true,
