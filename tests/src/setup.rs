@@ -142,15 +142,7 @@ impl Setup {
     }
 
     pub async fn wait_exited(&mut self, id: &str) -> ContainerStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.status(id).await;
-            if s.state == ContainerState::ContainerExited as i32 {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "{id} never exited: {s:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_exited(&mut self.c, id).await
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -190,6 +182,35 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Polls ContainerStatus until the container has exited (30 s at most).
+pub async fn wait_exited(c: &mut Client, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status");
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{id} never exited: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The messages of a CRI log file's lines (`<time> <stream> <tag> <msg>`).
+pub fn log_messages(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect()
 }
 
 pub fn busybox_config() -> ImageConfig {

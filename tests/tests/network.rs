@@ -725,29 +725,12 @@ async fn start_in(
 /// Waits for the container to exit; returns its exit code and its log's
 /// messages.
 async fn finish(c: &mut Client, id: &str, log: &Path) -> (i32, String) {
-    for _ in 0..300 {
-        let st = c
-            .container_status(ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: false,
-            })
-            .await
-            .expect("status")
-            .into_inner()
-            .status
-            .expect("status");
-        if st.state == ContainerState::ContainerExited as i32 {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            // "<time> <stream> <tag> <message>": keep the messages.
-            let messages: Vec<&str> = text
-                .lines()
-                .filter_map(|l| l.splitn(4, ' ').nth(3))
-                .collect();
-            return (st.exit_code, messages.join("\n"));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("container {id} did not exit");
+    let st = berth_tests::setup::wait_exited(c, id).await;
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    (
+        st.exit_code,
+        berth_tests::setup::log_messages(&text).join("\n"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -439,10 +439,7 @@ async fn observations(handler: &str) -> Vec<String> {
     out.push(format!(
         "attached {} {:?}",
         st.exit_code,
-        s.log("echo")
-            .lines()
-            .filter_map(|l| l.splitn(4, ' ').nth(3))
-            .collect::<Vec<_>>()
+        berth_tests::setup::log_messages(&s.log("echo"))
     ));
     s.remove_all().await;
     out

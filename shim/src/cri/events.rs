@@ -44,6 +44,12 @@ impl Events {
         self.closed.send_replace(true);
     }
 
+    /// Is anyone listening? (Building an event reads every container of
+    /// the pod; without a subscriber that is skipped.)
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     pub fn send(&self, e: ContainerEventResponse) {
         // No subscriber is not an error.
         let _ = self.tx.send(e);

@@ -67,6 +67,24 @@ pub struct Network {
 }
 
 impl PodRecord {
+    /// A record holding nothing yet: what `create` fills in, and what
+    /// teardown is given for a pod berth never recorded.
+    fn bare(id: String) -> PodRecord {
+        PodRecord {
+            id,
+            state: PodState::NotReady,
+            created_ns: 0,
+            runtime_handler: String::new(),
+            config: String::new(),
+            pinned: Vec::new(),
+            cgroups: Vec::new(),
+            shm_mounted: false,
+            network: None,
+            infra_pid: None,
+            network_error: None,
+        }
+    }
+
     pub fn config(&self) -> PodSandboxConfig {
         hex::decode(&self.config)
             .ok()
@@ -230,17 +248,11 @@ impl Pods {
         created_ns: i64,
     ) -> Result<PodRecord, PodError> {
         let mut rec = PodRecord {
-            id: id.to_string(),
             state: PodState::Ready,
             created_ns,
             runtime_handler: runtime_handler.to_string(),
             config: hex::encode(config.encode_to_vec()),
-            pinned: Vec::new(),
-            cgroups: Vec::new(),
-            shm_mounted: false,
-            network: None,
-            infra_pid: None,
-            network_error: None,
+            ..PodRecord::bare(id.to_string())
         };
         match self.make(&mut rec, config) {
             Ok(()) => {
@@ -546,19 +558,7 @@ impl Pods {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if !known.contains(&id) {
                     tracing::info!(pod = %id, "removing a half-made pod");
-                    self.teardown(&PodRecord {
-                        id,
-                        state: PodState::NotReady,
-                        created_ns: 0,
-                        runtime_handler: String::new(),
-                        config: String::new(),
-                        pinned: Vec::new(),
-                        cgroups: Vec::new(),
-                        shm_mounted: false,
-                        network: None,
-                        infra_pid: None,
-                        network_error: None,
-                    });
+                    self.teardown(&PodRecord::bare(id));
                 }
             }
         }

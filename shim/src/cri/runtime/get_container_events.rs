@@ -53,6 +53,9 @@ pub fn emit(
     pod_id: &str,
     pod: Option<PodSandboxStatus>,
 ) {
+    if !d.events.has_subscribers() {
+        return;
+    }
     let pod = pod.or_else(|| {
         d.pods
             .find(pod_id)
