@@ -34,6 +34,10 @@ pub struct Config {
     pub log_level: String,
     pub cgroup_driver: CgroupDriver,
     pub pinned_images: Vec<String>,
+    /// Resource limits every container starts with, as CRI-O's
+    /// `default_ulimits`: "nofile=1024:4096" (name=soft:hard, or one value
+    /// for both; "unlimited" or -1 for no limit). Empty: berthd's own.
+    pub default_rlimits: Vec<String>,
     pub registry: RegistryConfig,
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
@@ -121,6 +125,7 @@ impl Default for Config {
             log_level: "info".into(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             pinned_images: Vec::new(),
+            default_rlimits: Vec::new(),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
@@ -256,6 +261,9 @@ impl Config {
                 self.log_level
             )));
         }
+        for r in &self.default_rlimits {
+            parse_rlimit(r).map_err(|e| invalid(format!("key `default_rlimits`: {e}")))?;
+        }
         if self.streaming.tls_cert_file.is_some() != self.streaming.tls_key_file.is_some() {
             return Err(invalid(
                 "keys `streaming.tls_cert_file` and `streaming.tls_key_file` go together".into(),
@@ -277,6 +285,57 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The resource limits setrlimit(2) knows, by their ulimit names.
+const RLIMITS: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// Parses one `default_rlimits` entry, "nofile=1024:4096" or
+/// "core=unlimited", into the OCI type ("RLIMIT_NOFILE"), soft and hard.
+pub fn parse_rlimit(s: &str) -> Result<(String, u64, u64), String> {
+    let (name, values) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not name=soft:hard"))?;
+    let name = name.trim().to_ascii_lowercase();
+    if !RLIMITS.contains(&name.as_str()) {
+        return Err(format!(
+            "{s:?}: unknown limit {name:?} (one of {})",
+            RLIMITS.join(", ")
+        ));
+    }
+    let value = |v: &str| -> Result<u64, String> {
+        match v.trim() {
+            "unlimited" | "-1" => Ok(u64::MAX),
+            n => n
+                .parse()
+                .map_err(|_| format!("{s:?}: {n:?} is not a number or \"unlimited\"")),
+        }
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((soft, hard)) => (value(soft)?, value(hard)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        return Err(format!("{s:?}: the soft limit is above the hard one"));
+    }
+    Ok((format!("RLIMIT_{}", name.to_ascii_uppercase()), soft, hard))
 }
 
 /// Parses `300ms`, `30s`, `5m`, `1h` or combinations such as `1m30s`, as
@@ -468,5 +527,30 @@ path = "/usr/bin/crun"
             Config::parse(Path::new("defaults"), &defaults).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn rlimits_parse_as_cri_o_writes_them() {
+        assert_eq!(
+            parse_rlimit("nofile=1024:4096").unwrap(),
+            ("RLIMIT_NOFILE".into(), 1024, 4096)
+        );
+        assert_eq!(
+            parse_rlimit("CORE=unlimited").unwrap(),
+            ("RLIMIT_CORE".into(), u64::MAX, u64::MAX)
+        );
+        assert_eq!(
+            parse_rlimit("nproc=-1:-1").unwrap(),
+            ("RLIMIT_NPROC".into(), u64::MAX, u64::MAX)
+        );
+        for bad in [
+            "nofile",
+            "files=1",
+            "nofile=a",
+            "nofile=10:5",
+            "nofile=1:2:3",
+        ] {
+            assert!(parse_rlimit(bad).is_err(), "{bad} was taken");
+        }
     }
 }

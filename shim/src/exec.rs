@@ -83,7 +83,7 @@ pub async fn spawn(
 
     let (ctl_r, ctl_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
-    let mut command = tokio::process::Command::new(cs.monitor());
+    let mut command = tokio::process::Command::from(crate::container::monitor_command());
     command
         .arg("exec")
         .arg(&rec.id)

@@ -7,6 +7,7 @@ mod config;
 mod container;
 mod cri;
 mod exec;
+mod idmap;
 mod lock;
 mod netwatch;
 mod pod;

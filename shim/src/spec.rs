@@ -51,6 +51,12 @@ pub struct PodContext {
     pub sysctls: std::collections::BTreeMap<String, String>,
     /// For PID mode TARGET: the target container's PID namespace.
     pub target_pid_ns: Option<PathBuf>,
+    /// The pod's user namespace (pinned file) and its ID maps; `None` =
+    /// the host's.
+    pub user_ns: Option<(PathBuf, crate::pod::IdMaps)>,
+    /// Resource limits every container gets (`runtime.default_rlimits`):
+    /// (type as "RLIMIT_NOFILE", soft, hard).
+    pub rlimits: Vec<(String, u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +235,14 @@ pub fn build(
     if sc.no_new_privs {
         process.insert("noNewPrivileges".into(), json!(true));
     }
+    if !pod.rlimits.is_empty() {
+        let rl: Vec<Value> = pod
+            .rlimits
+            .iter()
+            .map(|(t, soft, hard)| json!({ "type": t, "soft": soft, "hard": hard }))
+            .collect();
+        process.insert("rlimits".into(), Value::Array(rl));
+    }
 
     let mut linux = Map::new();
     let mut resources = Map::new();
@@ -246,6 +260,11 @@ pub fn build(
     resources.insert("devices".into(), Value::Array(device_rules));
 
     linux.insert("namespaces".into(), namespaces(sc, pod)?);
+    if let Some((_, maps)) = &pod.user_ns {
+        let one = |r: &crate::pod::IdRange| json!([{ "containerID": r.container, "hostID": r.host, "size": r.len }]);
+        linux.insert("uidMappings".into(), one(&maps.uid));
+        linux.insert("gidMappings".into(), one(&maps.gid));
+    }
     // A privileged container runs without seccomp, as with containerd.
     if !sc.privileged
         && let Some(profile) = crate::seccomp::for_container(sc, &caps)
@@ -768,7 +787,7 @@ fn mounts(
         }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(SpecError::Unsupported(format!(
-                "{}: id-mapped mounts",
+                "{}: id-mapped mounts other than the pod's own user namespace mappings, or on a filesystem without idmapped mounts",
                 field("uid_mappings")
             )));
         }
@@ -795,13 +814,16 @@ fn mounts(
             0 => options.push("rprivate"),
             1 => {
                 options.push("rslave");
-                if propagation != Some("rshared") {
-                    propagation = Some("rslave");
+                // The rootfs's propagation, always recursive: the OCI
+                // names are "slave" and "shared" (libcontainer knows
+                // only those; runc takes both forms).
+                if propagation != Some("shared") {
+                    propagation = Some("slave");
                 }
             }
             2 => {
                 options.push("rshared");
-                propagation = Some("rshared");
+                propagation = Some("shared");
             }
             p => return Err(invalid(field("propagation"), format!("unknown value {p}"))),
         }
@@ -1229,6 +1251,11 @@ fn sysctls(pod: &PodContext) -> Result<std::collections::BTreeMap<String, String
 
 fn namespaces(sc: &LinuxContainerSecurityContext, pod: &PodContext) -> Result<Value, SpecError> {
     let mut ns = Vec::new();
+    // The pod's user namespace first: the runtime joins it before making
+    // the container's own namespaces, so that they belong to it.
+    if let Some((path, _)) = &pod.user_ns {
+        ns.push(json!({ "type": "user", "path": path.to_string_lossy() }));
+    }
     // NamespaceMode: 0 POD, 1 CONTAINER, 2 NODE, 3 TARGET.
     match sc.namespace_options.as_ref().map(|o| o.pid) {
         None | Some(1) => ns.push(json!({ "type": "pid" })),
@@ -1893,7 +1920,7 @@ mod tests {
         let pos = |x: &str| d.iter().position(|y| y == x).unwrap();
         assert!(pos("/data") < pos("/data/sub"));
         assert!(pos("/sys/fs/cgroup") < pos("/data"));
-        assert_eq!(v["linux"]["rootfsPropagation"], "rshared");
+        assert_eq!(v["linux"]["rootfsPropagation"], "shared");
 
         let mut c = cfg();
         c.mounts = vec![cri_mount("/x", &h.0.join("missing"), false, 0)];

@@ -42,6 +42,16 @@ pub async fn setup_on(
     image_config: ImageConfig,
     pod: impl FnOnce(&mut PodSandboxConfig),
 ) -> Setup {
+    setup_opts(crate::Options::default(), handler, image_config, pod).await
+}
+
+/// As [`setup_on`], berthd started with `opts`.
+pub async fn setup_opts(
+    opts: crate::Options,
+    handler: &str,
+    image_config: ImageConfig,
+    pod: impl FnOnce(&mut PodSandboxConfig),
+) -> Setup {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
@@ -50,7 +60,7 @@ pub async fn setup_on(
         .layer(fixtures::busybox_layer(Compression::Gzip));
     fixtures::push_image(&reg, "test/app", "1", &img).await;
     let image = reg.image("test/app:1");
-    let b = Berthd::start().await;
+    let b = Berthd::start_with(opts).await;
     b.pull(&image, None).await.expect("pull");
     let pod_config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {

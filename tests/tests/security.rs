@@ -315,9 +315,9 @@ async fn status_reports_only_the_features_that_work() {
         .find(|h| h.name.is_empty())
         .and_then(|h| h.features)
         .expect("the default handler");
-    // Tested above on this kernel (6.x); user namespaces are not built.
+    // Both tested in this file, on this kernel (6.x).
     assert!(default.recursive_read_only_mounts);
-    assert!(!default.user_namespaces);
+    assert!(default.user_namespaces);
 }
 
 /// What a container sees of itself, and what ExecSync and a stop report:
@@ -466,60 +466,93 @@ async fn the_runc_handler_runs_the_same_pod_the_same_way() {
     assert_eq!(builtin, runc);
 }
 
+fn userns(mode: NamespaceMode, uids: Vec<IdMapping>, gids: Vec<IdMapping>) -> NamespaceOption {
+    NamespaceOption {
+        userns_options: Some(UserNamespace {
+            mode: mode as i32,
+            uids,
+            gids,
+        }),
+        ..Default::default()
+    }
+}
+
+fn map(container_id: u32, host_id: u32, length: u32) -> IdMapping {
+    IdMapping {
+        host_id,
+        container_id,
+        length,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_namespace_is_refused_not_ignored() {
+async fn user_namespace_options_are_checked() {
     let b = berth_tests::Berthd::start().await;
     let mut c = b.runtime().await;
-    let pod = |mode: NamespaceMode| PodSandboxConfig {
+    let pod = |ns: NamespaceOption| PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
-            name: format!("userns-{mode:?}"),
+            name: "userns".into(),
             uid: "userns-uid".into(),
             namespace: "default".into(),
             attempt: 0,
         }),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    userns_options: Some(UserNamespace {
-                        mode: mode as i32,
-                        uids: vec![IdMapping {
-                            host_id: 100_000,
-                            container_id: 0,
-                            length: 65536,
-                        }],
-                        gids: vec![IdMapping {
-                            host_id: 100_000,
-                            container_id: 0,
-                            length: 65536,
-                        }],
-                    }),
-                    ..Default::default()
-                }),
+                namespace_options: Some(ns),
                 ..Default::default()
             }),
             ..Default::default()
         }),
         ..Default::default()
     };
-    for (mode, code) in [
-        (NamespaceMode::Pod, Code::Unimplemented),
-        (NamespaceMode::Container, Code::InvalidArgument),
+    let good = || vec![map(0, 100_000, 65536)];
+    let host_net = NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        ..userns(NamespaceMode::Pod, good(), good())
+    };
+    for (ns, says) in [
+        (
+            userns(NamespaceMode::Container, good(), good()),
+            "not valid for a user namespace",
+        ),
+        (
+            userns(
+                NamespaceMode::Pod,
+                vec![map(0, 100_000, 10), map(10, 200_000, 10)],
+                good(),
+            ),
+            "exactly one UID mapping",
+        ),
+        (
+            userns(NamespaceMode::Pod, good(), vec![]),
+            "exactly one GID mapping",
+        ),
+        (
+            userns(NamespaceMode::Pod, vec![map(1, 100_000, 65536)], good()),
+            "must map container ID 0",
+        ),
+        (
+            userns(NamespaceMode::Pod, good(), vec![map(0, 0, 65536)]),
+            "the node's root",
+        ),
+        (host_net, "cannot use the node's network namespace"),
     ] {
         let e = c
             .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod(mode)),
+                config: Some(pod(ns)),
                 runtime_handler: String::new(),
             })
             .await
             .expect_err("refused");
-        assert_eq!(e.code(), code, "{e:?}");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("userns_options"), "{e:?}");
+        assert!(e.message().contains(says), "{e:?} should say {says:?}");
     }
     assert!(std::fs::read_dir(b.state.join("ns")).map_or(true, |mut d| d.next().is_none()));
-    // NODE is the node's user namespace: what berth runs.
+    // NODE is the node's user namespace.
     let id = c
         .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod(NamespaceMode::Node)),
+            config: Some(pod(userns(NamespaceMode::Node, vec![], vec![]))),
             runtime_handler: String::new(),
         })
         .await
@@ -529,4 +562,288 @@ async fn a_user_namespace_is_refused_not_ignored() {
     c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
         .await
         .expect("remove");
+}
+
+/// A pod in its own user namespace, run by `handler`: what its root sees
+/// inside, and what it is and may do on the node.
+async fn userns_observations(handler: &str) -> Vec<String> {
+    const UIDS: u32 = 200_000;
+    const GIDS: u32 = 300_000;
+    let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |p| {
+        let l = p.linux.get_or_insert_with(Default::default);
+        l.security_context = Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..userns(
+                    NamespaceMode::Pod,
+                    vec![map(0, UIDS, 65536)],
+                    vec![map(0, GIDS, 65536)],
+                )
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    // A volume, idmapped: the node's root's file is the pod's root's.
+    let vol = s.b.dir.path().join("vol");
+    std::fs::create_dir_all(&vol).expect("vol");
+    std::fs::write(vol.join("mine"), "root's own\n").expect("file");
+    // A directory only the node's root may read, mounted as the node sees
+    // it (not idmapped: HostToContainer propagation): the pod's root,
+    // with all its capabilities, must not read it.
+    let private = s.b.dir.path().join("private");
+    std::fs::create_dir_all(&private).expect("private");
+    std::fs::write(private.join("secret"), "the node's\n").expect("secret");
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let probe = "id; cat /proc/self/uid_map /proc/self/gid_map; stat -c 'busybox %u:%g' /bin/busybox; \
+                 touch /made && stat -c 'made %u:%g' /made; cat /vol/mine; touch /vol/from-pod; \
+                 cat /private/secret || echo secret-refused; \
+                 grep -E '^CapEff' /proc/self/status; echo probed; exec sleep 1000";
+    // In the pod's PID namespace (made in its user namespace too), with
+    // the pod's options repeated, as the kubelet does.
+    let mut cfg = sc_config(
+        s.config("userns", &["/bin/sh", "-c", probe]),
+        LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..userns(
+                    NamespaceMode::Pod,
+                    vec![map(0, UIDS, 65536)],
+                    vec![map(0, GIDS, 65536)],
+                )
+            }),
+            ..Default::default()
+        },
+    );
+    cfg.mounts = vec![
+        Mount {
+            container_path: "/vol".into(),
+            host_path: vol.display().to_string(),
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/private".into(),
+            host_path: private.display().to_string(),
+            propagation: MountPropagation::PropagationHostToContainer as i32,
+            ..Default::default()
+        },
+    ];
+    let id = s.run(cfg).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.log("userns").contains("probed") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log("userns"));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut seen: Vec<String> = berth_tests::setup::log_messages(&s.log("userns"))
+        .into_iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    // On the node: its processes run as the mapped IDs...
+    let pid =
+        std::fs::read_to_string(s.b.state.join("containers").join(&id).join("pid")).expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("status");
+    for key in ["Uid:", "Gid:"] {
+        let line = status.lines().find(|l| l.starts_with(key)).expect(key);
+        seen.push(format!(
+            "node {}",
+            line.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    // ... what it writes in its own layer is theirs, and on the volume the
+    // node's root's.
+    let own = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        format!(
+            "{} {}:{}",
+            p.file_name().expect("a name").to_string_lossy(),
+            m.uid(),
+            m.gid()
+        )
+    };
+    use std::os::unix::fs::MetadataExt;
+    seen.push(own(&s
+        .b
+        .root
+        .join("containers")
+        .join(&id)
+        .join("upper/made")));
+    seen.push(own(&vol.join("from-pod")));
+    // A container asking for other mappings than its pod's is refused.
+    let other = sc_config(
+        s.config("other", &["true"]),
+        LinuxContainerSecurityContext {
+            namespace_options: Some(userns(
+                NamespaceMode::Pod,
+                vec![map(0, 400_000, 65536)],
+                vec![map(0, GIDS, 65536)],
+            )),
+            ..Default::default()
+        },
+    );
+    let e = s.create(other).await.expect_err("other mappings");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    seen.push(format!(
+        "other mappings: {}",
+        e.message().contains("differ from pod sandbox")
+    ));
+    // An exec'd process is in the same user namespace.
+    let out =
+        s.c.exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["cat".into(), "/proc/self/uid_map".into()],
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    seen.push(format!(
+        "exec {}",
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    s.remove_all().await;
+    // stdout and stderr are two pipes: their lines may come in any order.
+    seen.sort();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_root_is_unprivileged_on_the_node_under_every_handler() {
+    let builtin = userns_observations("").await;
+    let want = [
+        "uid=0(root) gid=0(root) groups=0(root)",
+        "0 200000 65536",
+        "0 300000 65536",
+        "busybox 0:0",
+        "made 0:0",
+        "root's own",
+        "secret-refused",
+        "CapEff: 00000000a80425fb",
+        "node Uid: 200000 200000 200000 200000",
+        "node Gid: 300000 300000 300000 300000",
+        "made 200000:300000",
+        "from-pod 0:0",
+        "exec 0 200000 65536",
+        "other mappings: true",
+    ];
+    for w in want {
+        assert!(builtin.iter().any(|l| l == w), "{w:?} not in {builtin:#?}");
+    }
+    let runc = userns_observations("runc").await;
+    assert_eq!(builtin, runc);
+}
+
+/// The CVE-2019-5736 and CVE-2024-21626 classes, as attacks that must
+/// fail: a container process reaching berth's own binary on the node
+/// through /proc/<pid>/exe, and one starting in a directory of the node
+/// through a descriptor leaked into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_cannot_reach_berths_binary_or_the_nodes_files() {
+    let mut s = berth_tests::setup::setup_with(busybox_config(), |p| {
+        let l = p.linux.get_or_insert_with(Default::default);
+        l.security_context = Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    // PID 1 of a shared PID namespace is berth's; with CAP_SYS_PTRACE a
+    // container may open even a non-dumpable process's exe.
+    let probe = "stat -L -c 'exe %d:%i' /proc/1/exe; \
+                 (echo x >> /proc/1/exe) 2>/dev/null && echo wrote || echo write-refused; \
+                 exec 3</proc/1/exe && (echo x >> /proc/self/fd/3) 2>/dev/null && echo wrote-fd || echo fd-refused";
+    let cfg = sc_config(
+        s.config("attacker", &["/bin/sh", "-c", probe]),
+        LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_capabilities: vec!["SYS_PTRACE".into()],
+                ..Default::default()
+            }),
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let id = s.run(cfg).await;
+    s.wait_exited(&id).await;
+    let log = s.log("attacker");
+    let monitor = berth_tests::berthd_binary().with_file_name("berth-monitor");
+    let m = std::fs::metadata(&monitor).expect("berth-monitor");
+    use std::os::unix::fs::MetadataExt;
+    let on_node = format!("exe {}:{}", m.dev(), m.ino());
+    assert!(log.contains("exe "), "{log}");
+    assert!(
+        !log.contains(&on_node),
+        "the container reached {}: {log}",
+        monitor.display()
+    );
+    assert!(
+        log.contains("write-refused") && log.contains("fd-refused"),
+        "{log}"
+    );
+    assert!(!log.contains("wrote"), "{log}");
+
+    // A working directory through a descriptor: none of berth's is open in
+    // the container, so there is nothing to start in.
+    for fd in 3..8 {
+        let name = format!("cwd-{fd}");
+        let mut cfg = s.config(&name, &["/bin/sh", "-c", "pwd -P; ls"]);
+        cfg.working_dir = format!("/proc/self/fd/{fd}");
+        match s.create(cfg).await {
+            Err(e) => assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}"),
+            Ok(id) => {
+                let started =
+                    s.c.start_container(StartContainerRequest {
+                        container_id: id.clone(),
+                    })
+                    .await;
+                if started.is_ok() {
+                    s.wait_exited(&id).await;
+                    let log = s.log(&name);
+                    assert!(
+                        !log.contains("berth") && !log.contains("/tmp") && !log.contains("/run"),
+                        "fd {fd} led out: {log}"
+                    );
+                }
+            }
+        }
+    }
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_rlimits_apply_under_every_handler() {
+    for handler in ["", "runc"] {
+        let opts = berth_tests::Options {
+            config: "default_rlimits = [\"nofile=1000:2000\", \"core=0\", \"nproc=500:1000\"]"
+                .into(),
+            ..Default::default()
+        };
+        let mut s = berth_tests::setup::setup_opts(opts, handler, busybox_config(), |_| {}).await;
+        let id = s
+            .run(s.config(
+                "limits",
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "echo $(ulimit -n) $(ulimit -Hn) $(ulimit -c) $(ulimit -u)",
+                ],
+            ))
+            .await;
+        s.wait_exited(&id).await;
+        let log = s.log("limits");
+        assert!(log.ends_with(" 1000 2000 0 500\n"), "{handler:?}: {log}");
+        s.remove_all().await;
+    }
 }

@@ -15,9 +15,11 @@
 //! console socket); its output is logged as stdout.
 //!
 //! Also a pod's infra process, when the pod shares one PID namespace:
-//! `berth-monitor pause <pin> <pid-file>` makes a new PID namespace whose
-//! PID 1 is `berth-monitor pause-init` (which only reaps orphans until it
-//! gets SIGTERM), pins it at `<pin>` and exits.
+//! `berth-monitor pause <pid-file> [<userns>]` makes a new PID namespace
+//! whose PID 1 is `berth-monitor pause-init` (which only reaps orphans
+//! until it gets SIGTERM), writes that PID (berthd pins the namespace) and
+//! exits. And the maker of a pod's user namespace: `berth-monitor userns
+//! [net] [ipc] [uts]` (see [`userns`]).
 
 #[path = "berth-monitor/attach.rs"]
 mod attach;
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
     match a.get(1).map(String::as_str) {
         Some("pause") => return report(pause(&a[2..])),
         Some("pause-init") => return report(pause_init()),
+        Some("userns") => return report(userns(&a[2..])),
         Some("pump") => return report(pump_mode(&a[2..])),
         Some("exec") => {
             return match exec::exec_mode(&a[2..]) {
@@ -96,6 +99,13 @@ fn main() -> ExitCode {
             .find_map(|o| o.strip_prefix("runtime="))
             .map(PathBuf::from),
     };
+    // libcontainer says why it failed only through tracing: its errors
+    // go to our stderr, the container's monitor.log.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::ERROR)
+        .with_ansi(false)
+        .try_init();
     // Our own session: a signal to berthd's process group never reaches us.
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
@@ -291,26 +301,24 @@ fn run(a: &Args) -> Result<(), String> {
                 ),
             };
             let e = std::os::unix::process::CommandExt::exec(
-                std::process::Command::new(
-                    std::env::current_exe().map_err(|e| format!("current exe: {e}"))?,
-                )
-                .arg("pump")
-                .args([
-                    &a.id,
-                    &path_str(&a.bundle),
-                    &path_str(&a.state),
-                    &path_str(&a.root),
-                    &path_str(&a.log),
-                ])
-                .arg(pid.as_raw().to_string())
-                .arg(input)
-                .arg(if flags.is_empty() {
-                    "-".to_string()
-                } else {
-                    flags.join(",")
-                })
-                .stdin(pump_in)
-                .stdout(pump_out),
+                myself()
+                    .arg("pump")
+                    .args([
+                        &a.id,
+                        &path_str(&a.bundle),
+                        &path_str(&a.state),
+                        &path_str(&a.root),
+                        &path_str(&a.log),
+                    ])
+                    .arg(pid.as_raw().to_string())
+                    .arg(input)
+                    .arg(if flags.is_empty() {
+                        "-".to_string()
+                    } else {
+                        flags.join(",")
+                    })
+                    .stdin(pump_in)
+                    .stdout(pump_out),
             );
             return Err(format!("re-exec as the pump: {e}"));
         }
@@ -397,6 +405,14 @@ fn known_syscalls_only(config: &Path) -> Result<(), String> {
     write_atomic(dir, "config.json", &bytes).map_err(|e| format!("{}: {e}", config.display()))
 }
 
+/// A command that runs this binary again. Not by its path: berthd runs a
+/// sealed in-memory copy of it, which only /proc/self/exe names.
+fn myself() -> std::process::Command {
+    let mut c = std::process::Command::new("/proc/self/exe");
+    std::os::unix::process::CommandExt::arg0(&mut c, "berth-monitor");
+    c
+}
+
 fn report(r: Result<(), String>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -407,19 +423,29 @@ fn report(r: Result<(), String>) -> ExitCode {
     }
 }
 
-/// Starts a pod's infra process in a new PID namespace and pins that
-/// namespace; returns once it is pinned (the infra process goes on alone).
+/// Starts a pod's infra process in a new PID namespace (owned by the
+/// pod's user namespace `userns`, if given) and writes its PID; berthd
+/// pins the namespace. Returns once the PID is written (the infra process
+/// goes on alone).
 fn pause(args: &[String]) -> Result<(), String> {
-    let [pin, pid_file] = args else {
-        return Err("usage: berth-monitor pause <pin> <pid-file>".into());
+    let (pid_file, userns) = match args {
+        [pid_file] => (pid_file, None),
+        [pid_file, userns] => (pid_file, Some(userns)),
+        _ => return Err("usage: berth-monitor pause <pid-file> [<userns>]".into()),
     };
     let _ = nix::unistd::setsid();
+    // Opened first: once in the pod's user namespace we may not create it.
+    let mut out = File::create(pid_file).map_err(|e| format!("{pid_file}: {e}"))?;
+    if let Some(userns) = userns {
+        let ns = File::open(userns).map_err(|e| format!("{userns}: {e}"))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("joining the pod's user namespace: {e}"))?;
+    }
     // This process is single-threaded, so it may unshare its PID namespace:
     // its next child is PID 1 there.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
         .map_err(|e| format!("unshare pid: {e}"))?;
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let child = std::process::Command::new(me)
+    let child = myself()
         .arg("pause-init")
         .current_dir("/")
         // Nothing of ours: berthd waits for our output to close.
@@ -428,26 +454,37 @@ fn pause(args: &[String]) -> Result<(), String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("infra process: {e}"))?;
-    let pid = child.id();
-    nix::mount::mount(
-        Some(Path::new(&format!("/proc/{pid}/ns/pid"))),
-        Path::new(pin),
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| format!("pinning the pid namespace: {e}"))?;
-    write_atomic(
-        Path::new(pid_file).parent().unwrap_or(Path::new("/")),
-        &Path::new(pid_file)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        pid.to_string().as_bytes(),
-    )
-    .map_err(|e| format!("pid file: {e}"))?;
+    out.write_all(child.id().to_string().as_bytes())
+        .and_then(|()| out.sync_all())
+        .map_err(|e| format!("pid file: {e}"))?;
     // The infra process is reparented when we exit; berthd reaps us.
     std::mem::forget(child);
+    Ok(())
+}
+
+/// Makes a pod's user namespace with its network, IPC and UTS namespaces
+/// (those named in `args`) inside it, so that they belong to it; says
+/// `ready` on stdout and holds them until stdin closes. berthd writes the
+/// ID maps and pins the namespaces meanwhile.
+fn userns(args: &[String]) -> Result<(), String> {
+    use nix::sched::CloneFlags;
+    let mut flags = CloneFlags::CLONE_NEWUSER;
+    for a in args {
+        flags |= match a.as_str() {
+            "net" => CloneFlags::CLONE_NEWNET,
+            "ipc" => CloneFlags::CLONE_NEWIPC,
+            "uts" => CloneFlags::CLONE_NEWUTS,
+            other => return Err(format!("userns: unknown namespace {other:?}")),
+        };
+    }
+    nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    let mut stdout = std::io::stdout();
+    stdout
+        .write_all(b"ready\n")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
     Ok(())
 }
 

@@ -15,12 +15,18 @@ use std::time::{Duration, Instant};
 
 use berth_runtime::{CREATE_ERROR, EXIT, Exit, PID, START_FIFO, STARTED};
 use cri_api::v1::ContainerConfig;
+
+use crate::pod::IdMaps;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+
+/// Where idmapped copies of layers and volumes are staged, in a
+/// container's state dir.
+const IDMAP_DIR: &str = "idmap";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
@@ -150,6 +156,58 @@ pub fn monitor_path() -> PathBuf {
         .ok()
         .and_then(|e| e.parent().map(|d| d.join("berth-monitor")))
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-monitor"))
+}
+
+/// A command that runs the monitor, as [`monitor_exe`] and named
+/// `berth-monitor` (its `argv[0]`, what `ps` shows).
+pub fn monitor_command() -> std::process::Command {
+    let mut c = std::process::Command::new(monitor_exe());
+    std::os::unix::process::CommandExt::arg0(&mut c, "berth-monitor");
+    c
+}
+
+/// The monitor as berthd runs it: a sealed in-memory copy of
+/// [`monitor_path`], made once. Every process that runs in a container
+/// starts as a monitor (libcontainer clones it), and a container process
+/// that reached it through `/proc/<pid>/exe` could otherwise write to
+/// berth's own binary on the node (the CVE-2019-5736 class). A sealed
+/// memfd cannot be written by anyone. If one cannot be made, the file is
+/// run (with a warning).
+pub fn monitor_exe() -> &'static Path {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let path = monitor_path();
+        sealed_copy(&path).unwrap_or_else(|e| {
+            tracing::warn!("running {} itself, not a sealed copy: {e}", path.display());
+            path
+        })
+    })
+}
+
+fn sealed_copy(path: &Path) -> Result<PathBuf, String> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(
+        c"berth-monitor",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| format!("memfd: {e}"))?;
+    let mut copy = std::fs::File::from(fd);
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::io::copy(&mut file, &mut copy).map_err(|e| format!("copying {}: {e}", path.display()))?;
+    fcntl(
+        &copy,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SEAL
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE,
+        ),
+    )
+    .map_err(|e| format!("sealing: {e}"))?;
+    // Held open for as long as berthd runs; its children run it by path.
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(copy);
+    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
 }
 
 /// What the monitor's files say.
@@ -283,6 +341,7 @@ impl Containers {
         spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(serde_json::Value, i32), String>,
         log_path: PathBuf,
         runtime: Option<&Path>,
+        userns: Option<&(PathBuf, IdMaps)>,
     ) -> Result<ContainerRecord, String> {
         let rec = ContainerRecord {
             id: id.to_string(),
@@ -297,7 +356,10 @@ impl Containers {
             runtime: runtime.map(Path::to_path_buf),
             user: None,
         };
-        match self.make(rec, lowers, volumes, spec_for, &log_path).await {
+        match self
+            .make(rec, lowers, volumes, spec_for, &log_path, userns)
+            .await
+        {
             Ok(rec) => Ok(rec),
             Err(e) => {
                 self.release(id);
@@ -313,6 +375,7 @@ impl Containers {
         volumes: &[ImageVolume],
         spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(serde_json::Value, i32), String>,
         log_path: &Path,
+        userns: Option<&(PathBuf, IdMaps)>,
     ) -> Result<ContainerRecord, String> {
         let id = rec.id.clone();
         let dir = self.state_dir(&id);
@@ -326,8 +389,21 @@ impl Containers {
         ] {
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let lower = lowerdir(lowers);
-        mount(
+        // In a user namespace, the layers are seen through its ID maps and
+        // the writable layer is its root's.
+        let staging = dir.join(IDMAP_DIR);
+        let staged_layers = match userns {
+            Some((ns, maps)) => {
+                let (uid, gid) = maps.to_host(0, 0);
+                std::os::unix::fs::chown(layer.join("upper"), Some(uid), Some(gid))
+                    .map_err(|e| format!("writable layer: chown: {e}"))?;
+                crate::idmap::stage_layers(lowers, &staging, "l", ns)
+                    .map_err(|e| format!("idmapping the image: {e}"))?
+            }
+            None => lowers.to_vec(),
+        };
+        let lower = lowerdir(&staged_layers);
+        let mounted = mount(
             Some("overlay"),
             &rootfs,
             Some("overlay"),
@@ -340,16 +416,61 @@ impl Containers {
                 )
                 .as_str(),
             ),
-        )
-        .map_err(|e| format!("mounting the rootfs: {e}"))?;
+        );
+        if userns.is_some() {
+            crate::idmap::unstage(&staged_layers);
+        }
+        mounted.map_err(|e| format!("mounting the rootfs: {e}"))?;
         // Image volumes: each image's layers, read-only, at vol-<n>.
         let mut sources = Vec::new();
         for (n, v) in volumes.iter().enumerate() {
             let at = dir.join(format!("vol-{n}"));
             std::fs::create_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-            mount_read_only(&v.lowers, &at)
-                .map_err(|e| format!("image volume {:?}: {e}", v.image))?;
+            let lowers = match userns {
+                Some((ns, _)) => {
+                    crate::idmap::stage_layers(&v.lowers, &staging, &format!("i{n}-"), ns)
+                        .map_err(|e| format!("image volume {:?}: idmapping: {e}", v.image))?
+                }
+                None => v.lowers.clone(),
+            };
+            let mounted = mount_read_only(&lowers, &at);
+            if userns.is_some() {
+                crate::idmap::unstage(&lowers);
+            }
+            mounted.map_err(|e| format!("image volume {:?}: {e}", v.image))?;
             sources.push((v.mount, volume_source(&at, &v.sub_path)?));
+        }
+        // Host paths, idmapped too where their filesystem allows it; the
+        // container's own mounts hold them once it is created.
+        let mut staged_binds = Vec::new();
+        if let Some((ns, _)) = userns {
+            for (n, m) in rec.config().mounts.iter().enumerate() {
+                let bind = m.image.as_ref().is_none_or(|i| i.image.is_empty())
+                    && !m.host_path.is_empty()
+                    && m.propagation == 0;
+                // (A missing host path is the spec's to report.)
+                let Some(meta) = bind.then(|| std::fs::metadata(&m.host_path).ok()).flatten()
+                else {
+                    continue;
+                };
+                let at = staging.join(format!("v{n}"));
+                let made = if meta.is_dir() {
+                    std::fs::create_dir_all(&at)
+                } else {
+                    std::fs::File::create(&at).map(drop)
+                };
+                made.map_err(|e| format!("{}: {e}", at.display()))?;
+                match crate::idmap::stage(Path::new(&m.host_path), &at, ns, true) {
+                    Ok(()) => {
+                        sources.push((n, at.clone()));
+                        staged_binds.push(at);
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %id, "{e}: {} is mounted as the node sees it", m.host_path);
+                        crate::idmap::unstage(&[at]);
+                    }
+                }
+            }
         }
         let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
@@ -369,8 +490,11 @@ impl Containers {
                 .pointer("/process/user/gid")
                 .and_then(|g| g.as_u64())
                 .unwrap_or(0);
-            make_dir_in(&rootfs, cwd, uid as u32, gid as u32)
-                .map_err(|e| format!("working dir {cwd:?}: {e}"))?;
+            let (uid, gid) = match userns {
+                Some((_, maps)) => maps.to_host(uid as u32, gid as u32),
+                None => (uid as u32, gid as u32),
+            };
+            make_dir_in(&rootfs, cwd, uid, gid).map_err(|e| format!("working dir {cwd:?}: {e}"))?;
         }
         std::fs::write(
             dir.join("config.json"),
@@ -402,7 +526,7 @@ impl Containers {
         }
         let monitor_log = std::fs::File::create(dir.join("monitor.log"))
             .map_err(|e| format!("monitor log: {e}"))?;
-        let mut child = tokio::process::Command::new(&self.monitor)
+        let mut child = tokio::process::Command::from(monitor_command())
             .arg(&id)
             .arg(&dir)
             .arg(&dir)
@@ -431,7 +555,17 @@ impl Containers {
             }
             if let Ok(msg) = std::fs::read_to_string(dir.join(CREATE_ERROR)) {
                 let _ = child.wait().await;
-                return Err(msg);
+                // libcontainer's own account of why, when it gave one.
+                let why = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                let why: Vec<&str> = why
+                    .lines()
+                    .filter_map(|l| l.split_once(" ERROR ").map(|(_, m)| m.trim()))
+                    .collect();
+                return Err(if why.is_empty() {
+                    msg
+                } else {
+                    format!("{}: {}", msg.trim(), why.join("; "))
+                });
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
@@ -446,6 +580,7 @@ impl Containers {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
+        crate::idmap::unstage_all(&staging);
         self.save(&rec)?;
         Ok(rec)
     }
@@ -573,6 +708,12 @@ impl Containers {
     /// Unmounts the rootfs and removes the container's directories.
     fn release(&self, id: &str) {
         let dir = self.state_dir(id);
+        // First: what is staged there must not be removed with the dir.
+        crate::idmap::unstage_all(&dir.join(IDMAP_DIR));
+        if dir.join(IDMAP_DIR).exists() {
+            tracing::error!(container = %id, "{} is still mounted: leaving it", dir.join(IDMAP_DIR).display());
+            return;
+        }
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().starts_with("vol-") {
                 let _ = umount2(&e.path(), MntFlags::MNT_DETACH);

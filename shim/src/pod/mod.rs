@@ -107,21 +107,113 @@ pub fn namespace_options(c: &PodSandboxConfig) -> NamespaceOption {
         .unwrap_or_default()
 }
 
-/// User namespaces: the node's (no `userns_options`, or NODE) is what
-/// berth runs. POD is refused rather than ignored — ignoring it would run
-/// as the node's root a pod that believes it is not — and CONTAINER and
-/// TARGET are not valid for user namespaces, as the CRI says.
-pub fn check_userns(o: &NamespaceOption) -> Result<(), tonic::Status> {
-    match o.userns_options.as_ref().map(|u| u.mode) {
-        None | Some(NS_NODE) => Ok(()),
-        Some(0) => Err(tonic::Status::unimplemented(
-            "user namespaces (userns_options mode POD) are not supported by berth yet; \
-             Status reports user_namespaces: false",
-        )),
-        Some(m) => Err(tonic::Status::invalid_argument(format!(
-            "userns_options: mode {m} is not valid for a user namespace (only POD or NODE)"
-        ))),
+/// One ID mapping of a user namespace: `len` IDs from `container` inside
+/// are `host` and on outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub len: u32,
+}
+
+/// A pod's user namespace: its one UID and one GID mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid: IdRange,
+    pub gid: IdRange,
+}
+
+impl IdMaps {
+    /// The host UID and GID of `uid:gid` inside (unmapped ones: the
+    /// overflow ID, as the kernel shows them).
+    pub fn to_host(self, uid: u32, gid: u32) -> (u32, u32) {
+        let map = |r: &IdRange, id: u32| {
+            id.checked_sub(r.container)
+                .filter(|off| *off < r.len)
+                .map_or(65534, |off| r.host + off)
+        };
+        (map(&self.uid, uid), map(&self.gid, gid))
     }
+}
+
+/// CRI NamespaceMode POD.
+const NS_POD: i32 = 0;
+
+/// The user namespace asked for by `o`: None for the node's (no
+/// `userns_options`, or NODE), the ID maps for POD. POD needs exactly one
+/// UID and one GID mapping of container ID 0, onto a host range without
+/// the node's root; CONTAINER and TARGET are not valid for user
+/// namespaces, as the CRI says.
+pub fn userns_maps(o: &NamespaceOption) -> Result<Option<IdMaps>, tonic::Status> {
+    let bad = |m: String| tonic::Status::invalid_argument(format!("userns_options: {m}"));
+    let Some(u) = o.userns_options.as_ref() else {
+        return Ok(None);
+    };
+    match u.mode {
+        NS_NODE => return Ok(None),
+        NS_POD => {}
+        m => {
+            return Err(bad(format!(
+                "mode {m} is not valid for a user namespace (only POD or NODE)"
+            )));
+        }
+    }
+    let one = |maps: &[cri_api::v1::IdMapping], kind: &str| -> Result<IdRange, tonic::Status> {
+        let [m] = maps else {
+            return Err(bad(format!(
+                "mode POD needs exactly one {kind} mapping, got {}",
+                maps.len()
+            )));
+        };
+        if m.container_id != 0 {
+            return Err(bad(format!(
+                "the {kind} mapping must map container ID 0 (it starts at {})",
+                m.container_id
+            )));
+        }
+        if m.length == 0 || m.host_id.checked_add(m.length).is_none() {
+            return Err(bad(format!(
+                "the {kind} mapping {}+{} is not a range",
+                m.host_id, m.length
+            )));
+        }
+        if m.host_id == 0 {
+            return Err(bad(format!(
+                "the {kind} mapping makes the pod's root the node's root (host ID 0)"
+            )));
+        }
+        Ok(IdRange {
+            container: m.container_id,
+            host: m.host_id,
+            len: m.length,
+        })
+    };
+    Ok(Some(IdMaps {
+        uid: one(&u.uids, "UID")?,
+        gid: one(&u.gids, "GID")?,
+    }))
+}
+
+/// The pod's user namespace, as asked for by its config (already
+/// validated when it was run).
+pub fn pod_userns(c: &PodSandboxConfig) -> Option<IdMaps> {
+    userns_maps(&namespace_options(c)).ok().flatten()
+}
+
+/// A pod's own user namespace cannot hold the node's network, IPC or PID
+/// namespace (Status says `user_namespaces_host_network: false`).
+pub fn check_pod_userns(o: &NamespaceOption) -> Result<Option<IdMaps>, tonic::Status> {
+    let maps = userns_maps(o)?;
+    if maps.is_some() {
+        for (name, mode) in [("network", o.network), ("ipc", o.ipc), ("pid", o.pid)] {
+            if mode == NS_NODE {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "userns_options: a pod in its own user namespace cannot use the node's {name} namespace"
+                )));
+            }
+        }
+    }
+    Ok(maps)
 }
 
 pub fn key_of(c: &PodSandboxConfig) -> String {
@@ -300,13 +392,18 @@ impl Pods {
         } else {
             config.hostname.clone()
         };
+        let userns = pod_userns(config);
         rec.pinned = kinds.iter().map(|k| k.name().to_string()).collect();
-        ns::pin(&self.ns_dir(&rec.id), &kinds, &hostname).map_err(|e| e.to_string())?;
+        if userns.is_some() {
+            rec.pinned.push(ns::Kind::User.name().to_string());
+        }
+        ns::pin(&self.ns_dir(&rec.id), &kinds, &hostname, userns.as_ref())
+            .map_err(|e| e.to_string())?;
 
         // One PID namespace for the whole pod, when asked: an infra process
         // (berth-monitor as PID 1, reaping orphans) holds it.
         if shares_pid(config) {
-            rec.infra_pid = Some(self.start_infra(&rec.id)?);
+            rec.infra_pid = Some(self.start_infra(&rec.id, userns.is_some())?);
         }
 
         // The pod network, through the CNI plugins (none configured: the
@@ -363,8 +460,17 @@ impl Pods {
         } else {
             hostname
         };
+        // In a user namespace, the pod's root owns them, as it would on
+        // the node.
+        let owner = userns.map(|m| m.to_host(0, 0));
         let write = |name: &str, text: String| {
-            std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{name}: {e}"))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("{name}: chown: {e}"))?;
+            }
+            Ok::<(), String>(())
         };
         write("hostname", format!("{hostname}\n"))?;
         write(
@@ -391,7 +497,13 @@ impl Pods {
                 &shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=1777,size=65536k"),
+                Some(
+                    match owner {
+                        Some((uid, gid)) => format!("mode=1777,size=65536k,uid={uid},gid={gid}"),
+                        None => "mode=1777,size=65536k".to_string(),
+                    }
+                    .as_str(),
+                ),
             )
             .map_err(|e| format!("mount shm: {e}"))?;
             rec.shm_mounted = true;
@@ -411,15 +523,19 @@ impl Pods {
         Ok(())
     }
 
-    fn start_infra(&self, id: &str) -> Result<i32, String> {
+    /// Starts the pod's infra process (in its user namespace, if it has
+    /// one) and pins its PID namespace.
+    fn start_infra(&self, id: &str, in_userns: bool) -> Result<i32, String> {
         let dir = self.ns_dir(id);
         let pin = dir.join("pid");
         std::fs::File::create(&pin).map_err(|e| format!("pid pin: {e}"))?;
         let pid_file = dir.join("infra.pid");
-        let out = std::process::Command::new(crate::container::monitor_path())
-            .arg("pause")
-            .arg(&pin)
-            .arg(&pid_file)
+        let mut cmd = crate::container::monitor_command();
+        cmd.arg("pause").arg(&pid_file);
+        if in_userns {
+            cmd.arg(dir.join(ns::Kind::User.name()));
+        }
+        let out = cmd
             .env_clear()
             .stdin(std::process::Stdio::null())
             .output()
@@ -430,10 +546,19 @@ impl Pods {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        std::fs::read_to_string(&pid_file)
+        let pid: i32 = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| "infra process: no pid".to_string())
+            .ok_or_else(|| "infra process: no pid".to_string())?;
+        mount(
+            Some(Path::new(&format!("/proc/{pid}/ns/pid"))),
+            &pin,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("pinning the pid namespace: {e}"))?;
+        Ok(pid)
     }
 
     /// CNI DEL for the pod's network, then forgets it. Idempotent; an error

@@ -5,6 +5,12 @@
 //!
 //! Only network, IPC and UTS namespaces are pinned: `unshare` of those is
 //! per-thread, so it is safe inside berthd's multi-threaded process.
+//!
+//! A pod with its own user namespace is the exception: a multi-threaded
+//! process may not make one, and the pod's other namespaces must be made
+//! inside it to belong to it. `berth-monitor userns` makes them all at
+//! once; berthd writes the ID maps, pins them from its /proc entry, then
+//! enters them (as their owner's parent it may) to set them up.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +22,7 @@ pub enum Kind {
     Net,
     Ipc,
     Uts,
+    User,
 }
 
 impl Kind {
@@ -24,6 +31,7 @@ impl Kind {
             Kind::Net => "net",
             Kind::Ipc => "ipc",
             Kind::Uts => "uts",
+            Kind::User => "user",
         }
     }
 
@@ -32,6 +40,7 @@ impl Kind {
             Kind::Net => CloneFlags::CLONE_NEWNET,
             Kind::Ipc => CloneFlags::CLONE_NEWIPC,
             Kind::Uts => CloneFlags::CLONE_NEWUTS,
+            Kind::User => CloneFlags::CLONE_NEWUSER,
         }
     }
 }
@@ -51,21 +60,103 @@ fn err(what: &str, reason: impl std::fmt::Display) -> NsError {
 }
 
 /// Creates the namespaces `kinds` and pins them in `dir`; sets the UTS
-/// hostname and brings the new network namespace's loopback up. On error
-/// nothing stays pinned.
-pub fn pin(dir: &Path, kinds: &[Kind], hostname: &str) -> Result<(), NsError> {
+/// hostname and brings the new network namespace's loopback up. With
+/// `userns`, they are made inside a new user namespace with those ID maps,
+/// pinned too (as `user`). On error nothing stays pinned.
+pub fn pin(
+    dir: &Path,
+    kinds: &[Kind],
+    hostname: &str,
+    userns: Option<&super::IdMaps>,
+) -> Result<(), NsError> {
     std::fs::create_dir_all(dir).map_err(|e| err("pin directory", e))?;
-    for k in kinds {
+    for k in kinds.iter().chain(userns.map(|_| &Kind::User)) {
         std::fs::File::create(dir.join(k.name())).map_err(|e| err(k.name(), e))?;
     }
     let (d, ks, host) = (dir.to_path_buf(), kinds.to_vec(), hostname.to_string());
-    let result = std::thread::spawn(move || pin_on_this_thread(&d, &ks, &host))
-        .join()
-        .unwrap_or_else(|_| Err(err("namespaces", "the pinning thread panicked")));
+    let result = match userns {
+        None => std::thread::spawn(move || pin_on_this_thread(&d, &ks, &host))
+            .join()
+            .unwrap_or_else(|_| Err(err("namespaces", "the pinning thread panicked"))),
+        Some(maps) => pin_in_userns(dir, kinds, maps).and_then(|()| {
+            std::thread::spawn(move || set_up_on_this_thread(&d, &ks, &host))
+                .join()
+                .unwrap_or_else(|_| Err(err("namespaces", "the set-up thread panicked")))
+        }),
+    };
     if result.is_err() {
         unpin(dir);
     }
     result
+}
+
+/// Has `berth-monitor userns` make a user namespace with `kinds` inside,
+/// writes its ID maps and pins them all.
+fn pin_in_userns(dir: &Path, kinds: &[Kind], maps: &super::IdMaps) -> Result<(), NsError> {
+    use std::io::BufRead;
+    let mut child = crate::container::monitor_command()
+        .arg("userns")
+        .args(kinds.iter().map(|k| k.name()))
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| err("user namespace", e))?;
+    let pid = child.id();
+    let result = (|| {
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| err("user namespace", e))?;
+        if line.trim() != "ready" {
+            let mut msg = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut msg);
+            }
+            return Err(err("user namespace", msg.trim()));
+        }
+        for (file, r) in [("uid_map", maps.uid), ("gid_map", maps.gid)] {
+            std::fs::write(
+                format!("/proc/{pid}/{file}"),
+                format!("{} {} {}\n", r.container, r.host, r.len),
+            )
+            .map_err(|e| err("user namespace", format!("{file}: {e}")))?;
+        }
+        for k in std::iter::once(&Kind::User).chain(kinds) {
+            mount(
+                Some(&PathBuf::from(format!("/proc/{pid}/ns/{}", k.name()))),
+                &dir.join(k.name()),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| err(k.name(), format!("bind mount: {e}")))?;
+        }
+        Ok(())
+    })();
+    drop(child.stdin.take());
+    let _ = child.wait();
+    result
+}
+
+/// Enters the pinned UTS and network namespaces on a thread of its own to
+/// set the hostname and bring loopback up.
+fn set_up_on_this_thread(dir: &Path, kinds: &[Kind], hostname: &str) -> Result<(), NsError> {
+    let enter = |k: Kind| -> Result<(), NsError> {
+        let f = std::fs::File::open(dir.join(k.name())).map_err(|e| err(k.name(), e))?;
+        nix::sched::setns(f, k.flag()).map_err(|e| err(k.name(), format!("setns: {e}")))
+    };
+    if kinds.contains(&Kind::Uts) && !hostname.is_empty() {
+        enter(Kind::Uts)?;
+        nix::unistd::sethostname(hostname).map_err(|e| err("uts", format!("hostname: {e}")))?;
+    }
+    if kinds.contains(&Kind::Net) {
+        enter(Kind::Net)?;
+        loopback_up().map_err(|e| err("net", format!("loopback up: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Runs on a thread of its own, which dies with the namespaces it entered.
@@ -115,7 +206,7 @@ fn loopback_up() -> Result<(), String> {
 
 /// Unmounts and removes every pin in `dir`, then `dir`. Idempotent.
 pub fn unpin(dir: &Path) {
-    for k in [Kind::Net, Kind::Ipc, Kind::Uts] {
+    for k in [Kind::Net, Kind::Ipc, Kind::Uts, Kind::User] {
         let p = dir.join(k.name());
         let _ = umount2(&p, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&p);

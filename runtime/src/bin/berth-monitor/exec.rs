@@ -130,6 +130,7 @@ fn run(
             .with_stdout(dup(1)?)
             .with_stderr(dup(2)?);
     }
+    join_user_namespace(root, id)?;
     let built = builder
         .as_tenant()
         .with_process(Some(process))
@@ -145,6 +146,30 @@ fn run(
         }
     };
     finish(pid, sigfd, console, control)
+}
+
+/// libcontainer's tenant joins every namespace of the container but its
+/// user namespace, so a container in its pod's user namespace would get
+/// the node's root in its other namespaces. This joins that one first
+/// (we keep what we need as the node's root: our descriptors and files).
+fn join_user_namespace(root: &Path, id: &str) -> Result<(), String> {
+    let c = libcontainer::container::Container::load(root.join(id))
+        .map_err(|e| format!("container {id}: {e}"))?;
+    let pid = c
+        .pid()
+        .ok_or_else(|| format!("container {id} is not running"))?;
+    let theirs = format!("/proc/{pid}/ns/user");
+    let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let (ours, target) = (ino("/proc/self/ns/user"), ino(&theirs));
+    match (ours, target) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Ok(_), Ok(_)) => {
+            let ns = File::open(&theirs).map_err(|e| format!("{theirs}: {e}"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| format!("joining the container's user namespace: {e}"))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(format!("user namespace of {id}: {e}")),
+    }
 }
 
 type Console = (

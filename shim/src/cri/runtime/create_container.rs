@@ -17,15 +17,15 @@ pub async fn create_container(
     let config = req
         .config
         .ok_or_else(|| Status::invalid_argument("CreateContainer: no config"))?;
-    if let Some(o) = config
+    let asked_userns = config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref())
-    {
-        crate::pod::check_userns(o)
-            .map_err(|e| Status::new(e.code(), format!("CreateContainer: {}", e.message())))?;
-    }
+        .filter(|o| o.userns_options.is_some())
+        .map(crate::pod::userns_maps)
+        .transpose()
+        .map_err(|e| Status::new(e.code(), format!("CreateContainer: {}", e.message())))?;
     let meta = config.metadata.clone().unwrap_or_default();
     if meta.name.is_empty() {
         return Err(Status::invalid_argument(
@@ -108,6 +108,17 @@ pub async fn create_container(
     let stop_signal = ic.stop_signal.clone().unwrap_or_default();
     let pod_config = pod.config();
     let opts = namespace_options(&pod_config);
+    // A container is in its pod's user namespace (the kubelet repeats the
+    // pod's options; none given means the pod's).
+    let userns = crate::pod::pod_userns(&pod_config);
+    if let Some(asked) = asked_userns
+        && asked != userns
+    {
+        return Err(Status::invalid_argument(format!(
+            "CreateContainer: userns_options differ from pod sandbox {}'s: a container shares its pod's user namespace",
+            pod.id
+        )));
+    }
     let ns_dir = d.pods.ns_dir(&pod.id);
     let pod_dir = d.pods.pod_dir(&pod.id);
     let pin = |k: &str| {
@@ -151,6 +162,14 @@ pub async fn create_container(
             .map(|l| l.sysctls.clone().into_iter().collect())
             .unwrap_or_default(),
         target_pid_ns: target_pid_ns(d, &config),
+        user_ns: userns.map(|maps| (ns_dir.join("user"), maps)),
+        // Checked when the config was loaded.
+        rlimits: d
+            .config
+            .default_rlimits
+            .iter()
+            .filter_map(|r| crate::config::parse_rlimit(r).ok())
+            .collect(),
     };
     let log_path = if pod_config.log_directory.is_empty() || config.log_path.is_empty() {
         d.containers
@@ -173,15 +192,24 @@ pub async fn create_container(
         .lease(&id, &leased)
         .map_err(|e| Status::internal(e.to_string()))?;
     let (cid, cfg) = (id.clone(), config.clone());
+    let pod_maps = ctx.user_ns.as_ref().map(|(_, m)| *m);
+    let userns_pin = ctx.user_ns.clone();
     let spec_for = move |rootfs: &std::path::Path, sources: &[(usize, std::path::PathBuf)]| {
-        // Image volumes become read-only binds of their mounted layers.
+        // Image volumes become read-only binds of their mounted layers;
+        // host paths may come idmapped through the pod's user namespace.
         let mut cfg = cfg;
         for (n, src) in sources {
             let m = &mut cfg.mounts[*n];
             m.host_path = src.display().to_string();
-            m.image = None;
-            m.image_sub_path.clear();
-            m.readonly = true;
+            if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+                m.image = None;
+                m.image_sub_path.clear();
+                m.readonly = true;
+            } else if pod_maps.is_some_and(|p| mount_maps(m) == Some(p)) {
+                // The mappings the kubelet asked for are the pod's: done.
+                m.uid_mappings.clear();
+                m.gid_mappings.clear();
+            }
         }
         let mut spec =
             crate::spec::build(&cid, &cfg, &defaults, &ctx, rootfs).map_err(|e| e.to_string())?;
@@ -202,6 +230,7 @@ pub async fn create_container(
             spec_for,
             log_path,
             runtime.as_deref(),
+            userns_pin.as_ref(),
         )
         .await
         .map_err(|e| {
@@ -217,6 +246,22 @@ pub async fn create_container(
         None,
     );
     Ok(CreateContainerResponse { container_id: id })
+}
+
+/// A mount's own ID mappings, when they are one UID and one GID range.
+fn mount_maps(m: &cri_api::v1::Mount) -> Option<crate::pod::IdMaps> {
+    let one = |v: &[cri_api::v1::IdMapping]| match v {
+        [r] => Some(crate::pod::IdRange {
+            container: r.container_id,
+            host: r.host_id,
+            len: r.length,
+        }),
+        _ => None,
+    };
+    Some(crate::pod::IdMaps {
+        uid: one(&m.uid_mappings)?,
+        gid: one(&m.gid_mappings)?,
+    })
 }
 
 /// Never asks for an `oom_score_adj` below berthd's own, which the kernel

@@ -39,7 +39,7 @@ pub async fn run_pod_sandbox(
             )));
         }
     }
-    crate::pod::check_userns(&crate::pod::namespace_options(&config))
+    crate::pod::check_pod_userns(&crate::pod::namespace_options(&config))
         .map_err(|e| Status::new(e.code(), format!("RunPodSandbox: {}", e.message())))?;
     // The CNI runtime config comes from annotations: refuse bad ones
     // before anything is made.

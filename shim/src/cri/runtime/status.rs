@@ -71,7 +71,10 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
                         config.runtimes.get(name),
                         None | Some(crate::config::RuntimeHandler::Builtin)
                     ),
-                user_namespaces: false,
+                // berth makes the pod's user namespace and idmaps its
+                // layers itself (overlayfs over idmapped layers: Linux
+                // 5.19); a handler only joins it, which runc and crun do.
+                user_namespaces: kernel_at_least(5, 19),
             }),
         })
         .collect();
