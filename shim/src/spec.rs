@@ -209,8 +209,8 @@ pub fn build(
     let env = process_env(c, image, &hostname)?;
     let cwd = process_cwd(c, image)?;
     let user = process_user(sc, image, rootfs)?;
-    let caps = if sc.privileged {
-        own_capabilities()
+    let (caps, ambient) = if sc.privileged {
+        (own_capabilities(), Vec::new())
     } else {
         capabilities(sc)?
     };
@@ -221,14 +221,18 @@ pub fn build(
     process.insert("args".into(), json!(args));
     process.insert("env".into(), json!(env));
     process.insert("cwd".into(), json!(cwd));
-    process.insert(
-        "capabilities".into(),
-        json!({
-            "bounding": caps,
-            "effective": caps,
-            "permitted": caps,
-        }),
-    );
+    let mut cap_sets = json!({
+        "bounding": caps,
+        "effective": caps,
+        "permitted": caps,
+    });
+    // Ambient capabilities must be inheritable too; nothing else is (as
+    // containerd, since CVE-2022-24769).
+    if !ambient.is_empty() {
+        cap_sets["inheritable"] = json!(ambient);
+        cap_sets["ambient"] = json!(ambient);
+    }
+    process.insert("capabilities".into(), cap_sets);
     // Only when set: libcontainer takes the key's presence (even `false`)
     // to mean "load seccomp after dropping capabilities", which then fails
     // without no_new_privs.
@@ -689,10 +693,16 @@ fn cap_name(raw: &str, field: &str) -> Result<String, SpecError> {
     }
 }
 
-fn capabilities(sc: &LinuxContainerSecurityContext) -> Result<Vec<String>, SpecError> {
+/// The bounding (= effective = permitted) set and the ambient set (also
+/// the inheritable one): containerd's defaults, `add_capabilities`,
+/// `add_ambient_capabilities` (in every set, as the CRI says), then
+/// `drop_capabilities` (from every set).
+fn capabilities(
+    sc: &LinuxContainerSecurityContext,
+) -> Result<(Vec<String>, Vec<String>), SpecError> {
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     let Some(cc) = &sc.capabilities else {
-        return Ok(caps);
+        return Ok((caps, Vec::new()));
     };
     let is_all = |s: &String| s.trim().eq_ignore_ascii_case("ALL");
     // As containerd: ALL first (so "add ALL, drop X" works), then the
@@ -703,20 +713,40 @@ fn capabilities(sc: &LinuxContainerSecurityContext) -> Result<Vec<String>, SpecE
     if cc.drop_capabilities.iter().any(is_all) {
         caps.clear();
     }
-    for (i, a) in cc.add_capabilities.iter().enumerate() {
-        if is_all(a) {
-            continue;
-        }
-        let name = cap_name(
-            a,
-            &format!("security_context.capabilities.add_capabilities[{i}]"),
-        )?;
-        if !caps.contains(&name) {
-            caps.push(name);
+    let mut ambient = Vec::new();
+    for (list, field, ambient_too) in [
+        (&cc.add_capabilities, "add_capabilities", false),
+        (
+            &cc.add_ambient_capabilities,
+            "add_ambient_capabilities",
+            true,
+        ),
+    ] {
+        for (i, a) in list.iter().enumerate() {
+            let names: Vec<String> = if is_all(a) {
+                if !ambient_too {
+                    continue;
+                }
+                ALL_CAPS.iter().map(|s| s.to_string()).collect()
+            } else {
+                vec![cap_name(
+                    a,
+                    &format!("security_context.capabilities.{field}[{i}]"),
+                )?]
+            };
+            for name in names {
+                if ambient_too && !ambient.contains(&name) {
+                    ambient.push(name.clone());
+                }
+                if !caps.contains(&name) {
+                    caps.push(name);
+                }
+            }
         }
     }
     for (i, d) in cc.drop_capabilities.iter().enumerate() {
         if is_all(d) {
+            ambient.clear();
             continue;
         }
         let name = cap_name(
@@ -724,8 +754,9 @@ fn capabilities(sc: &LinuxContainerSecurityContext) -> Result<Vec<String>, SpecE
             &format!("security_context.capabilities.drop_capabilities[{i}]"),
         )?;
         caps.retain(|c| *c != name);
+        ambient.retain(|c| *c != name);
     }
-    Ok(caps)
+    Ok((caps, ambient))
 }
 
 // --------------------------------------------------------------- mounts
@@ -1662,6 +1693,34 @@ mod tests {
             ..Default::default()
         };
         assert!(build("abc", &cfg(), &img, &pod(), &r.0).is_err());
+    }
+
+    #[test]
+    fn ambient_capabilities_are_in_every_set_until_dropped() {
+        let sc = LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_ambient_capabilities: vec!["NET_ADMIN".into(), "CAP_NET_BIND_SERVICE".into()],
+                drop_capabilities: vec!["NET_ADMIN".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = spec_of(&with_sc(cfg(), sc), &ImageDefaults::default()).unwrap();
+        let caps = &v["process"]["capabilities"];
+        assert_eq!(strs(&caps["ambient"]), ["CAP_NET_BIND_SERVICE"]);
+        assert_eq!(caps["ambient"], caps["inheritable"]);
+        let bounding = strs(&caps["bounding"]);
+        assert!(bounding.contains(&"CAP_NET_BIND_SERVICE".to_string()));
+        assert!(!bounding.contains(&"CAP_NET_ADMIN".to_string()));
+        let bad = LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_ambient_capabilities: vec!["CAP_NOPE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = spec_of(&with_sc(cfg(), bad), &ImageDefaults::default()).unwrap_err();
+        assert!(e.to_string().contains("add_ambient_capabilities[0]"), "{e}");
     }
 
     fn caps_of(add: &[&str], drop: &[&str]) -> Vec<String> {

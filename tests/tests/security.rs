@@ -847,3 +847,94 @@ async fn default_rlimits_apply_under_every_handler() {
         s.remove_all().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambient_capabilities_reach_a_non_root_process_under_every_handler() {
+    for handler in ["", "runc"] {
+        let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |_| {}).await;
+        for (name, ambient) in [
+            ("plain", vec![]),
+            ("ambient", vec!["NET_BIND_SERVICE".to_string()]),
+        ] {
+            let cfg = sc_config(
+                s.config(
+                    name,
+                    &["/bin/sh", "-c", "grep -E '^Cap(Eff|Amb)' /proc/self/status"],
+                ),
+                LinuxContainerSecurityContext {
+                    run_as_user: Some(Int64Value { value: 1000 }),
+                    capabilities: Some(Capability {
+                        add_ambient_capabilities: ambient,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+            let id = s.run(cfg).await;
+            s.wait_exited(&id).await;
+        }
+        // A non-root process has no effective capability unless ambient.
+        let plain = s.log("plain");
+        assert!(
+            plain.contains("CapEff:\t0000000000000000"),
+            "{handler:?}: {plain}"
+        );
+        assert!(
+            plain.contains("CapAmb:\t0000000000000000"),
+            "{handler:?}: {plain}"
+        );
+        let ambient = s.log("ambient");
+        assert!(
+            ambient.contains("CapEff:\t0000000000000400"),
+            "{handler:?}: {ambient}"
+        );
+        assert!(
+            ambient.contains("CapAmb:\t0000000000000400"),
+            "{handler:?}: {ambient}"
+        );
+        s.remove_all().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_are_the_containers_cgroup_as_seen_from_inside_under_every_handler() {
+    let cpus = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus")
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default();
+    if cpus.is_empty() {
+        eprintln!("SKIPPED: the cgroup v1 cpuset hierarchy is not mounted (tested on v1 only)");
+        return;
+    }
+    for handler in ["", "runc"] {
+        let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |_| {}).await;
+        let mut cfg = s.config(
+            "res",
+            &[
+                "/bin/sh",
+                "-c",
+                "cd /sys/fs/cgroup; cat cpu/cpu.shares cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us \
+                 cpuset/cpuset.cpus cpuset/cpuset.mems memory/memory.limit_in_bytes | tr '\\n' ' '",
+            ],
+        );
+        cfg.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                cpu_shares: 512,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                cpuset_cpus: "0".into(),
+                cpuset_mems: "0".into(),
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = s.run(cfg).await;
+        s.wait_exited(&id).await;
+        let log = s.log("res");
+        assert!(
+            log.contains(&format!("512 50000 100000 0 0 {} ", 64 << 20)),
+            "{handler:?}: {log}"
+        );
+        s.remove_all().await;
+    }
+}
