@@ -613,5 +613,51 @@ async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
         mounts_under(outside.path()).is_empty(),
         "mounted on the host"
     );
+
+    // The same with the rootfs's own /proc, /sys and /dev/shm mount points
+    // (the CVE-2019-16884 class): procfs, sysfs or the pod's shm must never
+    // be mounted through them onto a host path.
+    for (n, link) in ["proc", "sys", "dev/shm"].into_iter().enumerate() {
+        let outside = berth_tests::TempDir::new("escape-target");
+        let mut layer = fixtures::Layer::new();
+        if link == "dev/shm" {
+            layer = layer.dir("dev", 0o755);
+        }
+        let image = fixtures::Image::new(ManifestKind::Oci, busybox_config())
+            .layer(fixtures::busybox_layer(Compression::Gzip))
+            .layer(
+                layer
+                    .symlink(link, &outside.path().join("x").display().to_string())
+                    .build(Compression::Gzip),
+            );
+        let tag = format!("{n}");
+        fixtures::push_image(&s.reg, "test/trap-proc", &tag, &image).await;
+        let trap = s.reg.image(&format!("test/trap-proc:{tag}"));
+        s.b.pull(&trap, None).await.expect("pull");
+        let name = format!("trap-{n}");
+        let mut cfg = s.config(&name, &["/bin/sh", "-c", "head -c 20 /proc/self/stat"]);
+        cfg.image = Some(ImageSpec {
+            image: trap,
+            ..Default::default()
+        });
+        if let Ok(id) = s.create(cfg).await {
+            let _ =
+                s.c.start_container(StartContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await;
+            s.wait_exited(&id).await;
+        }
+        let escaped: Vec<_> = std::fs::read_dir(outside.path())
+            .expect("outside")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(escaped.is_empty(), "/{link}: created on the host: {escaped:?}");
+        assert!(
+            mounts_under(outside.path()).is_empty(),
+            "/{link}: mounted on the host"
+        );
+    }
     s.remove_all().await;
 }
