@@ -28,6 +28,17 @@ pub fn mode() -> Mode {
     }
 }
 
+/// Whether the hierarchy berth uses has the hugetlb controller (on a
+/// hybrid host it may be on the unified hierarchy only, which v1 mode
+/// does not use).
+pub fn has_hugetlb() -> bool {
+    match mode() {
+        Mode::V2 => std::fs::read_to_string(Path::new(ROOT).join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == "hugetlb")),
+        Mode::V1 => Path::new(ROOT).join("hugetlb").is_dir(),
+    }
+}
+
 /// One cgroup, by its path relative to every hierarchy.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -191,7 +202,7 @@ impl Cgroup {
                         (false, _) => put("memory", "memory.limit_in_bytes", mem),
                     }
                 }
-                for h in &r.hugepage_limits {
+                for h in r.hugepage_limits.iter().filter(|_| has_hugetlb()) {
                     put(
                         "hugetlb",
                         &format!("hugetlb.{}.limit_in_bytes", h.page_size),
@@ -237,7 +248,7 @@ impl Cgroup {
                         put("memory", "memory.swap.max", swap.to_string());
                     }
                 }
-                for h in &r.hugepage_limits {
+                for h in r.hugepage_limits.iter().filter(|_| has_hugetlb()) {
                     put(
                         "hugetlb",
                         &format!("hugetlb.{}.max", h.page_size),

@@ -1381,7 +1381,12 @@ fn resources_from_cri(
     if !mem.is_empty() {
         out.insert("memory".into(), Value::Object(mem));
     }
-    if !r.hugepage_limits.is_empty() {
+    // The kubelet sends a limit (0 unless asked) for every page size the
+    // node has; without the hugetlb controller none can be enforced, and
+    // runc skips them too rather than fail every container.
+    if !r.hugepage_limits.is_empty() && !crate::cgroups::has_hugetlb() {
+        tracing::debug!("no hugetlb cgroup controller: hugepage limits not applied");
+    } else if !r.hugepage_limits.is_empty() {
         let hp: Vec<Value> = r
             .hugepage_limits
             .iter()

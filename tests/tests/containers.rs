@@ -653,7 +653,10 @@ async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert!(escaped.is_empty(), "/{link}: created on the host: {escaped:?}");
+        assert!(
+            escaped.is_empty(),
+            "/{link}: created on the host: {escaped:?}"
+        );
         assert!(
             mounts_under(outside.path()).is_empty(),
             "/{link}: mounted on the host"

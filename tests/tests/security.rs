@@ -938,3 +938,50 @@ async fn resources_are_the_containers_cgroup_as_seen_from_inside_under_every_han
         s.remove_all().await;
     }
 }
+
+/// The kubelet sends a hugepage limit for every page size the node has
+/// (0 unless asked): that must work whether or not the cgroup hierarchy
+/// has the hugetlb controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hugepage_limits_as_the_kubelet_sends_them_are_taken() {
+    let sizes: Vec<String> = std::fs::read_dir("/sys/kernel/mm/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let kb: u64 = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            Some(if kb >= 1 << 20 {
+                format!("{}GB", kb >> 20)
+            } else {
+                format!("{}MB", kb >> 10)
+            })
+        })
+        .collect();
+    for handler in ["", "runc"] {
+        let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |_| {}).await;
+        let mut cfg = s.config("huge", &["/bin/sh", "-c", "echo ran"]);
+        cfg.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                hugepage_limits: sizes
+                    .iter()
+                    .map(|p| HugepageLimit {
+                        page_size: p.clone(),
+                        limit: 0,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = s.run(cfg).await;
+        s.wait_exited(&id).await;
+        assert!(s.log("huge").contains("ran"), "{handler:?}");
+        s.remove_all().await;
+    }
+}
