@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo build --release -p berthd -p berth-runtime
 //! BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
+//! # the same with every pod in its own user namespace:
+//! BERTH_BENCH_USERNS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
 //! ```
 
 use std::time::Instant;
@@ -18,10 +20,33 @@ fn main() {
     berth_tests::bench::runtime().block_on(async {
         let (_reg, b, image) = berth_tests::bench::berthd_with_busybox().await;
         let mut c = b.runtime().await;
+        // BERTH_BENCH_USERNS=1: every pod in a user namespace of its own.
+        let userns = std::env::var_os("BERTH_BENCH_USERNS").is_some();
         let mut times = Vec::new();
         let mut pods = Vec::new();
         for i in 0..PODS {
-            let pod_config = berth_tests::bench::pod_config(&b, &format!("bench-{i}"), &format!("/berth-bench/pod{i}"));
+            let mut pod_config = berth_tests::bench::pod_config(&b, &format!("bench-{i}"), &format!("/berth-bench/pod{i}"));
+            if userns {
+                // Each pod its own 65536 IDs, as the kubelet allocates them.
+                let range = vec![IdMapping {
+                    host_id: (i as u32 + 2) * 65536,
+                    container_id: 0,
+                    length: 65536,
+                }];
+                if let Some(l) = pod_config.linux.as_mut() {
+                    l.security_context = Some(LinuxSandboxSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            userns_options: Some(UserNamespace {
+                                mode: NamespaceMode::Pod as i32,
+                                uids: range.clone(),
+                                gids: range,
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
             let t = Instant::now();
             let pod = c
                 .run_pod_sandbox(RunPodSandboxRequest {
@@ -63,7 +88,11 @@ fn main() {
         let mut sorted = times.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let pct = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)];
-        println!("berthd: {}", berth_tests::berthd_binary().display());
+        println!(
+            "berthd: {}{}",
+            berth_tests::berthd_binary().display(),
+            if userns { " (pods in user namespaces)" } else { "" }
+        );
         println!(
             "RunPodSandbox+CreateContainer+StartContainer over {PODS} pods: median {:.1} ms, p90 {:.1} ms, min {:.1} ms, max {:.1} ms",
             pct(0.5),
