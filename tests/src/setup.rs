@@ -138,6 +138,18 @@ impl Setup {
         id
     }
 
+    /// Runs `config` until it exits; its log.
+    pub async fn run_to_exit(&mut self, config: ContainerConfig) -> String {
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let id = self.run(config).await;
+        self.wait_exited(&id).await;
+        self.log(&name)
+    }
+
     pub async fn status(&mut self, id: &str) -> ContainerStatus {
         self.c
             .container_status(ContainerStatusRequest {

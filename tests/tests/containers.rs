@@ -566,35 +566,32 @@ async fn an_image_can_be_mounted_as_a_read_only_volume() {
     s.remove_all().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
-    // An image whose /mnt is a symlink to a host path: a bind mount at
-    // /mnt/x must land inside the container, not on the host.
-    let outside = berth_tests::TempDir::new("escape-target");
+/// Runs a container of an image that is busybox plus `layer` (pushed as
+/// `test/trap:<tag>`), with `mounts`; then checks that nothing was created
+/// or mounted in `outside`. Creating or starting may fail: refused is fine.
+async fn run_trap(
+    s: &mut berth_tests::setup::Setup,
+    tag: &str,
+    layer: fixtures::Layer,
+    mounts: Vec<Mount>,
+    outside: &std::path::Path,
+) {
     let image = fixtures::Image::new(ManifestKind::Oci, busybox_config())
         .layer(fixtures::busybox_layer(Compression::Gzip))
-        .layer(
-            fixtures::Layer::new()
-                .symlink("mnt", &outside.path().display().to_string())
-                .build(Compression::Gzip),
-        );
-    let mut s = setup(busybox_config()).await;
-    fixtures::push_image(&s.reg, "test/trap", "1", &image).await;
-    let trap = s.reg.image("test/trap:1");
+        .layer(layer.build(Compression::Gzip));
+    fixtures::push_image(&s.reg, "test/trap", tag, &image).await;
+    let trap = s.reg.image(&format!("test/trap:{tag}"));
     s.b.pull(&trap, None).await.expect("pull");
-    let source = berth_tests::TempDir::new("mount-source");
-    std::fs::write(source.path().join("f"), "inside").expect("source");
-    let mut cfg = s.config("trap", &["/bin/sh", "-c", "cat /mnt/x/f"]);
+    let name = format!("trap-{tag}");
+    let mut cfg = s.config(
+        &name,
+        &["/bin/sh", "-c", "head -c 20 /proc/self/stat; ls /mnt/x"],
+    );
     cfg.image = Some(ImageSpec {
         image: trap,
         ..Default::default()
     });
-    cfg.mounts = vec![Mount {
-        container_path: "/mnt/x".into(),
-        host_path: source.path().display().to_string(),
-        ..Default::default()
-    }];
-    // Either refused or mounted inside; never on the host path.
+    cfg.mounts = mounts;
     if let Ok(id) = s.create(cfg).await {
         let _ =
             s.c.start_container(StartContainerRequest {
@@ -603,64 +600,48 @@ async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
             .await;
         s.wait_exited(&id).await;
     }
-    let escaped: Vec<_> = std::fs::read_dir(outside.path())
+    let escaped: Vec<_> = std::fs::read_dir(outside)
         .expect("outside")
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert!(escaped.is_empty(), "created on the host: {escaped:?}");
     assert!(
-        mounts_under(outside.path()).is_empty(),
-        "mounted on the host"
+        escaped.is_empty(),
+        "{tag}: created on the host: {escaped:?}"
     );
+    assert!(
+        mounts_under(outside).is_empty(),
+        "{tag}: mounted on the host"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
+    let mut s = setup(busybox_config()).await;
+    // An image whose /mnt is a symlink to a host path: a bind mount at
+    // /mnt/x must land inside the container, not on the host.
+    let outside = berth_tests::TempDir::new("escape-target");
+    let source = berth_tests::TempDir::new("mount-source");
+    std::fs::write(source.path().join("f"), "inside").expect("source");
+    let mounts = vec![Mount {
+        container_path: "/mnt/x".into(),
+        host_path: source.path().display().to_string(),
+        ..Default::default()
+    }];
+    let layer = fixtures::Layer::new().symlink("mnt", &outside.path().display().to_string());
+    run_trap(&mut s, "mnt", layer, mounts, outside.path()).await;
 
     // The same with the rootfs's own /proc, /sys and /dev/shm mount points
     // (the CVE-2019-16884 class): procfs, sysfs or the pod's shm must never
     // be mounted through them onto a host path.
-    for (n, link) in ["proc", "sys", "dev/shm"].into_iter().enumerate() {
+    for (tag, link) in [("proc", "proc"), ("sys", "sys"), ("shm", "dev/shm")] {
         let outside = berth_tests::TempDir::new("escape-target");
         let mut layer = fixtures::Layer::new();
         if link == "dev/shm" {
             layer = layer.dir("dev", 0o755);
         }
-        let image = fixtures::Image::new(ManifestKind::Oci, busybox_config())
-            .layer(fixtures::busybox_layer(Compression::Gzip))
-            .layer(
-                layer
-                    .symlink(link, &outside.path().join("x").display().to_string())
-                    .build(Compression::Gzip),
-            );
-        let tag = format!("{n}");
-        fixtures::push_image(&s.reg, "test/trap-proc", &tag, &image).await;
-        let trap = s.reg.image(&format!("test/trap-proc:{tag}"));
-        s.b.pull(&trap, None).await.expect("pull");
-        let name = format!("trap-{n}");
-        let mut cfg = s.config(&name, &["/bin/sh", "-c", "head -c 20 /proc/self/stat"]);
-        cfg.image = Some(ImageSpec {
-            image: trap,
-            ..Default::default()
-        });
-        if let Ok(id) = s.create(cfg).await {
-            let _ =
-                s.c.start_container(StartContainerRequest {
-                    container_id: id.clone(),
-                })
-                .await;
-            s.wait_exited(&id).await;
-        }
-        let escaped: Vec<_> = std::fs::read_dir(outside.path())
-            .expect("outside")
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert!(
-            escaped.is_empty(),
-            "/{link}: created on the host: {escaped:?}"
-        );
-        assert!(
-            mounts_under(outside.path()).is_empty(),
-            "/{link}: mounted on the host"
-        );
+        let layer = layer.symlink(link, &outside.path().join("x").display().to_string());
+        run_trap(&mut s, tag, layer, Vec::new(), outside.path()).await;
     }
     s.remove_all().await;
 }

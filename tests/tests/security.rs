@@ -30,9 +30,7 @@ async fn seccomp_runtime_default_localhost_and_unconfined() {
         ProfileType::RuntimeDefault,
         "",
     );
-    let id = s.run(cfg).await;
-    s.wait_exited(&id).await;
-    let log = s.log("default");
+    let log = s.run_to_exit(cfg).await;
     assert!(log.contains("Seccomp:\t2"), "{log}");
     assert!(log.contains("unshare-denied"), "{log}");
 
@@ -41,9 +39,7 @@ async fn seccomp_runtime_default_localhost_and_unconfined() {
         ProfileType::Unconfined,
         "",
     );
-    let id = s.run(cfg).await;
-    s.wait_exited(&id).await;
-    let log = s.log("unconfined");
+    let log = s.run_to_exit(cfg).await;
     assert!(log.contains("Seccomp:\t0"), "{log}");
     assert!(log.contains("unshare-ok"), "{log}");
 
@@ -286,9 +282,7 @@ async fn users_groups_and_recursive_read_only_mounts() {
         ],
     );
     cfg.mounts = vec![m("/plain", false), m("/rro", true)];
-    let id = s.run(cfg).await;
-    s.wait_exited(&id).await;
-    let log = s.log("rro-root");
+    let log = s.run_to_exit(cfg).await;
     assert!(log.contains("plain-writable"), "{log}");
     assert!(log.contains("rro-refused"), "{log}");
     assert!(!host.join("sub/y").exists());
@@ -569,17 +563,21 @@ async fn user_namespace_options_are_checked() {
 async fn userns_observations(handler: &str) -> Vec<String> {
     const UIDS: u32 = 200_000;
     const GIDS: u32 = 300_000;
+    // The pod's PID namespace (made in its user namespace too); the
+    // container repeats the pod's options, as the kubelet does.
+    let options = NamespaceOption {
+        pid: NamespaceMode::Pod as i32,
+        ..userns(
+            NamespaceMode::Pod,
+            vec![map(0, UIDS, 65536)],
+            vec![map(0, GIDS, 65536)],
+        )
+    };
+    let pod_options = options.clone();
     let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |p| {
         let l = p.linux.get_or_insert_with(Default::default);
         l.security_context = Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                pid: NamespaceMode::Pod as i32,
-                ..userns(
-                    NamespaceMode::Pod,
-                    vec![map(0, UIDS, 65536)],
-                    vec![map(0, GIDS, 65536)],
-                )
-            }),
+            namespace_options: Some(pod_options),
             ..Default::default()
         });
     })
@@ -603,19 +601,10 @@ async fn userns_observations(handler: &str) -> Vec<String> {
                  touch /made && stat -c 'made %u:%g' /made; cat /vol/mine; touch /vol/from-pod; \
                  cat /private/secret || echo secret-refused; \
                  grep -E '^CapEff' /proc/self/status; echo probed; exec sleep 1000";
-    // In the pod's PID namespace (made in its user namespace too), with
-    // the pod's options repeated, as the kubelet does.
     let mut cfg = sc_config(
         s.config("userns", &["/bin/sh", "-c", probe]),
         LinuxContainerSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                pid: NamespaceMode::Pod as i32,
-                ..userns(
-                    NamespaceMode::Pod,
-                    vec![map(0, UIDS, 65536)],
-                    vec![map(0, GIDS, 65536)],
-                )
-            }),
+            namespace_options: Some(options),
             ..Default::default()
         },
     );
@@ -775,9 +764,7 @@ async fn a_container_cannot_reach_berths_binary_or_the_nodes_files() {
             ..Default::default()
         },
     );
-    let id = s.run(cfg).await;
-    s.wait_exited(&id).await;
-    let log = s.log("attacker");
+    let log = s.run_to_exit(cfg).await;
     let monitor = berth_tests::berthd_binary().with_file_name("berth-monitor");
     let m = std::fs::metadata(&monitor).expect("berth-monitor");
     use std::os::unix::fs::MetadataExt;
@@ -852,9 +839,14 @@ async fn default_rlimits_apply_under_every_handler() {
 async fn ambient_capabilities_reach_a_non_root_process_under_every_handler() {
     for handler in ["", "runc"] {
         let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |_| {}).await;
-        for (name, ambient) in [
-            ("plain", vec![]),
-            ("ambient", vec!["NET_BIND_SERVICE".to_string()]),
+        // A non-root process has no effective capability unless ambient.
+        for (name, ambient, want) in [
+            ("plain", vec![], "0000000000000000"),
+            (
+                "ambient",
+                vec!["NET_BIND_SERVICE".to_string()],
+                "0000000000000400",
+            ),
         ] {
             let cfg = sc_config(
                 s.config(
@@ -870,28 +862,14 @@ async fn ambient_capabilities_reach_a_non_root_process_under_every_handler() {
                     ..Default::default()
                 },
             );
-            let id = s.run(cfg).await;
-            s.wait_exited(&id).await;
+            let log = s.run_to_exit(cfg).await;
+            for set in ["CapEff", "CapAmb"] {
+                assert!(
+                    log.contains(&format!("{set}:\t{want}")),
+                    "{handler:?} {name}: {log}"
+                );
+            }
         }
-        // A non-root process has no effective capability unless ambient.
-        let plain = s.log("plain");
-        assert!(
-            plain.contains("CapEff:\t0000000000000000"),
-            "{handler:?}: {plain}"
-        );
-        assert!(
-            plain.contains("CapAmb:\t0000000000000000"),
-            "{handler:?}: {plain}"
-        );
-        let ambient = s.log("ambient");
-        assert!(
-            ambient.contains("CapEff:\t0000000000000400"),
-            "{handler:?}: {ambient}"
-        );
-        assert!(
-            ambient.contains("CapAmb:\t0000000000000400"),
-            "{handler:?}: {ambient}"
-        );
         s.remove_all().await;
     }
 }
@@ -928,9 +906,7 @@ async fn resources_are_the_containers_cgroup_as_seen_from_inside_under_every_han
             }),
             ..Default::default()
         });
-        let id = s.run(cfg).await;
-        s.wait_exited(&id).await;
-        let log = s.log("res");
+        let log = s.run_to_exit(cfg).await;
         assert!(
             log.contains(&format!("512 50000 100000 0 0 {} ", 64 << 20)),
             "{handler:?}: {log}"

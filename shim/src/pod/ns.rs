@@ -125,14 +125,7 @@ fn pin_in_userns(dir: &Path, kinds: &[Kind], maps: &super::IdMaps) -> Result<(),
             .map_err(|e| err("user namespace", format!("{file}: {e}")))?;
         }
         for k in std::iter::once(&Kind::User).chain(kinds) {
-            mount(
-                Some(&PathBuf::from(format!("/proc/{pid}/ns/{}", k.name()))),
-                &dir.join(k.name()),
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| err(k.name(), format!("bind mount: {e}")))?;
+            bind(&format!("/proc/{pid}"), dir, *k)?;
         }
         Ok(())
     })();
@@ -170,17 +163,22 @@ fn pin_on_this_thread(dir: &Path, kinds: &[Kind], hostname: &str) -> Result<(), 
         loopback_up().map_err(|e| err("net", format!("loopback up: {e}")))?;
     }
     for k in kinds {
-        let source = PathBuf::from(format!("/proc/thread-self/ns/{}", k.name()));
-        mount(
-            Some(&source),
-            &dir.join(k.name()),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| err(k.name(), format!("bind mount: {e}")))?;
+        bind("/proc/thread-self", dir, *k)?;
     }
     Ok(())
+}
+
+/// Pins namespace `k` of the task at `task` (a /proc directory) as
+/// `dir/<k>`, a bind mount of its nsfs file.
+fn bind(task: &str, dir: &Path, k: Kind) -> Result<(), NsError> {
+    mount(
+        Some(&PathBuf::from(format!("{task}/ns/{}", k.name()))),
+        &dir.join(k.name()),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err(k.name(), format!("bind mount: {e}")))
 }
 
 /// `ip link set lo up` in this thread's (new) network namespace, where lo
