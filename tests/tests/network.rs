@@ -163,6 +163,20 @@ async fn remove(c: &mut Client, id: &str) {
     .expect("remove");
 }
 
+/// The inode of the user namespace owning the namespace pinned at `pin`
+/// (`NS_GET_USERNS`).
+fn net_ns_owner(pin: &Path) -> u64 {
+    nix::ioctl_none!(ns_get_userns, 0xb7, 0x1);
+    let f = std::fs::File::open(pin).expect("pin");
+    #[allow(unsafe_code)]
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor.
+    let fd = unsafe { ns_get_userns(std::os::fd::AsRawFd::as_raw_fd(&f)) }.expect("NS_GET_USERNS");
+    #[allow(unsafe_code)]
+    // SAFETY: the ioctl returned a descriptor we now own.
+    let owner = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::os::unix::fs::MetadataExt::ino(&owner.metadata().expect("owner"))
+}
+
 fn in_netns(b: &Berthd, id: &str, cmd: &[&str]) -> std::process::Output {
     Command::new("nsenter")
         .arg(format!(
@@ -918,4 +932,57 @@ async fn the_shipped_default_network_gives_pods_an_address() {
     stop(&mut c, &id).await.expect("stop");
     remove(&mut c, &id).await;
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_its_own_user_namespace_is_networked_like_any_other() {
+    let b = Berthd::start().await;
+    let net = TestNet::install(&b, 9, &[]);
+    let mut c = b.runtime().await;
+    let mut cfg = config("userns");
+    let range = vec![IdMapping {
+        host_id: 300_000,
+        container_id: 0,
+        length: 65536,
+    }];
+    cfg.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                userns_options: Some(UserNamespace {
+                    mode: NamespaceMode::Pod as i32,
+                    uids: range.clone(),
+                    gids: range,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let u = run_config(&mut c, cfg)
+        .await
+        .expect("run in a user namespace");
+    let plain = run(&mut c, "plain").await.expect("run plain");
+    let (ip_u, ip_p) = (pod_ip(&mut c, &u).await, pod_ip(&mut c, &plain).await);
+    assert!(ip_u.starts_with(&net.subnet_prefix), "{ip_u}");
+    // Its network namespace belongs to its user namespace (the ioctl
+    // NS_GET_USERNS, as `lsns -o NS,PNS` would show), and the pods reach
+    // each other.
+    let user_ns = std::fs::metadata(b.state.join("ns").join(&u).join("user")).expect("user pin");
+    let owner = net_ns_owner(&b.state.join("ns").join(&u).join("net"));
+    assert_eq!(owner, std::os::unix::fs::MetadataExt::ino(&user_ns));
+    let ping = in_netns(
+        &b,
+        &plain,
+        &["busybox", "ping", "-c", "2", "-W", "5", &ip_u],
+    );
+    assert!(ping.status.success(), "ping {ip_u}: {ping:?}");
+    let ping = in_netns(&b, &u, &["busybox", "ping", "-c", "2", "-W", "5", &ip_p]);
+    assert!(ping.status.success(), "ping {ip_p}: {ping:?}");
+    for id in [&u, &plain] {
+        stop(&mut c, id).await.expect("stop");
+        remove(&mut c, id).await;
+    }
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    assert!(mounts_under(&b.state).is_empty());
 }
