@@ -961,3 +961,44 @@ async fn hugepage_limits_as_the_kubelet_sends_them_are_taken() {
         s.remove_all().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_namespace_pod_outlives_a_berthd_crash() {
+    let options = userns(
+        NamespaceMode::Pod,
+        vec![map(0, 500_000, 65536)],
+        vec![map(0, 500_000, 65536)],
+    );
+    let mut s = berth_tests::setup::setup_with(busybox_config(), |p| {
+        let l = p.linux.get_or_insert_with(Default::default);
+        l.security_context = Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(options),
+            ..Default::default()
+        });
+    })
+    .await;
+    let running = s.run(s.config("running", &["/bin/sleep", "1000"])).await;
+    s.b.stop_with(nix::sys::signal::Signal::SIGKILL);
+    s.b.restart().await;
+    s.c = s.b.runtime().await;
+    // The running container is still in it, and so is a new one.
+    let out =
+        s.c.exec_sync(ExecSyncRequest {
+            container_id: running,
+            cmd: vec!["cat".into(), "/proc/self/uid_map".into()],
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    let map = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(map, "0 500000 65536");
+    let log = s
+        .run_to_exit(s.config("after", &["cat", "/proc/self/uid_map"]))
+        .await;
+    assert!(log.contains("0     500000      65536"), "{log}");
+    s.remove_all().await;
+}
