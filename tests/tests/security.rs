@@ -1002,3 +1002,90 @@ async fn a_user_namespace_pod_outlives_a_berthd_crash() {
     assert!(log.contains("0     500000      65536"), "{log}");
     s.remove_all().await;
 }
+
+/// What an exec'd process gets of its container's confinement, as
+/// ExecSync shows it.
+async fn exec_confinement(handler: &str) -> Vec<String> {
+    let mut s = berth_tests::setup::setup_on(handler, busybox_config(), |_| {}).await;
+    let profile = s.b.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .expect("profile");
+    let probe = "grep -E '^(Seccomp|CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status; \
+                 busybox unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-denied; \
+                 mkdir /tmp/d 2>/dev/null && echo mkdir-ok || echo mkdir-denied";
+    let mut seen = Vec::new();
+    for (name, kind, path, user) in [
+        (
+            "default-root",
+            ProfileType::RuntimeDefault,
+            String::new(),
+            None,
+        ),
+        (
+            "default-user",
+            ProfileType::RuntimeDefault,
+            String::new(),
+            Some(1000),
+        ),
+        (
+            "no-mkdir",
+            ProfileType::Localhost,
+            profile.display().to_string(),
+            None,
+        ),
+        ("unconfined", ProfileType::Unconfined, String::new(), None),
+    ] {
+        let mut cfg = with_seccomp(s.config(name, &["sleep", "1000"]), kind, &path);
+        if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.run_as_user = user.map(|value| Int64Value { value });
+        }
+        let id = s.run(cfg).await;
+        let out =
+            s.c.exec_sync(ExecSyncRequest {
+                container_id: id,
+                cmd: vec!["/bin/sh".into(), "-c".into(), probe.into()],
+                timeout: 10,
+            })
+            .await
+            .expect("exec")
+            .into_inner();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            seen.push(format!(
+                "{name} {}",
+                line.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+        }
+    }
+    s.remove_all().await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_is_confined_like_its_container_under_every_handler() {
+    let builtin = exec_confinement("").await;
+    for want in [
+        "default-root Seccomp: 2",
+        "default-root CapEff: 00000000a80425fb",
+        "default-root CapPrm: 00000000a80425fb",
+        "default-root CapBnd: 00000000a80425fb",
+        "default-root unshare-denied",
+        "default-user Seccomp: 2",
+        "default-user CapEff: 0000000000000000",
+        "default-user CapPrm: 0000000000000000",
+        "default-user unshare-denied",
+        "no-mkdir Seccomp: 2",
+        "no-mkdir mkdir-denied",
+        "unconfined Seccomp: 0",
+        "unconfined mkdir-ok",
+    ] {
+        assert!(
+            builtin.iter().any(|l| l == want),
+            "{want:?} not in {builtin:#?}"
+        );
+    }
+    let runc = exec_confinement("runc").await;
+    assert_eq!(builtin, runc);
+}

@@ -65,10 +65,11 @@ type Wait = Box<dyn FnOnce() -> Result<i32, String>>;
 fn run(
     id: &str,
     root: &Path,
-    process: &Path,
+    process_file: &Path,
     runtime: Option<&Path>,
     control: File,
 ) -> Result<(Pid, Wait), String> {
+    let process = process_file;
     let spec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(process).map_err(|e| format!("{}: {e}", process.display()))?,
     )
@@ -131,11 +132,20 @@ fn run(
             .with_stderr(dup(2)?);
     }
     join_user_namespace(root, id)?;
+    // libcontainer's tenant also leaves the container's seccomp filter
+    // out: it is applied by our executor, right before the exec.
+    let (process, executor) = seccomp_for_exec(root, id, process)?;
+    if let Some(e) = executor {
+        builder = builder.with_executor(e);
+    }
     let built = builder
         .as_tenant()
-        .with_process(Some(process))
+        .with_process(Some(process.as_path()))
         .with_detach(tty)
         .build();
+    if process != process_file {
+        let _ = std::fs::remove_file(&process);
+    }
     let pid = match built {
         Ok(p) => Pid::from_raw(p.as_raw()),
         Err(e) => {
@@ -146,6 +156,116 @@ fn run(
         }
     };
     finish(pid, sigfd, console, control)
+}
+
+/// The container's seccomp filter, for an exec'd process: libcontainer's
+/// tenant drops it from the spec, so [`SeccompExecutor`] installs it just
+/// before the exec. Without no_new_privs that needs CAP_SYS_ADMIN, which
+/// the process may not keep: it is kept in the permitted set only (not
+/// effective, not bounding) of a copy of `process`, and dropped again
+/// before the exec. Returns the process file to use and the executor.
+fn seccomp_for_exec(
+    root: &Path,
+    id: &str,
+    process: &Path,
+) -> Result<(std::path::PathBuf, Option<SeccompExecutor>), String> {
+    let c = libcontainer::container::Container::load(root.join(id))
+        .map_err(|e| format!("container {id}: {e}"))?;
+    let config = c.bundle().join("config.json");
+    let spec = libcontainer::oci_spec::runtime::Spec::load(&config)
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return Ok((process.to_path_buf(), None));
+    };
+    let mut p: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(process).map_err(|e| format!("{}: {e}", process.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", process.display()))?;
+    const ADMIN: &str = "CAP_SYS_ADMIN";
+    let has = |set: &str| {
+        p.pointer(&format!("/capabilities/{set}"))
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a.iter().any(|c| c == ADMIN))
+    };
+    let keep_admin = !has("permitted");
+    let effective_admin = has("effective");
+    if keep_admin {
+        let caps = p
+            .as_object_mut()
+            .ok_or("process.json is not an object")?
+            .entry("capabilities")
+            .or_insert_with(|| serde_json::json!({}));
+        let permitted = caps
+            .as_object_mut()
+            .ok_or("capabilities is not an object")?
+            .entry("permitted")
+            .or_insert_with(|| serde_json::json!([]));
+        permitted
+            .as_array_mut()
+            .ok_or("capabilities.permitted is not a list")?
+            .push(ADMIN.into());
+    }
+    let copy = process.with_extension("seccomp.json");
+    std::fs::write(&copy, p.to_string()).map_err(|e| format!("{}: {e}", copy.display()))?;
+    Ok((
+        copy,
+        Some(SeccompExecutor {
+            seccomp,
+            raise_admin: !effective_admin,
+            drop_admin: keep_admin,
+        }),
+    ))
+}
+
+/// Runs the workload as libcontainer's default executor does, after
+/// installing the container's seccomp filter.
+#[derive(Clone)]
+struct SeccompExecutor {
+    seccomp: libcontainer::oci_spec::runtime::LinuxSeccomp,
+    /// CAP_SYS_ADMIN is permitted but not effective: raise it to install
+    /// the filter, then lower it again.
+    raise_admin: bool,
+    /// CAP_SYS_ADMIN was added to the permitted set for this only: drop it.
+    drop_admin: bool,
+}
+
+impl libcontainer::workload::Executor for SeccompExecutor {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        use caps::{CapSet, Capability};
+        use libcontainer::workload::ExecutorError;
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| ExecutorError::Other(format!("{what}: {e}"));
+        if self.raise_admin {
+            caps::raise(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)
+                .map_err(|e| fail("raising CAP_SYS_ADMIN for seccomp", &e))?;
+        }
+        let notify = libcontainer::seccomp::initialize_seccomp(&self.seccomp)
+            .map_err(|e| fail("installing the container's seccomp filter", &e))?;
+        if notify.is_some() {
+            return Err(ExecutorError::Other(
+                "seccomp notification (SCMP_ACT_NOTIFY) is not supported for exec".into(),
+            ));
+        }
+        if self.raise_admin {
+            caps::drop(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)
+                .map_err(|e| fail("lowering CAP_SYS_ADMIN", &e))?;
+        }
+        if self.drop_admin {
+            caps::drop(None, CapSet::Permitted, Capability::CAP_SYS_ADMIN)
+                .map_err(|e| fail("dropping CAP_SYS_ADMIN", &e))?;
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
 }
 
 /// libcontainer's tenant joins every namespace of the container but its
