@@ -134,6 +134,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .trace_fn(|req| tracing::info_span!("cri", rpc = %req.uri().path()))
+            .layer(LogFailuresLayer)
             .add_service(runtime)
             .add_service(image)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
@@ -264,4 +265,84 @@ fn sd_notify(state: &str) {
     if let Err(e) = sent {
         tracing::warn!("sd_notify {state}: {e}");
     }
+}
+
+/// Logs every CRI call that fails, with its gRPC code and message (tonic
+/// itself logs nothing): warn, or debug for NotFound, which the kubelet
+/// meets routinely after a removal.
+#[derive(Clone, Copy)]
+struct LogFailuresLayer;
+
+impl<S> tower::Layer<S> for LogFailuresLayer {
+    type Service = LogFailures<S>;
+    fn layer(&self, inner: S) -> LogFailures<S> {
+        LogFailures(inner)
+    }
+}
+
+#[derive(Clone)]
+struct LogFailures<S>(S);
+
+impl<S, B, RB> tower::Service<http::Request<B>> for LogFailures<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let rpc = req.uri().path().to_string();
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok());
+            if let Some(code) = header("grpc-status").filter(|c| *c != "0") {
+                let message = percent_decode(header("grpc-message").unwrap_or_default());
+                let code = tonic::Code::from_bytes(code.as_bytes());
+                if code == tonic::Code::NotFound {
+                    tracing::debug!(%rpc, ?code, "{message}");
+                } else {
+                    tracing::warn!(%rpc, ?code, "{message}");
+                }
+            }
+            Ok(res)
+        })
+    }
+}
+
+/// gRPC's percent-encoded `grpc-message`, decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

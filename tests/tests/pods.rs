@@ -368,3 +368,44 @@ async fn pods_survive_a_berthd_crash_and_half_made_ones_are_cleaned() {
     );
     assert!(!cgroup_dir(&cg).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_without_a_hostname_gets_the_nodes_whatever_its_name() {
+    let b = Berthd::start().await;
+    let mut c = b.runtime().await;
+    // critest's pods: no hostname, and names longer than a hostname may be.
+    let long = format!(
+        "create-PodSandbox-for-container-{}",
+        "0123456789abcdef".repeat(3)
+    );
+    let mut cfg = config(&long, 0, "");
+    cfg.hostname.clear();
+    let id = run(&mut c, cfg).await.expect("run");
+    let node = nix::unistd::gethostname().expect("hostname");
+    let ns = b.state.join("ns").join(&id);
+    assert_eq!(
+        nsenter("uts", &ns.join("uts"), &["hostname"]).trim(),
+        node.to_string_lossy()
+    );
+    let written = std::fs::read_to_string(b.state.join("pods").join(&id).join("hostname"))
+        .expect("hostname file");
+    assert_eq!(written.trim(), node.to_string_lossy());
+    remove(&mut c, &id).await;
+
+    // A hostname the kernel cannot take is refused before anything is made.
+    let mut cfg = config("toolong", 0, "");
+    cfg.hostname = "h".repeat(65);
+    let e = run(&mut c, cfg).await.expect_err("too long");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("longer than 64 bytes"), "{e:?}");
+    assert!(mounts_under(&b.state).is_empty());
+    // berthd's log says so too.
+    let log = b.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("RunPodSandbox")
+            && l.contains("InvalidArgument")
+            && l.contains("longer than 64 bytes")),
+        "{log}"
+    );
+}

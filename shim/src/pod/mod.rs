@@ -383,11 +383,11 @@ impl Pods {
         if opts.network == NS_NODE {
             kinds.retain(|k| *k != ns::Kind::Uts);
         }
+        // No hostname asked: the node's, as containerd does (a pod name
+        // may be longer than the kernel's 64 bytes).
         let hostname = if config.hostname.is_empty() {
-            config
-                .metadata
-                .as_ref()
-                .map(|m| m.name.clone())
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default()
         } else {
             config.hostname.clone()

@@ -39,6 +39,13 @@ pub async fn run_pod_sandbox(
             )));
         }
     }
+    // sethostname(2) takes at most 64 bytes (HOST_NAME_MAX).
+    if config.hostname.len() > 64 {
+        return Err(Status::invalid_argument(format!(
+            "RunPodSandbox: hostname {:?} is longer than 64 bytes",
+            config.hostname
+        )));
+    }
     crate::pod::check_pod_userns(&crate::pod::namespace_options(&config))
         .map_err(|e| Status::new(e.code(), format!("RunPodSandbox: {}", e.message())))?;
     // The CNI runtime config comes from annotations: refuse bad ones
