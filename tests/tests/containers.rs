@@ -645,3 +645,32 @@ async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
     }
     s.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_remove_of_a_removed_container_succeed() {
+    let mut s = setup(busybox_config()).await;
+    let id = s.run(s.config("gone", &["sleep", "1000"])).await;
+    for _ in 0..2 {
+        s.c.stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect("stop");
+        s.c.remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove");
+    }
+    // Status of an unknown container is still NotFound.
+    let e =
+        s.c.container_status(ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    s.remove_all().await;
+}

@@ -1,5 +1,6 @@
 //! CRI `StopContainer`: the stop signal, SIGKILL after `timeout` seconds;
-//! returns when the container is gone. Idempotent.
+//! returns when the container is gone. Idempotent: an unknown container
+//! (removed already) is stopped, as containerd and critest have it.
 
 use std::time::Duration;
 
@@ -12,7 +13,14 @@ pub async fn stop_container(
     d: &Daemon,
     req: StopContainerRequest,
 ) -> Result<StopContainerResponse, Status> {
-    let rec = d.container(&req.container_id)?;
+    let Some(rec) = d
+        .containers
+        .find(&req.container_id)
+        .map_err(Status::internal)?
+    else {
+        tracing::debug!(container = %req.container_id, "stop: no such container");
+        return Ok(StopContainerResponse {});
+    };
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
     d.containers
         .stop(&rec, timeout)
