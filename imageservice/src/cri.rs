@@ -24,7 +24,9 @@ impl ImageCri {
         ImageCri { svc }
     }
 
-    fn to_cri(&self, r: &ImageRecord, spec_image: Option<&str>) -> Image {
+    /// The same answer however the image was asked for (critest checks
+    /// that a tag, a digest and the id give identical ones).
+    fn to_cri(&self, r: &ImageRecord) -> Image {
         Image {
             id: r.id.clone(),
             repo_tags: r.repo_tags.iter().cloned().collect(),
@@ -33,10 +35,9 @@ impl ImageCri {
             uid: r.uid.map(|value| Int64Value { value }),
             username: r.username.clone(),
             spec: Some(ImageSpec {
-                image: spec_image.unwrap_or(&r.id).to_string(),
+                image: r.id.clone(),
                 // The CRI 1.36 field: what the image resolved to.
                 image_ref: r.id.clone(),
-                user_specified_image: spec_image.unwrap_or_default().to_string(),
                 ..Default::default()
             }),
             pinned: self.svc.is_pinned(r),
@@ -114,7 +115,7 @@ impl CriImageService for ImageCri {
             Some(f) => self.svc.find(&f).map_err(status)?.into_iter().collect(),
             None => self.svc.list().map_err(status)?,
         };
-        let images = records.iter().map(|r| self.to_cri(r, None)).collect();
+        let images = records.iter().map(|r| self.to_cri(r)).collect();
         Ok(Response::new(ListImagesResponse { images }))
     }
 
@@ -156,7 +157,7 @@ impl CriImageService for ImageCri {
             info.insert("info".to_string(), v.to_string());
         }
         Ok(Response::new(ImageStatusResponse {
-            image: Some(self.to_cri(&rec, Some(&spec.image))),
+            image: Some(self.to_cri(&rec)),
             info,
         }))
     }

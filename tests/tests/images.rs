@@ -139,8 +139,9 @@ async fn pull_list_inspect_and_remove() {
     );
     assert!(!img.pinned);
 
-    // Every way of naming it finds it.
+    // Every way of naming it finds it, with the same answer (critest).
     let short = &pushed.config_digest["sha256:".len().."sha256:".len() + 12];
+    let first = status(&mut c, &name).await.expect("by name");
     for spelling in [
         name.as_str(),
         pushed.config_digest.as_str(),
@@ -152,6 +153,7 @@ async fn pull_list_inspect_and_remove() {
             .await
             .unwrap_or_else(|| panic!("{spelling} not found"));
         assert_eq!(s.id, pushed.config_digest, "{spelling}");
+        assert_eq!(s, first, "{spelling}");
     }
     // ListImages with a filter.
     let filtered = c
