@@ -706,3 +706,52 @@ async fn pf_url(c: &mut berth_tests::setup::Client, pod: &str, port: i32) -> Str
     .into_inner()
     .url
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_into_a_host_network_pod_reaches_the_nodes_loopback() {
+    let mut s = berth_tests::setup::setup_with(busybox_config(), |p| {
+        p.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    // A server on the node's loopback stands in for the pod's.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            use std::io::Write;
+            let _ = conn.write_all(b"from the node\n");
+        }
+    });
+    let url = format!(
+        "{}?port={port}",
+        pf_url(&mut s.c, &s.pod, i32::from(port)).await
+    );
+    let (mut ws, _) = ws_connect(&url, "v4.channel.k8s.io").await.expect("ws");
+    let mut text = String::new();
+    let mut opened = 0;
+    while !text.ends_with("from the node\n") {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) if b[0] == 0 => {
+                if opened == 0 {
+                    opened += 1;
+                } else {
+                    text.push_str(&String::from_utf8_lossy(&b[1..]));
+                }
+            }
+            Ok(Some(Ok(Message::Binary(b)))) if b[0] == 1 && b.len() > 3 => {
+                panic!("error channel: {}", String::from_utf8_lossy(&b[3..]))
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("ws ended: {other:?} after {text:?}"),
+        }
+    }
+    s.remove_all().await;
+}

@@ -311,6 +311,14 @@ impl Pods {
         self.state.join("ns").join(id)
     }
 
+    /// The pod's pinned network namespace; None: it uses the node's.
+    pub fn netns(&self, rec: &PodRecord) -> Option<PathBuf> {
+        rec.pinned
+            .iter()
+            .any(|k| k == ns::Kind::Net.name())
+            .then(|| self.ns_dir(&rec.id).join(ns::Kind::Net.name()))
+    }
+
     pub fn pod_dir(&self, id: &str) -> PathBuf {
         self.state.join("pods").join(id)
     }

@@ -15,23 +15,31 @@ use super::spdy::StreamSender;
 use super::ws::Codec;
 use crate::cri::Daemon;
 
-/// Connects to `port` on the pod's loopback, from inside its namespace.
-pub async fn dial(netns: &Path, port: u16) -> Result<tokio::net::TcpStream, String> {
-    let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
-    let std = tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || -> Result<std::net::TcpStream, String> {
+/// Connects to `port` on the pod's loopback: inside its network namespace
+/// pinned at `netns`, or on the node's for a host-network pod (None).
+pub async fn dial(netns: Option<&Path>, port: u16) -> Result<tokio::net::TcpStream, String> {
+    let connect = move || -> Result<std::net::TcpStream, String> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .or_else(|_| {
+                let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+                std::net::TcpStream::connect_timeout(&v6, Duration::from_secs(10))
+            })
+            .map_err(|e| format!("connecting to port {port} in the pod: {e}"))
+    };
+    let ns = netns
+        .map(|p| std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display())))
+        .transpose()?;
+    let std = tokio::task::spawn_blocking(move || match ns {
+        None => connect(),
+        // A thread of its own, which dies in the pod's namespace.
+        Some(ns) => std::thread::spawn(move || {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("joining the pod's network: {e}"))?;
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-                .or_else(|_| {
-                    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
-                    std::net::TcpStream::connect_timeout(&v6, Duration::from_secs(10))
-                })
-                .map_err(|e| format!("connecting to port {port} in the pod: {e}"))
+            connect()
         })
         .join()
-        .map_err(|_| "the dialing thread panicked".to_string())?
+        .map_err(|_| "the dialing thread panicked".to_string())?,
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -42,14 +50,14 @@ pub async fn dial(netns: &Path, port: u16) -> Result<tokio::net::TcpStream, Stri
 /// One SPDY port-forward request: the data stream joined to a fresh
 /// connection; a failure goes to the error stream.
 pub async fn spdy_pair(
-    netns: PathBuf,
+    netns: Option<PathBuf>,
     port: u16,
     err: u32,
     data: u32,
     mut from_client: mpsc::Receiver<Option<Bytes>>,
     out: StreamSender,
 ) {
-    let conn = match dial(&netns, port).await {
+    let conn = match dial(netns.as_deref(), port).await {
         Ok(c) => c,
         Err(e) => {
             out.data(err, Bytes::from(e), true).await;
@@ -101,7 +109,7 @@ pub async fn websocket(
         let _ = socket.send(super::ws::normal_close()).await;
         return;
     };
-    let netns = d.pods.ns_dir(&pod.id).join("net");
+    let netns = d.pods.netns(&pod);
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
     let mut to_pod = Vec::new();
     for (i, port) in ports.iter().enumerate() {
@@ -120,7 +128,7 @@ pub async fn websocket(
         to_pod.push(tx);
         let (netns, out) = (netns.clone(), out_tx.clone());
         tokio::spawn(async move {
-            let conn = match dial(&netns, port).await {
+            let conn = match dial(netns.as_deref(), port).await {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = out.send((err_ch, Bytes::from(e))).await;

@@ -569,7 +569,7 @@ async fn portforward(d: Arc<Daemon>, pod_id: String, mut conn: Conn) {
         conn.close().await;
         return;
     };
-    let netns = d.pods.ns_dir(&pod.id).join("net");
+    let netns = d.pods.netns(&pod);
     let sender = conn.sender();
     // requestid → (error stream, data stream, port)
     let mut pairs: HashMap<String, (Option<u32>, Option<u32>, u16)> = HashMap::new();
