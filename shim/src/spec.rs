@@ -211,8 +211,10 @@ pub fn build(
     let user = process_user(sc, image, rootfs)?;
     let (caps, ambient) = if sc.privileged {
         (own_capabilities(), Vec::new())
+    } else if pod.user_ns.is_some() {
+        capabilities(sc, None)?
     } else {
-        capabilities(sc)?
+        capabilities(sc, Some(&own_capabilities()))?
     };
 
     let mut process = Map::new();
@@ -697,18 +699,28 @@ fn cap_name(raw: &str, field: &str) -> Result<String, SpecError> {
 /// the inheritable one): containerd's defaults, `add_capabilities`,
 /// `add_ambient_capabilities` (in every set, as the CRI says), then
 /// `drop_capabilities` (from every set).
+///
+/// `held`: the capabilities there are to give (berthd's own bounding set;
+/// None in a user namespace, where every capability is the namespace's).
+/// `ALL` means all of those, as containerd's "all current capabilities";
+/// adding one berthd lacks is refused, saying so.
 fn capabilities(
     sc: &LinuxContainerSecurityContext,
+    held: Option<&[String]>,
 ) -> Result<(Vec<String>, Vec<String>), SpecError> {
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     let Some(cc) = &sc.capabilities else {
         return Ok((caps, Vec::new()));
     };
+    let all: Vec<String> = match held {
+        Some(h) => h.to_vec(),
+        None => ALL_CAPS.iter().map(|s| s.to_string()).collect(),
+    };
     let is_all = |s: &String| s.trim().eq_ignore_ascii_case("ALL");
     // As containerd: ALL first (so "add ALL, drop X" works), then the
     // individual adds, then the individual drops.
     if cc.add_capabilities.iter().any(is_all) {
-        caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+        caps = all.clone();
     }
     if cc.drop_capabilities.iter().any(is_all) {
         caps.clear();
@@ -727,12 +739,19 @@ fn capabilities(
                 if !ambient_too {
                     continue;
                 }
-                ALL_CAPS.iter().map(|s| s.to_string()).collect()
+                all.clone()
             } else {
-                vec![cap_name(
-                    a,
-                    &format!("security_context.capabilities.{field}[{i}]"),
-                )?]
+                let f = format!("security_context.capabilities.{field}[{i}]");
+                let name = cap_name(a, &f)?;
+                if !all.contains(&name) {
+                    return Err(invalid(
+                        f,
+                        format!(
+                            "{name} is not in berthd's own bounding set: this node withholds it, so no container here can have it"
+                        ),
+                    ));
+                }
+                vec![name]
             };
             for name in names {
                 if ambient_too && !ambient.contains(&name) {
@@ -1757,8 +1776,9 @@ mod tests {
             ["CAP_NET_BIND_SERVICE"]
         );
         assert!(caps_of(&[], &["all"]).is_empty());
+        // ALL is what berthd holds (this host may withhold some).
         let all = caps_of(&["ALL"], &["SYS_ADMIN"]);
-        assert_eq!(all.len(), ALL_CAPS.len() - 1);
+        assert_eq!(all.len(), own_capabilities().len() - 1);
         assert!(!all.contains(&"CAP_SYS_ADMIN".into()));
         let sc = LinuxContainerSecurityContext {
             capabilities: Some(Capability {

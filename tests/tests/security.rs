@@ -1089,3 +1089,52 @@ async fn an_exec_is_confined_like_its_container_under_every_handler() {
     let runc = exec_confinement("runc").await;
     assert_eq!(builtin, runc);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_all_capabilities_gives_what_the_node_allows() {
+    let mut s = setup(busybox_config()).await;
+    let own = std::fs::read_to_string("/proc/self/status").expect("status");
+    let bounding = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd")
+        .trim()
+        .to_string();
+    let cfg = sc_config(
+        s.config("all", &["/bin/sh", "-c", "grep ^CapEff /proc/self/status"]),
+        LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let log = s.run_to_exit(cfg).await;
+    assert_eq!(cap_eff(&log), bounding, "{log}");
+    // A capability the node withholds (this host's berthd lacks
+    // CAP_SYS_RESOURCE, bit 24) is refused by name, not by a failed syscall.
+    let mask = u64::from_str_radix(&bounding, 16).expect("hex");
+    if mask & (1 << 24) == 0 {
+        let cfg = sc_config(
+            s.config("resource", &["true"]),
+            LinuxContainerSecurityContext {
+                capabilities: Some(Capability {
+                    add_capabilities: vec!["SYS_RESOURCE".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let e = s.create(cfg).await.expect_err("withheld");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(
+            e.message()
+                .contains("CAP_SYS_RESOURCE is not in berthd's own bounding set"),
+            "{e:?}"
+        );
+    } else {
+        eprintln!("(this host withholds no capability: the refusal is not exercised)");
+    }
+    s.remove_all().await;
+}
