@@ -20,6 +20,9 @@ pub const PID: &str = "pid";
 pub const CREATE_ERROR: &str = "create-error";
 pub const STARTED: &str = "started";
 pub const EXIT: &str = "exit";
+/// Written by the monitor last, once the container is deleted (its cgroup
+/// and the runtime's state gone): the monitor's work is done.
+pub const DELETED: &str = "deleted";
 
 /// How a container ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use berth_runtime::{
-    CREATE_ERROR, EXIT, Exit, LogStream, PID, START_FIFO, STARTED, now_ns, write_atomic,
+    CREATE_ERROR, DELETED, EXIT, Exit, LogStream, PID, START_FIFO, STARTED, now_ns, write_atomic,
 };
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
@@ -192,7 +192,7 @@ fn run(a: &Args) -> Result<(), String> {
                 Err(e) => {
                     let msg = format!("creating the container's terminal: {e}");
                     let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
-                    container.delete(oci.as_ref(), &a.id);
+                    container.delete(oci.as_ref(), &a.id, &a.state);
                     return Err(msg);
                 }
             }
@@ -258,7 +258,7 @@ fn run(a: &Args) -> Result<(), String> {
                     oom_killed: false,
                 };
                 record_exit(&a.state, &x);
-                container.delete(oci.as_ref(), &a.id);
+                container.delete(oci.as_ref(), &a.id, &a.state);
                 return Err(x.message);
             }
             write_atomic(&a.state, STARTED, now_ns().to_string().as_bytes())
@@ -328,7 +328,7 @@ fn run(a: &Args) -> Result<(), String> {
     exit.oom_killed = cgroups_path(&a.bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
     record_exit(&a.state, &exit);
     // Kills anything left in the cgroup, removes it and the runtime's state.
-    container.delete(oci.as_ref(), &a.id);
+    container.delete(oci.as_ref(), &a.id, &a.state);
     Ok(())
 }
 
@@ -355,7 +355,7 @@ impl Engine {
         }
     }
 
-    fn delete(&mut self, oci: Option<&oci::Oci>, id: &str) {
+    fn delete(&mut self, oci: Option<&oci::Oci>, id: &str, state: &Path) {
         let r = match (self, oci) {
             (Engine::Lib(c), _) => c.delete(true).map_err(|e| e.to_string()),
             (Engine::Oci(_), Some(o)) => o.delete(id),
@@ -364,6 +364,7 @@ impl Engine {
         if let Err(e) = r {
             eprintln!("berth-monitor {id}: delete: {e}");
         }
+        let _ = write_atomic(state, DELETED, b"");
     }
 }
 
@@ -609,6 +610,7 @@ fn pump_mode(args: &[String]) -> Result<(), String> {
             Err(e) => eprintln!("berth-monitor {id}: load for delete: {e}"),
         },
     }
+    let _ = write_atomic(state, DELETED, b"");
     Ok(())
 }
 

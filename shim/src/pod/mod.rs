@@ -855,7 +855,7 @@ fn resolv_conf(config: &PodSandboxConfig) -> String {
 
 /// The cgroup hierarchies on this node: the v2 root, or each v1
 /// controller's mount (named hierarchies and co-mounted links skipped).
-fn cgroup_roots() -> Vec<PathBuf> {
+pub fn cgroup_roots() -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     if root.join("cgroup.controllers").is_file() {
         return vec![root.to_path_buf()];
