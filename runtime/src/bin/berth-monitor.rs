@@ -18,8 +18,7 @@
 //! `berth-monitor pause <pid-file> [<userns>]` makes a new PID namespace
 //! whose PID 1 is `berth-monitor pause-init` (which only reaps orphans
 //! until it gets SIGTERM), writes that PID (berthd pins the namespace) and
-//! exits. And the maker of a pod's user namespace: `berth-monitor userns
-//! [net] [ipc] [uts]` (see [`userns`]).
+//! exits.
 
 #[path = "berth-monitor/attach.rs"]
 mod attach;
@@ -63,7 +62,6 @@ fn main() -> ExitCode {
     match a.get(1).map(String::as_str) {
         Some("pause") => return report(pause(&a[2..])),
         Some("pause-init") => return report(pause_init()),
-        Some("userns") => return report(userns(&a[2..])),
         Some("pump") => return report(pump_mode(&a[2..])),
         Some("exec") => {
             return match exec::exec_mode(&a[2..]) {
@@ -460,32 +458,6 @@ fn pause(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("pid file: {e}"))?;
     // The infra process is reparented when we exit; berthd reaps us.
     std::mem::forget(child);
-    Ok(())
-}
-
-/// Makes a pod's user namespace with its network, IPC and UTS namespaces
-/// (those named in `args`) inside it, so that they belong to it; says
-/// `ready` on stdout and holds them until stdin closes. berthd writes the
-/// ID maps and pins the namespaces meanwhile.
-fn userns(args: &[String]) -> Result<(), String> {
-    use nix::sched::CloneFlags;
-    let mut flags = CloneFlags::CLONE_NEWUSER;
-    for a in args {
-        flags |= match a.as_str() {
-            "net" => CloneFlags::CLONE_NEWNET,
-            "ipc" => CloneFlags::CLONE_NEWIPC,
-            "uts" => CloneFlags::CLONE_NEWUTS,
-            other => return Err(format!("userns: unknown namespace {other:?}")),
-        };
-    }
-    nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
-    let mut stdout = std::io::stdout();
-    stdout
-        .write_all(b"ready\n")
-        .and_then(|()| stdout.flush())
-        .map_err(|e| e.to_string())?;
-    let mut rest = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut rest);
     Ok(())
 }
 

@@ -7,10 +7,11 @@
 //! per-thread, so it is safe inside berthd's multi-threaded process.
 //!
 //! A pod with its own user namespace is the exception: a multi-threaded
-//! process may not make one, and the pod's other namespaces must be made
-//! inside it to belong to it. `berth-monitor userns` makes them all at
-//! once; berthd writes the ID maps, pins them from its /proc entry, then
-//! enters them (as their owner's parent it may) to set them up.
+//! process may not unshare one, and the pod's other namespaces must be
+//! made inside it to belong to it. A child cloned into them all at once
+//! holds them while berthd writes the ID maps and pins them from its /proc
+//! entry; berthd then enters them (as their owner's parent it may) to set
+//! them up.
 
 use std::path::{Path, PathBuf};
 
@@ -90,48 +91,81 @@ pub fn pin(
     result
 }
 
-/// Has `berth-monitor userns` make a user namespace with `kinds` inside,
-/// writes its ID maps and pins them all.
+/// Makes a user namespace with `kinds` inside (a child process cloned
+/// into them, which only waits), writes its ID maps and pins them all.
 fn pin_in_userns(dir: &Path, kinds: &[Kind], maps: &super::IdMaps) -> Result<(), NsError> {
-    use std::io::BufRead;
-    let mut child = crate::container::monitor_command()
-        .arg("userns")
-        .args(kinds.iter().map(|k| k.name()))
-        .env_clear()
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| err("user namespace", e))?;
-    let pid = child.id();
-    let result = (|| {
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| err("user namespace", e))?;
-        if line.trim() != "ready" {
-            let mut msg = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut msg);
-            }
-            return Err(err("user namespace", msg.trim()));
-        }
-        for (file, r) in [("uid_map", maps.uid), ("gid_map", maps.gid)] {
-            std::fs::write(
-                format!("/proc/{pid}/{file}"),
-                format!("{} {} {}\n", r.container, r.host, r.len),
+    let flags = kinds
+        .iter()
+        .fold(CloneFlags::CLONE_NEWUSER, |f, k| f | k.flag());
+    let holder = Holder::clone_into(flags).map_err(|e| err("user namespace", e))?;
+    let pid = holder.pid;
+    for (file, r) in [("uid_map", maps.uid), ("gid_map", maps.gid)] {
+        std::fs::write(
+            format!("/proc/{pid}/{file}"),
+            format!("{} {} {}\n", r.container, r.host, r.len),
+        )
+        .map_err(|e| err("user namespace", format!("{file}: {e}")))?;
+    }
+    for k in std::iter::once(&Kind::User).chain(kinds) {
+        bind(&format!("/proc/{pid}"), dir, *k)?;
+    }
+    Ok(())
+}
+
+/// A child process in new namespaces that holds them while berthd pins
+/// them, and exits (and is reaped) when dropped.
+struct Holder {
+    pid: i32,
+    release: Option<std::os::fd::OwnedFd>,
+}
+
+impl Holder {
+    /// clone(2) with `flags` and no new stack: the child is a copy of this
+    /// (multi-threaded) process, so it makes only async-signal-safe calls:
+    /// it waits for the pipe to close, then _exits. A multi-threaded
+    /// process may not unshare a user namespace, but may clone into one.
+    #[allow(unsafe_code)]
+    fn clone_into(flags: CloneFlags) -> Result<Holder, String> {
+        use std::os::fd::AsRawFd;
+        let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
+        // SAFETY: raw clone without CLONE_VM, as fork(2); the child below
+        // touches no lock or allocator and never returns.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
             )
-            .map_err(|e| err("user namespace", format!("{file}: {e}")))?;
+        };
+        if pid == 0 {
+            // SAFETY: close, read and _exit are async-signal-safe.
+            unsafe {
+                libc::close(wfd);
+                let mut b = 0u8;
+                libc::read(rfd, (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
         }
-        for k in std::iter::once(&Kind::User).chain(kinds) {
-            bind(&format!("/proc/{pid}"), dir, *k)?;
+        if pid < 0 {
+            return Err(format!("clone: {}", std::io::Error::last_os_error()));
         }
-        Ok(())
-    })();
-    drop(child.stdin.take());
-    let _ = child.wait();
-    result
+        drop(r);
+        Ok(Holder {
+            pid: pid as i32,
+            release: Some(w),
+        })
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None);
+    }
 }
 
 /// Enters the pinned UTS and network namespaces on a thread of its own to
