@@ -674,3 +674,27 @@ async fn stop_and_remove_of_a_removed_container_succeed() {
     assert_eq!(e.code(), tonic::Code::NotFound);
     s.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_the_runtime_fails_to_create_leaves_no_cgroup() {
+    // A namespaced sysctl with a value the kernel refuses: the spec takes
+    // it, and the runtime fails inside the container's init, after its
+    // cgroup was made.
+    let mut s = berth_tests::setup::setup_with(busybox_config(), |p| {
+        p.linux
+            .get_or_insert_with(Default::default)
+            .sysctls
+            .insert("net.ipv4.ip_forward".into(), "not-a-number".into());
+    })
+    .await;
+    for attempt in ["first", "again"] {
+        let e = s
+            .create(s.config(&format!("bad-{attempt}"), &["true"]))
+            .await
+            .expect_err("the kernel refuses the sysctl");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    }
+    // remove_all checks that the pod's cgroup (and so every container
+    // cgroup inside it) is gone.
+    s.remove_all().await;
+}
