@@ -28,23 +28,8 @@ fn main() {
             let mut pod_config = berth_tests::bench::pod_config(&b, &format!("bench-{i}"), &format!("/berth-bench/pod{i}"));
             if userns {
                 // Each pod its own 65536 IDs, as the kubelet allocates them.
-                let range = vec![IdMapping {
-                    host_id: (i as u32 + 2) * 65536,
-                    container_id: 0,
-                    length: 65536,
-                }];
                 if let Some(l) = pod_config.linux.as_mut() {
-                    l.security_context = Some(LinuxSandboxSecurityContext {
-                        namespace_options: Some(NamespaceOption {
-                            userns_options: Some(UserNamespace {
-                                mode: NamespaceMode::Pod as i32,
-                                uids: range.clone(),
-                                gids: range,
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
+                    l.security_context = Some(berth_tests::setup::userns_pod((i as u32 + 2) * 65536));
                 }
             }
             let t = Instant::now();

@@ -206,6 +206,27 @@ impl Setup {
     }
 }
 
+/// A pod security context asking for a user namespace of its own, with
+/// the 65536 IDs from `host_id` (UIDs and GIDs alike).
+pub fn userns_pod(host_id: u32) -> LinuxSandboxSecurityContext {
+    let range = vec![IdMapping {
+        host_id,
+        container_id: 0,
+        length: 65536,
+    }];
+    LinuxSandboxSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            userns_options: Some(UserNamespace {
+                mode: NamespaceMode::Pod as i32,
+                uids: range.clone(),
+                gids: range,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Polls ContainerStatus until the container has exited (30 s at most).
 pub async fn wait_exited(c: &mut Client, id: &str) -> ContainerStatus {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -78,14 +78,7 @@ async fn a_container_runs_logs_and_exits() {
     })
     .await
     .expect("remove");
-    let e =
-        s.c.container_status(ContainerStatusRequest {
-            container_id: id,
-            verbose: false,
-        })
-        .await
-        .expect_err("removed");
-    assert_eq!(e.code(), Code::NotFound);
+    assert_gone(&mut s, id).await;
     s.remove_all().await;
 }
 
@@ -646,6 +639,18 @@ async fn mount_targets_never_follow_symlinks_out_of_the_rootfs() {
     s.remove_all().await;
 }
 
+/// ContainerStatus of `id` is NotFound: it was removed.
+async fn assert_gone(s: &mut berth_tests::setup::Setup, id: String) {
+    let e =
+        s.c.container_status(ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await
+        .expect_err("removed");
+    assert_eq!(e.code(), Code::NotFound);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_remove_of_a_removed_container_succeed() {
     let mut s = setup(busybox_config()).await;
@@ -664,14 +669,7 @@ async fn stop_and_remove_of_a_removed_container_succeed() {
         .expect("remove");
     }
     // Status of an unknown container is still NotFound.
-    let e =
-        s.c.container_status(ContainerStatusRequest {
-            container_id: id,
-            verbose: false,
-        })
-        .await
-        .expect_err("gone");
-    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_gone(&mut s, id).await;
     s.remove_all().await;
 }
 

@@ -940,23 +940,8 @@ async fn a_pod_in_its_own_user_namespace_is_networked_like_any_other() {
     let net = TestNet::install(&b, 9, &[]);
     let mut c = b.runtime().await;
     let mut cfg = config("userns");
-    let range = vec![IdMapping {
-        host_id: 300_000,
-        container_id: 0,
-        length: 65536,
-    }];
     cfg.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                userns_options: Some(UserNamespace {
-                    mode: NamespaceMode::Pod as i32,
-                    uids: range.clone(),
-                    gids: range,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(berth_tests::setup::userns_pod(300_000)),
         ..Default::default()
     });
     let u = run_config(&mut c, cfg)

@@ -94,6 +94,17 @@ fn sc_config(mut c: ContainerConfig, sc: LinuxContainerSecurityContext) -> Conta
 }
 
 /// CapEff from a container's /proc/self/status, as logged.
+/// This process's CapBnd (berthd runs with the same), as hex.
+fn own_bounding_set() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd")
+        .trim()
+        .to_string()
+}
+
 fn cap_eff(log: &str) -> String {
     log.lines()
         .find_map(|l| l.split("CapEff:").nth(1))
@@ -135,13 +146,7 @@ async fn privileged_sysctls_and_a_target_pid_namespace() {
     s.wait_exited(&id).await;
     let log = s.log("priv");
     // Every capability berthd may hold (this test runs with the same).
-    let own = std::fs::read_to_string("/proc/self/status").expect("status");
-    let bounding = own
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .expect("CapBnd")
-        .trim()
-        .to_string();
+    let bounding = own_bounding_set();
     assert_eq!(cap_eff(&log), bounding, "{log}");
     assert!(log.contains("sysfs /sys sysfs rw"), "{log}");
     assert!(!log.contains("No such file"), "{log}");
@@ -1093,13 +1098,7 @@ async fn an_exec_is_confined_like_its_container_under_every_handler() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_all_capabilities_gives_what_the_node_allows() {
     let mut s = setup(busybox_config()).await;
-    let own = std::fs::read_to_string("/proc/self/status").expect("status");
-    let bounding = own
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .expect("CapBnd")
-        .trim()
-        .to_string();
+    let bounding = own_bounding_set();
     let cfg = sc_config(
         s.config("all", &["/bin/sh", "-c", "grep ^CapEff /proc/self/status"]),
         LinuxContainerSecurityContext {
