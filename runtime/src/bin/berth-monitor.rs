@@ -446,6 +446,9 @@ fn pause(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("unshare pid: {e}"))?;
     let child = myself()
         .arg("pause-init")
+        // Unused: it names the pod's state in `ps` (and to berth's tests,
+        // which look for leftover processes by it).
+        .arg(pid_file)
         .current_dir("/")
         // Nothing of ours: berthd waits for our output to close.
         .stdin(std::process::Stdio::null())
