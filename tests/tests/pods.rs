@@ -409,3 +409,56 @@ async fn a_pod_without_a_hostname_gets_the_nodes_whatever_its_name() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_level_resources_from_the_kubelet_are_recorded() {
+    let b = Berthd::start().await;
+    let mut c = b.runtime().await;
+    let id = run(&mut c, config("resized", 0, "")).await.expect("run");
+    c.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: id.clone(),
+        overhead: Some(LinuxContainerResources {
+            cpu_shares: 20,
+            ..Default::default()
+        }),
+        resources: Some(LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("UpdatePodSandboxResources");
+    let info = c
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
+    assert_eq!(info["resources"]["cpuShares"], 512, "{info}");
+    assert_eq!(info["resources"]["memoryLimitInBytes"], 128 << 20, "{info}");
+    assert_eq!(info["overhead"]["cpuShares"], 20, "{info}");
+    // An unknown pod is NotFound; a stopped one cannot be resized.
+    let e = c
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    stop(&mut c, &id).await;
+    let e = c
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("stopped");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    remove(&mut c, &id).await;
+}

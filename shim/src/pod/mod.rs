@@ -92,6 +92,10 @@ impl PodRecord {
             .unwrap_or_default()
     }
 
+    pub fn set_config(&mut self, c: &PodSandboxConfig) {
+        self.config = hex::encode(c.encode_to_vec());
+    }
+
     /// `name_namespace_uid_attempt`: what must be unique.
     pub fn key(&self) -> String {
         key_of(&self.config())

@@ -20,6 +20,7 @@ mod stop_container;
 mod stop_pod_sandbox;
 mod streaming_urls;
 mod update_container_resources;
+mod update_pod_sandbox_resources;
 mod update_runtime_config;
 mod version;
 
@@ -328,8 +329,10 @@ impl RuntimeService for RuntimeSvc {
     }
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<UpdatePodSandboxResourcesRequest>,
+        r: Request<UpdatePodSandboxResourcesRequest>,
     ) -> CriResult<UpdatePodSandboxResourcesResponse> {
-        unimplemented("UpdatePodSandboxResources")
+        update_pod_sandbox_resources::update_pod_sandbox_resources(&self.daemon, r.into_inner())
+            .await
+            .map(Response::new)
     }
 }

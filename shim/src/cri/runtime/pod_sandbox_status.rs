@@ -45,6 +45,22 @@ fn network_status(rec: &PodRecord) -> PodSandboxNetworkStatus {
     }
 }
 
+/// The pod-level resources the kubelet last recorded (UpdatePodSandboxResources).
+fn resources_json(r: Option<cri_api::v1::LinuxContainerResources>) -> serde_json::Value {
+    match r {
+        None => serde_json::Value::Null,
+        Some(r) => serde_json::json!({
+            "cpuShares": r.cpu_shares,
+            "cpuQuota": r.cpu_quota,
+            "cpuPeriod": r.cpu_period,
+            "memoryLimitInBytes": r.memory_limit_in_bytes,
+            "memorySwapLimitInBytes": r.memory_swap_limit_in_bytes,
+            "cpusetCpus": r.cpuset_cpus,
+            "cpusetMems": r.cpuset_mems,
+        }),
+    }
+}
+
 pub async fn pod_sandbox_status(
     d: &Daemon,
     req: PodSandboxStatusRequest,
@@ -68,6 +84,8 @@ pub async fn pod_sandbox_status(
                 "cniNetwork": rec.network.as_ref().map(|n| &n.list["name"]),
                 "cniResult": rec.network.as_ref().map(|n| &n.result),
                 "networkError": rec.network_error,
+                "resources": resources_json(rec.config().linux.and_then(|l| l.resources)),
+                "overhead": resources_json(rec.config().linux.and_then(|l| l.overhead)),
             })
             .to_string(),
         );
