@@ -151,16 +151,7 @@ impl Setup {
     }
 
     pub async fn status(&mut self, id: &str) -> ContainerStatus {
-        self.c
-            .container_status(ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: false,
-            })
-            .await
-            .expect("status")
-            .into_inner()
-            .status
-            .expect("status")
+        container_status(&mut self.c, id).await
     }
 
     pub async fn wait_exited(&mut self, id: &str) -> ContainerStatus {
@@ -227,20 +218,24 @@ pub fn userns_pod(host_id: u32) -> LinuxSandboxSecurityContext {
     }
 }
 
+/// ContainerStatus of `id` (which must exist).
+pub async fn container_status(c: &mut Client, id: &str) -> ContainerStatus {
+    c.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
 /// Polls ContainerStatus until the container has exited (30 s at most).
 pub async fn wait_exited(c: &mut Client, id: &str) -> ContainerStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = c
-            .container_status(ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: false,
-            })
-            .await
-            .expect("status")
-            .into_inner()
-            .status
-            .expect("status");
+        let s = container_status(c, id).await;
         if s.state == ContainerState::ContainerExited as i32 {
             return s;
         }

@@ -30,6 +30,46 @@ pub enum Version {
 }
 
 /// A session's streams, as the transport hands them over.
+/// A started exec or attach session: where the client's stdin and
+/// terminal sizes go, what comes back, and the task running it.
+pub struct Started {
+    pub stdin: mpsc::Sender<Bytes>,
+    pub resize: mpsc::Sender<(u16, u16)>,
+    pub out: mpsc::Receiver<(u8, Bytes)>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the exec or attach `pending` names (None for a port-forward),
+/// taking stdin and terminal sizes only if the client will send them.
+pub fn start(
+    d: Arc<Daemon>,
+    pending: super::Pending,
+    stdin: bool,
+    resize: bool,
+    version: Version,
+) -> Option<Started> {
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
+    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(4);
+    let (out_tx, out_rx) = mpsc::channel::<(u8, Bytes)>(16);
+    let io = Io {
+        stdin: stdin.then_some(stdin_rx),
+        resize: resize.then_some(resize_rx),
+        out: out_tx,
+        version,
+    };
+    let task = match pending {
+        super::Pending::Exec(r) => tokio::spawn(exec(d, r, io)),
+        super::Pending::Attach(r) => tokio::spawn(attach(d, r, io)),
+        super::Pending::PortForward(_) => return None,
+    };
+    Some(Started {
+        stdin: stdin_tx,
+        resize: resize_tx,
+        out: out_rx,
+        task,
+    })
+}
+
 pub struct Io {
     /// From the client; closed at the end of its input.
     pub stdin: Option<mpsc::Receiver<Bytes>>,

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::Pending;
-use super::session::{self, ERROR, Io, STDERR, STDOUT, Version};
+use super::session::{self, ERROR, STDERR, STDOUT, Version};
 use crate::cri::Daemon;
 
 const REMOTECOMMAND: &[(&str, Version)] = &[
@@ -416,19 +416,20 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
             }
         }
     }
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
-    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(4);
-    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
-    let io = Io {
-        stdin: ids.contains_key("stdin").then_some(stdin_rx),
-        resize: ids.contains_key("resize").then_some(resize_rx),
-        out: out_tx,
+    let Some(session::Started {
+        stdin: stdin_tx,
+        resize: resize_tx,
+        out: mut out_rx,
+        task,
+    }) = session::start(
+        d,
+        pending,
+        ids.contains_key("stdin"),
+        ids.contains_key("resize"),
         version,
-    };
-    let task = match pending {
-        Pending::Exec(r) => tokio::spawn(session::exec(d, r, io)),
-        Pending::Attach(r) => tokio::spawn(session::attach(d, r, io)),
-        Pending::PortForward(_) => return,
+    )
+    else {
+        return;
     };
     let by_id: HashMap<u32, String> = ids.iter().map(|(k, v)| (*v, k.clone())).collect();
     let sender = conn.sender();

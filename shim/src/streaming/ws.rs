@@ -14,10 +14,9 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::Pending;
-use super::session::{self, ERROR, Io, RESIZE, STDERR, STDIN, STDOUT, Version};
+use super::session::{self, ERROR, RESIZE, STDERR, STDIN, STDOUT, Version};
 use crate::cri::Daemon;
 
 /// Subprotocols served, for remotecommand and for port-forward.
@@ -169,19 +168,14 @@ async fn remotecommand(
         Pending::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
         Pending::PortForward(_) => return,
     };
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
-    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(4);
-    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
-    let io = Io {
-        stdin: stdin_wanted.then_some(stdin_rx),
-        resize: tty.then_some(resize_rx),
-        out: out_tx,
-        version,
-    };
-    let task = match pending {
-        Pending::Exec(r) => tokio::spawn(session::exec(d, r, io)),
-        Pending::Attach(r) => tokio::spawn(session::attach(d, r, io)),
-        Pending::PortForward(_) => return,
+    let Some(session::Started {
+        stdin: stdin_tx,
+        resize: resize_tx,
+        out: mut out_rx,
+        task,
+    }) = session::start(d, pending, stdin_wanted, tty, version)
+    else {
+        return;
     };
     // The lowest channel we will write: the client knows we are there.
     let first = if stdout_wanted {

@@ -131,10 +131,12 @@ fn run(
             .with_stdout(dup(1)?)
             .with_stderr(dup(2)?);
     }
-    join_user_namespace(root, id)?;
+    let container = libcontainer::container::Container::load(root.join(id))
+        .map_err(|e| format!("container {id}: {e}"))?;
+    join_user_namespace(&container, id)?;
     // libcontainer's tenant also leaves the container's seccomp filter
     // out: it is applied by our executor, right before the exec.
-    let (process, executor) = seccomp_for_exec(root, id, process)?;
+    let (process, executor) = seccomp_for_exec(&container, process)?;
     if let Some(e) = executor {
         builder = builder.with_executor(e);
     }
@@ -165,12 +167,9 @@ fn run(
 /// effective, not bounding) of a copy of `process`, and dropped again
 /// before the exec. Returns the process file to use and the executor.
 fn seccomp_for_exec(
-    root: &Path,
-    id: &str,
+    c: &libcontainer::container::Container,
     process: &Path,
 ) -> Result<(std::path::PathBuf, Option<SeccompExecutor>), String> {
-    let c = libcontainer::container::Container::load(root.join(id))
-        .map_err(|e| format!("container {id}: {e}"))?;
     let config = c.bundle().join("config.json");
     let spec = libcontainer::oci_spec::runtime::Spec::load(&config)
         .map_err(|e| format!("{}: {e}", config.display()))?;
@@ -272,9 +271,7 @@ impl libcontainer::workload::Executor for SeccompExecutor {
 /// user namespace, so a container in its pod's user namespace would get
 /// the node's root in its other namespaces. This joins that one first
 /// (we keep what we need as the node's root: our descriptors and files).
-fn join_user_namespace(root: &Path, id: &str) -> Result<(), String> {
-    let c = libcontainer::container::Container::load(root.join(id))
-        .map_err(|e| format!("container {id}: {e}"))?;
+fn join_user_namespace(c: &libcontainer::container::Container, id: &str) -> Result<(), String> {
     let pid = c
         .pid()
         .ok_or_else(|| format!("container {id} is not running"))?;
