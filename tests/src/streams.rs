@@ -200,6 +200,16 @@ impl Spdy {
     /// SYN_STREAM with `headers`; returns the stream id.
     pub async fn open(&mut self, headers: &[(&str, &str)]) -> u32 {
         let id = self.next_id;
+        let f = self.syn_stream_frame(headers);
+        self.sock.write_all(&f).await.expect("SYN_STREAM");
+        id
+    }
+
+    /// The bytes of the next SYN_STREAM with `headers` (its stream id
+    /// taken, its header block through the connection's zlib stream), for
+    /// the caller to write.
+    pub fn syn_stream_frame(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
+        let id = self.next_id;
         self.next_id += 2;
         let mut plain = (headers.len() as u32).to_be_bytes().to_vec();
         for (k, v) in headers {
@@ -219,8 +229,17 @@ impl Spdy {
         let mut f = vec![0x80, 3, 0, 1, 0];
         f.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
         f.extend_from_slice(&body);
-        self.sock.write_all(&f).await.expect("SYN_STREAM");
-        id
+        f
+    }
+
+    /// A data frame on any stream id, opened or not; an error once the
+    /// server has closed the connection.
+    pub async fn send_raw_data(&mut self, id: u32, data: &[u8]) -> std::io::Result<()> {
+        let mut f = id.to_be_bytes().to_vec();
+        f.push(0);
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        f.extend_from_slice(data);
+        self.sock.write_all(&f).await
     }
 
     pub async fn send(&mut self, id: u32, data: &[u8], fin: bool) {
@@ -231,15 +250,40 @@ impl Spdy {
         self.sock.write_all(&f).await.expect("DATA");
     }
 
+    /// Writes `bytes` as they are: a hostile client's frames.
+    pub async fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sock.write_all(bytes).await
+    }
+
+    /// The next frame's head and body; None when the connection ends.
+    async fn frame(&mut self) -> Option<([u8; 8], Vec<u8>)> {
+        let mut head = [0u8; 8];
+        self.sock.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
+        let mut body = vec![0u8; len];
+        self.sock.read_exact(&mut body).await.ok()?;
+        Some((head, body))
+    }
+
+    /// Reads until the server's GOAWAY and returns its status code (0 OK,
+    /// 1 PROTOCOL_ERROR); None if the connection ends without one.
+    pub async fn goaway(&mut self) -> Option<u32> {
+        loop {
+            let (head, body) = self.frame().await?;
+            if head[0] & 0x80 != 0 && u16::from_be_bytes([head[2], head[3]]) == 7 {
+                let status = body.get(4..8)?;
+                return Some(u32::from_be_bytes([
+                    status[0], status[1], status[2], status[3],
+                ]));
+            }
+        }
+    }
+
     /// The next data frame (stream, data, fin), skipping control frames;
     /// None when the connection ends.
     pub async fn next_data(&mut self) -> Option<(u32, Vec<u8>, bool)> {
         loop {
-            let mut head = [0u8; 8];
-            self.sock.read_exact(&mut head).await.ok()?;
-            let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
-            let mut body = vec![0u8; len];
-            self.sock.read_exact(&mut body).await.ok()?;
+            let (head, body) = self.frame().await?;
             if head[0] & 0x80 == 0 {
                 let id = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
                 return Some((id, body, head[4] & 1 != 0));

@@ -11,6 +11,7 @@
 //! - an HTTP upgrade to SPDY/3.1 with the remotecommand subprotocols in
 //!   `X-Stream-Protocol-Version`, and `portforward.k8s.io` ([`spdy`]).
 
+pub mod codec;
 mod portforward;
 pub mod session;
 pub mod spdy;

@@ -54,7 +54,7 @@ pub async fn spdy_pair(
     port: u16,
     err: u32,
     data: u32,
-    mut from_client: mpsc::Receiver<Option<Bytes>>,
+    mut from_client: mpsc::Receiver<Option<super::spdy::Chunk>>,
     out: StreamSender,
 ) {
     let conn = match dial(netns.as_deref(), port).await {
@@ -67,7 +67,7 @@ pub async fn spdy_pair(
     };
     let (mut rd, mut wr) = conn.into_split();
     let up = async {
-        while let Some(Some(chunk)) = from_client.recv().await {
+        while let Some(Some((chunk, _budget))) = from_client.recv().await {
             if wr.write_all(&chunk).await.is_err() {
                 break;
             }
@@ -95,6 +95,10 @@ pub async fn spdy_pair(
     out.data(err, Bytes::new(), true).await;
 }
 
+/// Most ports one WebSocket port-forward may ask for: channel numbers are
+/// bytes, two per port.
+const MAX_WS_PORTS: usize = 127;
+
 /// Port-forward over WebSocket: for the i-th port, channel 2i carries its
 /// data and 2i+1 its errors; each opens with the port number.
 pub async fn websocket(
@@ -109,6 +113,14 @@ pub async fn websocket(
         let _ = socket.send(super::ws::normal_close()).await;
         return;
     };
+    if ports.len() > MAX_WS_PORTS {
+        let e = super::codec::ProtocolError(format!(
+            "{} ports asked for (at most {MAX_WS_PORTS}: two channels each)",
+            ports.len()
+        ));
+        let _ = socket.send(super::ws::protocol_close(&e)).await;
+        return;
+    }
     let netns = d.pods.netns(&pod);
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
     let mut to_pod = Vec::new();
@@ -171,7 +183,14 @@ pub async fn websocket(
                 if matches!(m, Message::Close(_)) {
                     break;
                 }
-                if let Some((ch, data)) = codec.decode(m)
+                let decoded = match codec.decode(&m) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = socket.send(super::ws::protocol_close(&e)).await;
+                        break;
+                    }
+                };
+                if let Some((ch, data)) = decoded
                     && ch % 2 == 0
                     && let Some(tx) = to_pod.get((ch / 2) as usize)
                     && !data.is_empty()

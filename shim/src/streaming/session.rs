@@ -48,7 +48,8 @@ pub fn start(
     resize: bool,
     version: Version,
 ) -> Option<Started> {
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
+    // Few chunks: each may be a whole client frame (up to 1 MiB).
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(4);
     let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(4);
     let (out_tx, out_rx) = mpsc::channel::<(u8, Bytes)>(16);
     let io = Io {

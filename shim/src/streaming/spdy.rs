@@ -16,9 +16,10 @@ use bytes::Bytes;
 use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Pending;
+use super::codec::{self, Frame, GOAWAY_OK, GOAWAY_PROTOCOL_ERROR, HeaderDecoder, ProtocolError};
 use super::session::{self, ERROR, STDERR, STDOUT, Version};
 use crate::cri::Daemon;
 
@@ -31,15 +32,20 @@ const REMOTECOMMAND: &[(&str, Version)] = &[
 const PORTFORWARD: &str = "portforward.k8s.io";
 /// How long the client has to open the streams a session needs.
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest frame accepted (spdystream writes at most 64 KiB of data).
-const MAX_FRAME: usize = 16 << 20;
-
-const SYN_STREAM: u16 = 1;
-const SYN_REPLY: u16 = 2;
-const RST_STREAM: u16 = 3;
-const PING: u16 = 6;
-const GOAWAY: u16 = 7;
-const FLAG_FIN: u8 = 1;
+/// Data bytes read from the client and not yet consumed (written to the
+/// process or the pod connection), per connection. The reader waits for
+/// room, so a client that sends faster than its streams drain is slowed
+/// down (TCP backpressure), not buffered.
+const DATA_BUDGET: usize = 4 << 20;
+/// What a remotecommand client may send before its streams exist.
+const MAX_EARLY_BYTES: usize = 1 << 20;
+const MAX_EARLY_EVENTS: usize = 256;
+/// Streams a remotecommand client may open (it needs five at most).
+const MAX_COMMAND_STREAMS: usize = 16;
+/// Port-forward: half-opened requests (an error stream waiting for its
+/// data stream, or the other way round) and live connections.
+const MAX_PENDING_PAIRS: usize = 64;
+const MAX_FORWARDS: usize = 256;
 
 pub async fn upgrade(d: Arc<Daemon>, pending: Pending, req: axum::extract::Request) -> Response {
     let offered: Vec<String> = req
@@ -120,6 +126,8 @@ pub enum Event {
         id: u32,
         data: Bytes,
         fin: bool,
+        /// The data's share of [`DATA_BUDGET`], given back when dropped.
+        budget: Option<OwnedSemaphorePermit>,
     },
     Reset {
         id: u32,
@@ -129,9 +137,14 @@ pub enum Event {
 /// What the writer sends.
 enum Out {
     Reply(u32),
-    Data { id: u32, data: Bytes, fin: bool },
+    Data {
+        id: u32,
+        data: Bytes,
+        fin: bool,
+    },
     Ping(u32),
-    GoAway,
+    /// Then nothing more: the connection ends.
+    GoAway(u32),
 }
 
 /// A SPDY connection: a reader task turning frames into [`Event`]s and a
@@ -150,8 +163,13 @@ impl Conn {
         let writer = tokio::spawn(write_loop(wr, out_rx));
         let pings = out.clone();
         tokio::spawn(async move {
-            if let Err(e) = read_loop(rd, ev_tx, pings, idle).await {
-                tracing::debug!("SPDY connection: {e}");
+            match read_loop(rd, ev_tx, pings.clone(), idle).await {
+                Ok(()) => {}
+                Err(ReadError::Protocol(e)) => {
+                    tracing::warn!("SPDY connection closed: {e}");
+                    let _ = pings.send(Out::GoAway(GOAWAY_PROTOCOL_ERROR)).await;
+                }
+                Err(ReadError::Io(e)) => tracing::debug!("SPDY connection: {e}"),
             }
         });
         Conn {
@@ -173,7 +191,17 @@ impl Conn {
 
     /// GOAWAY, then the connection closes once everything queued is sent.
     pub async fn close(self) {
-        let _ = self.out.send(Out::GoAway).await;
+        self.close_with(GOAWAY_OK).await
+    }
+
+    /// Ends the connection because the client broke the protocol.
+    pub async fn protocol_error(self, e: ProtocolError) {
+        tracing::warn!("SPDY session closed: {e}");
+        self.close_with(GOAWAY_PROTOCOL_ERROR).await
+    }
+
+    async fn close_with(self, status: u32) {
+        let _ = self.out.send(Out::GoAway(status)).await;
         drop(self.out);
         drop(self.events);
         let _ = self.writer.await;
@@ -192,163 +220,99 @@ impl StreamSender {
     }
 }
 
+enum ReadError {
+    Protocol(ProtocolError),
+    Io(String),
+}
+
+impl From<ProtocolError> for ReadError {
+    fn from(e: ProtocolError) -> Self {
+        ReadError::Protocol(e)
+    }
+}
+
+/// Reads frames until the client goes, sends GOAWAY or breaks the
+/// protocol. Memory: one frame body ([`codec::MAX_FRAME`]), one header
+/// block ([`codec::MAX_HEADER_BLOCK`]) and the data budget.
 async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
     events: mpsc::Sender<Event>,
     out: mpsc::Sender<Out>,
     idle: Duration,
-) -> Result<(), String> {
-    let mut inflate = flate2::Decompress::new(true);
-    let dict = cri_api::spdy_dictionary();
+) -> Result<(), ReadError> {
+    let mut headers = HeaderDecoder::new(cri_api::spdy_dictionary());
+    let budget = Arc::new(Semaphore::new(DATA_BUDGET));
     let mut head = [0u8; 8];
     loop {
         match tokio::time::timeout(idle, rd.read_exact(&mut head)).await {
-            Err(_) => return Err(format!("idle for {}s", idle.as_secs())),
-            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(ReadError::Io(format!("idle for {}s", idle.as_secs()))),
+            Ok(Err(e)) => return Err(ReadError::Io(e.to_string())),
             Ok(Ok(_)) => {}
         }
-        let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
-        if len > MAX_FRAME {
-            return Err(format!("frame of {len} bytes"));
-        }
-        let mut body = vec![0u8; len];
-        rd.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-        let flags = head[4];
-        if head[0] & 0x80 == 0 {
-            let id = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-            let ev = Event::Data {
-                id,
-                data: Bytes::from(body),
-                fin: flags & FLAG_FIN != 0,
-            };
-            if events.send(ev).await.is_err() {
-                return Ok(());
+        let h = codec::parse_head(&head)?;
+        let permit = if h.control {
+            None
+        } else {
+            // Waiting here is the backpressure; MAX_FRAME < DATA_BUDGET,
+            // so a frame always fits once earlier data is consumed.
+            let n = u32::try_from(h.len).unwrap_or(u32::MAX);
+            match budget.clone().acquire_many_owned(n).await {
+                Ok(p) => Some(p),
+                Err(_) => return Ok(()),
             }
-            continue;
-        }
-        let kind = u16::from_be_bytes([head[2], head[3]]);
-        let word = |at: usize| -> Result<u32, String> {
-            body.get(at..at + 4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
-                .ok_or_else(|| "short control frame".to_string())
         };
-        match kind {
-            SYN_STREAM => {
-                let id = word(0)?;
-                let block = body.get(10..).ok_or("short SYN_STREAM")?;
-                let headers = decode_headers(&mut inflate, &dict, block)?;
-                if events.send(Event::Stream { id, headers }).await.is_err() {
-                    return Ok(());
-                }
+        let mut body = vec![0u8; h.len];
+        match tokio::time::timeout(idle, rd.read_exact(&mut body)).await {
+            Err(_) => return Err(ReadError::Io(format!("idle for {}s", idle.as_secs()))),
+            Ok(Err(e)) => return Err(ReadError::Io(e.to_string())),
+            Ok(Ok(_)) => {}
+        }
+        let ev = match codec::decode_frame(&h, Bytes::from(body), &mut headers)? {
+            Frame::SynStream { id, headers } => Event::Stream { id, headers },
+            Frame::Data { id, data, fin } => Event::Data {
+                id,
+                data,
+                fin,
+                budget: permit,
+            },
+            Frame::RstStream { id } => Event::Reset { id },
+            Frame::Ping(id) => {
+                let _ = out.send(Out::Ping(id)).await;
+                continue;
             }
-            RST_STREAM => {
-                let id = word(0)?;
-                let _ = events.send(Event::Reset { id }).await;
-            }
-            PING => {
-                let _ = out.send(Out::Ping(word(0)?)).await;
-            }
-            GOAWAY => return Ok(()),
-            // SETTINGS, HEADERS, WINDOW_UPDATE, SYN_REPLY: nothing to do
-            // (HEADERS would still advance the zlib stream).
-            8 => {
-                if let Some(block) = body.get(4..) {
-                    decode_headers(&mut inflate, &dict, block)?;
-                }
-            }
-            _ => {}
+            Frame::GoAway => return Ok(()),
+            Frame::Ignored => continue,
+        };
+        if events.send(ev).await.is_err() {
+            return Ok(());
         }
     }
-}
-
-/// Inflates a header block with the connection's zlib stream and parses
-/// it: a count, then length-prefixed names and values (names lowercase,
-/// several values joined by NUL).
-fn decode_headers(
-    inflate: &mut flate2::Decompress,
-    dict: &[u8],
-    block: &[u8],
-) -> Result<HashMap<String, String>, String> {
-    let mut plain = Vec::with_capacity(block.len() * 4 + 64);
-    let mut input = block;
-    loop {
-        let before_in = inflate.total_in();
-        let before_out = inflate.total_out();
-        if plain.capacity() - plain.len() < 1024 {
-            plain.reserve(4096);
-        }
-        match inflate.decompress_vec(input, &mut plain, flate2::FlushDecompress::Sync) {
-            Ok(_) => {}
-            Err(e) if e.needs_dictionary().is_some() => {
-                inflate
-                    .set_dictionary(dict)
-                    .map_err(|e| format!("header dictionary: {e}"))?;
-            }
-            Err(e) => return Err(format!("header block: {e}")),
-        }
-        let used = (inflate.total_in() - before_in) as usize;
-        input = &input[used..];
-        let produced = inflate.total_out() - before_out;
-        if input.is_empty() && produced == 0 {
-            break;
-        }
-        if input.is_empty() && plain.capacity() > plain.len() {
-            break;
-        }
-        if plain.len() > MAX_FRAME {
-            return Err("header block too large".into());
-        }
-    }
-    parse_block(&plain)
-}
-
-fn parse_block(b: &[u8]) -> Result<HashMap<String, String>, String> {
-    let mut at = 0;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let s = b.get(at..at + n).ok_or("short header block")?;
-        at += n;
-        Ok(s)
-    };
-    let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| "count")?);
-    let mut h = HashMap::new();
-    for _ in 0..count {
-        let n = u32::from_be_bytes(take(4)?.try_into().map_err(|_| "len")?) as usize;
-        let name = String::from_utf8_lossy(take(n)?).to_ascii_lowercase();
-        let n = u32::from_be_bytes(take(4)?.try_into().map_err(|_| "len")?) as usize;
-        let value = String::from_utf8_lossy(take(n)?).into_owned();
-        h.insert(name, value);
-    }
-    Ok(h)
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Out>) {
-    let mut deflate = flate2::Compress::new(flate2::Compression::default(), true);
-    let dict = cri_api::spdy_dictionary();
-    let _ = deflate.set_dictionary(&dict);
+    let mut headers = codec::HeaderEncoder::new(&cri_api::spdy_dictionary());
     while let Some(o) = rx.recv().await {
+        let mut last = false;
         let frame = match o {
             Out::Reply(id) => {
                 let mut body = id.to_be_bytes().to_vec();
-                body.extend_from_slice(&encode_headers(&mut deflate, &[]));
-                control(SYN_REPLY, 0, &body)
+                body.extend_from_slice(&headers.encode(&[]));
+                codec::control_frame(codec::SYN_REPLY, 0, &body)
             }
-            Out::Data { id, data, fin } => {
-                let mut f = Vec::with_capacity(8 + data.len());
-                f.extend_from_slice(&(id & 0x7fff_ffff).to_be_bytes());
-                f.push(if fin { FLAG_FIN } else { 0 });
-                f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-                f.extend_from_slice(&data);
-                f
-            }
-            Out::Ping(id) => control(PING, 0, &id.to_be_bytes()),
-            Out::GoAway => {
+            Out::Data { id, data, fin } => codec::data_frame(id, fin, &data),
+            Out::Ping(id) => codec::control_frame(codec::PING, 0, &id.to_be_bytes()),
+            Out::GoAway(status) => {
+                last = true;
                 let mut body = 0u32.to_be_bytes().to_vec();
-                body.extend_from_slice(&0u32.to_be_bytes());
-                control(GOAWAY, 0, &body)
+                body.extend_from_slice(&status.to_be_bytes());
+                codec::control_frame(codec::GOAWAY, 0, &body)
             }
         };
         if wr.write_all(&frame).await.is_err() {
             return;
+        }
+        if last {
+            break;
         }
         if rx.is_empty() && wr.flush().await.is_err() {
             return;
@@ -358,28 +322,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Out
     let _ = wr.shutdown().await;
 }
 
-fn control(kind: u16, flags: u8, body: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(8 + body.len());
-    f.extend_from_slice(&(0x8000u16 | 3).to_be_bytes());
-    f.extend_from_slice(&kind.to_be_bytes());
-    f.push(flags);
-    f.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    f.extend_from_slice(body);
-    f
-}
-
-fn encode_headers(deflate: &mut flate2::Compress, headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut plain = (headers.len() as u32).to_be_bytes().to_vec();
-    for (k, v) in headers {
-        plain.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        plain.extend_from_slice(k.as_bytes());
-        plain.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        plain.extend_from_slice(v.as_bytes());
-    }
-    let mut out = Vec::with_capacity(plain.len() + 64);
-    let _ = deflate.compress_vec(&plain, &mut out, flate2::FlushCompress::Sync);
-    out
-}
+/// The stream types of remotecommand.
+const COMMAND_STREAMS: &[&str] = &["error", "stdin", "stdout", "stderr", "resize"];
 
 /// Exec or attach over SPDY: waits for the streams the request needs,
 /// then runs the session with the streams as its channels.
@@ -394,17 +338,40 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
         + usize::from(stdout)
         + usize::from(stderr)
         + usize::from(tty && version >= Version::V3);
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut ids: HashMap<&'static str, u32> = HashMap::new();
     let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
+    // What the client sends before all its streams exist, bounded.
     let mut early = Vec::new();
+    let mut early_bytes = 0;
+    let mut opened = 0;
     while ids.len() < expected {
-        match tokio::time::timeout_at(deadline, conn.events.recv()).await {
+        let problem = match tokio::time::timeout_at(deadline, conn.events.recv()).await {
             Ok(Some(Event::Stream { id, headers })) => {
                 conn.reply(id).await;
-                let kind = headers.get("streamtype").cloned().unwrap_or_default();
-                ids.insert(kind, id);
+                opened += 1;
+                let kind = headers.get("streamtype").map(String::as_str).unwrap_or("");
+                match COMMAND_STREAMS.iter().find(|k| **k == kind) {
+                    _ if opened > MAX_COMMAND_STREAMS => {
+                        Some(format!("more than {MAX_COMMAND_STREAMS} streams"))
+                    }
+                    Some(k) => {
+                        ids.insert(k, id);
+                        None
+                    }
+                    None => Some(format!("unknown stream type {kind:?}")),
+                }
             }
-            Ok(Some(other)) => early.push(other),
+            Ok(Some(other)) => {
+                if let Event::Data { data, .. } = &other {
+                    early_bytes += data.len();
+                }
+                early.push(other);
+                (early.len() > MAX_EARLY_EVENTS || early_bytes > MAX_EARLY_BYTES).then(|| {
+                    format!(
+                        "more than {MAX_EARLY_EVENTS} frames or {MAX_EARLY_BYTES} bytes before its streams"
+                    )
+                })
+            }
             Ok(None) => return,
             Err(_) => {
                 tracing::warn!(
@@ -414,6 +381,10 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
                 conn.close().await;
                 return;
             }
+        };
+        if let Some(p) = problem {
+            conn.protocol_error(ProtocolError(p)).await;
+            return;
         }
     }
     let Some(session::Started {
@@ -431,7 +402,7 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
     else {
         return;
     };
-    let by_id: HashMap<u32, String> = ids.iter().map(|(k, v)| (*v, k.clone())).collect();
+    let by_id: HashMap<u32, &str> = ids.iter().map(|(k, v)| (*v, *k)).collect();
     let sender = conn.sender();
     let stream_of = |ch: u8| {
         let name = match ch {
@@ -442,75 +413,24 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
         };
         ids.get(name).copied()
     };
-    let mut stdin_tx = Some(stdin_tx);
-    let mut client_gone = false;
-    let mut resize_buf = Vec::new();
-    let mut handle = |ev: Event, stdin_tx: &mut Option<mpsc::Sender<Bytes>>| -> Option<Bytes> {
-        match ev {
-            Event::Data { id, data, fin } => match by_id.get(&id).map(String::as_str) {
-                Some("stdin") => {
-                    if fin {
-                        // Sent after the data, below.
-                        return Some(data);
-                    }
-                    if !data.is_empty() {
-                        return Some(data);
-                    }
-                }
-                Some("resize") => {
-                    resize_buf.extend_from_slice(&data);
-                    // Go's json.Encoder: objects one after another.
-                    let mut it = serde_json::Deserializer::from_slice(&resize_buf)
-                        .into_iter::<serde_json::Value>();
-                    let mut used = 0;
-                    while let Some(Ok(v)) = it.next() {
-                        used = it.byte_offset();
-                        if let (Some(w), Some(h)) = (v["Width"].as_u64(), v["Height"].as_u64()) {
-                            let _ = resize_tx.try_send((w as u16, h as u16));
-                        }
-                    }
-                    resize_buf.drain(..used);
-                }
-                _ => {}
-            },
-            Event::Reset { id } if by_id.get(&id).map(String::as_str) == Some("stdin") => {
-                *stdin_tx = None;
-            }
-            _ => {}
-        }
-        None
+    let mut input = Input {
+        by_id: &by_id,
+        stdin: Some(stdin_tx),
+        resize: codec::ResizeStream::default(),
+        resize_tx,
     };
     for ev in early {
-        let fin = matches!(&ev, Event::Data { fin: true, id, .. } if by_id.get(id).map(String::as_str) == Some("stdin"));
-        if let Some(data) = handle(ev, &mut stdin_tx)
-            && let Some(tx) = &stdin_tx
-            && !data.is_empty()
-        {
-            let _ = tx.send(data).await;
-        }
-        if fin {
-            stdin_tx = None;
-        }
+        input.take(ev).await;
     }
+    let mut client_gone = false;
     loop {
         tokio::select! {
             ev = conn.events.recv() => {
                 let Some(ev) = ev else {
-                    stdin_tx = None;
                     client_gone = true;
                     break;
                 };
-                let fin = matches!(&ev, Event::Data { fin: true, id, .. } if by_id.get(id).map(String::as_str) == Some("stdin"));
-                if let Some(data) = handle(ev, &mut stdin_tx)
-                    && let Some(tx) = &stdin_tx
-                    && !data.is_empty()
-                    && tx.send(data).await.is_err()
-                {
-                    stdin_tx = None;
-                }
-                if fin {
-                    stdin_tx = None;
-                }
+                input.take(ev).await;
             }
             o = out_rx.recv() => match o {
                 Some((ch, data)) => {
@@ -525,7 +445,7 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
             }
         }
     }
-    drop(stdin_tx);
+    drop(input);
     if client_gone {
         // Nobody to send to: the session sees its output closed and ends
         // (an exec'd process is killed).
@@ -551,6 +471,48 @@ async fn remotecommand(d: Arc<Daemon>, pending: Pending, mut conn: Conn, version
     conn.close().await;
 }
 
+/// The client's side of a remotecommand session: stdin and resizes.
+struct Input<'a> {
+    by_id: &'a HashMap<u32, &'static str>,
+    /// None once stdin ended (FIN, RST_STREAM or the process gone).
+    stdin: Option<mpsc::Sender<Bytes>>,
+    resize: codec::ResizeStream,
+    resize_tx: mpsc::Sender<(u16, u16)>,
+}
+
+impl Input<'_> {
+    async fn take(&mut self, ev: Event) {
+        match ev {
+            Event::Data { id, data, fin, .. } => match self.by_id.get(&id).copied() {
+                Some("stdin") => {
+                    if let Some(tx) = &self.stdin
+                        && !data.is_empty()
+                        && tx.send(data).await.is_err()
+                    {
+                        self.stdin = None;
+                    }
+                    if fin {
+                        self.stdin = None;
+                    }
+                }
+                Some("resize") => match self.resize.push(&data) {
+                    Ok(sizes) => {
+                        for s in sizes {
+                            let _ = self.resize_tx.try_send(s);
+                        }
+                    }
+                    Err(e) => tracing::warn!("SPDY session: resizing stops: {e}"),
+                },
+                _ => {}
+            },
+            Event::Reset { id } if self.by_id.get(&id).copied() == Some("stdin") => {
+                self.stdin = None;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Port-forward over SPDY: each request is a pair of streams (`error`
 /// and `data`) with the same `requestid` and a `port`; the data stream is
 /// joined to a connection to that port inside the pod.
@@ -565,6 +527,9 @@ pub async fn portforward_over<T: AsyncRead + AsyncWrite + Send + 'static>(
     portforward(d, pod_id, Conn::start(io, idle)).await
 }
 
+/// Data for a pod connection, with its share of the connection's budget.
+pub type Chunk = (Bytes, Option<OwnedSemaphorePermit>);
+
 async fn portforward(d: Arc<Daemon>, pod_id: String, mut conn: Conn) {
     let Some(pod) = d.pods.find(&pod_id).ok().flatten() else {
         conn.close().await;
@@ -574,8 +539,9 @@ async fn portforward(d: Arc<Daemon>, pod_id: String, mut conn: Conn) {
     let sender = conn.sender();
     // requestid → (error stream, data stream, port)
     let mut pairs: HashMap<String, (Option<u32>, Option<u32>, u16)> = HashMap::new();
-    // data stream id → bytes for the pod connection
-    let mut to_pod: HashMap<u32, mpsc::Sender<Option<Bytes>>> = HashMap::new();
+    // data stream id → bytes for the pod connection (None: the client's
+    // side ended)
+    let mut to_pod: HashMap<u32, mpsc::Sender<Option<Chunk>>> = HashMap::new();
     while let Some(ev) = conn.events.recv().await {
         match ev {
             Event::Stream { id, headers } => {
@@ -585,30 +551,51 @@ async fn portforward(d: Arc<Daemon>, pod_id: String, mut conn: Conn) {
                     .get("port")
                     .and_then(|p| p.parse::<u16>().ok())
                     .unwrap_or(0);
+                if !pairs.contains_key(&rid) && pairs.len() >= MAX_PENDING_PAIRS {
+                    let e =
+                        format!("more than {MAX_PENDING_PAIRS} unmatched port-forward requests");
+                    drop(sender);
+                    conn.protocol_error(ProtocolError(e)).await;
+                    return;
+                }
                 let e = pairs.entry(rid.clone()).or_insert((None, None, port));
                 match headers.get("streamtype").map(String::as_str) {
                     Some("error") => e.0 = Some(id),
                     Some("data") => e.1 = Some(id),
                     _ => {}
                 }
-                if let (Some(err), Some(data), port) = *e {
-                    pairs.remove(&rid);
-                    let (tx, rx) = mpsc::channel(16);
-                    to_pod.insert(data, tx);
-                    tokio::spawn(super::portforward::spdy_pair(
-                        netns.clone(),
-                        port,
-                        err,
-                        data,
-                        rx,
-                        sender.clone(),
-                    ));
+                let (Some(err), Some(data), port) = *e else {
+                    continue;
+                };
+                pairs.remove(&rid);
+                to_pod.retain(|_, tx| !tx.is_closed());
+                if to_pod.len() >= MAX_FORWARDS {
+                    let msg = format!("more than {MAX_FORWARDS} connections on one port-forward");
+                    sender.data(err, Bytes::from(msg), true).await;
+                    sender.data(data, Bytes::new(), true).await;
+                    continue;
                 }
+                let (tx, rx) = mpsc::channel(16);
+                to_pod.insert(data, tx);
+                tokio::spawn(super::portforward::spdy_pair(
+                    netns.clone(),
+                    port,
+                    err,
+                    data,
+                    rx,
+                    sender.clone(),
+                ));
             }
-            Event::Data { id, data, fin } => {
+            Event::Data {
+                id,
+                data,
+                fin,
+                budget,
+            } => {
                 if let Some(tx) = to_pod.get(&id) {
-                    if !data.is_empty() {
-                        let _ = tx.send(Some(data)).await;
+                    if !data.is_empty() && tx.send(Some((data, budget))).await.is_err() {
+                        to_pod.remove(&id);
+                        continue;
                     }
                     if fin {
                         let _ = tx.send(None).await;
@@ -623,24 +610,4 @@ async fn portforward(d: Arc<Daemon>, pod_id: String, mut conn: Conn) {
     }
     drop(sender);
     conn.close().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_blocks_round_trip_through_the_shared_zlib_streams() {
-        let dict = cri_api::spdy_dictionary();
-        let mut c = flate2::Compress::new(flate2::Compression::default(), true);
-        c.set_dictionary(&dict).unwrap();
-        let mut dz = flate2::Decompress::new(true);
-        for round in 0..3 {
-            let v = format!("error-{round}");
-            let block = encode_headers(&mut c, &[("streamtype", &v), ("port", "80")]);
-            let h = decode_headers(&mut dz, &dict, &block).unwrap();
-            assert_eq!(h["streamtype"], v);
-            assert_eq!(h["port"], "80");
-        }
-    }
 }

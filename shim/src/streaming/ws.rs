@@ -16,6 +16,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::Pending;
+use super::codec::{self, ProtocolError};
 use super::session::{self, ERROR, RESIZE, STDERR, STDIN, STDOUT, Version};
 use crate::cri::Daemon;
 
@@ -39,6 +40,9 @@ const PORTFORWARD_PROTOCOLS: &[&str] = &[
 const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 /// The CLOSE message of `v5.channel.k8s.io`.
 const CLOSE: u8 = 255;
+/// Largest message (and frame) a client may send: the kubelet's clients
+/// write stdin and port-forward data 32 KiB at a time.
+pub const MAX_MESSAGE: usize = 1 << 20;
 
 pub async fn upgrade(d: Arc<Daemon>, pending: Pending, req: axum::extract::Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
@@ -78,6 +82,7 @@ pub async fn upgrade(d: Arc<Daemon>, pending: Pending, req: axum::extract::Reque
         .get()
         .map(|s| s.idle_timeout)
         .unwrap_or(std::time::Duration::from_secs(4 * 3600));
+    let ws = ws.max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE);
     ws.on_upgrade(move |socket| async move {
         let codec = Codec {
             base64: protocol.contains("base64"),
@@ -132,27 +137,26 @@ impl Codec {
         }
     }
 
-    /// (channel, data) of a message from the client.
-    pub fn decode(&self, m: Message) -> Option<(u8, Bytes)> {
+    /// (channel, data) of a message from the client; None for messages
+    /// that carry none (empty, ping, pong). Binary protocols take text
+    /// messages too, as the kubelet's wsstream does (the Kubernetes Python
+    /// client sends stdin so).
+    pub fn decode(&self, m: &Message) -> Result<Option<(u8, Bytes)>, ProtocolError> {
         match m {
-            Message::Binary(b) if !b.is_empty() => Some((b[0], b.slice(1..))),
-            // Binary protocols take text frames too, as the kubelet's
-            // wsstream does (the Kubernetes Python client sends stdin so).
-            Message::Text(t) if !self.base64 && !t.is_empty() => {
-                let b = Bytes::copy_from_slice(t.as_bytes());
-                Some((b[0], b.slice(1..)))
-            }
-            Message::Text(t) if self.base64 && !t.is_empty() => {
-                let t = t.as_str();
-                let ch = t.as_bytes()[0].checked_sub(b'0')?;
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(&t[1..])
-                    .ok()?;
-                Some((ch, Bytes::from(data)))
-            }
-            _ => None,
+            Message::Binary(b) => codec::decode_ws(self.base64, false, b),
+            Message::Text(t) => codec::decode_ws(self.base64, true, t.as_bytes()),
+            _ => Ok(None),
         }
     }
+}
+
+/// Closes a session whose client broke the protocol (status 1002).
+pub fn protocol_close(e: &ProtocolError) -> Message {
+    tracing::warn!("WebSocket session closed: {e}");
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::PROTOCOL,
+        reason: e.0.chars().take(120).collect::<String>().into(),
+    }))
 }
 
 async fn remotecommand(
@@ -205,7 +209,15 @@ async fn remotecommand(
                     stdin_tx = None;
                     break;
                 }
-                let Some((ch, data)) = codec.decode(m) else { continue };
+                let (ch, data) = match codec.decode(&m) {
+                    Ok(Some(cd)) => cd,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let _ = socket.send(protocol_close(&e)).await;
+                        stdin_tx = None;
+                        break;
+                    }
+                };
                 match ch {
                     STDIN => {
                         if let Some(tx) = &stdin_tx
@@ -216,7 +228,7 @@ async fn remotecommand(
                         }
                     }
                     RESIZE => {
-                        if let Some((w, h)) = parse_resize(&data) {
+                        if let Some((w, h)) = codec::parse_resize(&data) {
                             let _ = resize_tx.try_send((w, h));
                         }
                     }
@@ -305,15 +317,6 @@ pub fn normal_close() -> Message {
     }))
 }
 
-/// `{"Width": 80, "Height": 24}`.
-pub fn parse_resize(data: &[u8]) -> Option<(u16, u16)> {
-    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-    Some((
-        u16::try_from(v["Width"].as_u64()?).ok()?,
-        u16::try_from(v["Height"].as_u64()?).ok()?,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,14 +326,18 @@ mod tests {
         let bin = Codec { base64: false };
         let m = bin.encode(STDOUT, b"hi");
         assert_eq!(m, Message::Binary(vec![1, b'h', b'i'].into()));
-        assert_eq!(bin.decode(m), Some((STDOUT, Bytes::from_static(b"hi"))));
+        assert_eq!(
+            bin.decode(&m),
+            Ok(Some((STDOUT, Bytes::from_static(b"hi"))))
+        );
         let b64 = Codec { base64: true };
         let m = b64.encode(STDERR, b"hi");
         assert_eq!(m, Message::Text("2aGk=".into()));
-        assert_eq!(b64.decode(m), Some((STDERR, Bytes::from_static(b"hi"))));
         assert_eq!(
-            parse_resize(br#"{"Width":100,"Height":40}"#),
-            Some((100, 40))
+            b64.decode(&m),
+            Ok(Some((STDERR, Bytes::from_static(b"hi"))))
         );
+        // A base64 message whose first character is multi-byte panicked.
+        assert!(b64.decode(&Message::Text("é".into())).is_err());
     }
 }
