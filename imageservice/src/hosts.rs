@@ -251,7 +251,7 @@ pub fn is_localhost(host: &str) -> bool {
 
 /// One host while it is being built; `host` empty means "fill in defaults".
 #[derive(Debug, Clone)]
-struct Entry {
+pub(crate) struct Entry {
     scheme: Scheme,
     host: String,
     path: String,
@@ -532,7 +532,11 @@ fn line_of(text: &str, pos: usize) -> usize {
         + 1
 }
 
-fn parse_hosts_file(file: &Path, dir: &Path, text: &str) -> Result<Vec<Entry>, HostsError> {
+pub(crate) fn parse_hosts_file(
+    file: &Path,
+    dir: &Path,
+    text: &str,
+) -> Result<Vec<Entry>, HostsError> {
     let raw: RawFile = toml::from_str(text).map_err(|source| HostsError::Parse {
         path: file.to_path_buf(),
         source,

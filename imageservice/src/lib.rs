@@ -5,6 +5,8 @@
 pub mod cri;
 pub mod db;
 pub mod digest;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hosts;
 pub mod manifest;
 pub mod reference;

@@ -125,7 +125,7 @@ struct TlsKey {
 
 /// How a host wants us to authenticate, learned from its 401 challenge.
 #[derive(Debug, Clone)]
-enum Challenge {
+pub(crate) enum Challenge {
     Basic,
     Bearer { realm: String, service: String },
 }
@@ -471,7 +471,7 @@ fn cred_key(c: &Credentials) -> String {
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."` or `Basic realm=...`.
-fn parse_challenge(header: &str) -> Option<Challenge> {
+pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
     let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     let mut map = HashMap::new();
     let mut rest = params.trim();
