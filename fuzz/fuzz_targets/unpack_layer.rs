@@ -9,7 +9,9 @@
 //! Asserts: no panic, and nothing outside `dest` changed: every path of the
 //! scratch directory except `dest`, and of the absolute canary, has the same
 //! type, mode, owner, size, link count, mtime, ctime, symlink target and
-//! content as before the run. Needs root (whiteouts are device nodes).
+//! content as before the run; and no file inside `dest` holds the content of
+//! a file outside it (read through a symlink). Needs root (whiteouts are
+//! device nodes).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -22,6 +24,9 @@ use berth_imageservice::unpack::{Compression, unpack_layer};
 use libfuzzer_sys::fuzz_target;
 
 const CANARY: &str = "/tmp/berth-fuzz-canary";
+/// The content of the files outside `dest`: no file inside may contain it
+/// (a copy-up must not read through a symlink to the host).
+const SECRET: &str = "host secret 5b0c2e9a7d41f3e8, not for layers\n";
 
 /// Everything observable about a tree that unpacking must not change.
 type Snapshot = BTreeMap<PathBuf, String>;
@@ -56,6 +61,26 @@ fn snapshot(root: &Path, skip: &[&Path], out: &mut Snapshot) {
     }
 }
 
+/// Panics if a regular file under `dir` holds [`SECRET`].
+fn assert_no_secret(dir: &Path) {
+    for e in fs::read_dir(dir).expect("readdir dest") {
+        let e = e.expect("readdir entry");
+        let ft = e.file_type().expect("file type");
+        if ft.is_dir() {
+            assert_no_secret(&e.path());
+        } else if ft.is_file() {
+            let content = fs::read(e.path()).expect("read");
+            assert!(
+                !content
+                    .windows(SECRET.len())
+                    .any(|w| w == SECRET.as_bytes()),
+                "{:?} holds the content of a file outside dest",
+                e.path()
+            );
+        }
+    }
+}
+
 struct Scratch {
     root: PathBuf,
     dest: PathBuf,
@@ -78,9 +103,9 @@ fn scratch() -> &'static Scratch {
         symlink(CANARY, lower.join("canary")).expect("symlink");
         symlink("../outside", lower.join("dir/out")).expect("symlink");
         fs::create_dir_all(root.join("outside")).expect("mkdir outside");
-        fs::write(root.join("outside/file"), "outside\n").expect("write");
+        fs::write(root.join("outside/file"), SECRET).expect("write");
         fs::create_dir_all(CANARY).expect("mkdir canary");
-        let _ = fs::write(Path::new(CANARY).join("file"), "canary\n");
+        let _ = fs::write(Path::new(CANARY).join("file"), SECRET);
         Scratch {
             dest: root.join("dest"),
             blob: root.join("layer.blob"),
@@ -129,5 +154,6 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         panic!("unpacking changed paths outside dest: {changed:?}");
     }
+    assert_no_secret(&s.dest);
     fs::remove_dir_all(&s.dest).expect("clean dest");
 });
