@@ -229,8 +229,12 @@ def layers():
         f.seek(65536)
         f.write(b"tail")
     for fmt in ("gnu", "posix"):
+        # PAX sparse 0.0, no pid in the header names, no atime/ctime: reproducible
+        pax = ["--sparse-version=0.0",
+               "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"]
         out = subprocess.run(["tar", f"--format={fmt}", "--sparse", "--mtime=@1500000000",
-                              "--owner=0", "--group=0", "-C", sparse_dir, "-cf", "-", "sparse"],
+                              "--owner=0", "--group=0"] + (pax if fmt == "posix" else []) +
+                             ["-C", sparse_dir, "-cf", "-", "sparse"],
                              check=True, capture_output=True).stdout
         seeds[f"sparse-{fmt}"] = out
     shutil.rmtree(sparse_dir)
