@@ -27,6 +27,14 @@ jobs_dir=$(cd "$jobs_dir" && pwd)
 # the stable toolchain accepts them with RUSTC_BOOTSTRAP=1.
 export RUSTC_BOOTSTRAP=1
 
+# libfuzzer-sys compiles libFuzzer (C++).
+if ! command -v c++ >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "fuzz: no C++ compiler (libFuzzer needs one): install g++" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
 if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
   echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION"
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet
@@ -55,10 +63,9 @@ for t in "${targets[@]}"; do
       >"$logs/$t" 2>&1; then
     status=FAILED
     failed=1
-    grep -E "^(==[0-9]+==ERROR|thread '.*' panicked|SUMMARY|Test unit written|ALARM|MS:)" \
-      "$logs/$t" | head -20 >&2 || true
-    echo "fuzz: $t failed; full log:" >&2
-    tail -60 "$logs/$t" >&2
+    echo "fuzz: $t failed:" >&2
+    grep -E -A4 "^(==[0-9]+==ERROR|thread '.*' panicked)" "$logs/$t" | head -30 >&2 || true
+    grep -E "^(SUMMARY|ALARM|MS:|artifact_prefix)" "$logs/$t" | head -10 >&2 || true
   fi
   final_stat() { grep -oP "^stat::$1:\s*\K[0-9]+" "$logs/$t" | tail -1 || true; }
   execs=$(final_stat number_of_executed_units)

@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -24,9 +26,6 @@ use berth_imageservice::unpack::{Compression, unpack_layer};
 use libfuzzer_sys::fuzz_target;
 
 const CANARY: &str = "/tmp/berth-fuzz-canary";
-/// The content of the files outside `dest`: no file inside may contain it
-/// (a copy-up must not read through a symlink to the host).
-const SECRET: &str = "host secret 5b0c2e9a7d41f3e8, not for layers\n";
 
 /// Everything observable about a tree that unpacking must not change.
 type Snapshot = BTreeMap<PathBuf, String>;
@@ -61,19 +60,35 @@ fn snapshot(root: &Path, skip: &[&Path], out: &mut Snapshot) {
     }
 }
 
-/// Panics if a regular file under `dir` holds [`SECRET`].
-fn assert_no_secret(dir: &Path) {
+/// A random text for the files outside `dest`: no file inside may hold it (a
+/// copy-up must not read through a symlink to the host). Random per process
+/// and compared by hash only, so that the fuzzer can neither carry it in its
+/// corpus nor learn it from the comparison.
+fn secret() -> Vec<u8> {
+    let mut r = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut r))
+        .expect("read /dev/urandom");
+    format!("host secret {:02x?}\n", r).into_bytes()
+}
+
+fn hash(b: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
+
+/// Panics if a regular file under `dir` holds one of the `secrets` (hashes).
+fn assert_no_secret(dir: &Path, secrets: &[u64]) {
     for e in fs::read_dir(dir).expect("readdir dest") {
         let e = e.expect("readdir entry");
         let ft = e.file_type().expect("file type");
         if ft.is_dir() {
-            assert_no_secret(&e.path());
+            assert_no_secret(&e.path(), secrets);
         } else if ft.is_file() {
             let content = fs::read(e.path()).expect("read");
             assert!(
-                !content
-                    .windows(SECRET.len())
-                    .any(|w| w == SECRET.as_bytes()),
+                !secrets.contains(&hash(&content)),
                 "{:?} holds the content of a file outside dest",
                 e.path()
             );
@@ -86,6 +101,7 @@ struct Scratch {
     dest: PathBuf,
     blob: PathBuf,
     lower: PathBuf,
+    secrets: Vec<u64>,
 }
 
 fn scratch() -> &'static Scratch {
@@ -103,14 +119,24 @@ fn scratch() -> &'static Scratch {
         symlink(CANARY, lower.join("canary")).expect("symlink");
         symlink("../outside", lower.join("dir/out")).expect("symlink");
         fs::create_dir_all(root.join("outside")).expect("mkdir outside");
-        fs::write(root.join("outside/file"), SECRET).expect("write");
+        let own = secret();
+        fs::write(root.join("outside/file"), &own).expect("write");
         fs::create_dir_all(CANARY).expect("mkdir canary");
-        let _ = fs::write(Path::new(CANARY).join("file"), SECRET);
+        // Shared by concurrent runs: created once, then only read.
+        let canary = Path::new(CANARY).join("file");
+        if !canary.exists() {
+            fs::write(&canary, secret()).expect("write canary");
+        }
+        let secrets = vec![
+            hash(&own),
+            hash(&fs::read(&canary).expect("read canary")),
+        ];
         Scratch {
             dest: root.join("dest"),
             blob: root.join("layer.blob"),
             lower,
             root,
+            secrets,
         }
     })
 }
@@ -154,6 +180,6 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         panic!("unpacking changed paths outside dest: {changed:?}");
     }
-    assert_no_secret(&s.dest);
+    assert_no_secret(&s.dest, &s.secrets);
     fs::remove_dir_all(&s.dest).expect("clean dest");
 });
