@@ -127,10 +127,7 @@ fn scratch() -> &'static Scratch {
         if !canary.exists() {
             fs::write(&canary, secret()).expect("write canary");
         }
-        let secrets = vec![
-            hash(&own),
-            hash(&fs::read(&canary).expect("read canary")),
-        ];
+        let secrets = vec![hash(&own), hash(&fs::read(&canary).expect("read canary"))];
         Scratch {
             dest: root.join("dest"),
             blob: root.join("layer.blob"),
