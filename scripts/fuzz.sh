@@ -76,6 +76,11 @@ for t in "${targets[@]}"; do
     "${cov:-?}" "${corp:-?}" "$status")")
 done
 
+# unpack_layer's scratch directories (one per process), unless still in use
+for d in /tmp/berth-fuzz-unpack-*; do
+  [ -d "$d" ] && ! kill -0 "${d##*-}" 2>/dev/null && rm -rf "$d"
+done
+
 echo
 printf '%-16s %6s %12s %8s %6s %7s  %s\n' target seconds executions exec/s cov corpus result
 printf '%s\n' "${rows[@]}"
