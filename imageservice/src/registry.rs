@@ -1000,12 +1000,12 @@ mod tests {
     fn a_trickle_is_cancelled_within_about_one_window() {
         // One byte a minute (and one every four minutes) against 1 KiB/s
         // over 5 minutes: cancelled when the first window closes.
-        let per_minute = |s: u64| u64::from(s % 60 == 0);
+        let per_minute = |s: u64| u64::from(s.is_multiple_of(60));
         assert_eq!(run_rate(300, 1024, 3600, per_minute).0, Some(300));
-        let per_four = |s: u64| u64::from(s % 240 == 0);
+        let per_four = |s: u64| u64::from(s.is_multiple_of(240));
         assert_eq!(run_rate(300, 1024, 3600, per_four).0, Some(300));
         // Bursts that beat any per-chunk timeout but average 100 B/s.
-        let bursts = |s: u64| if s % 10 == 0 { 1000 } else { 0 };
+        let bursts = |s: u64| if s.is_multiple_of(10) { 1000 } else { 0 };
         assert_eq!(run_rate(300, 1024, 3600, bursts).0, Some(300));
         // A link that turns to a trickle later is cancelled about one
         // window after it slowed down.
@@ -1026,7 +1026,10 @@ mod tests {
         let stalls = |s: u64| if s % 600 < 200 { 0 } else { 4096 };
         assert_eq!(run_rate(300, 1024, 3600, stalls).0, None);
         // With rate 0, one byte per window is enough.
-        assert_eq!(run_rate(60, 0, 3600, |s| u64::from(s % 59 == 0)).0, None);
+        assert_eq!(
+            run_rate(60, 0, 3600, |s| u64::from(s.is_multiple_of(59))).0,
+            None
+        );
     }
 
     #[test]
