@@ -65,7 +65,10 @@ pub fn status(e: ImageError) -> Status {
             RegistryError::BadCredentials(_) => Status::invalid_argument(msg),
             RegistryError::Tls { .. } => Status::failed_precondition(msg),
             RegistryError::TooLarge { .. } => Status::invalid_argument(msg),
-            RegistryError::Stalled { .. } => Status::deadline_exceeded(msg),
+            RegistryError::Deadline { .. } | RegistryError::TooSlow { .. } => {
+                Status::deadline_exceeded(msg)
+            }
+            RegistryError::PlainHttpCredentials { .. } => Status::failed_precondition(msg),
             RegistryError::Status { .. } | RegistryError::Transport { .. } => {
                 Status::unavailable(msg)
             }

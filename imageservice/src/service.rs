@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::try_join_all;
 use redb::Database;
@@ -25,7 +25,8 @@ pub struct Settings {
     pub dir: PathBuf,
     /// hosts.toml directory.
     pub hosts_dir: PathBuf,
-    pub pull_progress_timeout: Duration,
+    /// What berth waits for from registries (`[registry]` in the config).
+    pub registry: crate::registry::Limits,
     /// Names or globs of images never removed or collected.
     pub pinned: Vec<String>,
 }
@@ -94,7 +95,7 @@ impl ImageService {
         let svc = ImageService {
             store: Store::open(&settings.dir)?,
             db,
-            registry: Registry::new(settings.pull_progress_timeout),
+            registry: Registry::new(settings.registry),
             hosts_dir: settings.hosts_dir,
             pinned: settings
                 .pinned
@@ -624,11 +625,17 @@ impl PullCtx<'_> {
     }
 
     /// Downloads a blob into the store unless it is there; one download
-    /// per digest however many pulls want it.
+    /// per digest and host however many pulls want it. Pulls of the same
+    /// digest from another host do not wait for this one (a stalled
+    /// registry must not hold up the others): each writes its own temp
+    /// file, and committing a verified blob that is already there again
+    /// is harmless.
     async fn fetch_blob(&self, host: &RegistryHost, desc: &Descriptor) -> Result<(), ImageError> {
         let digest = self.digest(&desc.digest)?;
         let store = &self.svc.store;
-        let _guard = store.lock(digest.as_str()).await;
+        let _guard = store
+            .lock(&format!("fetch {} {}", host.host, digest.as_str()))
+            .await;
         if store.has_blob(&digest) {
             return Ok(());
         }
@@ -669,13 +676,12 @@ impl PullCtx<'_> {
             (None, Some(e)) => return Err(reg_err(e)),
             (None, None) => return Err(self.invalid(format!("no host may serve blob {digest}"))),
         };
-        let url = resp.url().to_string();
         let mut w = store
             .writer(&digest, size)
             .await
             .map_err(|e| self.corrupt(e))?;
         let mut logged = 0u64;
-        while let Some(chunk) = registry.chunk(&mut resp, &url).await.map_err(reg_err)? {
+        while let Some(chunk) = resp.chunk().await.map_err(reg_err)? {
             w.write(&chunk).await.map_err(|e| self.corrupt(e))?;
             if w.written() - logged >= 8 << 20 {
                 logged = w.written();

@@ -56,12 +56,24 @@ pub enum CgroupDriver {
 pub struct RegistryConfig {
     /// containerd's hosts.toml layout: `<config_path>/<host>/hosts.toml`.
     pub config_path: PathBuf,
-    /// Cancel a pull that makes no progress for this long.
+    /// The window of the minimum-rate rule: a blob download that brings
+    /// less than `pull_min_rate` bytes/s on average over any window this
+    /// long is cancelled (and so is one that brings nothing this long).
     #[serde(
         deserialize_with = "deserialize_duration",
         serialize_with = "serialize_duration"
     )]
     pub pull_progress_timeout: Duration,
+    /// Bytes per second a blob download must average over every
+    /// `pull_progress_timeout` window; 0: one byte per window is enough.
+    pub pull_min_rate: u64,
+    /// Deadline of each registry request: connecting, the token exchange,
+    /// the answer's headers, and a manifest, token or error body read whole.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -151,6 +163,8 @@ impl Default for RegistryConfig {
         RegistryConfig {
             config_path: "/etc/berth/certs.d".into(),
             pull_progress_timeout: Duration::from_secs(5 * 60),
+            pull_min_rate: 1024,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -263,6 +277,19 @@ impl Config {
         }
         for r in &self.default_rlimits {
             parse_rlimit(r).map_err(|e| invalid(format!("key `default_rlimits`: {e}")))?;
+        }
+        for (key, value) in [
+            (
+                "registry.pull_progress_timeout",
+                self.registry.pull_progress_timeout,
+            ),
+            ("registry.request_timeout", self.registry.request_timeout),
+        ] {
+            if value < Duration::from_secs(1) {
+                return Err(invalid(format!(
+                    "key `{key}`: {value:?} is less than a second: every registry request would fail"
+                )));
+            }
         }
         if self.streaming.tls_cert_file.is_some() != self.streaming.tls_key_file.is_some() {
             return Err(invalid(
@@ -413,6 +440,8 @@ pinned_images = ["registry.k8s.io/pause:*"]
 [registry]
 config_path = "/etc/containerd/certs.d"
 pull_progress_timeout = "1m30s"
+pull_min_rate = 4096
+request_timeout = "20s"
 [cni]
 conf_dir = "/etc/cni/net.d"
 bin_dirs = ["/opt/cni/bin"]
@@ -427,6 +456,8 @@ path = "/usr/bin/crun"
         .unwrap();
         assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
         assert_eq!(c.registry.pull_progress_timeout, Duration::from_secs(90));
+        assert_eq!(c.registry.pull_min_rate, 4096);
+        assert_eq!(c.registry.request_timeout, Duration::from_secs(20));
         assert_eq!(c.streaming.port, 10010);
         assert_eq!(c.runtimes.len(), 3, "crun is added to builtin and runc");
         assert_eq!(

@@ -52,7 +52,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             berth_imageservice::Settings {
                 dir: config.root.join("images"),
                 hosts_dir: config.registry.config_path.clone(),
-                pull_progress_timeout: config.registry.pull_progress_timeout,
+                registry: berth_imageservice::registry::Limits {
+                    request_timeout: config.registry.request_timeout,
+                    rate_window: config.registry.pull_progress_timeout,
+                    min_rate: config.registry.pull_min_rate,
+                },
                 pinned: config.pinned_images.clone(),
             },
             db.clone(),

@@ -890,7 +890,7 @@ async fn a_pull_that_makes_no_progress_is_cancelled() {
     let reg = Registry::start();
     let pushed = fixtures::push_busybox(&reg, "test/other", "1", Compression::Gzip).await;
     let b = Berthd::start_with(Options {
-        registry: "pull_progress_timeout = \"5s\"".into(),
+        registry: "request_timeout = \"5s\"".into(),
         ..Default::default()
     })
     .await;
@@ -924,11 +924,7 @@ async fn a_pull_that_makes_no_progress_is_cancelled() {
 
     let e = stalled.await.expect("task").expect_err("stalled");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
-    assert!(
-        e.message().contains("pull_progress_timeout"),
-        "{}",
-        e.message()
-    );
+    assert!(e.message().contains("request_timeout"), "{}", e.message());
     // ...and the last pull to finish collected what the removal freed.
     assert!(list(&mut c).await.is_empty());
     assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
