@@ -37,16 +37,30 @@
 //! An entry naming the root (`./`) is allowed only as a directory and updates the
 //! metadata of `dest` itself.
 //!
+//! Size bounds ([`Limits`]): the uncompressed tar stream, and separately the
+//! apparent size of the files written (sparse holes and copy-ups included), may
+//! not exceed `max_layer_unpacked_size`; an entry whose header already claims
+//! more is refused before anything of it is written. The number of entries is
+//! bounded by `max_layer_entries`, and the filesystem's free space is checked
+//! against `min_free_space` before the unpack and every few MiB written.
+//!
+//! Sparse files: runs of zero blocks in a regular file's content (the holes the
+//! `tar` crate fills in for GNU sparse entries, or zeros stored verbatim) are
+//! seeked over, not written, so they stay holes on disk.
+//!
 //! Known limitation: GNU long-name and PAX header records are buffered in memory by
-//! the `tar` crate, so their size is bounded only by the (decompressed) archive.
+//! the `tar` crate, so their size is bounded only by the (decompressed) archive,
+//! i.e. by `max_layer_unpacked_size`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag};
@@ -54,9 +68,16 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use tar::EntryType;
 
+use crate::limits::{Exceeded, FreeSpaceError, Limits};
+
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Holes are found at this granularity (the usual filesystem block).
+const BLOCK: usize = 4096;
+static ZEROS: [u8; BLOCK] = [0; BLOCK];
+/// Free space is checked again after this many bytes written.
+const FREE_SPACE_CHECK_EVERY: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -99,6 +120,9 @@ pub enum UnpackError {
     /// The entry is invalid or hostile (escape attempt, unsupported type, ...).
     #[error("layer entry {entry:?}: {reason}")]
     Refused { entry: String, reason: String },
+    /// The layer crosses one of the `[images]` limits.
+    #[error("{0}")]
+    Limit(Exceeded),
     /// A filesystem operation failed while applying the entry.
     #[error("layer entry {entry:?}: {op}: {source}")]
     Io {
@@ -118,15 +142,25 @@ pub struct Unpacked {
 }
 
 /// Hashes everything read through it: the DiffID of the uncompressed layer.
+/// Fails once more than `max` bytes came through, and says so in `over`
+/// (the `tar` crate may wrap the error it sees).
 struct HashingReader<R> {
     inner: R,
     hasher: sha2::Sha256,
+    read: u64,
+    max: u64,
+    over: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use sha2::Digest as _;
         let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.max {
+            self.over.set(true);
+            return Err(io::Error::other("uncompressed layer over the size limit"));
+        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -149,11 +183,14 @@ fn io_err(entry: &str, op: impl Into<String>) -> impl FnOnce(io::Error) -> Unpac
 /// (used only to resolve a hard link whose target is not in this layer: copy the
 /// target file up from the first lower that has it, then link to the copy).
 /// On error the caller deletes `dest`; nothing outside `dest` may have been touched.
+/// `limits` bound what it may write (see the module doc); crossing one is
+/// [`UnpackError::Limit`].
 pub fn unpack_layer(
     blob: &Path,
     compression: Compression,
     dest: &Path,
     lowers: &[PathBuf],
+    limits: &Limits,
 ) -> Result<Unpacked, UnpackError> {
     let dest_err = |reason: String| UnpackError::Destination {
         path: dest.to_owned(),
@@ -182,22 +219,50 @@ pub fn unpack_layer(
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(blob_err)?),
     };
+    let over = Rc::new(Cell::new(false));
     let mut archive = tar::Archive::new(HashingReader {
         inner: reader,
         hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        read: 0,
+        max: limits.max_layer_unpacked_size,
+        over: over.clone(),
     });
     let mut u = Unpacker {
         dest,
         lowers,
+        limits,
         stats: Unpacked::default(),
         dir_times: BTreeMap::new(),
+        unchecked: 0,
+        buf: vec![0; 32 * BLOCK],
     };
-    for entry in archive.entries().map_err(UnpackError::Archive)? {
-        u.entry(&mut entry.map_err(UnpackError::Archive)?)?;
+    u.check_free_space("", 0)?;
+    let stream_limit = || {
+        UnpackError::Limit(Exceeded::bytes(
+            "the uncompressed layer has",
+            "max_layer_unpacked_size",
+            limits.max_layer_unpacked_size,
+        ))
+    };
+    let walked = (|| {
+        for entry in archive.entries().map_err(UnpackError::Archive)? {
+            u.entry(&mut entry.map_err(UnpackError::Archive)?)?;
+        }
+        Ok(())
+    })();
+    match walked {
+        Err(_) if over.get() => return Err(stream_limit()),
+        r => r?,
     }
     // The DiffID covers the whole stream, end-of-archive padding included.
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(blob_err)?;
+    if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+        return Err(if over.get() {
+            stream_limit()
+        } else {
+            blob_err(e)
+        });
+    }
     let diff_id = format!(
         "sha256:{}",
         hex::encode(sha2::Digest::finalize(rest.hasher))
@@ -359,12 +424,118 @@ enum Lookup {
 struct Unpacker<'a> {
     dest: &'a Path,
     lowers: &'a [PathBuf],
+    limits: &'a Limits,
     stats: Unpacked,
     /// Directory mtimes, applied at the end (adding children changes them).
     dir_times: BTreeMap<PathBuf, TimeSpec>,
+    /// Bytes written since free space was last checked.
+    unchecked: u64,
+    /// Copy buffer, a whole number of blocks.
+    buf: Vec<u8>,
 }
 
 impl Unpacker<'_> {
+    /// Refuses if `n` more bytes of file content would cross
+    /// `max_layer_unpacked_size`; with `add`, counts them as written.
+    fn count_bytes(&mut self, name: &str, n: u64, add: bool) -> Result<(), UnpackError> {
+        let max = self.limits.max_layer_unpacked_size;
+        let total = self.stats.bytes.saturating_add(n);
+        if total > max {
+            let what = format!("entry {name:?}: the layer's files add up to");
+            return Err(UnpackError::Limit(Exceeded::bytes(
+                &what,
+                "max_layer_unpacked_size",
+                max,
+            )));
+        }
+        if add {
+            self.stats.bytes = total;
+        }
+        Ok(())
+    }
+
+    /// Refuses if writing `more` bytes would eat into `min_free_space`.
+    fn check_free_space(&mut self, name: &str, more: u64) -> Result<(), UnpackError> {
+        self.unchecked = 0;
+        match self.limits.min_free_space.check(self.dest, more) {
+            Ok(()) => Ok(()),
+            Err(FreeSpaceError::Exceeded(e)) => Err(UnpackError::Limit(e)),
+            Err(FreeSpaceError::Statvfs(e)) => Err(io_err(name, "statvfs")(e)),
+        }
+    }
+
+    /// Copies a file's content into the new file `f`, counting it against
+    /// the limits; whole zero blocks are seeked over (left as holes) and the
+    /// length is set at the end, so sparse content stays sparse.
+    fn write_contents(
+        &mut self,
+        name: &str,
+        r: &mut impl Read,
+        f: &mut File,
+    ) -> Result<(), UnpackError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.copy_sparse(name, r, f, &mut buf);
+        self.buf = buf;
+        result
+    }
+
+    fn copy_sparse(
+        &mut self,
+        name: &str,
+        r: &mut impl Read,
+        f: &mut File,
+        buf: &mut [u8],
+    ) -> Result<(), UnpackError> {
+        let mut len = 0u64;
+        let mut hole = 0u64;
+        loop {
+            let n = read_full(r, buf).map_err(io_err(name, "read file content"))?;
+            if n == 0 {
+                break;
+            }
+            self.count_bytes(name, n as u64, true)?;
+            len += n as u64;
+            // Runs of data blocks are written in one call; zero blocks
+            // only move the position.
+            let mut data_start = None;
+            for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+                let at = i * BLOCK;
+                if *block == ZEROS[..block.len()] {
+                    if let Some(s) = data_start.take() {
+                        self.write_run(name, f, &mut hole, &buf[s..at])?;
+                    }
+                    hole += block.len() as u64;
+                } else if data_start.is_none() {
+                    data_start = Some(at);
+                }
+            }
+            if let Some(s) = data_start {
+                self.write_run(name, f, &mut hole, &buf[s..n])?;
+            }
+        }
+        f.set_len(len).map_err(io_err(name, "set file length"))
+    }
+
+    fn write_run(
+        &mut self,
+        name: &str,
+        f: &mut File,
+        hole: &mut u64,
+        data: &[u8],
+    ) -> Result<(), UnpackError> {
+        if *hole > 0 {
+            let off = i64::try_from(*hole).map_err(|_| refused(name, "hole too large"))?;
+            f.seek(SeekFrom::Current(off))
+                .map_err(io_err(name, "seek over hole"))?;
+            *hole = 0;
+        }
+        self.unchecked += data.len() as u64;
+        if self.unchecked >= FREE_SPACE_CHECK_EVERY {
+            self.check_free_space(name, 0)?;
+        }
+        f.write_all(data).map_err(io_err(name, "write file"))
+    }
+
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), UnpackError> {
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
@@ -374,6 +545,16 @@ impl Unpacker<'_> {
         }
         let comps = split_path(&raw).map_err(|r| refused(&name, r))?;
         self.stats.entries += 1;
+        if self.stats.entries > self.limits.max_layer_entries {
+            return Err(UnpackError::Limit(Exceeded {
+                what: format!(
+                    "the layer has more than {} entries",
+                    self.limits.max_layer_entries
+                ),
+                key: "max_layer_entries",
+                limit: self.limits.max_layer_entries.to_string(),
+            }));
+        }
 
         let Some((last, parents)) = comps.split_last() else {
             // The path names the snapshot root ("./").
@@ -418,8 +599,16 @@ impl Unpacker<'_> {
                 }
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                // The size the header claims (a sparse file's full size):
+                // refused before anything is written if it cannot fit.
+                let claimed = match entry.header().as_gnu() {
+                    Some(g) if kind == EntryType::GNUSparse => g.real_size(),
+                    _ => entry.header().entry_size(),
+                };
+                let claimed = claimed.map_err(|_| refused(&name, "invalid size in header"))?;
+                self.count_bytes(&name, claimed, false)?;
                 let mut f = create_file(&path).map_err(io_err(&name, "create file"))?;
-                self.stats.bytes += io::copy(entry, &mut f).map_err(io_err(&name, "write file"))?;
+                self.write_contents(&name, entry, &mut f)?;
             }
             EntryType::Symlink => {
                 let target = link.filter(|l| !l.is_empty());
@@ -613,8 +802,9 @@ impl Unpacker<'_> {
             .custom_flags(OFlag::O_NOFOLLOW.bits())
             .open(src);
         let mut input = input.map_err(io_err(name, "open lower file"))?;
+        self.count_bytes(name, md.len(), false)?;
         let mut out = create_file(&dst).map_err(io_err(name, "create copy-up file"))?;
-        self.stats.bytes += io::copy(&mut input, &mut out).map_err(io_err(name, "copy up"))?;
+        self.write_contents(name, &mut input, &mut out)?;
         let mut xattrs = Vec::new();
         for k in xattr::list(src).map_err(io_err(name, "list lower xattrs"))? {
             if let Some(v) = xattr::get(src, &k).map_err(io_err(name, "read lower xattr"))? {
@@ -646,6 +836,21 @@ impl Unpacker<'_> {
         }
         Ok(self.stats)
     }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+/// Full reads keep blocks aligned with file offsets.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Looks `comps` up in one layer dir without following any symlink.
@@ -698,7 +903,6 @@ fn lookup(name: &str, layer: &Path, comps: &[OsString]) -> Result<Lookup, Unpack
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::os::unix::fs::FileTypeExt;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -905,7 +1109,7 @@ mod tests {
             tb.spec("F sub/x gone soon; F .wh.gone; F sub/.wh.x; F opq/.wh..wh..opq");
             let blob = tb.blob(&s.0, c);
 
-            let res = unpack_layer(&blob, c, &dest, &[]).unwrap();
+            let res = unpack_layer(&blob, c, &dest, &[], &Limits::default()).unwrap();
             assert_eq!((res.entries, res.bytes), (16, 11 + 4 + 3 + 9));
             // The DiffID is the digest of the uncompressed stream, whatever
             // the compression.
@@ -966,7 +1170,8 @@ mod tests {
             .spec("L usr/bin/alias usr/bin/tool")
             .blob(&s.0, Compression::None);
 
-        let res = unpack_layer(&blob, Compression::None, &dest, &lowers).unwrap();
+        let res =
+            unpack_layer(&blob, Compression::None, &dest, &lowers, &Limits::default()).unwrap();
         assert_eq!((res.entries, res.bytes), (1, 6));
         let copy = dest.join("usr/bin/tool");
         assert_eq!(fs::read(&copy).unwrap(), b"#!tool");
@@ -978,7 +1183,14 @@ mod tests {
         // A whiteout in the upper lower hides the bottom file.
         mknod(&l1.join("tool"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
         let dest2 = s.dir("dest2");
-        let err = unpack_layer(&blob, Compression::None, &dest2, &lowers).unwrap_err();
+        let err = unpack_layer(
+            &blob,
+            Compression::None,
+            &dest2,
+            &lowers,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
     }
 
@@ -993,7 +1205,14 @@ mod tests {
         let blob = Tb::new()
             .spec("F tmp/x x; F home/app/.profile p; F new/y y")
             .blob(&s.0, Compression::None);
-        unpack_layer(&blob, Compression::None, &dest, &[s.0.join("l1")]).unwrap();
+        unpack_layer(
+            &blob,
+            Compression::None,
+            &dest,
+            &[s.0.join("l1")],
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(
             attrs(dest.join("tmp")).0,
             0o1777,
@@ -1049,7 +1268,8 @@ mod tests {
             let dest = s.dir(&format!("d{i}/a/dest"));
             let blob = Tb::new().spec(spec).blob(&s.0, Compression::Gzip);
             let lowers = std::slice::from_ref(&lower);
-            let err = unpack_layer(&blob, Compression::Gzip, &dest, lowers).unwrap_err();
+            let err = unpack_layer(&blob, Compression::Gzip, &dest, lowers, &Limits::default())
+                .unwrap_err();
             let msg = err.to_string();
             assert!(
                 msg.starts_with("layer entry \"") && msg.contains(want),
@@ -1067,13 +1287,195 @@ mod tests {
         let spec = "S f ../../outside/new; F f mine; S g ../../outside/secret; F g mine; \
                     S d ../../outside; D d; F d/x mine; S s ../../outside/secret; F t; L s t";
         let blob = Tb::new().spec(spec).blob(&s.0, Compression::Zstd);
-        unpack_layer(&blob, Compression::Zstd, &dest, &[]).unwrap();
+        unpack_layer(&blob, Compression::Zstd, &dest, &[], &Limits::default()).unwrap();
         for f in ["f", "g", "d/x"] {
             assert!(lmeta(dest.join(f)).is_file() && fs::read(dest.join(f)).unwrap() == b"mine");
         }
         assert!(lmeta(dest.join("d")).is_dir());
         assert_eq!(lmeta(dest.join("s")).ino(), lmeta(dest.join("t")).ino());
         assert_outside_untouched(&s, &out, spec);
+    }
+
+    /// A GNU sparse entry ('S', as `tar --sparse` writes by default):
+    /// `chunks` of (offset, data) in a file of `size` bytes.
+    fn gnu_sparse(tb: &mut Tb, name: &str, size: u64, chunks: &[(u64, &[u8])]) {
+        let data: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        let mut h = tb.header(EntryType::GNUSparse, name, "", 0o644, data.len());
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(size);
+        for (slot, (off, d)) in g.sparse.iter_mut().zip(chunks) {
+            slot.set_offset(*off);
+            slot.set_length(d.len() as u64);
+        }
+        h.set_cksum();
+        tb.b.append(&h, &data[..]).unwrap();
+    }
+
+    fn limits(bytes: u64, entries: u64) -> Limits {
+        Limits {
+            max_layer_unpacked_size: bytes,
+            max_layer_entries: entries,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn sparse_files_stay_sparse() {
+        let s = Scratch::new();
+        let dest = s.dir("dest");
+        let size = 1u64 << 30;
+        let mut tb = Tb::new();
+        // Chunks are whole 512-byte records but the last, as GNU tar makes them.
+        let mut head = vec![7u8; 512];
+        head[..4].copy_from_slice(b"head");
+        let tail = [&[9u8; 508][..], b"tail"].concat();
+        let chunks = [
+            (0, &head[..]),
+            (size / 2 + 512, &tail[..]),
+            (size - 4, b"tail"),
+        ];
+        gnu_sparse(&mut tb, "disk.img", size, &chunks);
+        // Zeros stored verbatim in a plain file become holes too.
+        let mut zeros = vec![0u8; 1 << 20];
+        zeros[..3].copy_from_slice(b"abc");
+        tb.add(EntryType::Regular, "zeros", "", 0o644, &zeros);
+        let blob = tb.blob(&s.0, Compression::Gzip);
+        let res = unpack_layer(&blob, Compression::Gzip, &dest, &[], &Limits::default()).unwrap();
+        assert_eq!(res.bytes, size + (1 << 20));
+        let m = lmeta(dest.join("disk.img"));
+        assert_eq!(m.len(), size);
+        assert!(
+            m.blocks() * 512 <= 64 << 10,
+            "{} blocks allocated",
+            m.blocks()
+        );
+        let mut f = File::open(dest.join("disk.img")).unwrap();
+        let mut b = [0u8; 4];
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"head");
+        f.seek(SeekFrom::Start(size / 2)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(b, [0; 4]);
+        f.seek(SeekFrom::Start(size / 2 + 1020)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"tail");
+        f.seek(SeekFrom::Start(size - 4)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"tail");
+        let z = lmeta(dest.join("zeros"));
+        assert_eq!(z.len(), 1 << 20);
+        assert!(
+            z.blocks() * 512 <= 64 << 10,
+            "{} blocks allocated",
+            z.blocks()
+        );
+        assert_eq!(fs::read(dest.join("zeros")).unwrap(), zeros);
+    }
+
+    /// A 4 GiB file of zeros gzipped to a few MiB: refused from its header,
+    /// before anything is written; the same bytes hidden from the header
+    /// (not a tar at all) stop at the stream bound.
+    #[test]
+    fn gzip_bombs_stop_at_the_size_limit() {
+        let s = Scratch::new();
+        let bomb = s.0.join("bomb.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&bomb).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let size = 4u64 << 30;
+        let mut h = tar::Header::new_gnu();
+        h.set_path("zeros").unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        (h.set_uid(0), h.set_gid(0), h.set_mtime(0));
+        h.set_cksum();
+        gz.write_all(h.as_bytes()).unwrap();
+        // Only 64 MiB really follows: the header claim alone is refused.
+        let mb = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&mb).unwrap();
+        }
+        gz.finish().unwrap();
+        assert!(fs::metadata(&bomb).unwrap().len() < 1 << 20);
+
+        let dest = s.dir("dest");
+        let lim = limits(16 << 20, 100);
+        let err = unpack_layer(&bomb, Compression::Gzip, &dest, &[], &lim).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(
+            msg.contains("\"zeros\"")
+                && msg.contains("[images] max_layer_unpacked_size = \"16MiB\""),
+            "{msg}"
+        );
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "nothing written");
+
+        // A file whose header is honest but whose content crosses the limit
+        // midway: counted as written, stopped there.
+        let dest = s.dir("dest2");
+        let mut tb = Tb::new();
+        tb.add(EntryType::Regular, "a", "", 0o644, &vec![1u8; 12 << 20]);
+        tb.add(EntryType::Regular, "b", "", 0o644, &vec![2u8; 12 << 20]);
+        let blob = tb.blob(&s.0, Compression::Gzip);
+        let err = unpack_layer(&blob, Compression::Gzip, &dest, &[], &lim).unwrap_err();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(err.to_string().contains("\"b\""), "{err}");
+        assert!(!dest.join("b").exists(), "refused before it was created");
+
+        // 64 MiB of zeros that are no tar header: the end of the archive
+        // comes at once, but the stream (hashed for the DiffID) is bounded.
+        let raw = s.0.join("raw.gz");
+        let mut gz =
+            flate2::write::GzEncoder::new(File::create(&raw).unwrap(), flate2::Compression::fast());
+        for _ in 0..64 {
+            gz.write_all(&mb).unwrap();
+        }
+        gz.finish().unwrap();
+        let dest = s.dir("dest3");
+        let err = unpack_layer(&raw, Compression::Gzip, &dest, &[], &lim).unwrap_err();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("the uncompressed layer has more than 16777216 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn entries_are_bounded() {
+        let s = Scratch::new();
+        let mut tb = Tb::new();
+        for i in 0..11 {
+            tb.add(EntryType::Regular, &format!("f{i}"), "", 0o644, b"x");
+        }
+        let blob = tb.blob(&s.0, Compression::None);
+        let dest = s.dir("ok");
+        let res = unpack_layer(&blob, Compression::None, &dest, &[], &limits(1 << 20, 11)).unwrap();
+        assert_eq!(res.entries, 11);
+        let dest = s.dir("over");
+        let err =
+            unpack_layer(&blob, Compression::None, &dest, &[], &limits(1 << 20, 10)).unwrap_err();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("more than 10 entries (limit: [images] max_layer_entries = 10)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_free_space_reserve_is_kept() {
+        let s = Scratch::new();
+        let blob = Tb::new().spec("F a x").blob(&s.0, Compression::None);
+        let dest = s.dir("dest");
+        let lim = Limits {
+            min_free_space: crate::limits::FreeSpace::Percent(100),
+            ..Limits::default()
+        };
+        let err = unpack_layer(&blob, Compression::None, &dest, &[], &lim).unwrap_err();
+        assert!(err.to_string().contains("min_free_space = 100%"), "{err}");
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 0);
     }
 
     fn assert_outside_untouched(s: &Scratch, out: &Path, spec: &str) {

@@ -54,6 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 hosts_dir: config.registry.config_path.clone(),
                 pull_progress_timeout: config.registry.pull_progress_timeout,
                 pinned: config.pinned_images.clone(),
+                limits: config.images.limits(),
             },
             db.clone(),
         )
