@@ -338,6 +338,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blobs_keep_the_free_space_reserve() {
+        let dir = std::env::temp_dir().join(format!("berth-store-free-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A reserve of the whole filesystem: no blob fits.
+        let s = Store::open(&dir, FreeSpace::Percent(100)).unwrap();
+        let d = Digest::of(b"hello");
+        let e = s.put(&d, b"hello").await.unwrap_err();
+        assert!(matches!(e, IngestError::Limit { .. }), "{e}");
+        assert!(e.to_string().contains("min_free_space = 100%"), "{e}");
+        assert!(!s.has_blob(&d));
+        assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn leftovers_are_removed_at_open() {
         let (dir, s) = store("leftovers");
         let w = s.writer(&Digest::of(b"x"), 1).await.unwrap();
