@@ -1388,7 +1388,9 @@ mod tests {
         h.set_path("zeros").unwrap();
         h.set_size(size);
         h.set_mode(0o644);
-        (h.set_uid(0), h.set_gid(0), h.set_mtime(0));
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_cksum();
         gz.write_all(h.as_bytes()).unwrap();
         // Only 2 MiB really follow: the header's claim alone is refused.
