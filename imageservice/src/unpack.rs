@@ -45,8 +45,12 @@
 //! against `min_free_space` before the unpack and every few MiB written.
 //!
 //! Sparse files: runs of zero blocks in a regular file's content (the holes the
-//! `tar` crate fills in for GNU sparse entries, or zeros stored verbatim) are
-//! seeked over, not written, so they stay holes on disk.
+//! `tar` crate fills in for old GNU sparse 'S' entries, or zeros stored
+//! verbatim) are seeked over, not written, so they stay holes on disk. GNU
+//! tar's PAX sparse formats 0.0, 0.1 and 1.0 (`--format=posix --sparse`),
+//! which the `tar` crate does not know, are read here: the real name and size
+//! from the `GNU.sparse.*` records, the chunks written at their offsets. Holes
+//! count towards `max_layer_unpacked_size` (it bounds the apparent size).
 //!
 //! Known limitation: GNU long-name and PAX header records are buffered in memory by
 //! the `tar` crate, so their size is bounded only by the (decompressed) archive,
@@ -476,7 +480,56 @@ impl Unpacker<'_> {
         let mut buf = std::mem::take(&mut self.buf);
         let result = self.copy_sparse(name, r, f, &mut buf);
         self.buf = buf;
-        result
+        f.set_len(result?).map_err(io_err(name, "set file length"))
+    }
+
+    /// Writes a PAX sparse entry's data chunks at their offsets; the rest
+    /// of the file stays holes (counted as its apparent size).
+    fn write_pax_sparse<R: Read>(
+        &mut self,
+        name: &str,
+        entry: &mut tar::Entry<R>,
+        f: &mut File,
+        sparse: &PaxSparse,
+    ) -> Result<(), UnpackError> {
+        let bad = |what: &str| refused(name, format!("bad PAX sparse map: {what}"));
+        let map = match &sparse.map {
+            Some(m) => m.clone(),
+            None => read_sparse_map(entry).map_err(|e| bad(&e))?,
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut end = 0u64;
+        let mut data = 0u64;
+        let mut result = Ok(());
+        for &(offset, len) in &map {
+            let chunk_end = offset.checked_add(len).ok_or_else(|| bad("overflow"))?;
+            if offset < end || chunk_end > sparse.size {
+                result = Err(bad("chunks out of order or past the file's size"));
+                break;
+            }
+            end = chunk_end;
+            if let Err(e) = f.seek(SeekFrom::Start(offset)) {
+                result = Err(io_err(name, "seek to sparse chunk")(e));
+                break;
+            }
+            match self.copy_sparse(name, &mut entry.take(len), f, &mut buf) {
+                Ok(n) if n == len => data += n,
+                Ok(_) => {
+                    result = Err(bad("the data is shorter than the map"));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+        result?;
+        // The holes count towards the layer's apparent size.
+        self.count_bytes(name, sparse.size - data, true)?;
+        f.set_len(sparse.size)
+            .map_err(io_err(name, "set file length"))
     }
 
     fn copy_sparse(
@@ -485,7 +538,7 @@ impl Unpacker<'_> {
         r: &mut impl Read,
         f: &mut File,
         buf: &mut [u8],
-    ) -> Result<(), UnpackError> {
+    ) -> Result<u64, UnpackError> {
         let mut len = 0u64;
         let mut hole = 0u64;
         loop {
@@ -513,7 +566,7 @@ impl Unpacker<'_> {
                 self.write_run(name, f, &mut hole, &buf[s..n])?;
             }
         }
-        f.set_len(len).map_err(io_err(name, "set file length"))
+        Ok(len)
     }
 
     fn write_run(
@@ -537,12 +590,21 @@ impl Unpacker<'_> {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), UnpackError> {
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
+        let mut raw = entry.path_bytes().into_owned();
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
             return Ok(()); // global PAX defaults carry nothing we use
         }
+        let sparse = match kind {
+            EntryType::Regular | EntryType::Continuous => {
+                pax_sparse(entry).map_err(|e| refused(&String::from_utf8_lossy(&raw), e))?
+            }
+            _ => None,
+        };
+        if let Some(real) = sparse.as_ref().and_then(|s| s.name.clone()) {
+            raw = real; // 0.1 and 1.0 store the real name apart
+        }
+        let name = String::from_utf8_lossy(&raw).into_owned();
         let comps = split_path(&raw).map_err(|r| refused(&name, r))?;
         self.stats.entries += 1;
         if self.stats.entries > self.limits.max_layer_entries {
@@ -601,14 +663,18 @@ impl Unpacker<'_> {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 // The size the header claims (a sparse file's full size):
                 // refused before anything is written if it cannot fit.
-                let claimed = match entry.header().as_gnu() {
-                    Some(g) if kind == EntryType::GNUSparse => g.real_size(),
+                let claimed = match (entry.header().as_gnu(), &sparse) {
+                    (_, Some(s)) => Ok(s.size),
+                    (Some(g), None) if kind == EntryType::GNUSparse => g.real_size(),
                     _ => entry.header().entry_size(),
                 };
                 let claimed = claimed.map_err(|_| refused(&name, "invalid size in header"))?;
                 self.count_bytes(&name, claimed, false)?;
                 let mut f = create_file(&path).map_err(io_err(&name, "create file"))?;
-                self.write_contents(&name, entry, &mut f)?;
+                match &sparse {
+                    Some(s) => self.write_pax_sparse(&name, entry, &mut f, s)?,
+                    None => self.write_contents(&name, entry, &mut f)?,
+                }
             }
             EntryType::Symlink => {
                 let target = link.filter(|l| !l.is_empty());
@@ -838,6 +904,131 @@ impl Unpacker<'_> {
     }
 }
 
+/// Most chunks a PAX sparse map may list (16 bytes of memory each).
+const MAX_SPARSE_CHUNKS: usize = 1 << 20;
+
+/// A sparse file in GNU tar's PAX formats (`tar --format=posix --sparse`):
+/// 0.0 (`GNU.sparse.offset`/`numbytes` records), 0.1 (`GNU.sparse.map`) and
+/// 1.0 (the map at the head of the data). `name` replaces the header's
+/// `GNUSparseFile.N/...` name in 0.1 and 1.0.
+struct PaxSparse {
+    name: Option<Vec<u8>>,
+    size: u64,
+    /// (offset, length) of the data chunks; `None`: read it from the data (1.0).
+    map: Option<Vec<(u64, u64)>>,
+}
+
+/// The entry's PAX sparse description, if it has one.
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<R>) -> Result<Option<PaxSparse>, String> {
+    let Some(pax) = entry
+        .pax_extensions()
+        .map_err(|e| format!("bad PAX header: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let num = |v: &[u8]| -> Result<u64, String> {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "bad number {:?} in PAX sparse record",
+                    v.escape_ascii().to_string()
+                )
+            })
+    };
+    let (mut major, mut name, mut size, mut map) = (None, None, None, None::<Vec<(u64, u64)>>);
+    let mut offset = None;
+    for rec in pax {
+        let rec = rec.map_err(|e| format!("bad PAX record: {e}"))?;
+        let v = rec.value_bytes();
+        match rec.key_bytes() {
+            b"GNU.sparse.major" => major = Some(num(v)?),
+            b"GNU.sparse.name" => name = Some(v.to_vec()),
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => size = Some(num(v)?),
+            b"GNU.sparse.map" => {
+                let nums = v
+                    .split(|b| *b == b',')
+                    .filter(|n| !n.is_empty())
+                    .map(num)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if nums.len() % 2 != 0 || nums.len() / 2 > MAX_SPARSE_CHUNKS {
+                    return Err("bad GNU.sparse.map".into());
+                }
+                map = Some(nums.chunks(2).map(|c| (c[0], c[1])).collect());
+            }
+            b"GNU.sparse.offset" => offset = Some(num(v)?),
+            b"GNU.sparse.numbytes" => {
+                let o = offset
+                    .take()
+                    .ok_or("GNU.sparse.numbytes without an offset")?;
+                let m = map.get_or_insert_with(Vec::new);
+                if m.len() >= MAX_SPARSE_CHUNKS {
+                    return Err("too many GNU.sparse chunks".into());
+                }
+                m.push((o, num(v)?));
+            }
+            _ => {}
+        }
+    }
+    let Some(size) = size else {
+        return Ok(None); // not a sparse file
+    };
+    match major {
+        Some(1) if map.is_none() => Ok(Some(PaxSparse {
+            name,
+            size,
+            map: None,
+        })),
+        Some(m) if m != 0 => Err(format!("unsupported PAX sparse format {m}")),
+        _ => {
+            let map = map.ok_or("PAX sparse entry without a map")?;
+            Ok(Some(PaxSparse {
+                name,
+                size,
+                map: Some(map),
+            }))
+        }
+    }
+}
+
+/// Reads the map at the head of a PAX 1.0 sparse file's data: the number
+/// of chunks, then offset and length of each, one decimal per line, padded
+/// with zeros to a 512-byte record.
+fn read_sparse_map(r: &mut impl Read) -> Result<Vec<(u64, u64)>, String> {
+    let mut consumed = 0usize;
+    let mut line = |consumed: &mut usize| -> Result<u64, String> {
+        let mut digits = String::new();
+        loop {
+            let mut b = [0u8; 1];
+            r.read_exact(&mut b)
+                .map_err(|e| format!("reading the map: {e}"))?;
+            *consumed += 1;
+            match b[0] {
+                b'\n' => break,
+                d if d.is_ascii_digit() && digits.len() < 20 => digits.push(char::from(d)),
+                _ => return Err("not a decimal number".into()),
+            }
+        }
+        digits
+            .parse()
+            .map_err(|_| "not a decimal number".to_string())
+    };
+    let count = line(&mut consumed)?;
+    if count > MAX_SPARSE_CHUNKS as u64 {
+        return Err(format!("{count} chunks (at most {MAX_SPARSE_CHUNKS})"));
+    }
+    let mut map = Vec::new();
+    for _ in 0..count {
+        let offset = line(&mut consumed)?;
+        map.push((offset, line(&mut consumed)?));
+    }
+    let pad = (512 - consumed % 512) % 512;
+    io::copy(&mut r.take(pad as u64), &mut io::sink())
+        .map_err(|e| format!("reading the map: {e}"))?;
+    Ok(map)
+}
+
 /// Reads until `buf` is full or the input ends; returns the bytes read.
 /// Full reads keep blocks aligned with file offsets.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -903,7 +1094,7 @@ fn lookup(name: &str, layer: &Path, comps: &[OsString]) -> Result<Lookup, Unpack
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileExt, FileTypeExt};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     const T0: i64 = 1_500_000_000;
@@ -1370,6 +1561,118 @@ mod tests {
             z.blocks()
         );
         assert_eq!(fs::read(dest.join("zeros")).unwrap(), zeros);
+    }
+
+    /// The three PAX sparse formats, written by hand, and every format GNU
+    /// tar itself writes with `--sparse` (its default `gnu` format and
+    /// `posix` with sparse versions 0.0, 0.1 and 1.0).
+    #[test]
+    fn pax_and_gnu_tar_sparse_formats() {
+        let s = Scratch::new();
+        let size: u64 = 64 << 20;
+        let (second, size_s) = (size / 2, size.to_string());
+        let check = |f: &Path| {
+            let m = lmeta(f);
+            assert_eq!(m.len(), size, "{}", f.display());
+            assert!(
+                m.blocks() * 512 <= 64 << 10,
+                "{}: {} blocks",
+                f.display(),
+                m.blocks()
+            );
+            let mut file = File::open(f).unwrap();
+            let mut b = [0u8; 4];
+            for (at, want) in [(0, b"head"), (second, b"tail"), (size - 4, &[0; 4])] {
+                file.seek(SeekFrom::Start(at)).unwrap();
+                file.read_exact(&mut b).unwrap();
+                assert_eq!(&b, want, "{} at {at}", f.display());
+            }
+        };
+        let mut tb = Tb::new();
+        let off = second.to_string();
+        tb.pax(&[
+            ("GNU.sparse.size", size_s.as_bytes()),
+            ("GNU.sparse.numblocks", b"2"),
+            ("GNU.sparse.offset", b"0"),
+            ("GNU.sparse.numbytes", b"4"),
+            ("GNU.sparse.offset", off.as_bytes()),
+            ("GNU.sparse.numbytes", b"4"),
+        ]);
+        tb.add(EntryType::Regular, "v00", "", 0o644, b"headtail");
+        let map = format!("0,4,{second},4,{size},0");
+        tb.pax(&[
+            ("GNU.sparse.size", size_s.as_bytes()),
+            ("GNU.sparse.name", b"v01"),
+            ("GNU.sparse.map", map.as_bytes()),
+        ]);
+        tb.add(
+            EntryType::Regular,
+            "GNUSparseFile.1/v01",
+            "",
+            0o644,
+            b"headtail",
+        );
+        tb.pax(&[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"v10"),
+            ("GNU.sparse.realsize", size_s.as_bytes()),
+        ]);
+        let mut data = format!("2\n0\n4\n{second}\n4\n").into_bytes();
+        data.resize(512, 0);
+        data.extend_from_slice(b"headtail");
+        tb.add(EntryType::Regular, "GNUSparseFile.1/v10", "", 0o644, &data);
+        let blob = tb.blob(&s.0, Compression::None);
+        let dest = s.dir("dest");
+        let res = unpack_layer(&blob, Compression::None, &dest, &[], &Limits::default()).unwrap();
+        assert_eq!((res.entries, res.bytes), (3, 3 * size));
+        for f in ["v00", "v01", "v10"] {
+            check(&dest.join(f));
+        }
+        assert!(!dest.join("GNUSparseFile.1").exists());
+
+        // GNU tar's own archives.
+        let src = s.dir("src");
+        let f = File::create(src.join("disk.img")).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", second).unwrap();
+        for (i, args) in [
+            &["--sparse"][..],
+            &["--sparse", "--format=posix", "--sparse-version=0.0"],
+            &["--sparse", "--format=posix", "--sparse-version=0.1"],
+            &["--sparse", "--format=posix", "--sparse-version=1.0"],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let tar = s.0.join(format!("gnu-{i}.tar"));
+            let st = std::process::Command::new("tar")
+                .args(*args)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&src)
+                .arg("disk.img")
+                .status()
+                .expect("GNU tar (Debian's tar package) is needed for this test");
+            assert!(st.success(), "tar {args:?}");
+            let dest = s.dir(&format!("gnu-dest-{i}"));
+            let lim = limits(size, 10);
+            unpack_layer(&tar, Compression::None, &dest, &[], &lim)
+                .unwrap_or_else(|e| panic!("tar {args:?}: {e}"));
+            check(&dest.join("disk.img"));
+            let names: Vec<_> = fs::read_dir(&dest)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["disk.img"], "tar {args:?}");
+            // One byte less of limit: the hole counts.
+            let dest = s.dir(&format!("gnu-small-{i}"));
+            let err = unpack_layer(&tar, Compression::None, &dest, &[], &limits(size - 1, 10))
+                .unwrap_err();
+            assert!(matches!(err, UnpackError::Limit(_)), "tar {args:?}: {err}");
+        }
     }
 
     /// A 4 GiB file of zeros gzipped to a few MiB: refused from its header,
