@@ -1188,3 +1188,54 @@ async fn a_sparse_layer_stays_sparse_on_disk() {
         assert_eq!(&buf, want, "at {at}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_layer_blob_is_not_downloaded_and_the_free_space_reserve_holds() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/reserve", "1", Compression::Gzip).await;
+    let layer = &pushed.layers[0];
+    assert!(layer.size > 64 << 10, "{}", layer.size);
+    let name = reg.image("test/reserve:1");
+
+    // The manifest says the compressed layer is larger than any layer may
+    // unpack to: refused before its download starts.
+    let b = Berthd::start_with(with_images_config("max_layer_unpacked_size = \"64KiB\"")).await;
+    let mut c = b.image().await;
+    assert!(list(&mut c).await.is_empty());
+    let before = disk_usage(&b.root.join("images"));
+    let e = pull(&mut c, &name).await.expect_err("oversized layer");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    for want in [
+        format!("layer {}", layer.digest),
+        format!("the manifest says {} bytes compressed", layer.size),
+        "[images] max_layer_unpacked_size = \"64KiB\"".into(),
+    ] {
+        assert!(
+            e.message().contains(&want),
+            "{want:?} not in {}",
+            e.message()
+        );
+    }
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{}", layer.digest)),
+        0,
+        "the layer was downloaded"
+    );
+    assert_nothing_left(&b, &mut c, before, "oversized layer").await;
+    drop(c);
+    drop(b);
+
+    // A reserve of the whole filesystem: nothing may be written at all.
+    let b = Berthd::start_with(with_images_config("min_free_space = \"100%\"")).await;
+    let mut c = b.image().await;
+    assert!(list(&mut c).await.is_empty());
+    let before = disk_usage(&b.root.join("images"));
+    let e = pull(&mut c, &name).await.expect_err("no free space");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(
+        e.message().contains("[images] min_free_space = 100%"),
+        "{}",
+        e.message()
+    );
+    assert_nothing_left(&b, &mut c, before, "reserve").await;
+}
