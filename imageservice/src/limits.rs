@@ -81,15 +81,18 @@ impl FreeSpace {
             }
         };
         if avail.saturating_sub(more) < reserve {
+            let what = if more == 0 {
+                format!("the image filesystem has only {avail} bytes free")
+            } else {
+                format!(
+                    "writing {more} bytes would leave {} of the {avail} bytes free on the image filesystem",
+                    avail.saturating_sub(more)
+                )
+            };
             return Err(FreeSpaceError::Exceeded(Exceeded {
-                what: format!(
-                    "writing {} more would leave {} free on the image filesystem ({} available)",
-                    Size(more),
-                    Size(avail.saturating_sub(more)),
-                    Size(avail),
-                ),
+                what,
                 key: "min_free_space",
-                limit: self.to_string(),
+                limit: format!("\"{self}\""),
             }));
         }
         Ok(())
@@ -201,7 +204,7 @@ mod tests {
         // More than any disk has.
         let e = FreeSpace::Percent(100).check(&tmp, 1).unwrap_err();
         assert!(
-            e.to_string().contains("[images] min_free_space = 100%"),
+            e.to_string().contains("[images] min_free_space = \"100%\""),
             "{e}"
         );
         let e = FreeSpace::Bytes(1).check(&tmp, u64::MAX).unwrap_err();

@@ -346,7 +346,7 @@ mod tests {
         let d = Digest::of(b"hello");
         let e = s.put(&d, b"hello").await.unwrap_err();
         assert!(matches!(e, IngestError::Limit { .. }), "{e}");
-        assert!(e.to_string().contains("min_free_space = 100%"), "{e}");
+        assert!(e.to_string().contains("min_free_space = \"100%\""), "{e}");
         assert!(!s.has_blob(&d));
         assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0);
         std::fs::remove_dir_all(dir).unwrap();

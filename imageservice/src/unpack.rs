@@ -1775,7 +1775,10 @@ mod tests {
             ..Limits::default()
         };
         let err = unpack_layer(&blob, Compression::None, &dest, &[], &lim).unwrap_err();
-        assert!(err.to_string().contains("min_free_space = 100%"), "{err}");
+        assert!(
+            err.to_string().contains("min_free_space = \"100%\""),
+            "{err}"
+        );
         assert_eq!(fs::read_dir(&dest).unwrap().count(), 0);
     }
 

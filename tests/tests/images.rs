@@ -1233,7 +1233,7 @@ async fn an_oversized_layer_blob_is_not_downloaded_and_the_free_space_reserve_ho
     let e = pull(&mut c, &name).await.expect_err("no free space");
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
     assert!(
-        e.message().contains("[images] min_free_space = 100%"),
+        e.message().contains("[images] min_free_space = \"100%\""),
         "{}",
         e.message()
     );
