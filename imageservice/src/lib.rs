@@ -6,6 +6,7 @@ pub mod cri;
 pub mod db;
 pub mod digest;
 pub mod hosts;
+pub mod limits;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
@@ -13,4 +14,5 @@ pub mod service;
 pub mod store;
 pub mod unpack;
 
+pub use limits::{FreeSpace, Limits};
 pub use service::{ImageService, Settings};

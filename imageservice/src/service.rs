@@ -12,6 +12,7 @@ use redb::Database;
 use crate::db::{DbError, ImageDb, ImageRecord};
 use crate::digest::Digest;
 use crate::hosts::{self, RegistryHost};
+use crate::limits::{Exceeded, Limits};
 use crate::manifest::{self, Descriptor, ImageConfig, Parsed, Platform};
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{Credentials, Registry, RegistryError};
@@ -29,6 +30,8 @@ pub struct Settings {
     pub registry: crate::registry::Limits,
     /// Names or globs of images never removed or collected.
     pub pinned: Vec<String>,
+    /// Size bounds of what a pull may fetch and unpack (`[images]`).
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,15 @@ pub enum ImageError {
         reason: String,
         hostile: bool,
     },
+    /// A limit of `[images]` would be crossed by `object` (a layer, the
+    /// config blob, a manifest): nothing of it is kept.
+    #[error("image {image:?}: {object}: {source}")]
+    Limit {
+        image: String,
+        object: String,
+        #[source]
+        source: Exceeded,
+    },
     #[error("image {0:?} is pinned (config `pinned_images`) and cannot be removed")]
     Pinned(String),
     #[error("image {0:?} not found")]
@@ -79,6 +91,7 @@ pub struct ImageService {
     hosts_dir: PathBuf,
     pinned: Vec<String>,
     platform: Platform,
+    limits: Limits,
     /// Pulls hold it shared; garbage collection exclusively, so it never
     /// deletes what a pull in flight has just written.
     gc_lock: tokio::sync::RwLock<()>,
@@ -93,7 +106,7 @@ impl ImageService {
     pub fn open(settings: Settings, db: Arc<Database>) -> Result<ImageService, ImageError> {
         ImageDb::new(&db).init()?;
         let svc = ImageService {
-            store: Store::open(&settings.dir)?,
+            store: Store::open(&settings.dir, settings.limits.min_free_space)?,
             db,
             registry: Registry::new(settings.registry),
             hosts_dir: settings.hosts_dir,
@@ -103,6 +116,7 @@ impl ImageService {
                 .map(|p| normalize_pattern(p))
                 .collect(),
             platform: manifest::host_platform(),
+            limits: settings.limits,
             gc_lock: tokio::sync::RwLock::new(()),
             gc_pending: std::sync::atomic::AtomicBool::new(false),
         };
@@ -219,6 +233,7 @@ impl ImageService {
             }
         };
         let top = Digest::of(&body);
+        ctx.check_manifest_size(&top, body.len() as u64)?;
         if let Some(d) = reference.digest()
             && d != top.as_str()
         {
@@ -245,6 +260,8 @@ impl ImageService {
                     }
                 })?;
                 let digest = ctx.digest(&d.digest)?;
+                // Refused before the download if the index claims too much.
+                ctx.check_manifest_size(&digest, d.size.max(0) as u64)?;
                 let (ct, mbody) = self
                     .registry
                     .manifest(host, &ctx.ns, &ctx.repo, digest.as_str(), creds)
@@ -253,6 +270,7 @@ impl ImageService {
                         image: named.clone(),
                         source,
                     })?;
+                ctx.check_manifest_size(&digest, mbody.len() as u64)?;
                 if Digest::of(&mbody) != digest {
                     return Err(ctx.invalid(format!(
                         "manifest {digest} from the index does not match its digest"
@@ -274,6 +292,19 @@ impl ImageService {
 
         // The config: the image's id.
         let config_digest = ctx.digest(&manifest.config.digest)?;
+        // The config is read into memory whole: its claimed size (which
+        // the download may not exceed) is bounded before it is fetched.
+        let max = self.limits.max_config_size;
+        if manifest.config.size.max(0) as u64 > max {
+            return Err(ctx.limit(
+                format!("config blob {config_digest}"),
+                Exceeded::bytes(
+                    &format!("the manifest says {} bytes,", manifest.config.size),
+                    "max_config_size",
+                    max,
+                ),
+            ));
+        }
         ctx.fetch_blob(host, &manifest.config).await?;
         blobs.push(config_digest.to_string());
         let config: ImageConfig =
@@ -289,8 +320,21 @@ impl ImageService {
 
         // Layers: fetched concurrently, unpacked in order.
         let mut compressions = Vec::new();
+        let max = self.limits.max_layer_unpacked_size;
         for l in &manifest.layers {
             ctx.digest(&l.digest)?;
+            // A compressed blob larger than the unpacked limit would cross
+            // it: refused before anything is downloaded.
+            if l.size.max(0) as u64 > max {
+                return Err(ctx.limit(
+                    format!("layer {}", l.digest),
+                    Exceeded::bytes(
+                        &format!("the manifest says {} bytes compressed,", l.size),
+                        "max_layer_unpacked_size",
+                        max,
+                    ),
+                ));
+            }
             compressions.push(Compression::from_media_type(&l.media_type).ok_or_else(|| {
                 ctx.invalid(format!(
                     "layer {}: unsupported media type {:?}",
@@ -614,10 +658,33 @@ impl PullCtx<'_> {
     }
 
     fn corrupt(&self, source: IngestError) -> ImageError {
-        ImageError::Corrupt {
+        match source {
+            IngestError::Limit { digest, source } => self.limit(format!("blob {digest}"), source),
+            source => ImageError::Corrupt {
+                image: self.image.clone(),
+                source,
+            },
+        }
+    }
+
+    fn limit(&self, object: String, source: Exceeded) -> ImageError {
+        ImageError::Limit {
             image: self.image.clone(),
+            object,
             source,
         }
+    }
+
+    /// Refuses a manifest or index of `size` bytes over `max_manifest_size`.
+    fn check_manifest_size(&self, digest: &Digest, size: u64) -> Result<(), ImageError> {
+        let max = self.svc.limits.max_manifest_size;
+        if size <= max {
+            return Ok(());
+        }
+        Err(self.limit(
+            format!("manifest {digest}"),
+            Exceeded::bytes(&format!("{size} bytes is"), "max_manifest_size", max),
+        ))
     }
 
     fn digest(&self, s: &str) -> Result<Digest, ImageError> {
@@ -723,8 +790,9 @@ impl PullCtx<'_> {
             .map(|c| store.snapshot_path(&c))
             .collect();
         let dest = tmp.clone();
+        let limits = self.svc.limits.clone();
         let result = tokio::task::spawn_blocking(move || {
-            unpack::unpack_layer(&blob, compression, &dest, &lowers)
+            unpack::unpack_layer(&blob, compression, &dest, &lowers, &limits)
         })
         .await
         .map_err(|e| layer_err(format!("unpacking panicked: {e}"), false));
@@ -737,6 +805,11 @@ impl PullCtx<'_> {
                 ),
                 true,
             )),
+            Ok(Err(unpack::UnpackError::Limit(source))) => Err(ImageError::Limit {
+                image: self.image.clone(),
+                object: format!("layer {}", layer.digest),
+                source,
+            }),
             Ok(Err(e)) => {
                 let hostile = matches!(
                     e,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_imageservice::limits::{FreeSpace, Limits, parse_size};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where berthd looks for its config file when `--config` is not given.
@@ -39,6 +40,7 @@ pub struct Config {
     /// for both; "unlimited" or -1 for no limit). Empty: berthd's own.
     pub default_rlimits: Vec<String>,
     pub registry: RegistryConfig,
+    pub images: ImagesConfig,
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
@@ -74,6 +76,56 @@ pub struct RegistryConfig {
         serialize_with = "serialize_duration"
     )]
     pub request_timeout: Duration,
+}
+
+/// Bounds on what a pull may fetch and unpack (see the README's table).
+/// Sizes are bytes, as an integer or a string with a unit ("64MiB").
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Most bytes one layer may unpack to.
+    #[serde(deserialize_with = "deserialize_size")]
+    pub max_layer_unpacked_size: u64,
+    /// Most entries per layer.
+    pub max_layer_entries: u64,
+    /// Most bytes of a manifest or an index.
+    #[serde(deserialize_with = "deserialize_size")]
+    pub max_manifest_size: u64,
+    /// Most bytes of an image config blob.
+    #[serde(deserialize_with = "deserialize_size")]
+    pub max_config_size: u64,
+    /// Free space of the image filesystem a pull may not eat into: a size
+    /// or a percentage of the filesystem ("5%").
+    #[serde(
+        deserialize_with = "deserialize_free_space",
+        serialize_with = "serialize_free_space"
+    )]
+    pub min_free_space: FreeSpace,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        ImagesConfig {
+            max_layer_unpacked_size: l.max_layer_unpacked_size,
+            max_layer_entries: l.max_layer_entries,
+            max_manifest_size: l.max_manifest_size,
+            max_config_size: l.max_config_size,
+            min_free_space: l.min_free_space,
+        }
+    }
+}
+
+impl ImagesConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_layer_unpacked_size: self.max_layer_unpacked_size,
+            max_layer_entries: self.max_layer_entries,
+            max_manifest_size: self.max_manifest_size,
+            max_config_size: self.max_config_size,
+            min_free_space: self.min_free_space,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -139,6 +191,7 @@ impl Default for Config {
             pinned_images: Vec::new(),
             default_rlimits: Vec::new(),
             registry: RegistryConfig::default(),
+            images: ImagesConfig::default(),
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
             runtimes: default_runtimes(),
@@ -405,6 +458,37 @@ fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// A size: an integer of bytes or a string such as "64MiB".
+fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn deserialize_free_space<'de, D: Deserializer<'de>>(d: D) -> Result<FreeSpace, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(FreeSpace::Bytes(n)),
+        Raw::Str(s) => FreeSpace::parse(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn serialize_free_space<S: Serializer>(f: &FreeSpace, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&f.to_string())
+}
+
 fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     let ms = d.as_millis();
     if ms.is_multiple_of(1000) {
@@ -527,6 +611,33 @@ path = "/usr/bin/crun"
         assert_eq!(c.socket, Path::new("/tmp/s.sock"));
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.root, Path::new("/var/lib/berth"));
+    }
+
+    #[test]
+    fn images_limits_take_sizes_and_percentages() {
+        let c = parse(
+            "[images]\nmax_layer_unpacked_size = \"1GiB\"\nmax_layer_entries = 10\n\
+             max_manifest_size = 65536\nmax_config_size = \"2 MiB\"\nmin_free_space = \"10%\"\n",
+        )
+        .unwrap();
+        let l = c.images.limits();
+        assert_eq!(l.max_layer_unpacked_size, 1 << 30);
+        assert_eq!(l.max_layer_entries, 10);
+        assert_eq!(l.max_manifest_size, 65536);
+        assert_eq!(l.max_config_size, 2 << 20);
+        assert_eq!(l.min_free_space, FreeSpace::Percent(10));
+        let c = parse("[images]\nmin_free_space = \"2GiB\"\n").unwrap();
+        assert_eq!(c.images.min_free_space, FreeSpace::Bytes(2 << 30));
+        assert_eq!(parse("").unwrap().images.limits(), Limits::default());
+        for text in [
+            "[images]\nmax_layer_unpacked_size = \"lots\"\n",
+            "[images]\nmin_free_space = \"150%\"\n",
+            "[images]\nmax_layer_entries = -1\n",
+            "[images]\nmax_unpacked = 1\n",
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("line 2"), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     min_rate: config.registry.pull_min_rate,
                 },
                 pinned: config.pinned_images.clone(),
+                limits: config.images.limits(),
             },
             db.clone(),
         )
