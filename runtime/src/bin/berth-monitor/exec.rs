@@ -96,7 +96,15 @@ fn run(
         // The external runtime starts it detached; we reap it.
         super::oci::subreaper()?;
         let work = std::env::temp_dir().join(format!("berth-exec-{}", std::process::id()));
-        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        // Root's alone, as the console socket's.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&work)
+                .map_err(|e| format!("{}: {e}", work.display()))?;
+        }
         let log = work.join("log");
         let o = super::oci::Oci {
             bin,
