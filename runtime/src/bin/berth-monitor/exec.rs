@@ -95,12 +95,13 @@ fn run(
     if let Some(bin) = runtime {
         // The external runtime starts it detached; we reap it.
         super::oci::subreaper()?;
-        let work = std::env::temp_dir().join(format!("berth-exec-{}", std::process::id()));
-        // Root's alone, as the console socket's.
+        // Next to the process file, in the container's own directory (not
+        // a guessable name in /tmp that another user could make first),
+        // and root's alone.
+        let work = process.with_extension("work");
         {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
-                .recursive(true)
                 .mode(0o700)
                 .create(&work)
                 .map_err(|e| format!("{}: {e}", work.display()))?;
