@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +65,12 @@ impl Store {
     pub fn open(root: &Path, min_free: FreeSpace) -> io::Result<Store> {
         for d in ["blobs/sha256", "ingest", "snapshots"] {
             std::fs::create_dir_all(root.join(d))?;
+        }
+        // Image content is root's alone: a setuid binary of an image must
+        // not be reachable by the node's other users. At every start, so
+        // that an older berth's 0755 dirs are closed too.
+        for d in ["", "blobs", "blobs/sha256", "ingest", "snapshots"] {
+            std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o700))?;
         }
         remove_dir_contents(&root.join("ingest"))?;
         for e in std::fs::read_dir(root.join("snapshots"))? {
@@ -315,6 +322,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = Store::open(&dir, FreeSpace::Bytes(0)).unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn content_dirs_are_closed_to_other_users_even_an_older_versions() {
+        let (dir, s) = store("modes");
+        let mode = |d: &str| std::fs::metadata(dir.join(d)).unwrap().permissions().mode() & 0o7777;
+        let snap = s.snapshot_path(&Digest::of(b"layer"));
+        std::fs::create_dir(&snap).unwrap();
+        std::fs::set_permissions(&snap, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // As an older berth left them.
+        for d in ["", "blobs", "blobs/sha256", "ingest", "snapshots"] {
+            std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        drop(s);
+        let _s = Store::open(&dir).unwrap();
+        for d in ["", "blobs", "blobs/sha256", "ingest", "snapshots"] {
+            assert_eq!(mode(d), 0o700, "{d:?}");
+        }
+        // A snapshot's own mode is its image's root dir's: left as it is.
+        let snap_mode = std::fs::metadata(&snap).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(snap_mode, 0o755);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]

@@ -201,6 +201,10 @@ fn open_database(path: &Path) -> anyhow::Result<redb::Database> {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
     }
+    // It holds every pod's and container's config, environments included:
+    // root's alone (an older berth's 0644 file too).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
     redb::Database::create(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
