@@ -336,7 +336,7 @@ mod tests {
             std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         drop(s);
-        let _s = Store::open(&dir).unwrap();
+        let _s = Store::open(&dir, FreeSpace::Bytes(0)).unwrap();
         for d in ["", "blobs", "blobs/sha256", "ingest", "snapshots"] {
             assert_eq!(mode(d), 0o700, "{d:?}");
         }
