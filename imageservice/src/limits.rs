@@ -16,6 +16,8 @@ pub struct Limits {
     pub max_layer_unpacked_size: u64,
     /// Most entries (files, directories, links, whiteouts...) per layer.
     pub max_layer_entries: u64,
+    /// Most layers per image (overlayfs stacks at most 500 lower layers).
+    pub max_layers: u64,
     /// Most bytes of a manifest or an index.
     pub max_manifest_size: u64,
     /// Most bytes of an image config blob.
@@ -29,6 +31,7 @@ impl Default for Limits {
         Limits {
             max_layer_unpacked_size: 32 << 30,
             max_layer_entries: 1_000_000,
+            max_layers: 128,
             max_manifest_size: 4 << 20,
             max_config_size: 8 << 20,
             min_free_space: FreeSpace::Percent(5),

@@ -290,6 +290,20 @@ impl ImageService {
             }
         };
 
+        // Every layer is a snapshot and an overlay lower layer: their
+        // number is bounded before anything of them is fetched.
+        let max = self.limits.max_layers;
+        if manifest.layers.len() as u64 > max {
+            return Err(ctx.limit(
+                format!("manifest {manifest_digest}"),
+                Exceeded {
+                    what: format!("{} layers is more than {max}", manifest.layers.len()),
+                    key: "max_layers",
+                    limit: max.to_string(),
+                },
+            ));
+        }
+
         // The config: the image's id.
         let config_digest = ctx.digest(&manifest.config.digest)?;
         // The config is read into memory whole: its claimed size (which

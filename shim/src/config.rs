@@ -88,6 +88,8 @@ pub struct ImagesConfig {
     pub max_layer_unpacked_size: u64,
     /// Most entries per layer.
     pub max_layer_entries: u64,
+    /// Most layers per image.
+    pub max_layers: u64,
     /// Most bytes of a manifest or an index.
     #[serde(deserialize_with = "deserialize_size")]
     pub max_manifest_size: u64,
@@ -109,6 +111,7 @@ impl Default for ImagesConfig {
         ImagesConfig {
             max_layer_unpacked_size: l.max_layer_unpacked_size,
             max_layer_entries: l.max_layer_entries,
+            max_layers: l.max_layers,
             max_manifest_size: l.max_manifest_size,
             max_config_size: l.max_config_size,
             min_free_space: l.min_free_space,
@@ -121,6 +124,7 @@ impl ImagesConfig {
         Limits {
             max_layer_unpacked_size: self.max_layer_unpacked_size,
             max_layer_entries: self.max_layer_entries,
+            max_layers: self.max_layers,
             max_manifest_size: self.max_manifest_size,
             max_config_size: self.max_config_size,
             min_free_space: self.min_free_space,

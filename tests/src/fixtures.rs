@@ -1293,8 +1293,12 @@ impl RegistryClient {
         built: &BuiltImage,
     ) -> Result<Pushed, HttpError> {
         self.try_push_blob(repo, &built.config.data).await?;
+        // A layer listed several times is pushed once.
+        let mut pushed = std::collections::HashSet::new();
         for layer in &built.layers {
-            self.try_push_blob(repo, &layer.data).await?;
+            if pushed.insert(&layer.digest) {
+                self.try_push_blob(repo, &layer.data).await?;
+            }
         }
         let digest = self
             .try_push_manifest(repo, reference, &built.media_type, &built.manifest)

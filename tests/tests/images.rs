@@ -1146,6 +1146,41 @@ async fn a_config_manifest_or_layer_over_its_limit_is_refused_and_nothing_kept()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_of_ten_thousand_layers_is_refused_before_any_is_fetched() {
+    let reg = Registry::start();
+    let layer = Layer::new().file("f", "x", 0o644).build(Compression::Gzip);
+    let mut image = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()),
+    );
+    image.layers = vec![layer.clone(); 10_000];
+    let pushed = fixtures::push_image(&reg, "test/layers", "many", &image).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let before = disk_usage(&b.root.join("images"));
+    let e = pull(&mut c, &reg.image("test/layers:many"))
+        .await
+        .expect_err("10,000 layers");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(
+        e.message().contains(&pushed.manifest_digest)
+            && e.message().contains("10000 layers")
+            && e.message().contains("[images] max_layers = 128"),
+        "{}",
+        e.message()
+    );
+    assert_nothing_left(&b, &mut c, before, "layers").await;
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{}", layer.digest)),
+        0
+    );
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{}", pushed.config_digest)),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sparse_layer_stays_sparse_on_disk() {
     use std::io::{Read, Seek, SeekFrom};
     let reg = Registry::start();
