@@ -57,6 +57,7 @@ pub fn status(e: ImageError) -> Status {
         ImageError::NoPlatform { .. } | ImageError::NotFound(_) => Status::not_found(msg),
         ImageError::Hosts { .. } | ImageError::Pinned(_) => Status::failed_precondition(msg),
         ImageError::Corrupt { .. } => Status::data_loss(msg),
+        ImageError::Limit { .. } => Status::resource_exhausted(msg),
         ImageError::Registry { source, .. } => match source {
             RegistryError::NotFound { .. } => Status::not_found(msg),
             RegistryError::Denied { .. } | RegistryError::Token { .. } => {
@@ -65,7 +66,10 @@ pub fn status(e: ImageError) -> Status {
             RegistryError::BadCredentials(_) => Status::invalid_argument(msg),
             RegistryError::Tls { .. } => Status::failed_precondition(msg),
             RegistryError::TooLarge { .. } => Status::invalid_argument(msg),
-            RegistryError::Stalled { .. } => Status::deadline_exceeded(msg),
+            RegistryError::Deadline { .. } | RegistryError::TooSlow { .. } => {
+                Status::deadline_exceeded(msg)
+            }
+            RegistryError::PlainHttpCredentials { .. } => Status::failed_precondition(msg),
             RegistryError::Status { .. } | RegistryError::Transport { .. } => {
                 Status::unavailable(msg)
             }

@@ -128,6 +128,9 @@ pub struct RegistryHost {
     pub headers: Vec<(String, String)>,
     /// The `server` entry (always the last one).
     pub is_upstream: bool,
+    /// The upstream of a loopback registry that has no `server` in
+    /// hosts.toml (berth chose `http` for it, see [`default_scheme_for`]).
+    pub loopback_default: bool,
 }
 
 impl RegistryHost {
@@ -146,6 +149,17 @@ impl RegistryHost {
         self.scheme == Scheme::Http
             && (self.skip_verify || !self.ca.is_empty() || !self.client_certs.is_empty())
             && split_host_port(&self.host).map(|(_, p)| p) != Some("80")
+    }
+
+    /// May credentials go to this host over plain HTTP? Only when plain
+    /// HTTP is what was asked for: a hosts.toml host written `http://`
+    /// without `ca`, `client` or `skip_verify` (or on port 80), or a
+    /// loopback registry without a `server` in hosts.toml, whose traffic
+    /// never leaves the node. A host that [tries HTTPS
+    /// first](Self::tries_https_first) and finds plain HTTP gets none: its
+    /// TLS settings say the operator expected TLS.
+    pub fn plain_http_credentials(&self) -> bool {
+        self.scheme == Scheme::Http && (!self.tries_https_first() || self.loopback_default)
     }
 }
 
@@ -203,6 +217,7 @@ pub fn hosts_for(config_path: &Path, registry_host: &str) -> Result<Vec<Registry
             skip_verify: e.skip_verify,
             headers: e.headers,
             is_upstream: i + 1 == n,
+            loopback_default: e.loopback_default,
         })
         .collect())
 }
@@ -260,6 +275,7 @@ pub(crate) struct Entry {
     client_certs: Vec<(PathBuf, Option<PathBuf>)>,
     skip_verify: bool,
     headers: Vec<(String, String)>,
+    loopback_default: bool,
 }
 
 impl Default for Entry {
@@ -273,6 +289,7 @@ impl Default for Entry {
             client_certs: Vec::new(),
             skip_verify: false,
             headers: Vec::new(),
+            loopback_default: false,
         }
     }
 }
@@ -284,6 +301,7 @@ fn default_upstream(e: &mut Entry, registry_host: &str) {
     } else {
         e.host = registry_host.to_string();
         e.scheme = default_scheme_for(registry_host);
+        e.loopback_default = is_localhost(registry_host) && e.scheme == Scheme::Http;
         if is_localhost(registry_host)
             && split_host_port(registry_host).map(|(_, p)| p) != Some("80")
         {
@@ -788,6 +806,7 @@ mod tests {
                 skip_verify: false,
                 headers: vec![],
                 is_upstream: true,
+                loopback_default: false,
             }]
         );
         // Nonexistent config dir altogether.
@@ -1120,6 +1139,59 @@ server = "https://registry.example/some/path"
             urls(&hosts_for(t.path(), "o.example").unwrap()),
             ["https://o.example/api"]
         );
+    }
+
+    #[test]
+    fn who_may_get_credentials_over_plain_http() {
+        let t = TempDir::new();
+        t.write(
+            "example.com",
+            r#"
+server = "http://example.com:5000"
+[host."http://ca.mirror:5000"]
+  ca = "ca.pem"
+[host."http://skip.mirror:5000"]
+  skip_verify = true
+[host."http://client.mirror:5000"]
+  client = "c.pem"
+[host."http://plain.mirror:5000"]
+[host."http://port80.mirror:80"]
+  skip_verify = true
+[host."https://tls.mirror"]
+"#,
+        );
+        let h = hosts_for(t.path(), "example.com").unwrap();
+        let decide = |h: &RegistryHost| (h.tries_https_first(), h.plain_http_credentials());
+        // TLS settings on an http:// host: HTTPS first, and no credentials
+        // if it turns out to speak plain HTTP.
+        assert_eq!(decide(&h[0]), (true, false), "{:?}", h[0]);
+        assert_eq!(decide(&h[1]), (true, false), "{:?}", h[1]);
+        assert_eq!(decide(&h[2]), (true, false), "{:?}", h[2]);
+        // Plain HTTP, asked for in so many words.
+        assert_eq!(decide(&h[3]), (false, true), "{:?}", h[3]);
+        assert_eq!(decide(&h[4]), (false, true), "{:?}", h[4]);
+        // HTTPS is HTTPS.
+        assert_eq!(decide(&h[5]), (false, false), "{:?}", h[5]);
+        // The top-level server without TLS settings.
+        assert_eq!(decide(&h[6]), (false, true), "{:?}", h[6]);
+
+        // A loopback registry without hosts.toml: HTTPS first (containerd's
+        // default), credentials allowed over HTTP: they stay on the node.
+        let lo = hosts_for(t.path(), "127.0.0.1:5000").unwrap().remove(0);
+        assert!(lo.loopback_default);
+        assert_eq!(decide(&lo), (true, true));
+        // The same address written in hosts.toml with TLS settings is not
+        // the default: no credentials over plain HTTP.
+        t.write(
+            "127.0.0.1:5000",
+            "server = \"http://127.0.0.1:5000\"\nskip_verify = true\n",
+        );
+        let lo = hosts_for(t.path(), "127.0.0.1:5000").unwrap().remove(0);
+        assert!(!lo.loopback_default);
+        assert_eq!(decide(&lo), (true, false));
+        // Loopback but HTTPS by default: nothing over plain HTTP to decide.
+        let lo = hosts_for(t.path(), "localhost").unwrap().remove(0);
+        assert!(!lo.loopback_default && !lo.plain_http_credentials());
     }
 
     #[test]

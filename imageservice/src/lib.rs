@@ -8,6 +8,7 @@ pub mod digest;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hosts;
+pub mod limits;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
@@ -15,4 +16,5 @@ pub mod service;
 pub mod store;
 pub mod unpack;
 
+pub use limits::{FreeSpace, Limits};
 pub use service::{ImageService, Settings};

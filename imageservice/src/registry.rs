@@ -1,20 +1,66 @@
 //! A client for the OCI distribution API: manifests and blobs, with
 //! anonymous, basic, bearer-token and OAuth2 refresh-token auth, per-host
 //! TLS settings from hosts.toml, and tokens cached per host and scope.
+//!
+//! Registries are not trusted: every request has a deadline
+//! ([`Limits::request_timeout`]) that covers connecting, the token
+//! exchange, the answer's headers and any small body read whole (manifest,
+//! token JSON, error text), and every such body has a size bound. Blob
+//! bodies must keep up a minimum rate over a sliding window
+//! ([`RateWindow`]), so a trickle cannot hold a download open.
+//!
+//! Credentials never go over plain HTTP to a host that was given TLS
+//! settings: such an `http://` host is tried over HTTPS first (as
+//! containerd does) and, if it answers in plain HTTP, is spoken to without
+//! credentials ([`RegistryHost::plain_http_credentials`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 
-use crate::hosts::RegistryHost;
+use crate::hosts::{RegistryHost, Scheme};
 
 /// Manifests larger than this are refused: they are held in memory.
 const MAX_MANIFEST: usize = 4 << 20;
+/// Token endpoint answers larger than this are refused (real ones are a
+/// few KiB).
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+/// At most this much of an error body is read; the rest is not waited for.
+const MAX_ERROR_BODY: usize = 4 << 10;
+/// How long a host that answered HTTPS in plain HTTP is spoken to in plain
+/// HTTP before HTTPS is tried again.
+const HTTP_FALLBACK_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// What berth will wait for from a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deadline of one request: connecting, the token exchange, the
+    /// answer's headers and a small body read whole (`registry.request_timeout`).
+    pub request_timeout: Duration,
+    /// The sliding window over which a blob download must keep up
+    /// `min_rate` (`registry.pull_progress_timeout`).
+    pub rate_window: Duration,
+    /// Bytes per second a blob download must average over every window
+    /// (`registry.pull_min_rate`); with 0, one byte per window is enough.
+    pub min_rate: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: Duration::from_secs(60),
+            rate_window: Duration::from_secs(5 * 60),
+            min_rate: 1024,
+        }
+    }
+}
 
 /// Who we are to a registry, from the CRI `AuthConfig`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -105,8 +151,34 @@ pub enum RegistryError {
     Tls { host: String, reason: String },
     #[error("{url}: manifest larger than {MAX_MANIFEST} bytes")]
     TooLarge { url: String },
-    #[error("{url}: no data for {}s (registry.pull_progress_timeout)", .timeout.as_secs())]
-    Stalled { url: String, timeout: Duration },
+    #[error("{url}: no complete answer within {} (registry.request_timeout)", secs(.timeout))]
+    Deadline { url: String, timeout: Duration },
+    #[error(
+        "{url}: {got} bytes in the last {}, less than registry.pull_min_rate = {min_rate} bytes/s \
+         over registry.pull_progress_timeout = {}",
+        secs(.window), secs(.window)
+    )]
+    TooSlow {
+        url: String,
+        got: u64,
+        window: Duration,
+        min_rate: u64,
+    },
+    #[error(
+        "{host}: refusing to send credentials over plain HTTP to {url}: the host has TLS settings \
+         (ca, client or skip_verify) in hosts.toml but does not speak HTTPS; serve HTTPS, or \
+         write it as a plain `http://` host without TLS settings to allow credentials in clear"
+    )]
+    PlainHttpCredentials { host: String, url: String },
+}
+
+/// `90s`, `1.5s`: a duration as the error messages give it.
+fn secs(d: &Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
 }
 
 impl RegistryError {
@@ -135,21 +207,27 @@ pub struct Registry {
     challenges: Mutex<HashMap<String, Challenge>>,
     /// (host, scope, credentials) -> bearer token.
     tokens: Mutex<HashMap<(String, String, String), String>>,
-    progress_timeout: Duration,
+    /// Hosts that try HTTPS first and answered it in plain HTTP, and when.
+    plain_http: Mutex<HashMap<String, Instant>>,
+    /// Hosts already warned about for getting credentials in clear.
+    warned: Mutex<HashSet<String>>,
+    limits: Limits,
 }
 
 impl Registry {
-    pub fn new(progress_timeout: Duration) -> Registry {
+    pub fn new(limits: Limits) -> Registry {
         Registry {
             clients: Mutex::default(),
             challenges: Mutex::default(),
             tokens: Mutex::default(),
-            progress_timeout,
+            plain_http: Mutex::default(),
+            warned: Mutex::default(),
+            limits,
         }
     }
 
-    pub fn progress_timeout(&self) -> Duration {
-        self.progress_timeout
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// GETs a manifest by tag or digest; returns its Content-Type and body.
@@ -162,7 +240,7 @@ impl Registry {
         creds: &Credentials,
     ) -> Result<(String, Vec<u8>), RegistryError> {
         let accept = crate::manifest::ACCEPT.join(", ");
-        let mut resp = self
+        let (mut resp, deadline) = self
             .get(
                 host,
                 ns,
@@ -185,17 +263,23 @@ impl Registry {
         {
             return Err(RegistryError::TooLarge { url });
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = self.chunk(&mut resp, &url).await? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_MANIFEST {
-                return Err(RegistryError::TooLarge { url });
-            }
-        }
+        let body = read_body(&mut resp, MAX_MANIFEST, deadline)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => RegistryError::TooLarge { url: url.clone() },
+                BodyError::Deadline => RegistryError::Deadline {
+                    url: url.clone(),
+                    timeout: self.limits.request_timeout,
+                },
+                BodyError::Transport(reason) => RegistryError::Transport {
+                    url: url.clone(),
+                    reason,
+                },
+            })?;
         Ok((content_type, body))
     }
 
-    /// Starts a blob download; read it with [`Registry::chunk`].
+    /// Starts a blob download; read it with [`BlobBody::chunk`].
     pub async fn blob(
         &self,
         host: &RegistryHost,
@@ -203,30 +287,56 @@ impl Registry {
         repo: &str,
         digest: &str,
         creds: &Credentials,
-    ) -> Result<Response, RegistryError> {
-        self.get(host, ns, repo, &format!("blobs/{digest}"), "*/*", creds)
-            .await
+    ) -> Result<BlobBody, RegistryError> {
+        let (resp, _) = self
+            .get(host, ns, repo, &format!("blobs/{digest}"), "*/*", creds)
+            .await?;
+        Ok(BlobBody {
+            url: resp.url().to_string(),
+            resp,
+            rate: RateWindow::new(
+                self.limits.rate_window,
+                self.limits.min_rate,
+                Instant::now(),
+            ),
+            min_rate: self.limits.min_rate,
+        })
     }
 
-    /// The next piece of a response body; an error when nothing arrives
-    /// within the progress timeout.
-    pub async fn chunk(
-        &self,
-        resp: &mut Response,
-        url: &str,
-    ) -> Result<Option<bytes::Bytes>, RegistryError> {
-        match tokio::time::timeout(self.progress_timeout, resp.chunk()).await {
-            Err(_) => Err(RegistryError::Stalled {
-                url: url.to_string(),
-                timeout: self.progress_timeout,
-            }),
-            Ok(r) => r.map_err(|e| RegistryError::Transport {
-                url: url.to_string(),
-                reason: error_chain(&e),
-            }),
+    /// The scheme to speak to `host` in now: HTTPS first for an `http://`
+    /// host with TLS settings, until it has answered HTTPS in plain HTTP.
+    fn scheme_now(&self, host: &RegistryHost) -> Scheme {
+        if !host.tries_https_first() {
+            return host.scheme;
+        }
+        let mut plain = self.plain_http.lock().unwrap_or_else(|e| e.into_inner());
+        match plain.get(&host.host) {
+            Some(t) if t.elapsed() < HTTP_FALLBACK_TTL => Scheme::Http,
+            Some(_) => {
+                plain.remove(&host.host);
+                Scheme::Https
+            }
+            None => Scheme::Https,
         }
     }
 
+    /// Credentials in clear, to a host that is plain-HTTP-only: allowed,
+    /// said once per host.
+    fn warn_plain_http(&self, host: &RegistryHost, url: &str) {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.insert(host.host.clone()) {
+            tracing::warn!(
+                host = %host.host,
+                url = %url,
+                "sending registry credentials over plain HTTP (the host is plain-HTTP-only); \
+                 not repeated for this host"
+            );
+        }
+    }
+
+    /// Sends a GET, following one auth challenge and the HTTPS -> HTTP
+    /// fallback; returns the response and the request's deadline, which
+    /// also bounds reading a small body.
     async fn get(
         &self,
         host: &RegistryHost,
@@ -235,36 +345,63 @@ impl Registry {
         what: &str,
         accept: &str,
         creds: &Credentials,
-    ) -> Result<Response, RegistryError> {
+    ) -> Result<(Response, Instant), RegistryError> {
+        let deadline = Instant::now() + self.limits.request_timeout;
         let client = self.client(host)?;
-        let mut url = format!("{}/{repo}/{what}", host.base_url());
+        let mut path = format!("{}/{repo}/{what}", host.path);
         // A mirror learns which registry we mean, as containerd tells it.
         if !host.is_upstream {
-            url.push_str(&format!("?ns={ns}"));
+            path.push_str(&format!("?ns={ns}"));
         }
         let scope = format!("repository:{repo}:pull");
         let mut retried = false;
         loop {
+            let scheme = self.scheme_now(host);
+            let url = format!("{scheme}://{}{path}", host.host);
+            let may_send_creds = scheme == Scheme::Https || host.plain_http_credentials();
+            let sent = if may_send_creds {
+                creds
+            } else {
+                &Credentials::Anonymous
+            };
             let mut req = client.get(&url).header(ACCEPT, accept);
             for (k, v) in &host.headers {
                 req = req.header(k.as_str(), v.as_str());
             }
-            if let Some(auth) = self.authorization(host, &scope, creds).await? {
+            if let Some(auth) = self.authorization(host, &scope, sent, deadline).await? {
+                if scheme == Scheme::Http && *sent != Credentials::Anonymous {
+                    self.warn_plain_http(host, &url);
+                }
                 req = req.header(AUTHORIZATION, auth);
             }
-            let resp = tokio::time::timeout(self.progress_timeout, req.send())
-                .await
-                .map_err(|_| RegistryError::Stalled {
-                    url: url.clone(),
-                    timeout: self.progress_timeout,
-                })?
-                .map_err(|e| RegistryError::Transport {
-                    url: url.clone(),
-                    reason: error_chain(&e),
-                })?;
+            let resp = match tokio::time::timeout_at(deadline, req.send()).await {
+                Err(_) => {
+                    return Err(RegistryError::Deadline {
+                        url,
+                        timeout: self.limits.request_timeout,
+                    });
+                }
+                Ok(Err(e)) if scheme == Scheme::Https && speaks_plain_http(&e) => {
+                    // containerd's fallback for http:// hosts with TLS
+                    // settings: the server does not speak TLS.
+                    tracing::info!(host = %host.host, "answers HTTPS in plain HTTP: using HTTP");
+                    self.plain_http
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(host.host.clone(), Instant::now());
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    return Err(RegistryError::Transport {
+                        url,
+                        reason: error_chain(&e),
+                    });
+                }
+                Ok(Ok(r)) => r,
+            };
             let status = resp.status();
             if status.is_success() {
-                return Ok(resp);
+                return Ok((resp, deadline));
             }
             if status == StatusCode::UNAUTHORIZED
                 && !retried
@@ -282,6 +419,14 @@ impl Registry {
                 continue;
             }
             return Err(match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                    if !may_send_creds && *creds != Credentials::Anonymous =>
+                {
+                    RegistryError::PlainHttpCredentials {
+                        host: host.host.clone(),
+                        url,
+                    }
+                }
                 StatusCode::NOT_FOUND => RegistryError::NotFound { url },
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Denied {
                     url,
@@ -293,7 +438,8 @@ impl Registry {
                     },
                 },
                 _ => {
-                    let body = resp.text().await.unwrap_or_default();
+                    let mut resp = resp;
+                    let body = read_error_body(&mut resp, deadline).await;
                     RegistryError::Status {
                         url,
                         status,
@@ -310,6 +456,7 @@ impl Registry {
         host: &RegistryHost,
         scope: &str,
         creds: &Credentials,
+        deadline: Instant,
     ) -> Result<Option<String>, RegistryError> {
         if let Credentials::RegistryToken(t) = creds {
             return Ok(Some(format!("Bearer {t}")));
@@ -327,7 +474,7 @@ impl Registry {
                     return Ok(Some(format!("Bearer {t}")));
                 }
                 let token = self
-                    .fetch_token(host, &realm, &service, scope, creds)
+                    .fetch_token(host, &realm, &service, scope, creds, deadline)
                     .await?;
                 self.lock_tokens().insert(key, token.clone());
                 Ok(Some(format!("Bearer {token}")))
@@ -342,12 +489,31 @@ impl Registry {
         service: &str,
         scope: &str,
         creds: &Credentials,
+        deadline: Instant,
     ) -> Result<String, RegistryError> {
         let client = self.client(host)?;
         let err = |reason: String| RegistryError::Token {
             realm: realm.to_string(),
             reason,
         };
+        let deadline_err = || RegistryError::Deadline {
+            url: realm.to_string(),
+            timeout: self.limits.request_timeout,
+        };
+        // The realm is the registry's word: credentials go to a plain-HTTP
+        // realm only for a host that may get them in clear itself.
+        let plain_realm = realm
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://"));
+        if plain_realm && *creds != Credentials::Anonymous {
+            if !host.plain_http_credentials() {
+                return Err(RegistryError::PlainHttpCredentials {
+                    host: host.host.clone(),
+                    url: realm.to_string(),
+                });
+            }
+            self.warn_plain_http(host, realm);
+        }
         let req = match creds {
             // OAuth2 refresh-token grant, as Docker and containerd send it.
             Credentials::IdentityToken { token, .. } => client.post(realm).form(&[
@@ -367,7 +533,10 @@ impl Registry {
                 req
             }
         };
-        let resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
+        let mut resp = tokio::time::timeout_at(deadline, req.send())
+            .await
+            .map_err(|_| deadline_err())?
+            .map_err(|e| err(error_chain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(
@@ -382,6 +551,15 @@ impl Registry {
                 },
             );
         }
+        let body = read_body(&mut resp, MAX_TOKEN_RESPONSE, deadline)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => {
+                    err(format!("answer larger than {MAX_TOKEN_RESPONSE} bytes"))
+                }
+                BodyError::Deadline => deadline_err(),
+                BodyError::Transport(reason) => err(reason),
+            })?;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             #[serde(default)]
@@ -389,7 +567,7 @@ impl Registry {
             #[serde(default)]
             access_token: String,
         }
-        let body: TokenResponse = resp.json().await.map_err(|e| err(e.to_string()))?;
+        let body: TokenResponse = serde_json::from_slice(&body).map_err(|e| err(e.to_string()))?;
         let token = if body.access_token.is_empty() {
             body.token
         } else {
@@ -433,6 +611,193 @@ impl Registry {
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), String>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A blob's body as it downloads, under the minimum-rate rule.
+pub struct BlobBody {
+    resp: Response,
+    url: String,
+    rate: RateWindow,
+    min_rate: u64,
+}
+
+impl BlobBody {
+    /// Where the body comes from (after redirects).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The next piece of the body, `None` at its end; an error as soon as
+    /// a whole window has passed in which the body averaged less than the
+    /// minimum rate (checked at least every [`RateWindow::tick`]).
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
+        loop {
+            if let Err(got) = self.rate.check(Instant::now()) {
+                return Err(RegistryError::TooSlow {
+                    url: self.url.clone(),
+                    got,
+                    window: self.rate.window(),
+                    min_rate: self.min_rate,
+                });
+            }
+            match tokio::time::timeout(self.rate.tick(), self.resp.chunk()).await {
+                Err(_) => continue,
+                Ok(Ok(Some(b))) => {
+                    self.rate.record(Instant::now(), b.len() as u64);
+                    return Ok(Some(b));
+                }
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Err(e)) => {
+                    return Err(RegistryError::Transport {
+                        url: self.url.clone(),
+                        reason: error_chain(&e),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The minimum-rate rule for blob downloads: once the first `window` has
+/// passed, every `window` that ends while the download runs must have
+/// brought at least `min_rate * window` bytes (at least one). Bytes are
+/// counted in slots of `window / 16`, so a slot that overlaps the window's
+/// start counts whole: the rule errs towards a slow link, by at most one
+/// slot's bytes. A trickle cannot beat it: it is cancelled about one
+/// window after it starts, however it spaces its bytes; a link that stalls
+/// for a while and then catches up is not.
+#[derive(Debug)]
+pub struct RateWindow {
+    window: Duration,
+    need: u64,
+    start: Instant,
+    slot: Duration,
+    /// (slot start, bytes received in it), oldest first.
+    slots: VecDeque<(Instant, u64)>,
+}
+
+impl RateWindow {
+    const SLOTS: u32 = 16;
+
+    pub fn new(window: Duration, min_rate: u64, now: Instant) -> RateWindow {
+        // Config refuses a zero window; a tiny one still must not spin.
+        let window = window.max(Duration::from_millis(160));
+        let need =
+            (u128::from(min_rate) * window.as_millis() / 1000).clamp(1, u128::from(u64::MAX));
+        RateWindow {
+            window,
+            need: need as u64,
+            start: now,
+            slot: window / Self::SLOTS,
+            slots: VecDeque::new(),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// How often the rule is checked while nothing arrives.
+    pub fn tick(&self) -> Duration {
+        self.slot
+    }
+
+    /// `n` bytes arrived at `now`.
+    pub fn record(&mut self, now: Instant, n: u64) {
+        match self.slots.back_mut() {
+            Some((t, b)) if now < *t + self.slot => *b += n,
+            _ => self.slots.push_back((now, n)),
+        }
+        while let Some(&(t, _)) = self.slots.front()
+            && t + self.slot + self.window <= now
+        {
+            self.slots.pop_front();
+        }
+    }
+
+    /// Bytes that arrived in the window ending at `now` (whole slots).
+    fn in_window(&self, now: Instant) -> u64 {
+        self.slots
+            .iter()
+            .filter(|(t, _)| *t + self.slot + self.window > now)
+            .map(|(_, b)| b)
+            .sum()
+    }
+
+    /// `Err(bytes in the last window)` when that is too few.
+    pub fn check(&self, now: Instant) -> Result<(), u64> {
+        if now < self.start + self.window {
+            return Ok(());
+        }
+        let got = self.in_window(now);
+        if got < self.need { Err(got) } else { Ok(()) }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Deadline,
+    Transport(String),
+}
+
+/// A small body read whole: at most `max` bytes, by `deadline`.
+async fn read_body(
+    resp: &mut Response,
+    max: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Err(_) => return Err(BodyError::Deadline),
+            Ok(Err(e)) => return Err(BodyError::Transport(error_chain(&e))),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(c))) => {
+                if body.len() + c.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&c);
+            }
+        }
+    }
+}
+
+/// The start of an error body, for the message: at most
+/// [`MAX_ERROR_BODY`] bytes, whatever arrived by `deadline`.
+async fn read_error_body(resp: &mut Response, deadline: Instant) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(c))) => {
+                body.extend_from_slice(&c[..c.len().min(MAX_ERROR_BODY - body.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Did a TLS handshake fail because the server answered in plain HTTP (its
+/// first bytes are no TLS record)? containerd's test for falling back.
+fn speaks_plain_http(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return matches!(
+                r,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            );
+        }
+        // io::Error's source() skips the error it wraps.
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && speaks_plain_http(inner)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// An error and its causes: reqwest's own message hides why a request
@@ -605,6 +970,78 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds `bytes_at(second)` bytes each second for `secs` seconds,
+    /// checking the rule every second; the second it fails, if it does.
+    fn run_rate(
+        window: u64,
+        min_rate: u64,
+        secs: u64,
+        bytes_at: impl Fn(u64) -> u64,
+    ) -> (Option<u64>, usize) {
+        let t0 = Instant::now();
+        let mut r = RateWindow::new(Duration::from_secs(window), min_rate, t0);
+        let mut most_slots = 0;
+        for s in 0..secs {
+            let now = t0 + Duration::from_secs(s);
+            let n = bytes_at(s);
+            if n > 0 {
+                r.record(now, n);
+            }
+            most_slots = most_slots.max(r.slots.len());
+            if r.check(now).is_err() {
+                return (Some(s), most_slots);
+            }
+        }
+        (None, most_slots)
+    }
+
+    #[test]
+    fn a_trickle_is_cancelled_within_about_one_window() {
+        // One byte a minute (and one every four minutes) against 1 KiB/s
+        // over 5 minutes: cancelled when the first window closes.
+        let per_minute = |s: u64| u64::from(s.is_multiple_of(60));
+        assert_eq!(run_rate(300, 1024, 3600, per_minute).0, Some(300));
+        let per_four = |s: u64| u64::from(s.is_multiple_of(240));
+        assert_eq!(run_rate(300, 1024, 3600, per_four).0, Some(300));
+        // Bursts that beat any per-chunk timeout but average 100 B/s.
+        let bursts = |s: u64| if s.is_multiple_of(10) { 1000 } else { 0 };
+        assert_eq!(run_rate(300, 1024, 3600, bursts).0, Some(300));
+        // A link that turns to a trickle later is cancelled about one
+        // window after it slowed down.
+        let fades = |s: u64| if s < 1000 { 100_000 } else { 1 };
+        let (at, _) = run_rate(300, 1024, 3600, fades);
+        let at = at.expect("cancelled");
+        assert!((1000..=1000 + 300 + 300 / 16 + 1).contains(&at), "{at}");
+        // Nothing at all: one window.
+        assert_eq!(run_rate(60, 0, 600, |_| 0).0, Some(60));
+    }
+
+    #[test]
+    fn a_slow_but_real_link_is_not_cancelled() {
+        // Just above the rate, for an hour.
+        assert_eq!(run_rate(300, 1024, 3600, |_| 1100).0, None);
+        // 4 KiB/s with a 200 s stall every 10 minutes: every window still
+        // averages more than 1 KiB/s.
+        let stalls = |s: u64| if s % 600 < 200 { 0 } else { 4096 };
+        assert_eq!(run_rate(300, 1024, 3600, stalls).0, None);
+        // With rate 0, one byte per window is enough.
+        assert_eq!(
+            run_rate(60, 0, 3600, |s| u64::from(s.is_multiple_of(59))).0,
+            None
+        );
+    }
+
+    #[test]
+    fn the_rate_window_holds_a_bounded_number_of_slots() {
+        // Every second for an hour: at most one window of slots (16) and
+        // the one that overlaps its start.
+        let (_, most) = run_rate(300, 1, 3600, |_| 1 << 20);
+        assert!(most <= RateWindow::SLOTS as usize + 2, "{most}");
+        // A zero window does not spin: it is raised to a usable tick.
+        let r = RateWindow::new(Duration::ZERO, 1, Instant::now());
+        assert!(r.tick() >= Duration::from_millis(10));
+    }
 
     #[test]
     fn challenges() {

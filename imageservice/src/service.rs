@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::try_join_all;
 use redb::Database;
@@ -12,6 +12,7 @@ use redb::Database;
 use crate::db::{DbError, ImageDb, ImageRecord};
 use crate::digest::Digest;
 use crate::hosts::{self, RegistryHost};
+use crate::limits::{Exceeded, Limits};
 use crate::manifest::{self, Descriptor, ImageConfig, Parsed, Platform};
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{Credentials, Registry, RegistryError};
@@ -25,9 +26,12 @@ pub struct Settings {
     pub dir: PathBuf,
     /// hosts.toml directory.
     pub hosts_dir: PathBuf,
-    pub pull_progress_timeout: Duration,
+    /// What berth waits for from registries (`[registry]` in the config).
+    pub registry: crate::registry::Limits,
     /// Names or globs of images never removed or collected.
     pub pinned: Vec<String>,
+    /// Size bounds of what a pull may fetch and unpack (`[images]`).
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,15 @@ pub enum ImageError {
         reason: String,
         hostile: bool,
     },
+    /// A limit of `[images]` would be crossed by `object` (a layer, the
+    /// config blob, a manifest): nothing of it is kept.
+    #[error("image {image:?}: {object}: {source}")]
+    Limit {
+        image: String,
+        object: String,
+        #[source]
+        source: Exceeded,
+    },
     #[error("image {0:?} is pinned (config `pinned_images`) and cannot be removed")]
     Pinned(String),
     #[error("image {0:?} not found")]
@@ -78,6 +91,7 @@ pub struct ImageService {
     hosts_dir: PathBuf,
     pinned: Vec<String>,
     platform: Platform,
+    limits: Limits,
     /// Pulls hold it shared; garbage collection exclusively, so it never
     /// deletes what a pull in flight has just written.
     gc_lock: tokio::sync::RwLock<()>,
@@ -92,9 +106,9 @@ impl ImageService {
     pub fn open(settings: Settings, db: Arc<Database>) -> Result<ImageService, ImageError> {
         ImageDb::new(&db).init()?;
         let svc = ImageService {
-            store: Store::open(&settings.dir)?,
+            store: Store::open(&settings.dir, settings.limits.min_free_space)?,
             db,
-            registry: Registry::new(settings.pull_progress_timeout),
+            registry: Registry::new(settings.registry),
             hosts_dir: settings.hosts_dir,
             pinned: settings
                 .pinned
@@ -102,6 +116,7 @@ impl ImageService {
                 .map(|p| normalize_pattern(p))
                 .collect(),
             platform: manifest::host_platform(),
+            limits: settings.limits,
             gc_lock: tokio::sync::RwLock::new(()),
             gc_pending: std::sync::atomic::AtomicBool::new(false),
         };
@@ -218,6 +233,7 @@ impl ImageService {
             }
         };
         let top = Digest::of(&body);
+        ctx.check_manifest_size(&top, body.len() as u64)?;
         if let Some(d) = reference.digest()
             && d != top.as_str()
         {
@@ -244,6 +260,8 @@ impl ImageService {
                     }
                 })?;
                 let digest = ctx.digest(&d.digest)?;
+                // Refused before the download if the index claims too much.
+                ctx.check_manifest_size(&digest, d.size.max(0) as u64)?;
                 let (ct, mbody) = self
                     .registry
                     .manifest(host, &ctx.ns, &ctx.repo, digest.as_str(), creds)
@@ -252,6 +270,7 @@ impl ImageService {
                         image: named.clone(),
                         source,
                     })?;
+                ctx.check_manifest_size(&digest, mbody.len() as u64)?;
                 if Digest::of(&mbody) != digest {
                     return Err(ctx.invalid(format!(
                         "manifest {digest} from the index does not match its digest"
@@ -271,8 +290,35 @@ impl ImageService {
             }
         };
 
+        // Every layer is a snapshot and an overlay lower layer: their
+        // number is bounded before anything of them is fetched.
+        let max = self.limits.max_layers;
+        if manifest.layers.len() as u64 > max {
+            return Err(ctx.limit(
+                format!("manifest {manifest_digest}"),
+                Exceeded {
+                    what: format!("{} layers is more than {max}", manifest.layers.len()),
+                    key: "max_layers",
+                    limit: max.to_string(),
+                },
+            ));
+        }
+
         // The config: the image's id.
         let config_digest = ctx.digest(&manifest.config.digest)?;
+        // The config is read into memory whole: its claimed size (which
+        // the download may not exceed) is bounded before it is fetched.
+        let max = self.limits.max_config_size;
+        if manifest.config.size.max(0) as u64 > max {
+            return Err(ctx.limit(
+                format!("config blob {config_digest}"),
+                Exceeded::bytes(
+                    &format!("the manifest says {} bytes,", manifest.config.size),
+                    "max_config_size",
+                    max,
+                ),
+            ));
+        }
         ctx.fetch_blob(host, &manifest.config).await?;
         blobs.push(config_digest.to_string());
         let config: ImageConfig =
@@ -288,8 +334,21 @@ impl ImageService {
 
         // Layers: fetched concurrently, unpacked in order.
         let mut compressions = Vec::new();
+        let max = self.limits.max_layer_unpacked_size;
         for l in &manifest.layers {
             ctx.digest(&l.digest)?;
+            // A compressed blob larger than the unpacked limit would cross
+            // it: refused before anything is downloaded.
+            if l.size.max(0) as u64 > max {
+                return Err(ctx.limit(
+                    format!("layer {}", l.digest),
+                    Exceeded::bytes(
+                        &format!("the manifest says {} bytes compressed,", l.size),
+                        "max_layer_unpacked_size",
+                        max,
+                    ),
+                ));
+            }
             compressions.push(Compression::from_media_type(&l.media_type).ok_or_else(|| {
                 ctx.invalid(format!(
                     "layer {}: unsupported media type {:?}",
@@ -613,10 +672,33 @@ impl PullCtx<'_> {
     }
 
     fn corrupt(&self, source: IngestError) -> ImageError {
-        ImageError::Corrupt {
+        match source {
+            IngestError::Limit { digest, source } => self.limit(format!("blob {digest}"), source),
+            source => ImageError::Corrupt {
+                image: self.image.clone(),
+                source,
+            },
+        }
+    }
+
+    fn limit(&self, object: String, source: Exceeded) -> ImageError {
+        ImageError::Limit {
             image: self.image.clone(),
+            object,
             source,
         }
+    }
+
+    /// Refuses a manifest or index of `size` bytes over `max_manifest_size`.
+    fn check_manifest_size(&self, digest: &Digest, size: u64) -> Result<(), ImageError> {
+        let max = self.svc.limits.max_manifest_size;
+        if size <= max {
+            return Ok(());
+        }
+        Err(self.limit(
+            format!("manifest {digest}"),
+            Exceeded::bytes(&format!("{size} bytes is"), "max_manifest_size", max),
+        ))
     }
 
     fn digest(&self, s: &str) -> Result<Digest, ImageError> {
@@ -624,11 +706,17 @@ impl PullCtx<'_> {
     }
 
     /// Downloads a blob into the store unless it is there; one download
-    /// per digest however many pulls want it.
+    /// per digest and host however many pulls want it. Pulls of the same
+    /// digest from another host do not wait for this one (a stalled
+    /// registry must not hold up the others): each writes its own temp
+    /// file, and committing a verified blob that is already there again
+    /// is harmless.
     async fn fetch_blob(&self, host: &RegistryHost, desc: &Descriptor) -> Result<(), ImageError> {
         let digest = self.digest(&desc.digest)?;
         let store = &self.svc.store;
-        let _guard = store.lock(digest.as_str()).await;
+        let _guard = store
+            .lock(&format!("fetch {} {}", host.host, digest.as_str()))
+            .await;
         if store.has_blob(&digest) {
             return Ok(());
         }
@@ -669,13 +757,12 @@ impl PullCtx<'_> {
             (None, Some(e)) => return Err(reg_err(e)),
             (None, None) => return Err(self.invalid(format!("no host may serve blob {digest}"))),
         };
-        let url = resp.url().to_string();
         let mut w = store
             .writer(&digest, size)
             .await
             .map_err(|e| self.corrupt(e))?;
         let mut logged = 0u64;
-        while let Some(chunk) = registry.chunk(&mut resp, &url).await.map_err(reg_err)? {
+        while let Some(chunk) = resp.chunk().await.map_err(reg_err)? {
             w.write(&chunk).await.map_err(|e| self.corrupt(e))?;
             if w.written() - logged >= 8 << 20 {
                 logged = w.written();
@@ -717,8 +804,9 @@ impl PullCtx<'_> {
             .map(|c| store.snapshot_path(&c))
             .collect();
         let dest = tmp.clone();
+        let limits = self.svc.limits.clone();
         let result = tokio::task::spawn_blocking(move || {
-            unpack::unpack_layer(&blob, compression, &dest, &lowers)
+            unpack::unpack_layer(&blob, compression, &dest, &lowers, &limits)
         })
         .await
         .map_err(|e| layer_err(format!("unpacking panicked: {e}"), false));
@@ -731,6 +819,11 @@ impl PullCtx<'_> {
                 ),
                 true,
             )),
+            Ok(Err(unpack::UnpackError::Limit(source))) => Err(ImageError::Limit {
+                image: self.image.clone(),
+                object: format!("layer {}", layer.digest),
+                source,
+            }),
             Ok(Err(e)) => {
                 let hostile = matches!(
                     e,

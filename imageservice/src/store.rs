@@ -10,9 +10,13 @@
 //! A blob or snapshot only appears under its final name, by rename, once it
 //! is complete and verified; a crash leaves only temporaries, which the next
 //! start removes.
+//!
+//! Blob writes keep the `min_free_space` reserve of the filesystem: checked
+//! for the whole blob before it starts and again every few MiB written.
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,9 +25,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::digest::Digest;
+use crate::limits::{Exceeded, FreeSpace, FreeSpaceError};
+
+/// Free space is checked again after this many bytes of a blob.
+const FREE_SPACE_CHECK_EVERY: u64 = 16 << 20;
 
 pub struct Store {
     root: PathBuf,
+    min_free: FreeSpace,
     /// One lock per blob or snapshot being made, so concurrent pulls of the
     /// same content fetch or unpack it once.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -41,13 +50,27 @@ pub enum IngestError {
     Size { digest: Digest, got: u64, want: u64 },
     #[error("blob {want}: content does not match its digest (got {got})")]
     Mismatch { want: Digest, got: Digest },
+    /// Writing it would cross a limit (the free-space reserve).
+    #[error("blob {digest}: {source}")]
+    Limit {
+        digest: Digest,
+        #[source]
+        source: Exceeded,
+    },
 }
 
 impl Store {
     /// Opens (creating) the store and removes what an interrupted run left.
-    pub fn open(root: &Path) -> io::Result<Store> {
+    /// Blob writes keep `min_free` free on its filesystem.
+    pub fn open(root: &Path, min_free: FreeSpace) -> io::Result<Store> {
         for d in ["blobs/sha256", "ingest", "snapshots"] {
             std::fs::create_dir_all(root.join(d))?;
+        }
+        // Image content is root's alone: a setuid binary of an image must
+        // not be reachable by the node's other users. At every start, so
+        // that an older berth's 0755 dirs are closed too.
+        for d in ["", "blobs", "blobs/sha256", "ingest", "snapshots"] {
+            std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o700))?;
         }
         remove_dir_contents(&root.join("ingest"))?;
         for e in std::fs::read_dir(root.join("snapshots"))? {
@@ -58,6 +81,7 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            min_free,
             inflight: Mutex::default(),
         })
     }
@@ -94,6 +118,7 @@ impl Store {
 
     /// Starts writing the blob `digest` of `size` bytes.
     pub async fn writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter, IngestError> {
+        check_free(&self.root, self.min_free, digest, size)?;
         let tmp = self
             .root
             .join("ingest")
@@ -111,6 +136,8 @@ impl Store {
             digest: digest.clone(),
             want: size,
             written: 0,
+            unchecked: 0,
+            min_free: self.min_free,
             hasher: Sha256::new(),
         })
     }
@@ -176,6 +203,9 @@ pub struct BlobWriter {
     digest: Digest,
     want: u64,
     written: u64,
+    /// Bytes written since free space was last checked.
+    unchecked: u64,
+    min_free: FreeSpace,
     hasher: Sha256,
 }
 
@@ -188,6 +218,13 @@ impl BlobWriter {
                 got: self.written,
                 want: self.want,
             });
+        }
+        self.unchecked += chunk.len() as u64;
+        if self.unchecked >= FREE_SPACE_CHECK_EVERY {
+            self.unchecked = 0;
+            if let Some(dir) = self.dest.parent() {
+                check_free(dir, self.min_free, &self.digest, self.want - self.written)?;
+            }
         }
         self.hasher.update(chunk);
         self.file
@@ -236,6 +273,20 @@ impl Drop for BlobWriter {
     }
 }
 
+/// Refuses if `more` bytes for blob `digest` would eat into the reserve.
+fn check_free(dir: &Path, min: FreeSpace, digest: &Digest, more: u64) -> Result<(), IngestError> {
+    min.check(dir, more).map_err(|e| match e {
+        FreeSpaceError::Exceeded(source) => IngestError::Limit {
+            digest: digest.clone(),
+            source,
+        },
+        FreeSpaceError::Statvfs(source) => IngestError::Io {
+            digest: digest.clone(),
+            source,
+        },
+    })
+}
+
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -269,8 +320,30 @@ mod tests {
     fn store(tag: &str) -> (PathBuf, Store) {
         let dir = std::env::temp_dir().join(format!("berth-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let s = Store::open(&dir).unwrap();
+        let s = Store::open(&dir, FreeSpace::Bytes(0)).unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn content_dirs_are_closed_to_other_users_even_an_older_versions() {
+        let (dir, s) = store("modes");
+        let mode = |d: &str| std::fs::metadata(dir.join(d)).unwrap().permissions().mode() & 0o7777;
+        let snap = s.snapshot_path(&Digest::of(b"layer"));
+        std::fs::create_dir(&snap).unwrap();
+        std::fs::set_permissions(&snap, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // As an older berth left them.
+        for d in ["", "blobs", "blobs/sha256", "ingest", "snapshots"] {
+            std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        drop(s);
+        let _s = Store::open(&dir, FreeSpace::Bytes(0)).unwrap();
+        for d in ["", "blobs", "blobs/sha256", "ingest", "snapshots"] {
+            assert_eq!(mode(d), 0o700, "{d:?}");
+        }
+        // A snapshot's own mode is its image's root dir's: left as it is.
+        let snap_mode = std::fs::metadata(&snap).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(snap_mode, 0o755);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
@@ -294,6 +367,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blobs_keep_the_free_space_reserve() {
+        let dir = std::env::temp_dir().join(format!("berth-store-free-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A reserve of the whole filesystem: no blob fits.
+        let s = Store::open(&dir, FreeSpace::Percent(100)).unwrap();
+        let d = Digest::of(b"hello");
+        let e = s.put(&d, b"hello").await.unwrap_err();
+        assert!(matches!(e, IngestError::Limit { .. }), "{e}");
+        assert!(e.to_string().contains("min_free_space = \"100%\""), "{e}");
+        assert!(!s.has_blob(&d));
+        assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn leftovers_are_removed_at_open() {
         let (dir, s) = store("leftovers");
         let w = s.writer(&Digest::of(b"x"), 1).await.unwrap();
@@ -301,7 +389,7 @@ mod tests {
         let tmp = s.temp_snapshot().unwrap();
         std::fs::write(tmp.join("f"), "x").unwrap();
         drop(s);
-        let s = Store::open(&dir).unwrap();
+        let s = Store::open(&dir, FreeSpace::Bytes(0)).unwrap();
         assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0);
         assert_eq!(s.contents().unwrap(), (vec![], vec![]));
         assert!(!tmp.exists());

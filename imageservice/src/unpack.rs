@@ -37,16 +37,34 @@
 //! An entry naming the root (`./`) is allowed only as a directory and updates the
 //! metadata of `dest` itself.
 //!
+//! Size bounds ([`Limits`]): the uncompressed tar stream, and separately the
+//! apparent size of the files written (sparse holes and copy-ups included), may
+//! not exceed `max_layer_unpacked_size`; an entry whose header already claims
+//! more is refused before anything of it is written. The number of entries is
+//! bounded by `max_layer_entries`, and the filesystem's free space is checked
+//! against `min_free_space` before the unpack and every few MiB written.
+//!
+//! Sparse files: runs of zero blocks in a regular file's content (the holes the
+//! `tar` crate fills in for old GNU sparse 'S' entries, or zeros stored
+//! verbatim) are seeked over, not written, so they stay holes on disk. GNU
+//! tar's PAX sparse formats 0.0, 0.1 and 1.0 (`--format=posix --sparse`),
+//! which the `tar` crate does not know, are read here: the real name and size
+//! from the `GNU.sparse.*` records, the chunks written at their offsets. Holes
+//! count towards `max_layer_unpacked_size` (it bounds the apparent size).
+//!
 //! Known limitation: GNU long-name and PAX header records are buffered in memory by
-//! the `tar` crate, so their size is bounded only by the (decompressed) archive.
+//! the `tar` crate, so their size is bounded only by the (decompressed) archive,
+//! i.e. by `max_layer_unpacked_size`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag};
@@ -54,9 +72,16 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use tar::EntryType;
 
+use crate::limits::{Exceeded, FreeSpaceError, Limits};
+
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Holes are found at this granularity (the usual filesystem block).
+const BLOCK: usize = 4096;
+static ZEROS: [u8; BLOCK] = [0; BLOCK];
+/// Free space is checked again after this many bytes written.
+const FREE_SPACE_CHECK_EVERY: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -99,6 +124,9 @@ pub enum UnpackError {
     /// The entry is invalid or hostile (escape attempt, unsupported type, ...).
     #[error("layer entry {entry:?}: {reason}")]
     Refused { entry: String, reason: String },
+    /// The layer crosses one of the `[images]` limits.
+    #[error("{0}")]
+    Limit(Exceeded),
     /// A filesystem operation failed while applying the entry.
     #[error("layer entry {entry:?}: {op}: {source}")]
     Io {
@@ -118,15 +146,25 @@ pub struct Unpacked {
 }
 
 /// Hashes everything read through it: the DiffID of the uncompressed layer.
+/// Fails once more than `max` bytes came through, and says so in `over`
+/// (the `tar` crate may wrap the error it sees).
 struct HashingReader<R> {
     inner: R,
     hasher: sha2::Sha256,
+    read: u64,
+    max: u64,
+    over: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use sha2::Digest as _;
         let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.max {
+            self.over.set(true);
+            return Err(io::Error::other("uncompressed layer over the size limit"));
+        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -149,11 +187,14 @@ fn io_err(entry: &str, op: impl Into<String>) -> impl FnOnce(io::Error) -> Unpac
 /// (used only to resolve a hard link whose target is not in this layer: copy the
 /// target file up from the first lower that has it, then link to the copy).
 /// On error the caller deletes `dest`; nothing outside `dest` may have been touched.
+/// `limits` bound what it may write (see the module doc); crossing one is
+/// [`UnpackError::Limit`].
 pub fn unpack_layer(
     blob: &Path,
     compression: Compression,
     dest: &Path,
     lowers: &[PathBuf],
+    limits: &Limits,
 ) -> Result<Unpacked, UnpackError> {
     let dest_err = |reason: String| UnpackError::Destination {
         path: dest.to_owned(),
@@ -182,22 +223,50 @@ pub fn unpack_layer(
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(blob_err)?),
     };
+    let over = Rc::new(Cell::new(false));
     let mut archive = tar::Archive::new(HashingReader {
         inner: reader,
         hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        read: 0,
+        max: limits.max_layer_unpacked_size,
+        over: over.clone(),
     });
     let mut u = Unpacker {
         dest,
         lowers,
+        limits,
         stats: Unpacked::default(),
         dir_times: BTreeMap::new(),
+        unchecked: 0,
+        buf: vec![0; 32 * BLOCK],
     };
-    for entry in archive.entries().map_err(UnpackError::Archive)? {
-        u.entry(&mut entry.map_err(UnpackError::Archive)?)?;
+    u.check_free_space("", 0)?;
+    let stream_limit = || {
+        UnpackError::Limit(Exceeded::bytes(
+            "the uncompressed layer has",
+            "max_layer_unpacked_size",
+            limits.max_layer_unpacked_size,
+        ))
+    };
+    let walked = (|| {
+        for entry in archive.entries().map_err(UnpackError::Archive)? {
+            u.entry(&mut entry.map_err(UnpackError::Archive)?)?;
+        }
+        Ok(())
+    })();
+    match walked {
+        Err(_) if over.get() => return Err(stream_limit()),
+        r => r?,
     }
     // The DiffID covers the whole stream, end-of-archive padding included.
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(blob_err)?;
+    if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+        return Err(if over.get() {
+            stream_limit()
+        } else {
+            blob_err(e)
+        });
+    }
     let diff_id = format!(
         "sha256:{}",
         hex::encode(sha2::Digest::finalize(rest.hasher))
@@ -359,21 +428,195 @@ enum Lookup {
 struct Unpacker<'a> {
     dest: &'a Path,
     lowers: &'a [PathBuf],
+    limits: &'a Limits,
     stats: Unpacked,
     /// Directory mtimes, applied at the end (adding children changes them).
     dir_times: BTreeMap<PathBuf, TimeSpec>,
+    /// Bytes written since free space was last checked.
+    unchecked: u64,
+    /// Copy buffer, a whole number of blocks.
+    buf: Vec<u8>,
 }
 
 impl Unpacker<'_> {
+    /// Refuses if `n` more bytes of file content would cross
+    /// `max_layer_unpacked_size`; with `add`, counts them as written.
+    fn count_bytes(&mut self, name: &str, n: u64, add: bool) -> Result<(), UnpackError> {
+        let max = self.limits.max_layer_unpacked_size;
+        let total = self.stats.bytes.saturating_add(n);
+        if total > max {
+            let what = format!("entry {name:?}: the layer's files add up to");
+            return Err(UnpackError::Limit(Exceeded::bytes(
+                &what,
+                "max_layer_unpacked_size",
+                max,
+            )));
+        }
+        if add {
+            self.stats.bytes = total;
+        }
+        Ok(())
+    }
+
+    /// Refuses if writing `more` bytes would eat into `min_free_space`.
+    fn check_free_space(&mut self, name: &str, more: u64) -> Result<(), UnpackError> {
+        self.unchecked = 0;
+        match self.limits.min_free_space.check(self.dest, more) {
+            Ok(()) => Ok(()),
+            Err(FreeSpaceError::Exceeded(e)) => Err(UnpackError::Limit(e)),
+            Err(FreeSpaceError::Statvfs(e)) => Err(io_err(name, "statvfs")(e)),
+        }
+    }
+
+    /// Copies a file's content into the new file `f`, counting it against
+    /// the limits; whole zero blocks are seeked over (left as holes) and the
+    /// length is set at the end, so sparse content stays sparse.
+    fn write_contents(
+        &mut self,
+        name: &str,
+        r: &mut impl Read,
+        f: &mut File,
+    ) -> Result<(), UnpackError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.copy_sparse(name, r, f, &mut buf);
+        self.buf = buf;
+        f.set_len(result?).map_err(io_err(name, "set file length"))
+    }
+
+    /// Writes a PAX sparse entry's data chunks at their offsets; the rest
+    /// of the file stays holes (counted as its apparent size).
+    fn write_pax_sparse<R: Read>(
+        &mut self,
+        name: &str,
+        entry: &mut tar::Entry<R>,
+        f: &mut File,
+        sparse: &PaxSparse,
+    ) -> Result<(), UnpackError> {
+        let bad = |what: &str| refused(name, format!("bad PAX sparse map: {what}"));
+        let map = match &sparse.map {
+            Some(m) => m.clone(),
+            None => read_sparse_map(entry).map_err(|e| bad(&e))?,
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut end = 0u64;
+        let mut data = 0u64;
+        let mut result = Ok(());
+        for &(offset, len) in &map {
+            let chunk_end = offset.checked_add(len).ok_or_else(|| bad("overflow"))?;
+            if offset < end || chunk_end > sparse.size {
+                result = Err(bad("chunks out of order or past the file's size"));
+                break;
+            }
+            end = chunk_end;
+            if let Err(e) = f.seek(SeekFrom::Start(offset)) {
+                result = Err(io_err(name, "seek to sparse chunk")(e));
+                break;
+            }
+            match self.copy_sparse(name, &mut entry.take(len), f, &mut buf) {
+                Ok(n) if n == len => data += n,
+                Ok(_) => {
+                    result = Err(bad("the data is shorter than the map"));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+        result?;
+        // The holes count towards the layer's apparent size.
+        self.count_bytes(name, sparse.size - data, true)?;
+        f.set_len(sparse.size)
+            .map_err(io_err(name, "set file length"))
+    }
+
+    fn copy_sparse(
+        &mut self,
+        name: &str,
+        r: &mut impl Read,
+        f: &mut File,
+        buf: &mut [u8],
+    ) -> Result<u64, UnpackError> {
+        let mut len = 0u64;
+        let mut hole = 0u64;
+        loop {
+            let n = read_full(r, buf).map_err(io_err(name, "read file content"))?;
+            if n == 0 {
+                break;
+            }
+            self.count_bytes(name, n as u64, true)?;
+            len += n as u64;
+            // Runs of data blocks are written in one call; zero blocks
+            // only move the position.
+            let mut data_start = None;
+            for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+                let at = i * BLOCK;
+                if *block == ZEROS[..block.len()] {
+                    if let Some(s) = data_start.take() {
+                        self.write_run(name, f, &mut hole, &buf[s..at])?;
+                    }
+                    hole += block.len() as u64;
+                } else if data_start.is_none() {
+                    data_start = Some(at);
+                }
+            }
+            if let Some(s) = data_start {
+                self.write_run(name, f, &mut hole, &buf[s..n])?;
+            }
+        }
+        Ok(len)
+    }
+
+    fn write_run(
+        &mut self,
+        name: &str,
+        f: &mut File,
+        hole: &mut u64,
+        data: &[u8],
+    ) -> Result<(), UnpackError> {
+        if *hole > 0 {
+            let off = i64::try_from(*hole).map_err(|_| refused(name, "hole too large"))?;
+            f.seek(SeekFrom::Current(off))
+                .map_err(io_err(name, "seek over hole"))?;
+            *hole = 0;
+        }
+        self.unchecked += data.len() as u64;
+        if self.unchecked >= FREE_SPACE_CHECK_EVERY {
+            self.check_free_space(name, 0)?;
+        }
+        f.write_all(data).map_err(io_err(name, "write file"))
+    }
+
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), UnpackError> {
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
+        let mut raw = entry.path_bytes().into_owned();
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
             return Ok(()); // global PAX defaults carry nothing we use
         }
+        let sparse = match kind {
+            EntryType::Regular | EntryType::Continuous => {
+                pax_sparse(entry).map_err(|e| refused(&String::from_utf8_lossy(&raw), e))?
+            }
+            _ => None,
+        };
+        if let Some(real) = sparse.as_ref().and_then(|s| s.name.clone()) {
+            raw = real; // 0.1 and 1.0 store the real name apart
+        }
+        let name = String::from_utf8_lossy(&raw).into_owned();
         let comps = split_path(&raw).map_err(|r| refused(&name, r))?;
         self.stats.entries += 1;
+        if self.stats.entries > self.limits.max_layer_entries {
+            return Err(UnpackError::Limit(Exceeded {
+                what: format!(
+                    "the layer has more than {} entries",
+                    self.limits.max_layer_entries
+                ),
+                key: "max_layer_entries",
+                limit: self.limits.max_layer_entries.to_string(),
+            }));
+        }
 
         let Some((last, parents)) = comps.split_last() else {
             // The path names the snapshot root ("./").
@@ -418,8 +661,20 @@ impl Unpacker<'_> {
                 }
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                // The size the header claims (a sparse file's full size):
+                // refused before anything is written if it cannot fit.
+                let claimed = match (entry.header().as_gnu(), &sparse) {
+                    (_, Some(s)) => Ok(s.size),
+                    (Some(g), None) if kind == EntryType::GNUSparse => g.real_size(),
+                    _ => entry.header().entry_size(),
+                };
+                let claimed = claimed.map_err(|_| refused(&name, "invalid size in header"))?;
+                self.count_bytes(&name, claimed, false)?;
                 let mut f = create_file(&path).map_err(io_err(&name, "create file"))?;
-                self.stats.bytes += io::copy(entry, &mut f).map_err(io_err(&name, "write file"))?;
+                match &sparse {
+                    Some(s) => self.write_pax_sparse(&name, entry, &mut f, s)?,
+                    None => self.write_contents(&name, entry, &mut f)?,
+                }
             }
             EntryType::Symlink => {
                 let target = link.filter(|l| !l.is_empty());
@@ -613,8 +868,9 @@ impl Unpacker<'_> {
             .custom_flags(OFlag::O_NOFOLLOW.bits())
             .open(src);
         let mut input = input.map_err(io_err(name, "open lower file"))?;
+        self.count_bytes(name, md.len(), false)?;
         let mut out = create_file(&dst).map_err(io_err(name, "create copy-up file"))?;
-        self.stats.bytes += io::copy(&mut input, &mut out).map_err(io_err(name, "copy up"))?;
+        self.write_contents(name, &mut input, &mut out)?;
         let mut xattrs = Vec::new();
         for k in xattr::list(src).map_err(io_err(name, "list lower xattrs"))? {
             if let Some(v) = xattr::get(src, &k).map_err(io_err(name, "read lower xattr"))? {
@@ -646,6 +902,146 @@ impl Unpacker<'_> {
         }
         Ok(self.stats)
     }
+}
+
+/// Most chunks a PAX sparse map may list (16 bytes of memory each).
+const MAX_SPARSE_CHUNKS: usize = 1 << 20;
+
+/// A sparse file in GNU tar's PAX formats (`tar --format=posix --sparse`):
+/// 0.0 (`GNU.sparse.offset`/`numbytes` records), 0.1 (`GNU.sparse.map`) and
+/// 1.0 (the map at the head of the data). `name` replaces the header's
+/// `GNUSparseFile.N/...` name in 0.1 and 1.0.
+struct PaxSparse {
+    name: Option<Vec<u8>>,
+    size: u64,
+    /// (offset, length) of the data chunks; `None`: read it from the data (1.0).
+    map: Option<Vec<(u64, u64)>>,
+}
+
+/// The entry's PAX sparse description, if it has one.
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<R>) -> Result<Option<PaxSparse>, String> {
+    let Some(pax) = entry
+        .pax_extensions()
+        .map_err(|e| format!("bad PAX header: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let num = |v: &[u8]| -> Result<u64, String> {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "bad number {:?} in PAX sparse record",
+                    v.escape_ascii().to_string()
+                )
+            })
+    };
+    let (mut major, mut name, mut size, mut map) = (None, None, None, None::<Vec<(u64, u64)>>);
+    let mut offset = None;
+    for rec in pax {
+        let rec = rec.map_err(|e| format!("bad PAX record: {e}"))?;
+        let v = rec.value_bytes();
+        match rec.key_bytes() {
+            b"GNU.sparse.major" => major = Some(num(v)?),
+            b"GNU.sparse.name" => name = Some(v.to_vec()),
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => size = Some(num(v)?),
+            b"GNU.sparse.map" => {
+                let nums = v
+                    .split(|b| *b == b',')
+                    .filter(|n| !n.is_empty())
+                    .map(num)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if nums.len() % 2 != 0 || nums.len() / 2 > MAX_SPARSE_CHUNKS {
+                    return Err("bad GNU.sparse.map".into());
+                }
+                map = Some(nums.chunks(2).map(|c| (c[0], c[1])).collect());
+            }
+            b"GNU.sparse.offset" => offset = Some(num(v)?),
+            b"GNU.sparse.numbytes" => {
+                let o = offset
+                    .take()
+                    .ok_or("GNU.sparse.numbytes without an offset")?;
+                let m = map.get_or_insert_with(Vec::new);
+                if m.len() >= MAX_SPARSE_CHUNKS {
+                    return Err("too many GNU.sparse chunks".into());
+                }
+                m.push((o, num(v)?));
+            }
+            _ => {}
+        }
+    }
+    let Some(size) = size else {
+        return Ok(None); // not a sparse file
+    };
+    match major {
+        Some(1) if map.is_none() => Ok(Some(PaxSparse {
+            name,
+            size,
+            map: None,
+        })),
+        Some(m) if m != 0 => Err(format!("unsupported PAX sparse format {m}")),
+        _ => {
+            let map = map.ok_or("PAX sparse entry without a map")?;
+            Ok(Some(PaxSparse {
+                name,
+                size,
+                map: Some(map),
+            }))
+        }
+    }
+}
+
+/// Reads the map at the head of a PAX 1.0 sparse file's data: the number
+/// of chunks, then offset and length of each, one decimal per line, padded
+/// with zeros to a 512-byte record.
+fn read_sparse_map(r: &mut impl Read) -> Result<Vec<(u64, u64)>, String> {
+    let mut consumed = 0usize;
+    let mut line = |consumed: &mut usize| -> Result<u64, String> {
+        let mut digits = String::new();
+        loop {
+            let mut b = [0u8; 1];
+            r.read_exact(&mut b)
+                .map_err(|e| format!("reading the map: {e}"))?;
+            *consumed += 1;
+            match b[0] {
+                b'\n' => break,
+                d if d.is_ascii_digit() && digits.len() < 20 => digits.push(char::from(d)),
+                _ => return Err("not a decimal number".into()),
+            }
+        }
+        digits
+            .parse()
+            .map_err(|_| "not a decimal number".to_string())
+    };
+    let count = line(&mut consumed)?;
+    if count > MAX_SPARSE_CHUNKS as u64 {
+        return Err(format!("{count} chunks (at most {MAX_SPARSE_CHUNKS})"));
+    }
+    let mut map = Vec::new();
+    for _ in 0..count {
+        let offset = line(&mut consumed)?;
+        map.push((offset, line(&mut consumed)?));
+    }
+    let pad = (512 - consumed % 512) % 512;
+    io::copy(&mut r.take(pad as u64), &mut io::sink())
+        .map_err(|e| format!("reading the map: {e}"))?;
+    Ok(map)
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+/// Full reads keep blocks aligned with file offsets.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Looks `comps` up in one layer dir without following any symlink.
@@ -698,8 +1094,7 @@ fn lookup(name: &str, layer: &Path, comps: &[OsString]) -> Result<Lookup, Unpack
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileExt, FileTypeExt};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     const T0: i64 = 1_500_000_000;
@@ -905,7 +1300,7 @@ mod tests {
             tb.spec("F sub/x gone soon; F .wh.gone; F sub/.wh.x; F opq/.wh..wh..opq");
             let blob = tb.blob(&s.0, c);
 
-            let res = unpack_layer(&blob, c, &dest, &[]).unwrap();
+            let res = unpack_layer(&blob, c, &dest, &[], &Limits::default()).unwrap();
             assert_eq!((res.entries, res.bytes), (16, 11 + 4 + 3 + 9));
             // The DiffID is the digest of the uncompressed stream, whatever
             // the compression.
@@ -966,7 +1361,8 @@ mod tests {
             .spec("L usr/bin/alias usr/bin/tool")
             .blob(&s.0, Compression::None);
 
-        let res = unpack_layer(&blob, Compression::None, &dest, &lowers).unwrap();
+        let res =
+            unpack_layer(&blob, Compression::None, &dest, &lowers, &Limits::default()).unwrap();
         assert_eq!((res.entries, res.bytes), (1, 6));
         let copy = dest.join("usr/bin/tool");
         assert_eq!(fs::read(&copy).unwrap(), b"#!tool");
@@ -978,7 +1374,14 @@ mod tests {
         // A whiteout in the upper lower hides the bottom file.
         mknod(&l1.join("tool"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
         let dest2 = s.dir("dest2");
-        let err = unpack_layer(&blob, Compression::None, &dest2, &lowers).unwrap_err();
+        let err = unpack_layer(
+            &blob,
+            Compression::None,
+            &dest2,
+            &lowers,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
     }
 
@@ -993,7 +1396,14 @@ mod tests {
         let blob = Tb::new()
             .spec("F tmp/x x; F home/app/.profile p; F new/y y")
             .blob(&s.0, Compression::None);
-        unpack_layer(&blob, Compression::None, &dest, &[s.0.join("l1")]).unwrap();
+        unpack_layer(
+            &blob,
+            Compression::None,
+            &dest,
+            &[s.0.join("l1")],
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(
             attrs(dest.join("tmp")).0,
             0o1777,
@@ -1049,7 +1459,8 @@ mod tests {
             let dest = s.dir(&format!("d{i}/a/dest"));
             let blob = Tb::new().spec(spec).blob(&s.0, Compression::Gzip);
             let lowers = std::slice::from_ref(&lower);
-            let err = unpack_layer(&blob, Compression::Gzip, &dest, lowers).unwrap_err();
+            let err = unpack_layer(&blob, Compression::Gzip, &dest, lowers, &Limits::default())
+                .unwrap_err();
             let msg = err.to_string();
             assert!(
                 msg.starts_with("layer entry \"") && msg.contains(want),
@@ -1067,13 +1478,308 @@ mod tests {
         let spec = "S f ../../outside/new; F f mine; S g ../../outside/secret; F g mine; \
                     S d ../../outside; D d; F d/x mine; S s ../../outside/secret; F t; L s t";
         let blob = Tb::new().spec(spec).blob(&s.0, Compression::Zstd);
-        unpack_layer(&blob, Compression::Zstd, &dest, &[]).unwrap();
+        unpack_layer(&blob, Compression::Zstd, &dest, &[], &Limits::default()).unwrap();
         for f in ["f", "g", "d/x"] {
             assert!(lmeta(dest.join(f)).is_file() && fs::read(dest.join(f)).unwrap() == b"mine");
         }
         assert!(lmeta(dest.join("d")).is_dir());
         assert_eq!(lmeta(dest.join("s")).ino(), lmeta(dest.join("t")).ino());
         assert_outside_untouched(&s, &out, spec);
+    }
+
+    /// A GNU sparse entry ('S', as `tar --sparse` writes by default):
+    /// `chunks` of (offset, data) in a file of `size` bytes.
+    fn gnu_sparse(tb: &mut Tb, name: &str, size: u64, chunks: &[(u64, &[u8])]) {
+        let data: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        let mut h = tb.header(EntryType::GNUSparse, name, "", 0o644, data.len());
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(size);
+        for (slot, (off, d)) in g.sparse.iter_mut().zip(chunks) {
+            slot.set_offset(*off);
+            slot.set_length(d.len() as u64);
+        }
+        h.set_cksum();
+        tb.b.append(&h, &data[..]).unwrap();
+    }
+
+    fn limits(bytes: u64, entries: u64) -> Limits {
+        Limits {
+            max_layer_unpacked_size: bytes,
+            max_layer_entries: entries,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn sparse_files_stay_sparse() {
+        let s = Scratch::new();
+        let dest = s.dir("dest");
+        let size = 1u64 << 30;
+        let mut tb = Tb::new();
+        // Chunks are whole 512-byte records but the last, as GNU tar makes them.
+        let mut head = vec![7u8; 512];
+        head[..4].copy_from_slice(b"head");
+        let tail = [&[9u8; 508][..], b"tail"].concat();
+        let chunks = [
+            (0, &head[..]),
+            (size / 2 + 512, &tail[..]),
+            (size - 4, b"tail"),
+        ];
+        gnu_sparse(&mut tb, "disk.img", size, &chunks);
+        // Zeros stored verbatim in a plain file become holes too.
+        let mut zeros = vec![0u8; 1 << 20];
+        zeros[..3].copy_from_slice(b"abc");
+        tb.add(EntryType::Regular, "zeros", "", 0o644, &zeros);
+        let blob = tb.blob(&s.0, Compression::Gzip);
+        let res = unpack_layer(&blob, Compression::Gzip, &dest, &[], &Limits::default()).unwrap();
+        assert_eq!(res.bytes, size + (1 << 20));
+        let m = lmeta(dest.join("disk.img"));
+        assert_eq!(m.len(), size);
+        assert!(
+            m.blocks() * 512 <= 64 << 10,
+            "{} blocks allocated",
+            m.blocks()
+        );
+        let mut f = File::open(dest.join("disk.img")).unwrap();
+        let mut b = [0u8; 4];
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"head");
+        f.seek(SeekFrom::Start(size / 2)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(b, [0; 4]);
+        f.seek(SeekFrom::Start(size / 2 + 1020)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"tail");
+        f.seek(SeekFrom::Start(size - 4)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"tail");
+        let z = lmeta(dest.join("zeros"));
+        assert_eq!(z.len(), 1 << 20);
+        assert!(
+            z.blocks() * 512 <= 64 << 10,
+            "{} blocks allocated",
+            z.blocks()
+        );
+        assert_eq!(fs::read(dest.join("zeros")).unwrap(), zeros);
+    }
+
+    /// The three PAX sparse formats, written by hand, and every format GNU
+    /// tar itself writes with `--sparse` (its default `gnu` format and
+    /// `posix` with sparse versions 0.0, 0.1 and 1.0).
+    #[test]
+    fn pax_and_gnu_tar_sparse_formats() {
+        let s = Scratch::new();
+        let size: u64 = 64 << 20;
+        let (second, size_s) = (size / 2, size.to_string());
+        let check = |f: &Path| {
+            let m = lmeta(f);
+            assert_eq!(m.len(), size, "{}", f.display());
+            assert!(
+                m.blocks() * 512 <= 64 << 10,
+                "{}: {} blocks",
+                f.display(),
+                m.blocks()
+            );
+            let mut file = File::open(f).unwrap();
+            let mut b = [0u8; 4];
+            for (at, want) in [(0, b"head"), (second, b"tail"), (size - 4, &[0; 4])] {
+                file.seek(SeekFrom::Start(at)).unwrap();
+                file.read_exact(&mut b).unwrap();
+                assert_eq!(&b, want, "{} at {at}", f.display());
+            }
+        };
+        let mut tb = Tb::new();
+        let off = second.to_string();
+        tb.pax(&[
+            ("GNU.sparse.size", size_s.as_bytes()),
+            ("GNU.sparse.numblocks", b"2"),
+            ("GNU.sparse.offset", b"0"),
+            ("GNU.sparse.numbytes", b"4"),
+            ("GNU.sparse.offset", off.as_bytes()),
+            ("GNU.sparse.numbytes", b"4"),
+        ]);
+        tb.add(EntryType::Regular, "v00", "", 0o644, b"headtail");
+        let map = format!("0,4,{second},4,{size},0");
+        tb.pax(&[
+            ("GNU.sparse.size", size_s.as_bytes()),
+            ("GNU.sparse.name", b"v01"),
+            ("GNU.sparse.map", map.as_bytes()),
+        ]);
+        tb.add(
+            EntryType::Regular,
+            "GNUSparseFile.1/v01",
+            "",
+            0o644,
+            b"headtail",
+        );
+        tb.pax(&[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"v10"),
+            ("GNU.sparse.realsize", size_s.as_bytes()),
+        ]);
+        let mut data = format!("2\n0\n4\n{second}\n4\n").into_bytes();
+        data.resize(512, 0);
+        data.extend_from_slice(b"headtail");
+        tb.add(EntryType::Regular, "GNUSparseFile.1/v10", "", 0o644, &data);
+        let blob = tb.blob(&s.0, Compression::None);
+        let dest = s.dir("dest");
+        let res = unpack_layer(&blob, Compression::None, &dest, &[], &Limits::default()).unwrap();
+        assert_eq!((res.entries, res.bytes), (3, 3 * size));
+        for f in ["v00", "v01", "v10"] {
+            check(&dest.join(f));
+        }
+        assert!(!dest.join("GNUSparseFile.1").exists());
+
+        // GNU tar's own archives.
+        let src = s.dir("src");
+        let f = File::create(src.join("disk.img")).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", second).unwrap();
+        for (i, args) in [
+            &["--sparse"][..],
+            &["--sparse", "--format=posix", "--sparse-version=0.0"],
+            &["--sparse", "--format=posix", "--sparse-version=0.1"],
+            &["--sparse", "--format=posix", "--sparse-version=1.0"],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let tar = s.0.join(format!("gnu-{i}.tar"));
+            let st = std::process::Command::new("tar")
+                .args(*args)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&src)
+                .arg("disk.img")
+                .status()
+                .expect("GNU tar (Debian's tar package) is needed for this test");
+            assert!(st.success(), "tar {args:?}");
+            let dest = s.dir(&format!("gnu-dest-{i}"));
+            let lim = limits(size, 10);
+            unpack_layer(&tar, Compression::None, &dest, &[], &lim)
+                .unwrap_or_else(|e| panic!("tar {args:?}: {e}"));
+            check(&dest.join("disk.img"));
+            let names: Vec<_> = fs::read_dir(&dest)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["disk.img"], "tar {args:?}");
+            // One byte less of limit: the hole counts.
+            let dest = s.dir(&format!("gnu-small-{i}"));
+            let err = unpack_layer(&tar, Compression::None, &dest, &[], &limits(size - 1, 10))
+                .unwrap_err();
+            assert!(matches!(err, UnpackError::Limit(_)), "tar {args:?}: {err}");
+        }
+    }
+
+    /// A 4 GiB file of zeros gzipped to a few MiB: refused from its header,
+    /// before anything is written; the same bytes hidden from the header
+    /// (not a tar at all) stop at the stream bound.
+    #[test]
+    fn gzip_bombs_stop_at_the_size_limit() {
+        let s = Scratch::new();
+        let bomb = s.0.join("bomb.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&bomb).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let size = 4u64 << 30;
+        let mut h = tar::Header::new_gnu();
+        h.set_path("zeros").unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        gz.write_all(h.as_bytes()).unwrap();
+        // Only 2 MiB really follow: the header's claim alone is refused.
+        let zeros = vec![0u8; 2 << 20];
+        gz.write_all(&zeros).unwrap();
+        gz.finish().unwrap();
+        assert!(fs::metadata(&bomb).unwrap().len() < 64 << 10);
+
+        let dest = s.dir("dest");
+        let lim = limits(1 << 20, 100);
+        let err = unpack_layer(&bomb, Compression::Gzip, &dest, &[], &lim).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(
+            msg.contains("\"zeros\"")
+                && msg.contains("[images] max_layer_unpacked_size = \"1MiB\""),
+            "{msg}"
+        );
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "nothing written");
+
+        // A file whose header is honest but whose content crosses the limit
+        // midway: counted as written, stopped there.
+        let dest = s.dir("dest2");
+        let mut tb = Tb::new();
+        tb.add(EntryType::Regular, "a", "", 0o644, &vec![1u8; 768 << 10]);
+        tb.add(EntryType::Regular, "b", "", 0o644, &vec![2u8; 768 << 10]);
+        let blob = tb.blob(&s.0, Compression::Gzip);
+        let err = unpack_layer(&blob, Compression::Gzip, &dest, &[], &lim).unwrap_err();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(err.to_string().contains("\"b\""), "{err}");
+        assert!(!dest.join("b").exists(), "refused before it was created");
+
+        // 2 MiB of zeros that are no tar header: the end of the archive
+        // comes at once, but the stream (hashed for the DiffID) is bounded.
+        let raw = s.0.join("raw.gz");
+        let mut gz =
+            flate2::write::GzEncoder::new(File::create(&raw).unwrap(), flate2::Compression::fast());
+        gz.write_all(&zeros).unwrap();
+        gz.finish().unwrap();
+        let dest = s.dir("dest3");
+        let err = unpack_layer(&raw, Compression::Gzip, &dest, &[], &lim).unwrap_err();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("the uncompressed layer has more than 1048576 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn entries_are_bounded() {
+        let s = Scratch::new();
+        let mut tb = Tb::new();
+        for i in 0..11 {
+            tb.add(EntryType::Regular, &format!("f{i}"), "", 0o644, b"x");
+        }
+        let blob = tb.blob(&s.0, Compression::None);
+        let dest = s.dir("ok");
+        let res = unpack_layer(&blob, Compression::None, &dest, &[], &limits(1 << 20, 11)).unwrap();
+        assert_eq!(res.entries, 11);
+        let dest = s.dir("over");
+        let err =
+            unpack_layer(&blob, Compression::None, &dest, &[], &limits(1 << 20, 10)).unwrap_err();
+        assert!(matches!(err, UnpackError::Limit(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("more than 10 entries (limit: [images] max_layer_entries = 10)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_free_space_reserve_is_kept() {
+        let s = Scratch::new();
+        let blob = Tb::new().spec("F a x").blob(&s.0, Compression::None);
+        let dest = s.dir("dest");
+        let lim = Limits {
+            min_free_space: crate::limits::FreeSpace::Percent(100),
+            ..Limits::default()
+        };
+        let err = unpack_layer(&blob, Compression::None, &dest, &[], &lim).unwrap_err();
+        assert!(
+            err.to_string().contains("min_free_space = \"100%\""),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 0);
     }
 
     fn assert_outside_untouched(s: &Scratch, out: &Path, spec: &str) {

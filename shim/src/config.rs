@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_imageservice::limits::{FreeSpace, Limits, parse_size};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where berthd looks for its config file when `--config` is not given.
@@ -39,6 +40,7 @@ pub struct Config {
     /// for both; "unlimited" or -1 for no limit). Empty: berthd's own.
     pub default_rlimits: Vec<String>,
     pub registry: RegistryConfig,
+    pub images: ImagesConfig,
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
@@ -56,12 +58,78 @@ pub enum CgroupDriver {
 pub struct RegistryConfig {
     /// containerd's hosts.toml layout: `<config_path>/<host>/hosts.toml`.
     pub config_path: PathBuf,
-    /// Cancel a pull that makes no progress for this long.
+    /// The window of the minimum-rate rule: a blob download that brings
+    /// less than `pull_min_rate` bytes/s on average over any window this
+    /// long is cancelled (and so is one that brings nothing this long).
     #[serde(
         deserialize_with = "deserialize_duration",
         serialize_with = "serialize_duration"
     )]
     pub pull_progress_timeout: Duration,
+    /// Bytes per second a blob download must average over every
+    /// `pull_progress_timeout` window; 0: one byte per window is enough.
+    pub pull_min_rate: u64,
+    /// Deadline of each registry request: connecting, the token exchange,
+    /// the answer's headers, and a manifest, token or error body read whole.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub request_timeout: Duration,
+}
+
+/// Bounds on what a pull may fetch and unpack (see the README's table).
+/// Sizes are bytes, as an integer or a string with a unit ("64MiB").
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Most bytes one layer may unpack to.
+    #[serde(deserialize_with = "deserialize_size")]
+    pub max_layer_unpacked_size: u64,
+    /// Most entries per layer.
+    pub max_layer_entries: u64,
+    /// Most layers per image.
+    pub max_layers: u64,
+    /// Most bytes of a manifest or an index.
+    #[serde(deserialize_with = "deserialize_size")]
+    pub max_manifest_size: u64,
+    /// Most bytes of an image config blob.
+    #[serde(deserialize_with = "deserialize_size")]
+    pub max_config_size: u64,
+    /// Free space of the image filesystem a pull may not eat into: a size
+    /// or a percentage of the filesystem ("5%").
+    #[serde(
+        deserialize_with = "deserialize_free_space",
+        serialize_with = "serialize_free_space"
+    )]
+    pub min_free_space: FreeSpace,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        ImagesConfig {
+            max_layer_unpacked_size: l.max_layer_unpacked_size,
+            max_layer_entries: l.max_layer_entries,
+            max_layers: l.max_layers,
+            max_manifest_size: l.max_manifest_size,
+            max_config_size: l.max_config_size,
+            min_free_space: l.min_free_space,
+        }
+    }
+}
+
+impl ImagesConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_layer_unpacked_size: self.max_layer_unpacked_size,
+            max_layer_entries: self.max_layer_entries,
+            max_layers: self.max_layers,
+            max_manifest_size: self.max_manifest_size,
+            max_config_size: self.max_config_size,
+            min_free_space: self.min_free_space,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -127,6 +195,7 @@ impl Default for Config {
             pinned_images: Vec::new(),
             default_rlimits: Vec::new(),
             registry: RegistryConfig::default(),
+            images: ImagesConfig::default(),
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
             runtimes: default_runtimes(),
@@ -151,6 +220,8 @@ impl Default for RegistryConfig {
         RegistryConfig {
             config_path: "/etc/berth/certs.d".into(),
             pull_progress_timeout: Duration::from_secs(5 * 60),
+            pull_min_rate: 1024,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -263,6 +334,19 @@ impl Config {
         }
         for r in &self.default_rlimits {
             parse_rlimit(r).map_err(|e| invalid(format!("key `default_rlimits`: {e}")))?;
+        }
+        for (key, value) in [
+            (
+                "registry.pull_progress_timeout",
+                self.registry.pull_progress_timeout,
+            ),
+            ("registry.request_timeout", self.registry.request_timeout),
+        ] {
+            if value < Duration::from_secs(1) {
+                return Err(invalid(format!(
+                    "key `{key}`: {value:?} is less than a second: every registry request would fail"
+                )));
+            }
         }
         if self.streaming.tls_cert_file.is_some() != self.streaming.tls_key_file.is_some() {
             return Err(invalid(
@@ -378,6 +462,37 @@ fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// A size: an integer of bytes or a string such as "64MiB".
+fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn deserialize_free_space<'de, D: Deserializer<'de>>(d: D) -> Result<FreeSpace, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(FreeSpace::Bytes(n)),
+        Raw::Str(s) => FreeSpace::parse(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn serialize_free_space<S: Serializer>(f: &FreeSpace, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&f.to_string())
+}
+
 fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     let ms = d.as_millis();
     if ms.is_multiple_of(1000) {
@@ -413,6 +528,8 @@ pinned_images = ["registry.k8s.io/pause:*"]
 [registry]
 config_path = "/etc/containerd/certs.d"
 pull_progress_timeout = "1m30s"
+pull_min_rate = 4096
+request_timeout = "20s"
 [cni]
 conf_dir = "/etc/cni/net.d"
 bin_dirs = ["/opt/cni/bin"]
@@ -427,6 +544,8 @@ path = "/usr/bin/crun"
         .unwrap();
         assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
         assert_eq!(c.registry.pull_progress_timeout, Duration::from_secs(90));
+        assert_eq!(c.registry.pull_min_rate, 4096);
+        assert_eq!(c.registry.request_timeout, Duration::from_secs(20));
         assert_eq!(c.streaming.port, 10010);
         assert_eq!(c.runtimes.len(), 3, "crun is added to builtin and runc");
         assert_eq!(
@@ -496,6 +615,33 @@ path = "/usr/bin/crun"
         assert_eq!(c.socket, Path::new("/tmp/s.sock"));
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.root, Path::new("/var/lib/berth"));
+    }
+
+    #[test]
+    fn images_limits_take_sizes_and_percentages() {
+        let c = parse(
+            "[images]\nmax_layer_unpacked_size = \"1GiB\"\nmax_layer_entries = 10\n\
+             max_manifest_size = 65536\nmax_config_size = \"2 MiB\"\nmin_free_space = \"10%\"\n",
+        )
+        .unwrap();
+        let l = c.images.limits();
+        assert_eq!(l.max_layer_unpacked_size, 1 << 30);
+        assert_eq!(l.max_layer_entries, 10);
+        assert_eq!(l.max_manifest_size, 65536);
+        assert_eq!(l.max_config_size, 2 << 20);
+        assert_eq!(l.min_free_space, FreeSpace::Percent(10));
+        let c = parse("[images]\nmin_free_space = \"2GiB\"\n").unwrap();
+        assert_eq!(c.images.min_free_space, FreeSpace::Bytes(2 << 30));
+        assert_eq!(parse("").unwrap().images.limits(), Limits::default());
+        for text in [
+            "[images]\nmax_layer_unpacked_size = \"lots\"\n",
+            "[images]\nmin_free_space = \"150%\"\n",
+            "[images]\nmax_layer_entries = -1\n",
+            "[images]\nmax_unpacked = 1\n",
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("line 2"), "{text}: {e}");
+        }
     }
 
     #[test]

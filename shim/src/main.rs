@@ -6,6 +6,7 @@ mod cni;
 mod config;
 mod container;
 mod cri;
+mod dirs;
 mod exec;
 mod idmap;
 mod lock;

@@ -52,8 +52,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             berth_imageservice::Settings {
                 dir: config.root.join("images"),
                 hosts_dir: config.registry.config_path.clone(),
-                pull_progress_timeout: config.registry.pull_progress_timeout,
+                registry: berth_imageservice::registry::Limits {
+                    request_timeout: config.registry.request_timeout,
+                    rate_window: config.registry.pull_progress_timeout,
+                    min_rate: config.registry.pull_min_rate,
+                },
                 pinned: config.pinned_images.clone(),
+                limits: config.images.limits(),
             },
             db.clone(),
         )
@@ -196,6 +201,10 @@ fn open_database(path: &Path) -> anyhow::Result<redb::Database> {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
     }
+    // It holds every pod's and container's config, environments included:
+    // root's alone (an older berth's 0644 file too).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
     redb::Database::create(path).with_context(|| format!("cannot open {}", path.display()))
 }
 

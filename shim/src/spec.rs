@@ -508,9 +508,16 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
+/// Most bytes of the image's `/etc/passwd` or `/etc/group` read to resolve
+/// a user: they are image content, read into memory at CreateContainer.
+pub const MAX_ETC_FILE: u64 = 4 << 20;
+
 /// Reads `rootfs/etc/<name>` if `etc` is a real directory and the file a
-/// regular file (not symlinks); `None` when absent.
+/// regular file (not symlinks, opened with O_NOFOLLOW); `None` when absent.
+/// A file over [`MAX_ETC_FILE`] bytes is refused, naming it.
 fn read_etc_file(rootfs: &Path, name: &str) -> Result<Option<String>, SpecError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let etc = rootfs.join("etc");
     match std::fs::symlink_metadata(&etc) {
         Ok(m) if m.is_dir() => {}
@@ -519,15 +526,33 @@ fn read_etc_file(rootfs: &Path, name: &str) -> Result<Option<String>, SpecError>
         Err(source) => return Err(SpecError::Io { path: etc, source }),
     }
     let path = etc.join(name);
+    let too_large = || {
+        invalid(
+            format!("image /etc/{name}"),
+            format!("larger than {MAX_ETC_FILE} bytes, the most berth reads to resolve a user"),
+        )
+    };
     match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.len() > MAX_ETC_FILE => return Err(too_large()),
         Ok(m) if m.is_file() => {}
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SpecError::Io { path, source }),
     }
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SpecError::Io { path, source }),
+    };
+    // Bounded even if the file grew since the stat.
+    let mut bytes = Vec::new();
+    match file.take(MAX_ETC_FILE + 1).read_to_end(&mut bytes) {
+        Ok(_) if bytes.len() as u64 > MAX_ETC_FILE => Err(too_large()),
+        Ok(_) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(source) => Err(SpecError::Io { path, source }),
     }
 }
@@ -1703,6 +1728,25 @@ mod tests {
             ..Default::default()
         };
         assert!(user_of(&with_sc(cfg(), sc), "app").is_err());
+    }
+
+    #[test]
+    fn a_huge_passwd_or_group_is_refused_naming_it() {
+        for name in ["passwd", "group"] {
+            let r = tmpdir(&format!("huge-{name}"));
+            std::fs::create_dir_all(r.0.join("etc")).unwrap();
+            let f = std::fs::File::create(r.0.join("etc").join(name)).unwrap();
+            // Sparse: 1 GiB to read, nothing on disk.
+            f.set_len(1 << 30).unwrap();
+            let e = read_etc_file(&r.0, name).unwrap_err().to_string();
+            assert!(e.contains(&format!("image /etc/{name}")), "{e}");
+            assert!(e.contains("larger than 4194304 bytes"), "{e}");
+            f.set_len(MAX_ETC_FILE).unwrap();
+            assert_eq!(
+                read_etc_file(&r.0, name).unwrap().unwrap().len() as u64,
+                MAX_ETC_FILE
+            );
+        }
     }
 
     #[test]

@@ -701,6 +701,89 @@ impl ImageConfig {
     }
 }
 
+// ------------------------------------------------ size-hostile layers
+
+/// A GNU sparse file layer (type 'S', what `tar --sparse` writes by
+/// default): `path` is `size` bytes long, with `chunks` of (offset, data)
+/// and holes elsewhere. Every chunk but the last must be a whole number of
+/// 512-byte records (GNU tar's own rule, checked by the tar crate).
+pub fn sparse_layer(
+    path: &str,
+    size: u64,
+    chunks: &[(u64, &[u8])],
+    compression: Compression,
+) -> Blob {
+    let data: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    assert!(
+        chunks.len() <= 4,
+        "only the header's four sparse slots are written"
+    );
+    let mut h = Header::new_gnu();
+    h.set_path(path).expect("sparse path");
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(DEFAULT_MTIME);
+    h.set_size(data.len() as u64);
+    let g = h.as_gnu_mut().expect("GNU header");
+    g.set_real_size(size);
+    for (slot, (offset, d)) in g.sparse.iter_mut().zip(chunks) {
+        slot.set_offset(*offset);
+        slot.set_length(d.len() as u64);
+    }
+    h.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&h, &data[..]).expect("append sparse entry");
+    Blob::layer_from_tar(&builder.into_inner().expect("finish tar"), compression)
+}
+
+/// A gzip "bomb" layer: one regular file `zeros` of `size` bytes (a
+/// multiple of 4 MiB), all zeros, in a few KiB per GiB. The gzip stream is
+/// built by flate2 as concatenated members (the tar header, then the same
+/// 4 MiB of compressed zeros repeated, then the end of the archive), which
+/// every gzip reader must accept: compressing gigabytes in a debug build
+/// would take minutes. Its `diff_id` is NOT that of the content (hashing
+/// gigabytes is as slow): a pull of it must fail before the DiffID is
+/// checked.
+pub fn gzip_bomb_layer(size: u64) -> Blob {
+    use std::io::Write as _;
+    const CHUNK: u64 = 4 << 20;
+    assert!(
+        size.is_multiple_of(CHUNK),
+        "size must be a multiple of 4 MiB"
+    );
+    let gzip = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let mut h = Header::new_gnu();
+    h.set_path("zeros").expect("bomb path");
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(DEFAULT_MTIME);
+    h.set_size(size);
+    h.set_cksum();
+    let mut data = gzip(h.as_bytes());
+    let zeros = gzip(&vec![0u8; CHUNK as usize]);
+    for _ in 0..size / CHUNK {
+        data.extend_from_slice(&zeros);
+    }
+    data.extend_from_slice(&gzip(&[0u8; 1024]));
+    Blob {
+        digest: sha256_digest(&data),
+        size: data.len() as u64,
+        diff_id: sha256_digest(b"not the DiffID of the bomb"),
+        uncompressed_size: 512 + size + 1024,
+        compression: Compression::Gzip,
+        media_type: None,
+        data,
+    }
+}
+
 // ------------------------------------------------------ manifest / index
 
 /// An image: config and layers, and the family of its manifest.
@@ -1210,8 +1293,12 @@ impl RegistryClient {
         built: &BuiltImage,
     ) -> Result<Pushed, HttpError> {
         self.try_push_blob(repo, &built.config.data).await?;
+        // A layer listed several times is pushed once.
+        let mut pushed = std::collections::HashSet::new();
         for layer in &built.layers {
-            self.try_push_blob(repo, &layer.data).await?;
+            if pushed.insert(&layer.digest) {
+                self.try_push_blob(repo, &layer.data).await?;
+            }
         }
         let digest = self
             .try_push_manifest(repo, reference, &built.media_type, &built.manifest)

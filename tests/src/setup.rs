@@ -163,6 +163,17 @@ impl Setup {
             .unwrap_or_default()
     }
 
+    /// Polls container `name`'s log until a line ends with `line`.
+    pub async fn wait_log(&self, name: &str, line: &str) {
+        for _ in 0..300 {
+            if self.log(name).lines().any(|l| l.ends_with(line)) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("{name} never logged {line:?}: {}", self.log(name));
+    }
+
     pub async fn remove_all(&mut self) {
         self.c
             .remove_pod_sandbox(RemovePodSandboxRequest {

@@ -94,10 +94,12 @@ async fn stop_escalates_to_sigkill_after_the_timeout() {
             &[
                 "/bin/sh",
                 "-c",
-                "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+                "trap 'exit 42' TERM; echo trapped; while true; do sleep 0.1; done",
             ],
         ))
         .await;
+    // SIGTERM before the trap is set would kill it with 143, not 42.
+    s.wait_log("polite", "trapped").await;
     assert_eq!(
         s.status(&polite).await.state,
         ContainerState::ContainerRunning as i32

@@ -890,7 +890,7 @@ async fn a_pull_that_makes_no_progress_is_cancelled() {
     let reg = Registry::start();
     let pushed = fixtures::push_busybox(&reg, "test/other", "1", Compression::Gzip).await;
     let b = Berthd::start_with(Options {
-        registry: "pull_progress_timeout = \"5s\"".into(),
+        registry: "request_timeout = \"5s\"".into(),
         ..Default::default()
     })
     .await;
@@ -924,11 +924,7 @@ async fn a_pull_that_makes_no_progress_is_cancelled() {
 
     let e = stalled.await.expect("task").expect_err("stalled");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
-    assert!(
-        e.message().contains("pull_progress_timeout"),
-        "{}",
-        e.message()
-    );
+    assert!(e.message().contains("request_timeout"), "{}", e.message());
     // ...and the last pull to finish collected what the removal freed.
     assert!(list(&mut c).await.is_empty());
     assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
@@ -983,4 +979,294 @@ async fn https_registries_with_a_custom_ca_or_skip_verify() {
         pull(&mut c, &name).await.expect("skip_verify"),
         pushed.config_digest
     );
+}
+
+// ------------------------------------------------- size limits ([images])
+
+/// Bytes allocated under `dir` (files and directories), as `du` counts.
+/// Measure it after a first CRI call: berthd answers once its store is open.
+fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&d) else {
+            continue;
+        };
+        total += m.blocks() * 512;
+        if m.is_dir() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+/// Nothing of a refused pull is left: no image, no blob, no snapshot, no
+/// `.tmp-*` unpack dir, no download, and the store takes no more space.
+async fn assert_nothing_left(b: &Berthd, c: &mut Client, usage_before: u64, what: &str) {
+    assert!(list(c).await.is_empty(), "{what}: an image was listed");
+    assert!(
+        store_entries(b).is_empty(),
+        "{what}: left {:?}",
+        store_entries(b)
+    );
+    let tmp: Vec<_> = std::fs::read_dir(b.root.join("images/snapshots"))
+        .expect("snapshots dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(tmp.is_empty(), "{what}: left {tmp:?}");
+    assert_eq!(
+        disk_usage(&b.root.join("images")),
+        usage_before,
+        "{what}: the image store grew"
+    );
+}
+
+fn with_images_config(toml: &str) -> Options {
+    Options {
+        config: format!("[images]\n{toml}\n"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_layer_fails_fast_and_leaves_nothing() {
+    let reg = Registry::start();
+    // 4 GiB of zeros in a file, a few MiB compressed.
+    let bomb = fixtures::gzip_bomb_layer(4 << 30);
+    assert!(bomb.size < 8 << 20, "{}", bomb.size);
+    let image = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()),
+    )
+    .layer(fixtures::busybox_layer(Compression::Gzip))
+    .layer(bomb.clone());
+    fixtures::push_image(&reg, "test/bomb", "1", &image).await;
+    let b = Berthd::start_with(with_images_config("max_layer_unpacked_size = \"64MiB\"")).await;
+    let mut c = b.image().await;
+    assert!(list(&mut c).await.is_empty());
+    let before = disk_usage(&b.root.join("images"));
+    assert!(before > 0, "no image store at {}", b.root.display());
+    let e = pull(&mut c, &reg.image("test/bomb:1"))
+        .await
+        .expect_err("the bomb was pulled");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    for want in [
+        format!("layer {}", bomb.digest),
+        "[images] max_layer_unpacked_size = \"64MiB\"".to_string(),
+    ] {
+        assert!(
+            e.message().contains(&want),
+            "{want:?} not in {}",
+            e.message()
+        );
+    }
+    assert_nothing_left(&b, &mut c, before, "bomb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_manifest_or_layer_over_its_limit_is_refused_and_nothing_kept() {
+    let reg = Registry::start();
+    // A config of 2 MiB (a huge label), a manifest of 128 KiB (a huge
+    // annotation), and a layer of more entries than allowed.
+    let big_config = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()).label("pad", &"x".repeat(2 << 20)),
+    )
+    .layer(fixtures::busybox_layer(Compression::Gzip));
+    let config_digest = fixtures::push_image(&reg, "test/limits", "config", &big_config)
+        .await
+        .config_digest;
+    let mut big_manifest = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()).label("m", "1"),
+    )
+    .layer(fixtures::busybox_layer(Compression::Gzip));
+    big_manifest
+        .annotations
+        .insert("pad".into(), "y".repeat(128 << 10));
+    let manifest_digest = fixtures::push_image(&reg, "test/limits", "manifest", &big_manifest)
+        .await
+        .manifest_digest;
+    let many = (0..20).fold(Layer::new(), |l, i| l.file(&format!("f{i}"), "x", 0o644));
+    let many_entries = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()).label("e", "1"),
+    )
+    .layer(many.build(Compression::Gzip));
+    let layer_digest = fixtures::push_image(&reg, "test/limits", "entries", &many_entries)
+        .await
+        .layers[0]
+        .digest
+        .clone();
+
+    let b = Berthd::start_with(with_images_config(
+        "max_config_size = \"1MiB\"\nmax_manifest_size = \"64KiB\"\nmax_layer_entries = 10",
+    ))
+    .await;
+    let mut c = b.image().await;
+    assert!(list(&mut c).await.is_empty());
+    let before = disk_usage(&b.root.join("images"));
+    assert!(before > 0, "no image store at {}", b.root.display());
+    for (tag, object, limit) in [
+        (
+            "config",
+            format!("config blob {config_digest}"),
+            "[images] max_config_size = \"1MiB\"",
+        ),
+        (
+            "manifest",
+            format!("manifest {manifest_digest}"),
+            "[images] max_manifest_size = \"64KiB\"",
+        ),
+        (
+            "entries",
+            format!("layer {layer_digest}"),
+            "[images] max_layer_entries = 10",
+        ),
+    ] {
+        let e = pull(&mut c, &reg.image(&format!("test/limits:{tag}")))
+            .await
+            .expect_err(tag);
+        assert_eq!(e.code(), Code::ResourceExhausted, "{tag}: {e}");
+        assert!(
+            e.message().contains(&object) && e.message().contains(limit),
+            "{tag}: {}",
+            e.message()
+        );
+        assert_nothing_left(&b, &mut c, before, tag).await;
+    }
+    // The config was refused from the manifest's claim, never downloaded.
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{config_digest}")),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_of_ten_thousand_layers_is_refused_before_any_is_fetched() {
+    let reg = Registry::start();
+    let layer = Layer::new().file("f", "x", 0o644).build(Compression::Gzip);
+    let mut image = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()),
+    );
+    image.layers = vec![layer.clone(); 10_000];
+    let pushed = fixtures::push_image(&reg, "test/layers", "many", &image).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let before = disk_usage(&b.root.join("images"));
+    let e = pull(&mut c, &reg.image("test/layers:many"))
+        .await
+        .expect_err("10,000 layers");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(
+        e.message().contains(&pushed.manifest_digest)
+            && e.message().contains("10000 layers")
+            && e.message().contains("[images] max_layers = 128"),
+        "{}",
+        e.message()
+    );
+    assert_nothing_left(&b, &mut c, before, "layers").await;
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{}", layer.digest)),
+        0
+    );
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{}", pushed.config_digest)),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_layer_stays_sparse_on_disk() {
+    use std::io::{Read, Seek, SeekFrom};
+    let reg = Registry::start();
+    let size: u64 = 2 << 30;
+    let head = [b"head".as_slice(), &[1u8; 508]].concat();
+    let image = fixtures::Image::new(
+        ManifestKind::Oci,
+        ImageConfig::for_platform(&Platform::linux_amd64()),
+    )
+    .layer(fixtures::busybox_layer(Compression::Gzip))
+    .layer(fixtures::sparse_layer(
+        "disk.img",
+        size,
+        &[(0, &head), (size - 4, b"tail")],
+        Compression::Gzip,
+    ));
+    fixtures::push_image(&reg, "test/sparse", "1", &image).await;
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let name = reg.image("test/sparse:1");
+    pull(&mut c, &name).await.expect("pull");
+    let snaps = snapshots_of(&b, &mut c, &name).await;
+    let file = snaps.last().expect("top snapshot").join("disk.img");
+    let m = std::fs::metadata(&file).expect("disk.img");
+    assert_eq!(m.len(), size);
+    assert!(
+        m.blocks() * 512 <= 1 << 20,
+        "{} bytes allocated for a 2 GiB file with 516 bytes of data",
+        m.blocks() * 512
+    );
+    let mut f = std::fs::File::open(&file).expect("open");
+    let mut buf = [0u8; 4];
+    for (at, want) in [(0, b"head"), (size / 2, &[0u8; 4]), (size - 4, b"tail")] {
+        f.seek(SeekFrom::Start(at)).expect("seek");
+        f.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, want, "at {at}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_layer_blob_is_not_downloaded_and_the_free_space_reserve_holds() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/reserve", "1", Compression::Gzip).await;
+    let layer = &pushed.layers[0];
+    assert!(layer.size > 64 << 10, "{}", layer.size);
+    let name = reg.image("test/reserve:1");
+
+    // The manifest says the compressed layer is larger than any layer may
+    // unpack to: refused before its download starts.
+    let b = Berthd::start_with(with_images_config("max_layer_unpacked_size = \"64KiB\"")).await;
+    let mut c = b.image().await;
+    assert!(list(&mut c).await.is_empty());
+    let before = disk_usage(&b.root.join("images"));
+    let e = pull(&mut c, &name).await.expect_err("oversized layer");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    for want in [
+        format!("layer {}", layer.digest),
+        format!("the manifest says {} bytes compressed", layer.size),
+        "[images] max_layer_unpacked_size = \"64KiB\"".into(),
+    ] {
+        assert!(
+            e.message().contains(&want),
+            "{want:?} not in {}",
+            e.message()
+        );
+    }
+    assert_eq!(
+        reg.request_count_method("GET", &format!("/blobs/{}", layer.digest)),
+        0,
+        "the layer was downloaded"
+    );
+    assert_nothing_left(&b, &mut c, before, "oversized layer").await;
+    drop(c);
+    drop(b);
+
+    // A reserve of the whole filesystem: nothing may be written at all.
+    let b = Berthd::start_with(with_images_config("min_free_space = \"100%\"")).await;
+    let mut c = b.image().await;
+    assert!(list(&mut c).await.is_empty());
+    let before = disk_usage(&b.root.join("images"));
+    let e = pull(&mut c, &name).await.expect_err("no free space");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(
+        e.message().contains("[images] min_free_space = \"100%\""),
+        "{}",
+        e.message()
+    );
+    assert_nothing_left(&b, &mut c, before, "reserve").await;
 }

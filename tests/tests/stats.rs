@@ -25,17 +25,6 @@ fn value(v: &Option<UInt64Value>) -> Option<u64> {
     v.as_ref().map(|v| v.value)
 }
 
-/// Polls the container's log until it has `line`.
-async fn wait_log(s: &Setup, name: &str, line: &str) {
-    for _ in 0..300 {
-        if s.log(name).lines().any(|l| l.ends_with(line)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} never logged {line:?}: {}", s.log(name));
-}
-
 /// The container's directory in the v1 memory hierarchy.
 fn memory_cgroup(s: &Setup, id: &str) -> PathBuf {
     let parent = s
@@ -208,7 +197,7 @@ async fn memory_and_writable_layer_follow_what_the_container_uses() {
         ..Default::default()
     });
     let id = s.run(cfg).await;
-    wait_log(&s, "fill", "filled").await;
+    s.wait_log("fill", "filled").await;
     let st = container_stats(&mut s.c, &id).await;
     let mem = st.memory.as_ref().expect("memory");
     let ws = value(&mem.working_set_bytes).expect("working set");
@@ -244,7 +233,7 @@ async fn resources_change_in_place_and_a_refused_change_keeps_the_old_limits() {
             ],
         ))
         .await;
-    wait_log(&s, "hog", "filled").await;
+    s.wait_log("hog", "filled").await;
     let client = s.c.clone();
     let update = |linux: LinuxContainerResources| {
         let (mut c, id) = (client.clone(), id.clone());

@@ -8,6 +8,10 @@
 //!                                       writes (see berth_runtime)
 //! <state>/runtime/                      libcontainer's own state
 //! ```
+//!
+//! `<root>/containers`, each `<root>/containers/<id>` and `<state>/runtime`
+//! are 0700; each `<state>/containers/<id>` is 0700, or 0710 with its pod's
+//! root's group in a user namespace (see [`crate::dirs`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -253,6 +257,8 @@ impl Containers {
             monitor,
         };
         c.clean_half_made()?;
+        c.close_dirs()
+            .map_err(|e| format!("closing the containers' directories to other users: {e}"))?;
         Ok(c)
     }
 
@@ -381,12 +387,11 @@ impl Containers {
         let dir = self.state_dir(&id);
         let layer = self.root.join(&id);
         let rootfs = dir.join("rootfs");
-        for d in [
-            dir.clone(),
-            layer.join("upper"),
-            layer.join("work"),
-            rootfs.clone(),
-        ] {
+        // In a user namespace, the container's root looks its rootfs up here.
+        let traverse = userns.map(|(_, m)| m.to_host(0, 0).1);
+        crate::dirs::private(&dir, traverse).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::dirs::private(&layer, None).map_err(|e| format!("{}: {e}", layer.display()))?;
+        for d in [layer.join("upper"), layer.join("work"), rootfs.clone()] {
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         // In a user namespace, the layers are seen through its ID maps and
@@ -509,7 +514,9 @@ impl Containers {
         if let Some(parent) = log_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("log dir: {e}"))?;
         }
-        std::fs::create_dir_all(self.runtime_root()).map_err(|e| format!("runtime root: {e}"))?;
+        // The runtimes' own state (one dir per container, theirs): root's.
+        crate::dirs::private(&self.runtime_root(), None)
+            .map_err(|e| format!("runtime root: {e}"))?;
 
         let mut opts = Vec::new();
         {
@@ -739,6 +746,25 @@ impl Containers {
         let _ = umount2(&dir.join("rootfs"), MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(self.root.join(id));
+    }
+
+    /// Closes the containers' directories to the node's other users, as
+    /// [`Containers::create`] makes them: those an older berth left open
+    /// (0755) included. The writable layers need no one's passage (the
+    /// overlay is mounted, and reaches them, as root).
+    fn close_dirs(&self) -> std::io::Result<()> {
+        crate::dirs::private(&self.root, None)?;
+        for e in std::fs::read_dir(&self.root)? {
+            let p = e?.path();
+            if p.is_dir() {
+                crate::dirs::close(&p, None)?;
+            }
+        }
+        crate::dirs::tighten_each_in(&self.state)?;
+        if self.runtime_root().is_dir() {
+            crate::dirs::close(&self.runtime_root(), None)?;
+        }
+        Ok(())
     }
 
     /// Directories of containers never recorded (berthd died creating

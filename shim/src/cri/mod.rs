@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod runtime;
+pub mod validate;
 
 use tonic::{Response, Status};
 
@@ -49,6 +50,7 @@ impl Daemon {
 impl Daemon {
     /// The pod `id` names (full or unique prefix), or NotFound.
     pub fn pod(&self, id: &str) -> Result<crate::pod::PodRecord, Status> {
+        validate::id("pod", "pod_sandbox_id", id)?;
         self.pods
             .find(id)
             .map_err(|e| Status::internal(e.to_string()))?
@@ -57,6 +59,7 @@ impl Daemon {
 
     /// The container `id` names (full or unique prefix), or NotFound.
     pub fn container(&self, id: &str) -> Result<crate::container::ContainerRecord, Status> {
+        validate::id("container", "container_id", id)?;
         self.containers
             .find(id)
             .map_err(Status::internal)?

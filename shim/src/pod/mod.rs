@@ -261,7 +261,26 @@ impl Pods {
             cni,
         };
         pods.clean_half_made()?;
+        pods.close_dirs()?;
         Ok(pods)
+    }
+
+    /// Closes the pods' directories to the node's other users, as
+    /// [`Pods::create`] makes them: those an older berth left open (0755)
+    /// included; a pod in a user namespace keeps its root's passage.
+    fn close_dirs(&self) -> Result<(), PodError> {
+        for rec in self.all()? {
+            let traverse = pod_userns(&rec.config()).map(|m| m.to_host(0, 0).1);
+            for dir in [self.pod_dir(&rec.id), self.ns_dir(&rec.id)] {
+                if dir.is_dir() {
+                    crate::dirs::close(&dir, traverse).map_err(|e| PodError::Setup {
+                        id: rec.id.clone(),
+                        reason: format!("closing {} to other users: {e}", dir.display()),
+                    })?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn all(&self) -> Result<Vec<PodRecord>, PodError> {
@@ -381,7 +400,9 @@ impl Pods {
     fn make(&self, rec: &mut PodRecord, config: &PodSandboxConfig) -> Result<(), String> {
         let opts = namespace_options(config);
         let dir = self.pod_dir(&rec.id);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // In a user namespace, the pod's root looks its files up here.
+        let traverse = pod_userns(config).map(|m| m.to_host(0, 0).1);
+        crate::dirs::private(&dir, traverse).map_err(|e| format!("{}: {e}", dir.display()))?;
 
         // Namespaces: the pod's own unless it asks for the node's.
         let mut kinds = vec![ns::Kind::Uts];

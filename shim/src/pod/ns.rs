@@ -70,7 +70,10 @@ pub fn pin(
     hostname: &str,
     userns: Option<&super::IdMaps>,
 ) -> Result<(), NsError> {
-    std::fs::create_dir_all(dir).map_err(|e| err("pin directory", e))?;
+    // In a user namespace, a container's runtime opens the pins from
+    // inside it (libcontainer does): the pod's root passes through.
+    let traverse = userns.map(|m| m.to_host(0, 0).1);
+    crate::dirs::private(dir, traverse).map_err(|e| err("pin directory", e))?;
     for k in kinds.iter().chain(userns.map(|_| &Kind::User)) {
         std::fs::File::create(dir.join(k.name())).map_err(|e| err(k.name(), e))?;
     }

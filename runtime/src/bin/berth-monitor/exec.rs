@@ -95,8 +95,17 @@ fn run(
     if let Some(bin) = runtime {
         // The external runtime starts it detached; we reap it.
         super::oci::subreaper()?;
-        let work = std::env::temp_dir().join(format!("berth-exec-{}", std::process::id()));
-        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        // Next to the process file, in the container's own directory (not
+        // a guessable name in /tmp that another user could make first),
+        // and root's alone.
+        let work = process.with_extension("work");
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&work)
+                .map_err(|e| format!("{}: {e}", work.display()))?;
+        }
         let log = work.join("log");
         let o = super::oci::Oci {
             bin,

@@ -17,6 +17,8 @@ pub async fn create_container(
     let config = req
         .config
         .ok_or_else(|| Status::invalid_argument("CreateContainer: no config"))?;
+    crate::cri::validate::id("CreateContainer", "pod_sandbox_id", &req.pod_sandbox_id)?;
+    crate::cri::validate::container_config(&config)?;
     let asked_userns = config
         .linux
         .as_ref()

@@ -10,6 +10,7 @@ pub async fn remove_container(
     d: &Daemon,
     req: RemoveContainerRequest,
 ) -> Result<RemoveContainerResponse, Status> {
+    crate::cri::validate::id("RemoveContainer", "container_id", &req.container_id)?;
     if let Some(rec) = d
         .containers
         .find(&req.container_id)

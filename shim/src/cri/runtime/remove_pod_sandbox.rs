@@ -11,6 +11,7 @@ pub async fn remove_pod_sandbox(
     d: &Daemon,
     req: RemovePodSandboxRequest,
 ) -> Result<RemovePodSandboxResponse, Status> {
+    crate::cri::validate::id("RemovePodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
     let _serial = d.pod_lock.lock().await;
     if let Some(rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
         for c in d.containers.all().map_err(Status::internal)? {

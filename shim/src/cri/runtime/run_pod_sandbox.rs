@@ -14,6 +14,7 @@ pub async fn run_pod_sandbox(
     let config = req
         .config
         .ok_or_else(|| Status::invalid_argument("RunPodSandbox: no config"))?;
+    crate::cri::validate::pod_config(&config)?;
     let m = config.metadata.clone().unwrap_or_default();
     if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
         return Err(Status::invalid_argument(

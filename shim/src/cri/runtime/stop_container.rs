@@ -13,6 +13,7 @@ pub async fn stop_container(
     d: &Daemon,
     req: StopContainerRequest,
 ) -> Result<StopContainerResponse, Status> {
+    crate::cri::validate::id("StopContainer", "container_id", &req.container_id)?;
     let Some(rec) = d
         .containers
         .find(&req.container_id)

@@ -15,6 +15,7 @@ pub async fn stop_pod_sandbox(
     d: &Daemon,
     req: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse, Status> {
+    crate::cri::validate::id("StopPodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
     let _serial = d.pod_lock.lock().await;
     if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
         // Its containers first (the kubelet has given them their grace).

@@ -1,0 +1,531 @@
+//! Registries as an attacker would run them, against a real berthd: a token
+//! endpoint that trickles its JSON, an error body without end, a blob
+//! trickled a byte at a time while another pull wants the same blob from a
+//! real registry, and an `http://` host with TLS settings that asks for
+//! credentials in clear. Each "registry" here is a small HTTP/1.1 server
+//! written on a tokio `TcpListener` on 127.0.0.1; the honest one is the real
+//! `docker-registry` of [`berth_tests::registry`].
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{self, Compression};
+use berth_tests::registry::{Registry, RegistryOptions};
+use berth_tests::{Berthd, Options, TempDir};
+use cri_api::v1::image_service_client::ImageServiceClient;
+use cri_api::v1::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+type Client = ImageServiceClient<Channel>;
+
+/// How long any one pull here may take before the test calls it stuck: a
+/// liveness bound, far above the limits the berthds below are given.
+const STUCK: Duration = Duration::from_secs(60);
+
+async fn pull(c: &mut Client, image: &str, auth: Option<AuthConfig>) -> Result<String, Status> {
+    let req = PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        auth,
+        ..Default::default()
+    };
+    match tokio::time::timeout(STUCK, c.pull_image(req)).await {
+        Ok(r) => r.map(|r| r.into_inner().image_ref),
+        Err(_) => panic!("pulling {image} did not end within {STUCK:?}"),
+    }
+}
+
+async fn listed(c: &mut Client) -> Vec<Image> {
+    c.list_images(ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images
+}
+
+fn basic_auth() -> Option<AuthConfig> {
+    Some(AuthConfig {
+        username: "alice".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    })
+}
+
+/// Files left in the image store's download area.
+fn ingest_leftovers(b: &Berthd) -> Vec<String> {
+    std::fs::read_dir(b.root.join("images/ingest"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Points `name` (a registry host that does not resolve) at `server` in
+/// berthd's hosts.toml directory, with `extra` lines.
+fn hosts_toml(b: &Berthd, name: &str, server: &str, extra: &str) {
+    let dir = b.dir.path().join("certs.d").join(name);
+    std::fs::create_dir_all(&dir).expect("hosts dir");
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!("server = \"{server}\"\n{extra}"),
+    )
+    .expect("hosts.toml");
+}
+
+/// One request as the fake registry saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// A TLS ClientHello instead of HTTP.
+    tls: bool,
+    path: String,
+    authorization: bool,
+}
+
+/// What the fake registry answers.
+enum Reply {
+    Full {
+        status: &'static str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
+    /// Headers (with this Content-Length), then the body one byte per
+    /// `every`.
+    Trickle {
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+        every: Duration,
+    },
+    /// A 500 whose body never ends: `chunk` bytes every `every`.
+    EndlessError { chunk: usize, every: Duration },
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A fake registry on 127.0.0.1: one request per connection. A TLS
+/// ClientHello is answered the way Go's HTTP server answers one (with a
+/// plain-HTTP 400), so a client can tell it speaks plain HTTP.
+struct Fake {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Fake {
+    async fn start(handler: Handler) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (handler, log) = (handler.clone(), log.clone());
+                tokio::spawn(async move {
+                    let _ = serve(conn, handler, log).await;
+                });
+            }
+        });
+        Fake { port, seen }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+async fn serve(
+    mut conn: TcpStream,
+    handler: Handler,
+    log: Arc<Mutex<Vec<Seen>>>,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head[0] == 0x16 {
+            log.lock().expect("lock").push(Seen {
+                tls: true,
+                path: String::new(),
+                authorization: false,
+            });
+            conn.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await?;
+            return Ok(());
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() > 64 << 10 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let path = text
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("")
+        .to_string();
+    let authorization = text
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+    let seen = Seen {
+        tls: false,
+        path,
+        authorization,
+    };
+    log.lock().expect("lock").push(seen.clone());
+    let head = |status: &str, headers: &[(&str, String)], len: Option<u64>| {
+        let mut h = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            h.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(n) = len {
+            h.push_str(&format!("Content-Length: {n}\r\n"));
+        }
+        h.push_str("\r\n");
+        h
+    };
+    match handler(&seen) {
+        Reply::Full {
+            status,
+            headers,
+            body,
+        } => {
+            conn.write_all(head(status, &headers, Some(body.len() as u64)).as_bytes())
+                .await?;
+            conn.write_all(&body).await?;
+        }
+        Reply::Trickle {
+            headers,
+            body,
+            every,
+        } => {
+            conn.write_all(head("200 OK", &headers, Some(body.len() as u64)).as_bytes())
+                .await?;
+            for b in body {
+                conn.write_all(&[b]).await?;
+                tokio::time::sleep(every).await;
+            }
+        }
+        Reply::EndlessError { chunk, every } => {
+            // No length: the body ends when the connection does, i.e. never.
+            conn.write_all(head("500 Internal Server Error", &[], None).as_bytes())
+                .await?;
+            let chunk = vec![b'x'; chunk];
+            loop {
+                conn.write_all(&chunk).await?;
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+    conn.shutdown().await
+}
+
+fn not_found() -> Reply {
+    Reply::Full {
+        status: "404 Not Found",
+        headers: vec![],
+        body: b"{\"errors\":[{\"code\":\"NOT_FOUND\"}]}".to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_token_is_cut_off_by_the_request_timeout() {
+    let port = Arc::new(Mutex::new(0u16));
+    let realm_port = port.clone();
+    let fake = Fake::start(Arc::new(move |r: &Seen| {
+        if r.path.starts_with("/token") {
+            // Headers at once, then the JSON a byte a second.
+            let mut body = b"{\"token\":\"".to_vec();
+            body.resize(10_000, b'a');
+            return Reply::Trickle {
+                headers: vec![("Content-Type", "application/json".into())],
+                body,
+                every: Duration::from_secs(1),
+            };
+        }
+        if r.authorization {
+            return not_found();
+        }
+        let realm = format!(
+            "http://127.0.0.1:{}/token",
+            realm_port.lock().expect("lock")
+        );
+        Reply::Full {
+            status: "401 Unauthorized",
+            headers: vec![(
+                "WWW-Authenticate",
+                format!("Bearer realm=\"{realm}\",service=\"hostile\""),
+            )],
+            body: vec![],
+        }
+    }))
+    .await;
+    *port.lock().expect("lock") = fake.port;
+    let b = Berthd::start_with(Options {
+        registry: "request_timeout = \"3s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    hosts_toml(&b, "token.invalid", &format!("http://{}", fake.addr()), "");
+    let mut c = b.image().await;
+
+    let started = Instant::now();
+    let e = pull(&mut c, "token.invalid/test/app:1", None)
+        .await
+        .expect_err("a token that never finishes");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(e.message().contains("request_timeout"), "{}", e.message());
+    assert!(
+        e.message().contains(&format!("{}/token", fake.addr())),
+        "{}",
+        e.message()
+    );
+    assert!(started.elapsed() < STUCK);
+    assert!(
+        fake.seen().iter().any(|s| s.path.starts_with("/token")),
+        "{:?}",
+        fake.seen()
+    );
+    assert!(listed(&mut c).await.is_empty());
+    assert!(
+        ingest_leftovers(&b).is_empty(),
+        "{:?}",
+        ingest_leftovers(&b)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_error_body_is_not_read_to_its_end() {
+    // 20 KiB/s for ever; the request deadline is far away, so only a size
+    // bound on the error body ends this pull in time.
+    let fake = Fake::start(Arc::new(|_: &Seen| Reply::EndlessError {
+        chunk: 1024,
+        every: Duration::from_millis(50),
+    }))
+    .await;
+    let b = Berthd::start_with(Options {
+        registry: "request_timeout = \"10m\"".into(),
+        ..Default::default()
+    })
+    .await;
+    hosts_toml(&b, "errors.invalid", &format!("http://{}", fake.addr()), "");
+    let mut c = b.image().await;
+
+    let e = pull(&mut c, "errors.invalid/test/app:1", None)
+        .await
+        .expect_err("a 500");
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().contains("500"), "{}", e.message());
+    assert!(e.message().contains(&fake.addr()), "{}", e.message());
+    assert!(e.message().contains("xxxx"), "{}", e.message());
+    assert!(listed(&mut c).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_blob_is_cancelled_and_holds_up_no_pull_from_another_host() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/app", "1", Compression::Gzip).await;
+    let read = |d: &str| std::fs::read(reg.blob_data_path(d)).expect("blob from the registry");
+    let manifest = read(&pushed.manifest_digest);
+    let config = read(&pushed.config_digest);
+    let layer_digest = pushed.layers[0].digest.clone();
+    let layer = read(&layer_digest);
+    let media_type = pushed.manifest_media_type.clone();
+    let config_digest = pushed.config_digest.clone();
+
+    // The same image, but its layer comes two bytes a second: that beats
+    // any timeout on a single read.
+    let (layer_tx, layer_rx) = std::sync::mpsc::channel();
+    let layer_tx = Mutex::new(layer_tx);
+    let fake = Fake::start(Arc::new(move |r: &Seen| {
+        if r.path == "/v2/test/app/manifests/1" {
+            Reply::Full {
+                status: "200 OK",
+                headers: vec![("Content-Type", media_type.clone())],
+                body: manifest.clone(),
+            }
+        } else if r.path == format!("/v2/test/app/blobs/{config_digest}") {
+            Reply::Full {
+                status: "200 OK",
+                headers: vec![],
+                body: config.clone(),
+            }
+        } else if r.path == format!("/v2/test/app/blobs/{layer_digest}") {
+            let _ = layer_tx.lock().expect("lock").send(());
+            Reply::Trickle {
+                headers: vec![],
+                body: layer.clone(),
+                every: Duration::from_millis(500),
+            }
+        } else {
+            not_found()
+        }
+    }))
+    .await;
+    let b = Berthd::start_with(Options {
+        registry:
+            "pull_progress_timeout = \"15s\"\npull_min_rate = 1024\nrequest_timeout = \"10s\""
+                .into(),
+        ..Default::default()
+    })
+    .await;
+    hosts_toml(
+        &b,
+        "trickle.invalid",
+        &format!("http://{}", fake.addr()),
+        "",
+    );
+
+    let mut c = b.image().await;
+    let hostile = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = pull(&mut c, "trickle.invalid/test/app:1", None).await;
+        (r, started.elapsed())
+    });
+    tokio::task::spawn_blocking(move || layer_rx.recv_timeout(STUCK))
+        .await
+        .expect("join")
+        .expect("the hostile pull reached the layer");
+
+    // The same layer from the real registry goes ahead while the hostile
+    // one trickles (it is cancelled one 15 s window after it started).
+    let mut c = b.image().await;
+    let id = pull(&mut c, &reg.image("test/app:1"), None)
+        .await
+        .expect("the same blob from another host");
+    assert_eq!(id, pushed.config_digest);
+    assert!(
+        !hostile.is_finished(),
+        "the honest pull waited for the hostile one"
+    );
+
+    let (r, took) = hostile.await.expect("task");
+    let e = r.expect_err("a trickled layer");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(e.message().contains("pull_min_rate"), "{}", e.message());
+    assert!(e.message().contains(&fake.addr()), "{}", e.message());
+    assert!(took < STUCK, "{took:?}");
+    // Only the honest image, and no partial download.
+    let images = listed(&mut c).await;
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0].repo_tags, [reg.image("test/app:1")]);
+    assert!(
+        ingest_leftovers(&b).is_empty(),
+        "{:?}",
+        ingest_leftovers(&b)
+    );
+}
+
+/// Asks for basic auth over plain HTTP and notes who sends it.
+async fn asks_for_basic_auth() -> Fake {
+    Fake::start(Arc::new(|r: &Seen| {
+        if r.authorization {
+            not_found()
+        } else {
+            Reply::Full {
+                status: "401 Unauthorized",
+                headers: vec![("WWW-Authenticate", "Basic realm=\"fake\"".into())],
+                body: vec![],
+            }
+        }
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_go_in_clear_to_an_http_host_with_tls_settings() {
+    let certs = TempDir::new("certs");
+    let (ca, cert, key) = berth_tests::make_certs(certs.path());
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+
+    for (i, tls) in [
+        "skip_verify = true\n".to_string(),
+        format!("ca = \"{}\"\n", ca.display()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        // A fresh one each time: berthd remembers who spoke plain HTTP.
+        let fake = asks_for_basic_auth().await;
+        let name = format!("tls{i}.invalid");
+        hosts_toml(&b, &name, &format!("http://{}", fake.addr()), tls);
+        let e = pull(&mut c, &format!("{name}/test/app:1"), basic_auth())
+            .await
+            .expect_err("no credentials over plain HTTP");
+        let seen = fake.seen();
+        assert!(seen.first().is_some_and(|s| s.tls), "HTTPS first: {seen:?}");
+        assert!(
+            seen.iter().any(|s| !s.tls),
+            "then plain HTTP, without credentials: {seen:?}"
+        );
+        assert!(
+            seen.iter().all(|s| !s.authorization),
+            "credentials went over plain HTTP with {tls}: {seen:?}"
+        );
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains("plain HTTP"), "{}", e.message());
+        assert!(e.message().contains(&fake.addr()), "{}", e.message());
+    }
+    assert!(
+        !b.log()
+            .contains("sending registry credentials over plain HTTP")
+    );
+
+    // Written as plain HTTP and nothing else: credentials go, with a
+    // warning, and HTTPS is not tried.
+    let fake = asks_for_basic_auth().await;
+    hosts_toml(&b, "plain.invalid", &format!("http://{}", fake.addr()), "");
+    let e = pull(&mut c, "plain.invalid/test/app:1", basic_auth())
+        .await
+        .expect_err("the fake has no images");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    let seen = fake.seen();
+    assert!(seen.iter().all(|s| !s.tls), "{seen:?}");
+    assert!(seen.iter().any(|s| s.authorization), "{seen:?}");
+    assert!(
+        b.log()
+            .contains("sending registry credentials over plain HTTP"),
+        "no warning"
+    );
+    assert!(!b.log().contains("s3cret"), "a credential reached the log");
+
+    // An http:// host with a CA that does speak HTTPS: used over HTTPS,
+    // credentials and all.
+    let plain = Registry::start();
+    let pushed = fixtures::push_busybox(&plain, "test/tls", "1", Compression::Gzip).await;
+    let secure = Registry::start_with(RegistryOptions {
+        tls: Some((cert, key)),
+        basic_auth: Some(("alice".into(), "s3cret".into())),
+        storage: Some(plain.storage_root()),
+        ..Default::default()
+    });
+    let dir = b.dir.path().join(format!("certs.d/{}", secure.addr()));
+    std::fs::create_dir_all(&dir).expect("hosts dir");
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\nca = \"{}\"\n",
+            secure.addr(),
+            ca.display()
+        ),
+    )
+    .expect("hosts.toml");
+    let id = pull(&mut c, &secure.image("test/tls:1"), basic_auth())
+        .await
+        .expect("HTTPS first, with credentials");
+    assert_eq!(id, pushed.config_digest);
+}
