@@ -6,7 +6,8 @@
 //! a second canary at the fixed absolute path `/tmp/berth-fuzz-canary` so that
 //! seeds can aim absolute symlinks and hard links at it.
 //!
-//! Asserts: no panic, and nothing outside `dest` changed: every path of the
+//! Asserts: no panic; a layer that unpacks stays within the (small) entry and
+//! size limits given; and nothing outside `dest` changed: every path of the
 //! scratch directory except `dest`, and of the absolute canary, has the same
 //! type, mode, owner, size, link count, mtime, ctime, symlink target and
 //! content as before the run; and no file inside `dest` holds the content of
@@ -22,6 +23,7 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use berth_imageservice::Limits;
 use berth_imageservice::unpack::{Compression, unpack_layer};
 use libfuzzer_sys::fuzz_target;
 
@@ -158,12 +160,23 @@ fuzz_target!(|data: &[u8]| {
     snapshot(&s.root, &skip, &mut before);
     snapshot(Path::new(CANARY), &skip, &mut before);
 
-    let _ = unpack_layer(
+    // Small limits, so that the fuzzer reaches them (and a bomb ends early).
+    let limits = Limits {
+        max_layer_unpacked_size: 1 << 20,
+        max_layer_entries: 256,
+        ..Limits::default()
+    };
+    let res = unpack_layer(
         &s.blob,
         compression,
         &s.dest,
         std::slice::from_ref(&s.lower),
+        &limits,
     );
+    if let Ok(u) = &res {
+        assert!(u.entries <= limits.max_layer_entries, "{u:?}");
+        assert!(u.bytes <= limits.max_layer_unpacked_size, "{u:?}");
+    }
 
     let mut after = Snapshot::new();
     snapshot(&s.root, &skip, &mut after);
