@@ -120,6 +120,8 @@ pub struct Attachment<'a> {
     /// `runtimeConfig`, given to plugins whose `capabilities` ask for a key
     /// (`portMappings`, `dns`, ...).
     pub runtime_config: serde_json::Value,
+    /// How long one plugin execution may take (`cni.plugin_timeout`).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +249,6 @@ fn exec(
     bin_dirs: &[PathBuf],
     a: &Attachment<'_>,
 ) -> Result<serde_json::Value, ExecError> {
-    use std::io::Write;
     let ty = plugin.get("type").and_then(|t| t.as_str()).unwrap_or("");
     let fail = |message: String| ExecError {
         plugin: ty.to_string(),
@@ -290,26 +291,25 @@ fn exec(
         a.pod_namespace, a.pod_name, a.pod_id, a.pod_uid
     );
     let path = std::env::join_paths(bin_dirs).unwrap_or_default();
-    let mut child = std::process::Command::new(&binary)
-        .env_clear()
+    let mut cmd = std::process::Command::new(&binary);
+    cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", a.pod_id)
         .env("CNI_NETNS", a.netns)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_ARGS", args)
-        .env("CNI_PATH", path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run {}: {e}", binary.display())))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(conf.to_string().as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("waiting for {}: {e}", binary.display())))?;
+        .env("CNI_PATH", path);
+    let out = run_bounded(cmd, conf.to_string().into_bytes(), a.timeout).map_err(|e| {
+        fail(match e {
+            RunError::Spawn(e) => format!("cannot run {}: {e}", binary.display()),
+            RunError::Wait(e) => format!("waiting for {}: {e}", binary.display()),
+            RunError::TimedOut => format!(
+                "no answer within {}s (cni.plugin_timeout): its process group was killed",
+                a.timeout.as_secs_f64()
+            ),
+        })
+    })?;
     if !out.status.success() {
         // The spec's error object: {"code", "msg", "details"}.
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -337,6 +337,95 @@ fn exec(
         return Ok(serde_json::json!({}));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("unreadable result: {e}")))
+}
+
+enum RunError {
+    Spawn(std::io::Error),
+    Wait(std::io::Error),
+    TimedOut,
+}
+
+/// Most bytes kept of a plugin's stdout and of its stderr.
+const MAX_PLUGIN_OUTPUT: u64 = 1 << 20;
+
+/// Runs `cmd` in a process group of its own with `input` on its stdin and
+/// returns its status and (bounded) output; past `timeout`, kills the
+/// whole group (a plugin's own children, such as an IPAM plugin it runs,
+/// included) and says so. The pipes are read by threads that end when the
+/// group is gone.
+fn run_bounded(
+    mut cmd: std::process::Command,
+    input: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<std::process::Output, RunError> {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .process_group(0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(RunError::Spawn)?;
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let deadline = std::time::Instant::now() + timeout;
+    let kill = |child: &mut std::process::Child| {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        RunError::TimedOut
+    };
+    // stdout (0) and stderr (1), each read to its end by a thread of its
+    // own; the end may come later than the plugin's exit (a child of its
+    // still holding the pipe), so it is waited for until the deadline too.
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<u8>)>();
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    for (i, pipe) in pipes.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(p) = pipe {
+                let _ = p.take(MAX_PLUGIN_OUTPUT).read_to_end(&mut buf);
+            }
+            let _ = tx.send((i, buf));
+        });
+    }
+    drop(tx);
+    if let Some(mut stdin) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+    let status = loop {
+        match child.try_wait().map_err(RunError::Wait)? {
+            Some(s) => break s,
+            None if std::time::Instant::now() >= deadline => return Err(kill(&mut child)),
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    };
+    let mut output = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, buf)) => output[i] = buf,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err(kill(&mut child)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let [stdout, stderr] = output;
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// The pod's IPs from a CNI result: `ips[].address` (0.3.0 and later), or
@@ -386,6 +475,102 @@ mod tests {
         let p = d.bin.join(name);
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A plugin that runs `body` (a shell script), writing its pids where
+    /// the test finds them.
+    fn script_plugin(d: &Dirs, name: &str, body: &str) {
+        let p = d.bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn run_add(
+        d: &Dirs,
+        ty: &str,
+        timeout: std::time::Duration,
+    ) -> Result<serde_json::Value, ExecError> {
+        let list = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "n", "plugins": [{"type": ty}]
+        });
+        let a = Attachment {
+            pod_id: "p",
+            netns: Path::new("/proc/self/ns/net"),
+            pod_name: "n",
+            pod_namespace: "ns",
+            pod_uid: "u",
+            runtime_config: serde_json::Value::Null,
+            timeout,
+        };
+        add(&list, std::slice::from_ref(&d.bin), &a)
+    }
+
+    /// Gone, or a zombie nobody has reaped yet: not running.
+    fn running(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    }
+
+    fn wait_gone(pid: &str) {
+        for _ in 0..200 {
+            if !running(pid) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("process {pid} still runs");
+    }
+
+    #[test]
+    fn a_plugin_that_hangs_is_killed_with_its_children_at_the_timeout() {
+        let d = dirs("hang");
+        let pids = d.top.join("pids");
+        script_plugin(
+            &d,
+            "hang",
+            &format!("sleep 1000 & echo $$ $! > {}; wait", pids.display()),
+        );
+        let e = run_add(&d, "hang", std::time::Duration::from_millis(500)).unwrap_err();
+        assert!(e.to_string().contains("cni.plugin_timeout"), "{e}");
+        assert!(e.to_string().contains("\"hang\" ADD"), "{e}");
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace() {
+            wait_gone(pid);
+        }
+    }
+
+    #[test]
+    fn a_plugin_whose_child_keeps_its_stdout_open_does_not_hang_the_call() {
+        let d = dirs("daemon");
+        let pids = d.top.join("pids");
+        // Exits at once, but its child holds stdout: reading it to its
+        // end would wait for the child.
+        script_plugin(
+            &d,
+            "daemon",
+            &format!(
+                "sleep 1000 & echo $! > {}; echo '{{}}'; exit 0",
+                pids.display()
+            ),
+        );
+        let e = run_add(&d, "daemon", std::time::Duration::from_millis(500)).unwrap_err();
+        assert!(e.to_string().contains("cni.plugin_timeout"), "{e}");
+        wait_gone(&std::fs::read_to_string(&pids).unwrap());
+        // A plugin that answers in time is not affected.
+        script_plugin(
+            &d,
+            "quick",
+            "cat > /dev/null; echo '{\"cniVersion\":\"1.0.0\"}'",
+        );
+        let r = run_add(&d, "quick", std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(r["cniVersion"], "1.0.0");
     }
 
     #[test]

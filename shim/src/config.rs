@@ -143,6 +143,13 @@ pub struct CniConfig {
         serialize_with = "serialize_duration"
     )]
     pub del_retry_interval: Duration,
+    /// How long one plugin execution (ADD, DEL or CHECK) may take before
+    /// its process group is killed and the call fails.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub plugin_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -232,6 +239,7 @@ impl Default for CniConfig {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             del_retry_interval: Duration::from_secs(30),
+            plugin_timeout: Duration::from_secs(60),
         }
     }
 }

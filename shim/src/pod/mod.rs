@@ -462,7 +462,7 @@ impl Pods {
                         ));
                     }
                     let netns = self.ns_dir(&rec.id).join("net");
-                    let mut a = attachment(&rec.id, &netns, config);
+                    let mut a = attachment(&rec.id, &netns, config, self.cni.plugin_timeout);
                     a.runtime_config = cni_runtime_config(config)?;
                     if let Some(cidr) = self.pod_cidr() {
                         // One range set per address family, as host-local wants.
@@ -602,7 +602,7 @@ impl Pods {
         };
         let config = rec.config();
         let netns = self.ns_dir(&rec.id).join("net");
-        let mut a = attachment(&rec.id, &netns, &config);
+        let mut a = attachment(&rec.id, &netns, &config, self.cni.plugin_timeout);
         a.runtime_config = if net.runtime_config.is_null() {
             cni_runtime_config(&config).unwrap_or_default()
         } else {
@@ -637,7 +637,7 @@ impl Pods {
         };
         let config = rec.config();
         let netns = self.ns_dir(&rec.id).join("net");
-        let mut a = attachment(&rec.id, &netns, &config);
+        let mut a = attachment(&rec.id, &netns, &config, self.cni.plugin_timeout);
         a.runtime_config = net.runtime_config.clone();
         let outcome = crate::cni::check(&net.list, &net.result, &self.cni.bin_dirs, &a);
         let before = rec.network_error.take();
@@ -746,6 +746,7 @@ fn attachment<'a>(
     id: &'a str,
     netns: &'a Path,
     c: &'a PodSandboxConfig,
+    timeout: std::time::Duration,
 ) -> crate::cni::Attachment<'a> {
     let m = c.metadata.as_ref();
     crate::cni::Attachment {
@@ -755,6 +756,7 @@ fn attachment<'a>(
         pod_namespace: m.map(|m| m.namespace.as_str()).unwrap_or(""),
         pod_uid: m.map(|m| m.uid.as_str()).unwrap_or(""),
         runtime_config: serde_json::Value::Null,
+        timeout,
     }
 }
 
