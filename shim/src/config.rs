@@ -61,20 +61,14 @@ pub struct RegistryConfig {
     /// The window of the minimum-rate rule: a blob download that brings
     /// less than `pull_min_rate` bytes/s on average over any window this
     /// long is cancelled (and so is one that brings nothing this long).
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "duration")]
     pub pull_progress_timeout: Duration,
     /// Bytes per second a blob download must average over every
     /// `pull_progress_timeout` window; 0: one byte per window is enough.
     pub pull_min_rate: u64,
     /// Deadline of each registry request: connecting, the token exchange,
     /// the answer's headers, and a manifest, token or error body read whole.
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "duration")]
     pub request_timeout: Duration,
 }
 
@@ -138,17 +132,11 @@ pub struct CniConfig {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
     /// How often a CNI DEL that failed is tried again in the background.
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "duration")]
     pub del_retry_interval: Duration,
     /// How long one plugin execution (ADD, DEL or CHECK) may take before
     /// its process group is killed and the call fails.
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "duration")]
     pub plugin_timeout: Duration,
 }
 
@@ -159,16 +147,10 @@ pub struct StreamingConfig {
     /// 0 picks a free port.
     pub port: u16,
     /// A session with no traffic either way for this long is closed.
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// How long the URL of an Exec, Attach or PortForward stays usable.
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "duration")]
     pub token_ttl: Duration,
     /// Serve HTTPS with this certificate chain (PEM) and key; both or
     /// neither.
@@ -463,6 +445,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     Ok(total)
+}
+
+/// `#[serde(with = "duration")]`: a duration written as in the config
+/// file ("30s", "5m", "1h").
+mod duration {
+    pub(super) use super::deserialize_duration as deserialize;
+    pub(super) use super::serialize_duration as serialize;
 }
 
 fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
