@@ -38,10 +38,11 @@ async fn read_frame(s: &mut tokio::net::unix::OwnedReadHalf) -> Option<(u8, Vec<
 }
 
 /// The monitor's socket, once the container runs (the monitor opens it
-/// as it starts pumping).
+/// as it starts pumping; on a loaded node that may take seconds, so it is
+/// waited for up to 10 s while the container runs).
 async fn connect(d: &Daemon, rec: &ContainerRecord) -> Result<UnixStream, String> {
     let state = d.containers.state_dir(&rec.id);
-    for _ in 0..100 {
+    for _ in 0..500 {
         if !matches!(d.containers.observe(&rec.id), Observed::Running { .. }) {
             return Err(format!("container {} is not running", rec.id));
         }
