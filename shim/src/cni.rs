@@ -502,6 +502,16 @@ mod tests {
             runtime_config: serde_json::Value::Null,
             timeout,
         };
+        // A script just written may be busy to exec (ETXTBSY) while
+        // another test thread forks with its write descriptor open.
+        for _ in 0..100 {
+            match add(&list, std::slice::from_ref(&d.bin), &a) {
+                Err(e) if e.to_string().contains("Text file busy") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
         add(&list, std::slice::from_ref(&d.bin), &a)
     }
 
