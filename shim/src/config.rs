@@ -459,30 +459,26 @@ fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// A key written as an integer of bytes or as a string ("64MiB", "5%").
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrStr {
+    Int(u64),
+    Str(String),
+}
+
 /// A size: an integer of bytes or a string such as "64MiB".
 fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(u64),
-        Str(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Int(n) => Ok(n),
-        Raw::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    match IntOrStr::deserialize(d)? {
+        IntOrStr::Int(n) => Ok(n),
+        IntOrStr::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
     }
 }
 
 fn deserialize_free_space<'de, D: Deserializer<'de>>(d: D) -> Result<FreeSpace, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(u64),
-        Str(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Int(n) => Ok(FreeSpace::Bytes(n)),
-        Raw::Str(s) => FreeSpace::parse(&s).map_err(serde::de::Error::custom),
+    match IntOrStr::deserialize(d)? {
+        IntOrStr::Int(n) => Ok(FreeSpace::Bytes(n)),
+        IntOrStr::Str(s) => FreeSpace::parse(&s).map_err(serde::de::Error::custom),
     }
 }
 

@@ -15,18 +15,21 @@ fn refused(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, field: &s
     assert!(e.message().contains(field), "{field}: {}", e.message());
 }
 
+async fn pod_count(s: &mut berth_tests::setup::Setup) -> usize {
+    s.c.list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .expect("list")
+        .into_inner()
+        .items
+        .len()
+}
+
 type PodChange = Box<dyn Fn(&mut PodSandboxConfig)>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_pod_configs_are_refused_and_leave_nothing() {
     let mut s = setup(busybox_config()).await;
-    let pods_before =
-        s.c.list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await
-            .expect("list")
-            .into_inner()
-            .items
-            .len();
+    let pods_before = pod_count(&mut s).await;
     let mut big_annotations = HashMap::new();
     big_annotations.insert("a".to_string(), "x".repeat(3 << 20));
     let cases: Vec<(PodChange, Code, &str)> = vec![
@@ -63,13 +66,7 @@ async fn hostile_pod_configs_are_refused_and_leave_nothing() {
             .await;
         refused(r, code, field);
     }
-    let pods_after =
-        s.c.list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await
-            .expect("list")
-            .into_inner()
-            .items
-            .len();
+    let pods_after = pod_count(&mut s).await;
     assert_eq!(pods_before, pods_after, "no pod was made");
     // A megabyte id is not looked up: it is no id.
     refused(
