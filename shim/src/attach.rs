@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::container::{ContainerRecord, Observed};
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 use crate::streaming::session::{STDERR, STDOUT};
 
 const STDIN: u8 = 0;

@@ -77,7 +77,7 @@ pub async fn spawn(
     if let Some(p) = process.as_object_mut() {
         p.remove("consoleSize");
     }
-    let n = crate::cri::random_id().map_err(|e| e.to_string())?;
+    let n = crate::ids::random_id().map_err(|e| e.to_string())?;
     let process_file = dir.join(format!("exec-{}.json", &n[..16]));
     std::fs::write(&process_file, process.to_string()).map_err(|e| format!("exec spec: {e}"))?;
 

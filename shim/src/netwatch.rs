@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 use crate::pod::PodState;
 
 pub async fn run(d: Arc<Daemon>) {

@@ -16,7 +16,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use berth_imageservice::cri::ImageCri;
 
-use crate::cri::{Daemon, runtime::RuntimeSvc};
+use crate::cri::runtime::RuntimeSvc;
+use crate::daemon::Daemon;
 use crate::lock::PidLock;
 
 /// How long in-flight calls get to finish after SIGTERM/SIGINT.
@@ -127,7 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tls,
     ));
     let netwatch = tokio::spawn(crate::netwatch::run(daemon.clone()));
-    let exits = tokio::spawn(crate::cri::runtime::watch_exits(daemon.clone()));
+    let exits = tokio::spawn(crate::cri::events::watch_exits(daemon.clone()));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);

@@ -14,7 +14,7 @@ use cri_api::v1::{
 
 use crate::cgroups::{Cgroup, Memory};
 use crate::container::{ContainerRecord, Containers};
-use crate::cri::now_ns;
+use crate::ids::now_ns;
 use crate::pod::{PodRecord, Pods};
 
 fn v(value: u64) -> Option<UInt64Value> {

@@ -452,7 +452,7 @@ impl Containers {
             for (n, m) in rec.config().mounts.iter().enumerate() {
                 let bind = m.image.as_ref().is_none_or(|i| i.image.is_empty())
                     && !m.host_path.is_empty()
-                    && m.propagation == 0;
+                    && m.propagation() == cri_api::v1::MountPropagation::PropagationPrivate;
                 // (A missing host path is the spec's to report.)
                 let Some(meta) = bind.then(|| std::fs::metadata(&m.host_path).ok()).flatten()
                 else {

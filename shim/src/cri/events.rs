@@ -1,76 +1,96 @@
-//! The container event hub behind `GetContainerEvents`: a broadcast
-//! channel (a subscriber that falls behind loses the oldest events and is
-//! told so in berthd's log; it never slows the runtime down), and the set
-//! of containers known to run, whose exits the watcher turns into
-//! CONTAINER_STOPPED events.
+//! CRI container events as berth makes them: each with its pod's status
+//! and the statuses of the pod's containers, sent to the hub behind
+//! `GetContainerEvents`; and the exit watcher, which turns the exits of
+//! running containers into CONTAINER_STOPPED events.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
 
-use cri_api::v1::ContainerEventResponse;
-use tokio::sync::broadcast;
+use cri_api::v1::{ContainerEventResponse, ContainerEventType, PodSandboxStatus};
 
-/// Events a subscriber may lag behind before it loses some.
-const BACKLOG: usize = 4096;
+use super::runtime::{container_status, pod_sandbox_status};
+use crate::container::Observed;
+use crate::daemon::Daemon;
+use crate::ids::now_ns;
 
-pub struct Events {
-    tx: broadcast::Sender<ContainerEventResponse>,
-    running: Mutex<HashSet<String>>,
-    /// Set at shutdown: every subscriber's stream ends.
-    closed: tokio::sync::watch::Sender<bool>,
+/// How often running containers are looked at for exits.
+const EXIT_POLL: Duration = Duration::from_millis(200);
+
+/// Sends an event about `id` (a container, or a pod when `id` is the pod
+/// id). `pod` is the pod's status when its record is already gone.
+pub fn emit(
+    d: &Daemon,
+    id: &str,
+    kind: ContainerEventType,
+    pod_id: &str,
+    pod: Option<PodSandboxStatus>,
+) {
+    if !d.events.has_subscribers() {
+        return;
+    }
+    let pod = pod.or_else(|| {
+        d.pods
+            .find(pod_id)
+            .ok()
+            .flatten()
+            .map(|p| pod_sandbox_status::status_of(&p))
+    });
+    let containers = d
+        .containers
+        .all()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.pod_id == pod_id)
+        .map(|c| container_status::status_of(d, &c))
+        .collect();
+    d.events.send(ContainerEventResponse {
+        container_id: id.to_string(),
+        container_event_type: kind as i32,
+        created_at: now_ns(),
+        pod_sandbox_status: pod,
+        containers_statuses: containers,
+    });
 }
 
-impl Events {
-    pub fn new() -> Events {
-        let (tx, _) = broadcast::channel(BACKLOG);
-        Events {
-            tx,
-            running: Mutex::new(HashSet::new()),
-            closed: tokio::sync::watch::channel(false).0,
+/// The container is known to have stopped: one STOPPED event, whoever
+/// notices first (this call, or the exit watcher).
+pub fn stopped(d: &Daemon, id: &str, pod_id: &str) {
+    if d.events.exited(id) {
+        emit(
+            d,
+            id,
+            ContainerEventType::ContainerStoppedEvent,
+            pod_id,
+            None,
+        );
+    }
+}
+
+/// Turns the exits of running containers into STOPPED events. Containers
+/// found running at start are watched too.
+pub async fn watch_exits(d: Arc<Daemon>) {
+    for c in d.containers.all().unwrap_or_default() {
+        if matches!(d.containers.observe(&c.id), Observed::Running { .. }) {
+            d.events.started(&c.id);
         }
     }
-
-    pub fn subscribe(
-        &self,
-    ) -> (
-        broadcast::Receiver<ContainerEventResponse>,
-        tokio::sync::watch::Receiver<bool>,
-    ) {
-        (self.tx.subscribe(), self.closed.subscribe())
-    }
-
-    /// Ends every subscriber's stream (berthd is stopping).
-    pub fn close(&self) {
-        self.closed.send_replace(true);
-    }
-
-    /// Is anyone listening? (Building an event reads every container of
-    /// the pod; without a subscriber that is skipped.)
-    pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
-    }
-
-    pub fn send(&self, e: ContainerEventResponse) {
-        // No subscriber is not an error.
-        let _ = self.tx.send(e);
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The container runs: its exit is to be reported.
-    pub fn started(&self, id: &str) {
-        self.running().insert(id.to_string());
-    }
-
-    /// The container is no longer running: true the first time only, so
-    /// one exit gives one STOPPED event whoever notices it.
-    pub fn exited(&self, id: &str) -> bool {
-        self.running().remove(id)
-    }
-
-    pub fn watched(&self) -> Vec<String> {
-        self.running().iter().cloned().collect()
+    let mut tick = tokio::time::interval(EXIT_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for id in d.events.watched() {
+            if matches!(
+                d.containers.observe(&id),
+                Observed::Running { .. } | Observed::Created
+            ) {
+                continue;
+            }
+            match d.containers.find(&id) {
+                Ok(Some(rec)) => stopped(&d, &id, &rec.pod_id),
+                _ => {
+                    d.events.exited(&id);
+                }
+            }
+        }
     }
 }

@@ -1,51 +1,16 @@
-//! The CRI RuntimeService: one file per RPC under `runtime/`; the tonic
-//! trait impl in its `mod.rs` only forwards. The ImageService lives in the
-//! `berth-imageservice` crate.
+//! The CRI layer: one file per RPC under `runtime/`, the tonic trait
+//! impl in its `mod.rs` only forwards. It turns requests into calls on the
+//! node's pods, containers and images and their errors into gRPC codes;
+//! nothing below it imports it.
 
+mod error;
 pub mod events;
 pub mod runtime;
 pub mod validate;
 
 use tonic::{Response, Status};
 
-use crate::config::Config;
-
-/// What every CRI call shares.
-pub struct Daemon {
-    pub config: Config,
-    pub pods: std::sync::Arc<crate::pod::Pods>,
-    pub containers: std::sync::Arc<crate::container::Containers>,
-    pub images: std::sync::Arc<berth_imageservice::ImageService>,
-    /// Serialises pod creation and removal, so the name check and the
-    /// record are one step.
-    pub pod_lock: tokio::sync::Mutex<()>,
-    /// CPU samples for usage rates.
-    pub sampler: crate::stats::Sampler,
-    /// Container events for `GetContainerEvents` subscribers.
-    pub events: events::Events,
-    /// The streaming server, once it listens.
-    pub streaming: std::sync::OnceLock<crate::streaming::Streaming>,
-}
-
-impl Daemon {
-    pub fn new(
-        config: Config,
-        pods: crate::pod::Pods,
-        containers: crate::container::Containers,
-        images: std::sync::Arc<berth_imageservice::ImageService>,
-    ) -> Daemon {
-        Daemon {
-            config,
-            pods: std::sync::Arc::new(pods),
-            containers: std::sync::Arc::new(containers),
-            images,
-            pod_lock: tokio::sync::Mutex::new(()),
-            sampler: crate::stats::Sampler::default(),
-            events: events::Events::new(),
-            streaming: std::sync::OnceLock::new(),
-        }
-    }
-}
+use crate::daemon::Daemon;
 
 impl Daemon {
     /// The pod `id` names (full or unique prefix), or NotFound.
@@ -65,21 +30,6 @@ impl Daemon {
             .map_err(Status::internal)?
             .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
     }
-}
-
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-/// A fresh 64-hex-character id, as containerd and CRI-O make them.
-pub fn random_id() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(hex::encode(b))
 }
 
 pub type CriResult<T> = Result<Response<T>, Status>;

@@ -11,16 +11,13 @@ pub mod ns;
 
 use std::path::{Path, PathBuf};
 
-use cri_api::v1::{NamespaceOption, PodSandboxConfig};
+use cri_api::v1::{NamespaceMode, NamespaceOption, PodSandboxConfig};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
-
-/// CRI NamespaceMode NODE: the node's own namespace.
-pub const NS_NODE: i32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PodState {
@@ -140,9 +137,6 @@ impl IdMaps {
     }
 }
 
-/// CRI NamespaceMode POD.
-const NS_POD: i32 = 0;
-
 /// The user namespace asked for by `o`: None for the node's (no
 /// `userns_options`, or NODE), the ID maps for POD. POD needs exactly one
 /// UID and one GID mapping of container ID 0, onto a host range without
@@ -153,10 +147,11 @@ pub fn userns_maps(o: &NamespaceOption) -> Result<Option<IdMaps>, tonic::Status>
     let Some(u) = o.userns_options.as_ref() else {
         return Ok(None);
     };
-    match u.mode {
-        NS_NODE => return Ok(None),
-        NS_POD => {}
-        m => {
+    match NamespaceMode::try_from(u.mode) {
+        Ok(NamespaceMode::Node) => return Ok(None),
+        Ok(NamespaceMode::Pod) => {}
+        _ => {
+            let m = u.mode;
             return Err(bad(format!(
                 "mode {m} is not valid for a user namespace (only POD or NODE)"
             )));
@@ -209,8 +204,8 @@ pub fn pod_userns(c: &PodSandboxConfig) -> Option<IdMaps> {
 pub fn check_pod_userns(o: &NamespaceOption) -> Result<Option<IdMaps>, tonic::Status> {
     let maps = userns_maps(o)?;
     if maps.is_some() {
-        for (name, mode) in [("network", o.network), ("ipc", o.ipc), ("pid", o.pid)] {
-            if mode == NS_NODE {
+        for (name, mode) in [("network", o.network()), ("ipc", o.ipc()), ("pid", o.pid())] {
+            if mode == NamespaceMode::Node {
                 return Err(tonic::Status::invalid_argument(format!(
                     "userns_options: a pod in its own user namespace cannot use the node's {name} namespace"
                 )));
@@ -406,14 +401,14 @@ impl Pods {
 
         // Namespaces: the pod's own unless it asks for the node's.
         let mut kinds = vec![ns::Kind::Uts];
-        if opts.network != NS_NODE {
+        if opts.network() != NamespaceMode::Node {
             kinds.push(ns::Kind::Net);
         }
-        if opts.ipc != NS_NODE {
+        if opts.ipc() != NamespaceMode::Node {
             kinds.push(ns::Kind::Ipc);
         }
         // A host-network pod keeps the node's hostname, as the kubelet expects.
-        if opts.network == NS_NODE {
+        if opts.network() == NamespaceMode::Node {
             kinds.retain(|k| *k != ns::Kind::Uts);
         }
         // No hostname asked: the node's, as containerd does (a pod name
@@ -441,7 +436,7 @@ impl Pods {
 
         // The pod network, through the CNI plugins (none configured: the
         // pod keeps loopback only, and Status says the network is not ready).
-        if opts.network != NS_NODE {
+        if opts.network() != NamespaceMode::Node {
             match crate::cni::load(&self.cni.conf_dir, &self.cni.bin_dirs) {
                 Err(crate::cni::NotReady::NoConfig(dir)) => {
                     tracing::warn!(pod = %rec.id, "no CNI config in {}: loopback only", dir.display());
@@ -488,7 +483,7 @@ impl Pods {
         let node_hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let hostname = if opts.network == NS_NODE {
+        let hostname = if opts.network() == NamespaceMode::Node {
             node_hostname
         } else {
             hostname
@@ -508,7 +503,7 @@ impl Pods {
         write("hostname", format!("{hostname}\n"))?;
         write(
             "hosts",
-            if opts.network == NS_NODE {
+            if opts.network() == NamespaceMode::Node {
                 std::fs::read_to_string("/etc/hosts").unwrap_or_default()
             } else {
                 let mut hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string();
@@ -522,7 +517,7 @@ impl Pods {
         write("resolv.conf", resolv_conf(config))?;
 
         // /dev/shm: the pod's own tmpfs unless it shares the node's IPC.
-        if opts.ipc != NS_NODE {
+        if opts.ipc() != NamespaceMode::Node {
             let shm = dir.join("shm");
             std::fs::create_dir_all(&shm).map_err(|e| format!("shm: {e}"))?;
             mount(
@@ -730,7 +725,7 @@ pub fn shares_pid(c: &PodSandboxConfig) -> bool {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref())
-        .is_some_and(|o| o.pid == 0)
+        .is_some_and(|o| o.pid() == NamespaceMode::Pod)
 }
 
 /// Is `pid` still a berth infra process (and not a reused pid)?

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use cri_api::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use http::StatusCode;
 
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 /// Tokens outstanding at most (more: the oldest go).
 const MAX_TOKENS: usize = 1000;
@@ -79,7 +79,7 @@ impl Streaming {
 
     /// A fresh URL for `p`: absolute, with a scheme, as clients need.
     pub fn url(&self, p: Pending) -> Result<String, String> {
-        let token = crate::cri::random_id().map_err(|e| e.to_string())?[..22].to_string();
+        let token = crate::ids::random_id().map_err(|e| e.to_string())?[..22].to_string();
         let url = format!("{}/{}/{token}", self.base, p.kind());
         let mut tokens = self.tokens();
         let now = Instant::now();

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::spdy::StreamSender;
 use super::ws::Codec;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 /// Connects to `port` on the pod's loopback: inside its network namespace
 /// pinned at `netns`, or on the node's for a host-network pod (None).

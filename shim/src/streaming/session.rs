@@ -10,7 +10,7 @@ use cri_api::v1::ExecRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;

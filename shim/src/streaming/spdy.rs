@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::Pending;
 use super::codec::{self, Frame, GOAWAY_OK, GOAWAY_PROTOCOL_ERROR, HeaderDecoder, ProtocolError};
 use super::session::{self, ERROR, STDERR, STDOUT, Version};
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 const REMOTECOMMAND: &[(&str, Version)] = &[
     ("v4.channel.k8s.io", Version::V4),

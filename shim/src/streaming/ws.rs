@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::Pending;
 use super::codec::{self, ProtocolError};
 use super::session::{self, ERROR, RESIZE, STDERR, STDIN, STDOUT, Version};
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 /// Subprotocols served, for remotecommand and for port-forward.
 const EXEC_PROTOCOLS: &[&str] = &[

@@ -9,7 +9,7 @@ use cri_api::v1::{ContainerStats, ContainerStatsFilter};
 use tonic::Status;
 
 use crate::container::{ContainerRecord, Observed};
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub fn stats_of(d: &Daemon, rec: &ContainerRecord) -> ContainerStats {
     let running = matches!(d.containers.observe(&rec.id), Observed::Running { .. });

@@ -9,7 +9,7 @@ use cri_api::v1::{
 use tonic::Status;
 
 use crate::container::{ContainerRecord, Observed};
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub fn state_of(o: &Observed) -> ContainerState {
     match o {

@@ -2,12 +2,15 @@
 //! snapshots with a fresh upper layer, the OCI spec from the CRI config,
 //! the image config and the pod, and a monitor that creates the container.
 
-use cri_api::v1::{ContainerEventType, CreateContainerRequest, CreateContainerResponse};
+use cri_api::v1::{
+    ContainerEventType, CreateContainerRequest, CreateContainerResponse, NamespaceMode,
+};
 use tonic::Status;
 
 use crate::container::key_of;
-use crate::cri::{Daemon, random_id};
-use crate::pod::{NS_NODE, PodState, namespace_options};
+use crate::daemon::Daemon;
+use crate::ids::random_id;
+use crate::pod::{PodState, namespace_options};
 use crate::spec::{ImageDefaults, PodContext};
 
 pub async fn create_container(
@@ -131,12 +134,12 @@ pub async fn create_container(
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     let ctx = PodContext {
-        net_ns: if opts.network == NS_NODE {
+        net_ns: if opts.network() == NamespaceMode::Node {
             None
         } else {
             pin("net")
         },
-        ipc_ns: if opts.ipc == NS_NODE {
+        ipc_ns: if opts.ipc() == NamespaceMode::Node {
             None
         } else {
             pin("ipc")
@@ -146,7 +149,7 @@ pub async fn create_container(
         hostname_file: pod_dir.join("hostname"),
         hosts_file: pod_dir.join("hosts"),
         resolv_file: pod_dir.join("resolv.conf"),
-        shm_dir: (opts.ipc != NS_NODE).then(|| pod_dir.join("shm")),
+        shm_dir: (opts.ipc() != NamespaceMode::Node).then(|| pod_dir.join("shm")),
         hostname,
         cgroup_parent: pod_config
             .linux
@@ -240,7 +243,7 @@ pub async fn create_container(
             Status::failed_precondition(format!("CreateContainer {key:?}: {e}"))
         })?;
     tracing::info!(container = %rec.id, pod = %pod.id, name = %key, "container created");
-    super::get_container_events::emit(
+    crate::cri::events::emit(
         d,
         &rec.id,
         ContainerEventType::ContainerCreatedEvent,
@@ -291,7 +294,7 @@ fn target_pid_ns(d: &Daemon, c: &cri_api::v1::ContainerConfig) -> Option<std::pa
         .as_ref()?
         .namespace_options
         .as_ref()?;
-    if opts.pid != 3 {
+    if opts.pid() != NamespaceMode::Target {
         return None;
     }
     let target = d.containers.find(&opts.target_id).ok()??;

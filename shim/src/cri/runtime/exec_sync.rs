@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tonic::Status;
 
 use crate::container::Observed;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 /// Bytes kept of each of stdout and stderr.
 pub const MAX_OUTPUT: usize = 4 << 20;

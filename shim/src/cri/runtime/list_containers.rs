@@ -4,7 +4,7 @@ use cri_api::v1::{ListContainersRequest, ListContainersResponse};
 use tonic::Status;
 
 use super::container_status::to_cri;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn list_containers(
     d: &Daemon,

@@ -4,8 +4,7 @@ use cri_api::v1::{ListPodSandboxRequest, ListPodSandboxResponse};
 use tonic::Status;
 
 use super::pod_sandbox_status::{state_of, to_cri};
-use super::run_pod_sandbox::pod_status;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn list_pod_sandbox(
     d: &Daemon,
@@ -14,8 +13,7 @@ pub async fn list_pod_sandbox(
     let f = req.filter.unwrap_or_default();
     let mut items: Vec<_> = d
         .pods
-        .all()
-        .map_err(pod_status)?
+        .all()?
         .into_iter()
         .filter(|p| f.id.is_empty() || p.id.starts_with(&f.id))
         .filter(|p| {

@@ -16,7 +16,8 @@ use cri_api::v1::{
 use tonic::Status;
 
 use crate::container::Observed;
-use crate::cri::{Daemon, now_ns};
+use crate::daemon::Daemon;
+use crate::ids::now_ns;
 use crate::pod::PodState;
 
 const LABELS: [&str; 5] = ["id", "image", "namespace", "pod", "container"];

@@ -1,7 +1,7 @@
 //! CRI RuntimeService: the trait impl forwards each RPC to its own file.
 
 mod container_stats;
-mod container_status;
+pub(super) mod container_status;
 mod create_container;
 mod exec_sync;
 mod get_container_events;
@@ -9,9 +9,10 @@ mod list_containers;
 mod list_pod_sandbox;
 mod metrics;
 mod pod_sandbox_stats;
-mod pod_sandbox_status;
+pub(super) mod pod_sandbox_status;
 mod remove_container;
 mod remove_pod_sandbox;
+mod reopen_container_log;
 mod run_pod_sandbox;
 mod runtime_config;
 mod start_container;
@@ -31,9 +32,8 @@ use cri_api::v1::*;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response};
 
-use super::{CriResult, Daemon, unimplemented};
-
-pub use get_container_events::watch_exits;
+use super::{CriResult, unimplemented};
+use crate::daemon::Daemon;
 
 /// A list sent as a stream of at most 500 items per message, every item
 /// exactly once (the `Stream*` RPCs).
@@ -208,16 +208,13 @@ impl RuntimeService for RuntimeSvc {
             .await?;
         Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
-    // Not yet built: each answers Unimplemented, naming itself.
     async fn reopen_container_log(
         &self,
         r: Request<ReopenContainerLogRequest>,
     ) -> CriResult<ReopenContainerLogResponse> {
-        let rec = self.daemon.container(&r.into_inner().container_id)?;
-        crate::attach::reopen_log(&self.daemon, &rec)
+        reopen_container_log::reopen_container_log(&self.daemon, r.into_inner())
             .await
-            .map_err(|e| tonic::Status::failed_precondition(format!("ReopenContainerLog: {e}")))?;
-        Ok(Response::new(ReopenContainerLogResponse {}))
+            .map(Response::new)
     }
     async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> CriResult<ExecSyncResponse> {
         exec_sync::exec_sync(&self.daemon, r.into_inner())
@@ -287,6 +284,7 @@ impl RuntimeService for RuntimeSvc {
             StreamPodSandboxStatsResponse { pod_sandbox_stats }
         })))
     }
+    // Not built yet: answers Unimplemented, naming itself.
     async fn checkpoint_container(
         &self,
         _: Request<CheckpointContainerRequest>,

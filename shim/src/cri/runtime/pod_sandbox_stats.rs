@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::container_stats::stats_of;
 use crate::container::Observed;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 use crate::pod::{PodRecord, PodState};
 
 fn pod_stats(d: &Daemon, pod: &PodRecord) -> PodSandboxStats {

@@ -8,7 +8,8 @@ use cri_api::v1::{
 };
 use tonic::Status;
 
-use crate::cri::{Daemon, now_ns};
+use crate::daemon::Daemon;
+use crate::ids::now_ns;
 use crate::pod::{PodRecord, PodState};
 
 pub fn state_of(rec: &PodRecord) -> PodSandboxState {

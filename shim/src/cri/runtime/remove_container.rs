@@ -4,7 +4,7 @@
 use cri_api::v1::{ContainerEventType, RemoveContainerRequest, RemoveContainerResponse};
 use tonic::Status;
 
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn remove_container(
     d: &Daemon,
@@ -21,8 +21,8 @@ pub async fn remove_container(
             .release(&rec.id)
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(container = %rec.id, "container removed");
-        super::get_container_events::stopped(d, &rec.id, &rec.pod_id);
-        super::get_container_events::emit(
+        crate::cri::events::stopped(d, &rec.id, &rec.pod_id);
+        crate::cri::events::emit(
             d,
             &rec.id,
             ContainerEventType::ContainerDeletedEvent,

@@ -4,8 +4,7 @@
 use cri_api::v1::{ContainerEventType, RemovePodSandboxRequest, RemovePodSandboxResponse};
 use tonic::Status;
 
-use super::run_pod_sandbox::pod_status;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn remove_pod_sandbox(
     d: &Daemon,
@@ -13,15 +12,15 @@ pub async fn remove_pod_sandbox(
 ) -> Result<RemovePodSandboxResponse, Status> {
     crate::cri::validate::id("RemovePodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
     let _serial = d.pod_lock.lock().await;
-    if let Some(rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
+    if let Some(rec) = d.pods.find(&req.pod_sandbox_id)? {
         for c in d.containers.all().map_err(Status::internal)? {
             if c.pod_id == rec.id {
                 d.containers.remove(&c).await.map_err(Status::internal)?;
                 d.images
                     .release(&c.id)
                     .map_err(|e| Status::internal(e.to_string()))?;
-                super::get_container_events::stopped(d, &c.id, &rec.id);
-                super::get_container_events::emit(
+                crate::cri::events::stopped(d, &c.id, &rec.id);
+                crate::cri::events::emit(
                     d,
                     &c.id,
                     ContainerEventType::ContainerDeletedEvent,
@@ -35,11 +34,10 @@ pub async fn remove_pod_sandbox(
         let mut last = super::pod_sandbox_status::status_of(&rec);
         tokio::task::spawn_blocking(move || pods.remove(&rec))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(pod_status)?;
+            .map_err(|e| Status::internal(e.to_string()))??;
         tracing::info!(pod = %id, "pod sandbox removed");
         last.state = cri_api::v1::PodSandboxState::SandboxNotready as i32;
-        super::get_container_events::emit(
+        crate::cri::events::emit(
             d,
             &id,
             ContainerEventType::ContainerDeletedEvent,

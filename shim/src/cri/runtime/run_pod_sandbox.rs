@@ -1,11 +1,12 @@
 //! CRI `RunPodSandbox`: namespaces pinned, files written, cgroup made,
 //! record committed READY; on failure nothing is left.
 
-use cri_api::v1::{ContainerEventType, RunPodSandboxRequest, RunPodSandboxResponse};
+use cri_api::v1::{ContainerEventType, NamespaceMode, RunPodSandboxRequest, RunPodSandboxResponse};
 use tonic::Status;
 
-use crate::cri::{Daemon, now_ns, random_id};
-use crate::pod::{PodError, key_of};
+use crate::daemon::Daemon;
+use crate::ids::{now_ns, random_id};
+use crate::pod::key_of;
 
 pub async fn run_pod_sandbox(
     d: &Daemon,
@@ -51,19 +52,13 @@ pub async fn run_pod_sandbox(
         .map_err(|e| Status::new(e.code(), format!("RunPodSandbox: {}", e.message())))?;
     // The CNI runtime config comes from annotations: refuse bad ones
     // before anything is made.
-    if crate::pod::namespace_options(&config).network != crate::pod::NS_NODE {
+    if crate::pod::namespace_options(&config).network() != NamespaceMode::Node {
         crate::pod::cni_runtime_config(&config)
             .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
     }
     let _serial = d.pod_lock.lock().await;
     let key = key_of(&config);
-    if let Some(holder) = d
-        .pods
-        .all()
-        .map_err(pod_status)?
-        .into_iter()
-        .find(|p| p.key() == key)
-    {
+    if let Some(holder) = d.pods.all()?.into_iter().find(|p| p.key() == key) {
         return Err(Status::already_exists(format!(
             "pod sandbox name {key:?} is already in use by {}",
             holder.id
@@ -74,21 +69,13 @@ pub async fn run_pod_sandbox(
     let (pid, handler) = (id.clone(), req.runtime_handler.clone());
     let rec = tokio::task::spawn_blocking(move || pods.create(&pid, &config, &handler, now_ns()))
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(pod_status)?;
+        .map_err(|e| Status::internal(e.to_string()))??;
     tracing::info!(pod = %rec.id, name = %key, "pod sandbox ready");
     for kind in [
         ContainerEventType::ContainerCreatedEvent,
         ContainerEventType::ContainerStartedEvent,
     ] {
-        super::get_container_events::emit(d, &rec.id, kind, &rec.id, None);
+        crate::cri::events::emit(d, &rec.id, kind, &rec.id, None);
     }
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
-}
-
-pub fn pod_status(e: PodError) -> Status {
-    match e {
-        PodError::Network { .. } => Status::failed_precondition(e.to_string()),
-        PodError::Db(_) | PodError::Setup { .. } => Status::internal(e.to_string()),
-    }
 }

@@ -5,7 +5,7 @@ use cri_api::v1::{
 };
 
 use crate::config;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub fn runtime_config(daemon: &Daemon, _: RuntimeConfigRequest) -> RuntimeConfigResponse {
     let driver = match daemon.config.cgroup_driver {

@@ -3,7 +3,7 @@
 use cri_api::v1::{ContainerEventType, StartContainerRequest, StartContainerResponse};
 use tonic::Status;
 
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn start_container(
     d: &Daemon,
@@ -16,7 +16,7 @@ pub async fn start_container(
         .map_err(Status::failed_precondition)?;
     tracing::info!(container = %rec.id, "container started");
     d.events.started(&rec.id);
-    super::get_container_events::emit(
+    crate::cri::events::emit(
         d,
         &rec.id,
         ContainerEventType::ContainerStartedEvent,

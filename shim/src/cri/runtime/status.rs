@@ -11,7 +11,7 @@ use cri_api::v1::{
 
 use crate::cni;
 use crate::config::DEFAULT_HANDLER;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 const RUNTIME_READY: &str = "RuntimeReady";
 const NETWORK_READY: &str = "NetworkReady";

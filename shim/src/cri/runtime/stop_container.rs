@@ -7,7 +7,7 @@ use std::time::Duration;
 use cri_api::v1::{StopContainerRequest, StopContainerResponse};
 use tonic::Status;
 
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn stop_container(
     d: &Daemon,
@@ -28,6 +28,6 @@ pub async fn stop_container(
         .await
         .map_err(Status::internal)?;
     tracing::info!(container = %rec.id, "container stopped");
-    super::get_container_events::stopped(d, &rec.id, &rec.pod_id);
+    crate::cri::events::stopped(d, &rec.id, &rec.pod_id);
     Ok(StopContainerResponse {})
 }

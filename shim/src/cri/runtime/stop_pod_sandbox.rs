@@ -7,8 +7,7 @@
 use cri_api::v1::{ContainerEventType, StopPodSandboxRequest, StopPodSandboxResponse};
 use tonic::Status;
 
-use super::run_pod_sandbox::pod_status;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 use crate::pod::PodState;
 
 pub async fn stop_pod_sandbox(
@@ -17,7 +16,7 @@ pub async fn stop_pod_sandbox(
 ) -> Result<StopPodSandboxResponse, Status> {
     crate::cri::validate::id("StopPodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
     let _serial = d.pod_lock.lock().await;
-    if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id).map_err(pod_status)? {
+    if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id)? {
         // Its containers first (the kubelet has given them their grace).
         for c in d.containers.all().map_err(Status::internal)? {
             if c.pod_id == rec.id {
@@ -25,16 +24,16 @@ pub async fn stop_pod_sandbox(
                     .stop(&c, std::time::Duration::ZERO)
                     .await
                     .map_err(Status::internal)?;
-                super::get_container_events::stopped(d, &c.id, &rec.id);
+                crate::cri::events::stopped(d, &c.id, &rec.id);
             }
         }
         // NOTREADY once its containers are gone, as containerd does; the
         // network then goes (a failure is recorded, and retried).
         if rec.state != PodState::NotReady {
             rec.state = PodState::NotReady;
-            d.pods.save(&rec).map_err(pod_status)?;
+            d.pods.save(&rec)?;
             tracing::info!(pod = %rec.id, "pod sandbox stopped");
-            super::get_container_events::emit(
+            crate::cri::events::emit(
                 d,
                 &rec.id,
                 ContainerEventType::ContainerStoppedEvent,
@@ -45,8 +44,7 @@ pub async fn stop_pod_sandbox(
         let pods = d.pods.clone();
         tokio::task::spawn_blocking(move || pods.detach_network(&mut rec))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(pod_status)?;
+            .map_err(|e| Status::internal(e.to_string()))??;
     }
     Ok(StopPodSandboxResponse {})
 }

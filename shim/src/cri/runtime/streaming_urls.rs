@@ -9,7 +9,7 @@ use cri_api::v1::{
 use tonic::Status;
 
 use crate::container::Observed;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 use crate::streaming::Pending;
 
 fn url(d: &Daemon, p: Pending) -> Result<String, Status> {

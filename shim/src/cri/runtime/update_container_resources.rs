@@ -8,7 +8,7 @@ use cri_api::v1::{LinuxContainerResources, UpdateContainerResourcesRequest};
 use tonic::Status;
 
 use crate::container::Observed;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn update_container_resources(
     d: &Daemon,

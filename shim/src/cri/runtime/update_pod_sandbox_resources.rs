@@ -7,7 +7,7 @@
 use cri_api::v1::{UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse};
 use tonic::Status;
 
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 use crate::pod::PodState;
 
 pub async fn update_pod_sandbox_resources(

@@ -5,8 +5,7 @@
 use cri_api::v1::{UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse};
 use tonic::Status;
 
-use super::run_pod_sandbox::pod_status;
-use crate::cri::Daemon;
+use crate::daemon::Daemon;
 
 pub async fn update_runtime_config(
     d: &Daemon,
@@ -30,7 +29,7 @@ pub async fn update_runtime_config(
                 )));
             }
         }
-        d.pods.set_pod_cidr(&cidr).map_err(pod_status)?;
+        d.pods.set_pod_cidr(&cidr)?;
         tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
     }
     Ok(UpdateRuntimeConfigResponse {})
