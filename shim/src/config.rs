@@ -316,6 +316,14 @@ impl Config {
                 )));
             }
         }
+        if self.cgroup_driver == CgroupDriver::Systemd {
+            return Err(invalid(
+                "key `cgroup_driver`: \"systemd\" is not supported yet (berth places \
+                 containers with cgroupfs only); set \"cgroupfs\" and the kubelet's \
+                 cgroupDriver: cgroupfs"
+                    .into(),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid(format!(
                 "key `log_level`: {:?} is not a level or filter: {e}",
