@@ -338,6 +338,65 @@ pub fn disk_usage(dir: &Path) -> (u64, u64) {
     (bytes, inodes)
 }
 
+/// The cgroup hierarchies on this node: the v2 root, or each v1
+/// controller's mount (named hierarchies and co-mounted links skipped).
+pub fn roots() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").is_file() {
+        return vec![root.to_path_buf()];
+    }
+    [
+        "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "hugetlb",
+    ]
+    .iter()
+    .map(|c| root.join(c))
+    .filter(|p| p.is_dir())
+    .collect()
+}
+
+/// Creates `parent` in every hierarchy where it is missing, adding each
+/// directory it made to `made` (shallowest first): those, and only those,
+/// berth removes. A cgroup the kubelet made stays the kubelet's.
+pub fn create_parent(parent: &str, made: &mut Vec<String>) -> Result<(), String> {
+    let rel = parent.trim_start_matches('/');
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        return Err(format!("invalid cgroup_parent {parent:?}"));
+    }
+    for root in roots() {
+        let mut sub = PathBuf::new();
+        for c in rel.split('/') {
+            sub.push(c);
+            let p = root.join(&sub);
+            match std::fs::create_dir(&p) {
+                Ok(()) => {
+                    let s = sub.to_string_lossy().into_owned();
+                    if !made.contains(&s) {
+                        made.push(s);
+                    }
+                }
+                // There already (or just made by someone else): not ours.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cgroup {}: {e}", p.display())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the cgroup directories berth made, deepest first, in every
+/// hierarchy (the kernel refuses non-empty ones, which then stay).
+pub fn remove_made(made: &[String]) {
+    for root in roots() {
+        for rel in made.iter().rev() {
+            let _ = std::fs::remove_dir(root.join(rel));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -723,7 +723,7 @@ impl Containers {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if !dir.join(DELETED).exists() && !rec.cgroup.is_empty() {
-            for root in crate::pod::cgroup_roots() {
+            for root in crate::cgroups::roots() {
                 let _ = std::fs::remove_dir(root.join(rec.cgroup.trim_start_matches('/')));
             }
         }

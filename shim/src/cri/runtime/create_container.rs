@@ -30,7 +30,7 @@ pub async fn create_container(
         .filter(|o| o.userns_options.is_some())
         .map(crate::pod::userns_maps)
         .transpose()
-        .map_err(|e| Status::new(e.code(), format!("CreateContainer: {}", e.message())))?;
+        .map_err(|e| Status::invalid_argument(format!("CreateContainer: {e}")))?;
     let meta = config.metadata.clone().unwrap_or_default();
     if meta.name.is_empty() {
         return Err(Status::invalid_argument(

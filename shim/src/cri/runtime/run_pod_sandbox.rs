@@ -49,7 +49,7 @@ pub async fn run_pod_sandbox(
         )));
     }
     crate::pod::check_pod_userns(&crate::pod::namespace_options(&config))
-        .map_err(|e| Status::new(e.code(), format!("RunPodSandbox: {}", e.message())))?;
+        .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
     // The CNI runtime config comes from annotations: refuse bad ones
     // before anything is made.
     if crate::pod::namespace_options(&config).network() != NamespaceMode::Node {
