@@ -2,7 +2,6 @@
 //! resolv.conf, and the pod's own /dev/shm tmpfs.
 
 use cri_api::v1::{NamespaceMode, PodSandboxConfig};
-use nix::mount::{MsFlags, mount};
 
 use super::{IdMaps, PodRecord, Pods, namespace_options};
 
@@ -57,20 +56,13 @@ impl Pods {
         if opts.ipc() != NamespaceMode::Node {
             let shm = dir.join("shm");
             std::fs::create_dir_all(&shm).map_err(|e| format!("shm: {e}"))?;
-            mount(
-                Some("shm"),
-                &shm,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(
-                    match owner {
-                        Some((uid, gid)) => format!("mode=1777,size=65536k,uid={uid},gid={gid}"),
-                        None => "mode=1777,size=65536k".to_string(),
-                    }
-                    .as_str(),
-                ),
-            )
-            .map_err(|e| format!("mount shm: {e}"))?;
+            let options = match owner {
+                Some((uid, gid)) => format!("mode=1777,size=65536k,uid={uid},gid={gid}"),
+                None => "mode=1777,size=65536k".to_string(),
+            };
+            self.host
+                .mount_tmpfs(&shm, &options)
+                .map_err(|e| format!("mount shm: {e}"))?;
             rec.shm_mounted = true;
         }
         Ok(())

@@ -4,49 +4,58 @@
 
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MsFlags, mount};
 
 use super::{PodRecord, Pods, ns};
 
-impl Pods {
-    /// Starts the pod's infra process (in its user namespace, if it has
-    /// one) and pins its PID namespace.
-    pub(super) fn start_infra(&self, id: &str, in_userns: bool) -> Result<i32, String> {
-        let dir = self.ns_dir(id);
-        let pin = dir.join("pid");
-        std::fs::File::create(&pin).map_err(|e| format!("pid pin: {e}"))?;
-        let pid_file = dir.join("infra.pid");
-        let mut cmd = crate::container::monitor_command();
-        cmd.arg("pause").arg(&pid_file);
-        if in_userns {
-            cmd.arg(dir.join(ns::Kind::User.name()));
-        }
-        let out = cmd
-            .env_clear()
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("infra process: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "infra process: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| "infra process: no pid".to_string())?;
-        mount(
-            Some(Path::new(&format!("/proc/{pid}/ns/pid"))),
-            &pin,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| format!("pinning the pid namespace: {e}"))?;
-        Ok(pid)
+/// Starts the pod's infra process (in its user namespace, if it has
+/// one) and pins its PID namespace.
+pub(super) fn start(dir: &Path, in_userns: bool) -> Result<i32, String> {
+    let pin = dir.join("pid");
+    std::fs::File::create(&pin).map_err(|e| format!("pid pin: {e}"))?;
+    let pid_file = dir.join("infra.pid");
+    let mut cmd = crate::container::monitor_command();
+    cmd.arg("pause").arg(&pid_file);
+    if in_userns {
+        cmd.arg(dir.join(ns::Kind::User.name()));
     }
+    let out = cmd
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("infra process: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "infra process: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| "infra process: no pid".to_string())?;
+    mount(
+        Some(Path::new(&format!("/proc/{pid}/ns/pid"))),
+        &pin,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("pinning the pid namespace: {e}"))?;
+    Ok(pid)
+}
 
+/// Kills `pid` if it is still an infra process.
+pub(super) fn kill(pid: i32) {
+    if is_infra(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Pods {
     /// Kills the infra process (the PID namespace, and anything still in
     /// it, dies with it) and drops the namespace's pin. Idempotent.
     pub(super) fn stop_infra(&self, rec: &PodRecord) {
@@ -56,15 +65,10 @@ impl Pods {
                 .ok()
                 .and_then(|p| p.trim().parse().ok())
         });
-        if let Some(pid) = infra
-            && is_infra(pid)
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if let Some(pid) = infra {
+            self.host.kill_infra(pid);
         }
-        let _ = umount2(&ns_dir.join("pid"), MntFlags::MNT_DETACH);
+        self.host.unmount(&ns_dir.join("pid"));
         let _ = std::fs::remove_file(ns_dir.join("pid"));
         let _ = std::fs::remove_file(ns_dir.join("infra.pid"));
     }

@@ -13,12 +13,14 @@
 //! ```
 
 mod files;
+mod host;
 mod infra;
 mod network;
 pub mod ns;
 mod record;
 mod userns;
 
+pub use host::{Host, Kernel};
 pub use network::cni_runtime_config;
 pub use record::{Network, PodRecord, PodState, key_of, namespace_options, shares_pid};
 pub use userns::{IdMaps, IdRange, check_pod_userns, pod_userns, userns_maps};
@@ -26,7 +28,6 @@ pub use userns::{IdMaps, IdRange, check_pod_userns, pod_userns, userns_maps};
 use std::path::{Path, PathBuf};
 
 use cri_api::v1::{NamespaceMode, PodSandboxConfig};
-use nix::mount::{MntFlags, umount2};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -51,6 +52,7 @@ pub struct Pods {
     db: std::sync::Arc<Database>,
     state: PathBuf,
     cni: crate::config::CniConfig,
+    host: Box<dyn Host>,
 }
 
 impl Pods {
@@ -59,6 +61,16 @@ impl Pods {
         state: &Path,
         cni: crate::config::CniConfig,
     ) -> Result<Pods, PodError> {
+        Pods::open_on(db, state, cni, Box::new(Kernel))
+    }
+
+    /// [`Pods::open`] with the kernel calls made through `host`.
+    pub fn open_on(
+        db: std::sync::Arc<Database>,
+        state: &Path,
+        cni: crate::config::CniConfig,
+        host: Box<dyn Host>,
+    ) -> Result<Pods, PodError> {
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(PODS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
@@ -66,6 +78,7 @@ impl Pods {
             db,
             state: state.to_path_buf(),
             cni,
+            host,
         };
         pods.clean_half_made()?;
         pods.close_dirs()?;
@@ -237,13 +250,16 @@ impl Pods {
         if userns.is_some() {
             rec.pinned.push(ns::Kind::User.name().to_string());
         }
-        ns::pin(&self.ns_dir(&rec.id), &kinds, &hostname, userns.as_ref())
-            .map_err(|e| e.to_string())?;
+        self.host
+            .pin(&self.ns_dir(&rec.id), &kinds, &hostname, userns.as_ref())?;
 
         // One PID namespace for the whole pod, when asked: an infra process
         // (berth-monitor as PID 1, reaping orphans) holds it.
         if shares_pid(config) {
-            rec.infra_pid = Some(self.start_infra(&rec.id, userns.is_some())?);
+            rec.infra_pid = Some(
+                self.host
+                    .start_infra(&self.ns_dir(&rec.id), userns.is_some())?,
+            );
         }
 
         if opts.network() != NamespaceMode::Node {
@@ -260,7 +276,7 @@ impl Pods {
         // (A systemd slice is systemd's to make; the systemd driver is not
         // built yet.)
         if !parent.is_empty() && !parent.ends_with(".slice") {
-            crate::cgroups::create_parent(&parent, &mut rec.cgroups)?;
+            self.host.create_cgroup(&parent, &mut rec.cgroups)?;
         }
         Ok(())
     }
@@ -276,11 +292,11 @@ impl Pods {
                 tracing::warn!(pod = %rec.id, "{e}");
             }
         }
-        ns::unpin(&self.ns_dir(&rec.id));
+        self.host.unpin(&self.ns_dir(&rec.id));
         let dir = self.pod_dir(&rec.id);
-        let _ = umount2(&dir.join("shm"), MntFlags::MNT_DETACH);
+        self.host.unmount(&dir.join("shm"));
         let _ = std::fs::remove_dir_all(&dir);
-        crate::cgroups::remove_made(&rec.cgroups);
+        self.host.remove_cgroups(&rec.cgroups);
     }
 
     /// Removes the pod: its network (an error stops the removal, so the
@@ -312,3 +328,6 @@ impl Pods {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
