@@ -19,6 +19,7 @@ mod seccomp;
 mod server;
 mod spec;
 mod stats;
+mod stored;
 mod streaming;
 
 use std::io::IsTerminal;

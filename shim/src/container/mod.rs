@@ -22,7 +22,6 @@ use cri_api::v1::ContainerConfig;
 
 use crate::pod::IdMaps;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -57,14 +56,11 @@ pub struct ContainerRecord {
 
 impl ContainerRecord {
     pub fn config(&self) -> ContainerConfig {
-        hex::decode(&self.config)
-            .ok()
-            .and_then(|b| ContainerConfig::decode(b.as_slice()).ok())
-            .unwrap_or_default()
+        crate::stored::decode(&self.config)
     }
 
     pub fn set_config(&mut self, c: &ContainerConfig) {
-        self.config = hex::encode(c.encode_to_vec());
+        self.config = crate::stored::encode(c);
     }
 }
 
@@ -357,7 +353,7 @@ impl Containers {
             image_id: image_id.to_string(),
             log_path: log_path.display().to_string(),
             stop_signal: 15,
-            config: hex::encode(config.encode_to_vec()),
+            config: crate::stored::encode(config),
             cgroup: String::new(),
             runtime: runtime.map(Path::to_path_buf),
             user: None,

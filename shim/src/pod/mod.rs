@@ -28,7 +28,6 @@ pub use userns::{IdMaps, IdRange, check_pod_userns, pod_userns, userns_maps};
 use std::path::{Path, PathBuf};
 
 use cri_api::v1::{NamespaceMode, PodSandboxConfig};
-use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
@@ -194,7 +193,7 @@ impl Pods {
             state: PodState::Ready,
             created_ns,
             runtime_handler: runtime_handler.to_string(),
-            config: hex::encode(config.encode_to_vec()),
+            config: crate::stored::encode(config),
             ..PodRecord::bare(id.to_string())
         };
         match self.make(&mut rec, config) {

@@ -2,7 +2,6 @@
 //! rest of berth asks about (its unique name, namespace modes).
 
 use cri_api::v1::{NamespaceMode, NamespaceOption, PodSandboxConfig};
-use prost::Message;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,14 +68,11 @@ impl PodRecord {
     }
 
     pub fn config(&self) -> PodSandboxConfig {
-        hex::decode(&self.config)
-            .ok()
-            .and_then(|b| PodSandboxConfig::decode(b.as_slice()).ok())
-            .unwrap_or_default()
+        crate::stored::decode(&self.config)
     }
 
     pub fn set_config(&mut self, c: &PodSandboxConfig) {
-        self.config = hex::encode(c.encode_to_vec());
+        self.config = crate::stored::encode(c);
     }
 
     /// `name_namespace_uid_attempt`: what must be unique.
