@@ -9,11 +9,13 @@ pub struct Daemon {
     pub pods: std::sync::Arc<crate::pod::Pods>,
     pub containers: std::sync::Arc<crate::container::Containers>,
     pub images: std::sync::Arc<berth_imageservice::ImageService>,
-    /// Node-wide: RunPodSandbox, StopPodSandbox, RemovePodSandbox and
-    /// CreateContainer hold it for their whole call (CNI plugins and the
-    /// monitor's start-up wait included), so one such call at a time runs
-    /// on the node and a name check and its record are one step.
-    pub pod_lock: tokio::sync::Mutex<()>,
+    /// One turn at a time per pod: RunPodSandbox's name check and record,
+    /// CreateContainer (its name check, up to the monitor's CREATED),
+    /// StopPodSandbox, RemovePodSandbox, UpdatePodSandboxResources and the
+    /// background CNI CHECK/DEL of that pod. Other pods do not wait.
+    pub pod_locks: crate::serial::Locks,
+    /// Pod names (`name_namespace_uid_attempt`) being made now.
+    pub pod_names: crate::serial::Names,
     /// CPU samples for usage rates.
     pub sampler: crate::stats::Sampler,
     /// Container events for `GetContainerEvents` subscribers.
@@ -23,6 +25,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The pod `id` names (full or unique prefix) with its turn held,
+    /// read again once the turn is ours: it may have changed, or gone,
+    /// while this call waited.
+    pub async fn pod_turn(
+        &self,
+        id: &str,
+    ) -> Result<Option<(crate::serial::Held<'_>, crate::pod::PodRecord)>, crate::pod::PodError>
+    {
+        let Some(rec) = self.pods.find(id)? else {
+            return Ok(None);
+        };
+        let turn = self.pod_locks.lock(&rec.id).await;
+        Ok(self.pods.find(&rec.id)?.map(|rec| (turn, rec)))
+    }
+
     pub fn new(
         config: Config,
         pods: crate::pod::Pods,
@@ -34,7 +51,8 @@ impl Daemon {
             pods: std::sync::Arc::new(pods),
             containers: std::sync::Arc::new(containers),
             images,
-            pod_lock: tokio::sync::Mutex::new(()),
+            pod_locks: Default::default(),
+            pod_names: Default::default(),
             sampler: crate::stats::Sampler::default(),
             events: crate::event_hub::Events::new(),
             streaming: std::sync::OnceLock::new(),

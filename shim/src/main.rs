@@ -16,6 +16,7 @@ mod lock;
 mod netwatch;
 mod pod;
 mod seccomp;
+mod serial;
 mod server;
 mod spec;
 mod stats;

@@ -25,8 +25,8 @@ async fn check_all(d: &Arc<Daemon>) {
         if rec.state != PodState::Ready || rec.network.is_none() {
             continue;
         }
-        let _serial = d.pod_lock.lock().await;
-        // Still there and still ready, now that the lock is ours?
+        let _turn = d.pod_locks.lock(&rec.id).await;
+        // Still there and still ready, now that the turn is ours?
         let Ok(Some(mut rec)) = d.pods.find(&rec.id) else {
             continue;
         };
@@ -49,7 +49,7 @@ async fn retry_deletes(d: &Arc<Daemon>) {
         if rec.state != PodState::NotReady || rec.network.is_none() {
             continue;
         }
-        let _serial = d.pod_lock.lock().await;
+        let _turn = d.pod_locks.lock(&rec.id).await;
         let Ok(Some(mut rec)) = d.pods.find(&rec.id) else {
             continue;
         };

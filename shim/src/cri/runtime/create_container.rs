@@ -37,8 +37,9 @@ pub async fn create_container(
             "CreateContainer: metadata name is required",
         ));
     }
-    let _serial = d.pod_lock.lock().await;
     let pod = d.pod(&req.pod_sandbox_id)?;
+    let _turn = d.pod_locks.lock(&pod.id).await;
+    let pod = d.pod(&pod.id)?;
     if pod.state != PodState::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",

@@ -11,8 +11,7 @@ pub async fn remove_pod_sandbox(
     req: RemovePodSandboxRequest,
 ) -> Result<RemovePodSandboxResponse, Status> {
     crate::cri::validate::id("RemovePodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
-    let _serial = d.pod_lock.lock().await;
-    if let Some(rec) = d.pods.find(&req.pod_sandbox_id)? {
+    if let Some((_turn, rec)) = d.pod_turn(&req.pod_sandbox_id).await? {
         for c in d.containers.all().map_err(Status::internal)? {
             if c.pod_id == rec.id {
                 d.containers.remove(&c).await.map_err(Status::internal)?;

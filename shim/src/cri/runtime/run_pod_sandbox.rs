@@ -56,8 +56,13 @@ pub async fn run_pod_sandbox(
         crate::pod::cni_runtime_config(&config)
             .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
     }
-    let _serial = d.pod_lock.lock().await;
     let key = key_of(&config);
+    // Held until the pod is made and recorded, or undone.
+    let reserved = d.pod_names.reserve(&key).ok_or_else(|| {
+        Status::already_exists(format!(
+            "pod sandbox name {key:?} is being made by another RunPodSandbox call"
+        ))
+    })?;
     if let Some(holder) = d.pods.all()?.into_iter().find(|p| p.key() == key) {
         return Err(Status::already_exists(format!(
             "pod sandbox name {key:?} is already in use by {}",
@@ -67,9 +72,13 @@ pub async fn run_pod_sandbox(
     let id = random_id().map_err(|e| Status::internal(format!("pod id: {e}")))?;
     let pods = d.pods.clone();
     let (pid, handler) = (id.clone(), req.runtime_handler.clone());
-    let rec = tokio::task::spawn_blocking(move || pods.create(&pid, &config, &handler, now_ns()))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+    let rec = tokio::task::spawn_blocking(move || {
+        let made = pods.create(&pid, &config, &handler, now_ns());
+        drop(reserved);
+        made
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))??;
     tracing::info!(pod = %rec.id, name = %key, "pod sandbox ready");
     for kind in [
         ContainerEventType::ContainerCreatedEvent,

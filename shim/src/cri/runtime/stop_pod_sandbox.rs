@@ -15,8 +15,7 @@ pub async fn stop_pod_sandbox(
     req: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse, Status> {
     crate::cri::validate::id("StopPodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
-    let _serial = d.pod_lock.lock().await;
-    if let Some(mut rec) = d.pods.find(&req.pod_sandbox_id)? {
+    if let Some((_turn, mut rec)) = d.pod_turn(&req.pod_sandbox_id).await? {
         // Its containers first (the kubelet has given them their grace).
         for c in d.containers.all().map_err(Status::internal)? {
             if c.pod_id == rec.id {

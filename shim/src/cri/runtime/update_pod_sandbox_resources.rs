@@ -14,8 +14,9 @@ pub async fn update_pod_sandbox_resources(
     d: &Daemon,
     req: UpdatePodSandboxResourcesRequest,
 ) -> Result<UpdatePodSandboxResourcesResponse, Status> {
-    let _serial = d.pod_lock.lock().await;
-    let mut rec = d.pod(&req.pod_sandbox_id)?;
+    let rec = d.pod(&req.pod_sandbox_id)?;
+    let _turn = d.pod_locks.lock(&rec.id).await;
+    let mut rec = d.pod(&rec.id)?;
     if rec.state != PodState::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready: its resources cannot change",
