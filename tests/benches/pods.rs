@@ -33,46 +33,13 @@ fn main() {
                 }
             }
             let t = Instant::now();
-            let pod = c
-                .run_pod_sandbox(RunPodSandboxRequest {
-                    config: Some(pod_config.clone()),
-                    runtime_handler: String::new(),
-                })
-                .await
-                .expect("pod")
-                .into_inner()
-                .pod_sandbox_id;
-            let id = c
-                .create_container(CreateContainerRequest {
-                    pod_sandbox_id: pod.clone(),
-                    config: Some(ContainerConfig {
-                        metadata: Some(ContainerMetadata {
-                            name: "sleep".into(),
-                            attempt: 0,
-                        }),
-                        image: Some(ImageSpec {
-                            image: image.clone(),
-                            ..Default::default()
-                        }),
-                        command: vec!["/bin/sleep".into(), "1000".into()],
-                        log_path: format!("bench-{i}.log"),
-                        ..Default::default()
-                    }),
-                    sandbox_config: Some(pod_config),
-                })
-                .await
-                .expect("create")
-                .into_inner()
-                .container_id;
-            c.start_container(StartContainerRequest { container_id: id })
-                .await
-                .expect("start");
+            let pod = berth_tests::bench::start_pod(&mut c, pod_config, &image, format!("bench-{i}.log")).await;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             pods.push(pod);
         }
         let mut sorted = times.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+        let pct = |p: f64| berth_tests::bench::percentile(&sorted, p);
         println!(
             "berthd: {}{}",
             berth_tests::berthd_binary().display(),

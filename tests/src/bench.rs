@@ -1,7 +1,12 @@
 //! What the benchmarks share: their runtime, a berthd with busybox pulled,
 //! and the pods they start.
 
-use cri_api::v1::{LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata};
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
+    PodSandboxConfig, PodSandboxMetadata, RunPodSandboxRequest, StartContainerRequest,
+};
+use tonic::transport::Channel;
 
 use crate::Berthd;
 use crate::fixtures::{self, Compression};
@@ -57,4 +62,54 @@ pub fn pod_config(b: &Berthd, name: &str, cgroup_parent: &str) -> PodSandboxConf
         }),
         ..Default::default()
     }
+}
+
+/// RunPodSandbox + CreateContainer + StartContainer of one pod running a
+/// busybox `sleep 1000` from `image`; the pod's id.
+pub async fn start_pod(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod_config: PodSandboxConfig,
+    image: &str,
+    log_path: String,
+) -> String {
+    let pod = c
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let id = c
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "sleep".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                command: vec!["/bin/sleep".into(), "1000".into()],
+                log_path,
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_config),
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .container_id;
+    c.start_container(StartContainerRequest { container_id: id })
+        .await
+        .expect("start");
+    pod
+}
+
+/// The `p`-th percentile (0..=1) of `sorted`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)]
 }
