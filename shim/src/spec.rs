@@ -1451,6 +1451,9 @@ fn resources_from_cri(
 }
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use cri_api::v1::{
