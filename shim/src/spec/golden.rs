@@ -4,6 +4,7 @@
 //! Paths that differ per run (the temporary rootfs and host directories)
 //! are written as `/ROOTFS` and `/HOST`; a privileged container's host
 //! devices (which depend on the machine) as one placeholder string.
+//! Capability sets are sorted (oci-spec holds them in a `HashSet`).
 //! `BERTH_UPDATE_GOLDEN=1 cargo test -p berthd golden` rewrites the files.
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,17 @@ fn check(name: &str, id: &str, c: &ContainerConfig, pod: &PodContext, host: Opti
     let r = rootfs();
     let spec = build(id, c, &image(), pod, &r.0).unwrap();
     let mut v: Value = serde_json::to_value(&spec).unwrap();
+    // Capability sets are sets: compare them sorted.
+    if let Some(sets) = v
+        .pointer_mut("/process/capabilities")
+        .and_then(Value::as_object_mut)
+    {
+        for set in sets.values_mut() {
+            if let Some(a) = set.as_array_mut() {
+                a.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+            }
+        }
+    }
     if pod.privileged
         && let Some(devs) = v.pointer_mut("/linux/devices")
     {
