@@ -108,18 +108,7 @@ fn kubelet_sc() -> LinuxContainerSecurityContext {
 fn check(name: &str, id: &str, c: &ContainerConfig, pod: &PodContext, host: Option<&Path>) {
     let r = rootfs();
     let spec = build(id, c, &image(), pod, &r.0).unwrap();
-    let mut v: Value = serde_json::to_value(&spec).unwrap();
-    // Capability sets are sets: compare them sorted.
-    if let Some(sets) = v
-        .pointer_mut("/process/capabilities")
-        .and_then(Value::as_object_mut)
-    {
-        for set in sets.values_mut() {
-            if let Some(a) = set.as_array_mut() {
-                a.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
-            }
-        }
-    }
+    let mut v: Value = super::tests::canonical(&spec);
     if pod.privileged
         && let Some(devs) = v.pointer_mut("/linux/devices")
     {
