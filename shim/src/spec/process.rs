@@ -184,3 +184,55 @@ fn process_cwd(c: &ContainerConfig, image: &ImageDefaults) -> Result<String, Err
     }
     Ok(cwd.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{PodContext, build};
+    use std::path::Path;
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(stop_signal("").unwrap(), 15);
+        assert_eq!(stop_signal("SIGTERM").unwrap(), 15);
+        assert_eq!(stop_signal("TERM").unwrap(), 15);
+        assert_eq!(stop_signal("15").unwrap(), 15);
+        assert_eq!(stop_signal("sigkill").unwrap(), 9);
+        assert_eq!(stop_signal("SIGQUIT").unwrap(), 3);
+        assert_eq!(stop_signal("SIGRTMIN+3").unwrap(), 37);
+        assert_eq!(stop_signal("RTMAX").unwrap(), 64);
+        assert!(stop_signal("0").is_err());
+        assert!(stop_signal("SIGBOGUS").is_err());
+        assert!(stop_signal("99").is_err());
+    }
+
+    /// Every limit `runtime.default_rlimits` accepts has a typed OCI rlimit,
+    /// written with the name the config gave.
+    #[test]
+    fn every_configurable_rlimit_is_a_typed_rlimit() {
+        let c = ContainerConfig {
+            command: vec!["/bin/true".into()],
+            ..Default::default()
+        };
+        for name in crate::config::RLIMITS {
+            let rl = crate::config::parse_rlimit(&format!("{name}=1:2")).unwrap();
+            let pod = PodContext {
+                rlimits: vec![rl.clone()],
+                ..Default::default()
+            };
+            let spec = build(
+                "abc",
+                &c,
+                &ImageDefaults::default(),
+                &pod,
+                Path::new("/nonexistent"),
+            )
+            .unwrap();
+            let v = serde_json::to_value(&spec).unwrap();
+            assert_eq!(
+                v["process"]["rlimits"],
+                serde_json::json!([{ "type": rl.0, "soft": 1, "hard": 2 }])
+            );
+        }
+    }
+}

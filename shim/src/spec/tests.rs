@@ -2,24 +2,22 @@
 
 use super::capabilities::{DEFAULT_CAPS, own_capabilities};
 use super::security::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-use super::users::{MAX_ETC_FILE, read_etc_file};
 use super::*;
 use cri_api::v1::LinuxContainerSecurityContext;
 use cri_api::v1::{
-    Capability, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources, Mount,
-    NamespaceOption,
+    Capability, KeyValue, LinuxContainerConfig, LinuxContainerResources, Mount, NamespaceOption,
 };
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-struct Tmp(PathBuf);
+pub(super) struct Tmp(pub(super) PathBuf);
 impl Drop for Tmp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-fn tmpdir(tag: &str) -> Tmp {
+pub(super) fn tmpdir(tag: &str) -> Tmp {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let p = std::env::temp_dir().join(format!(
@@ -31,7 +29,7 @@ fn tmpdir(tag: &str) -> Tmp {
     Tmp(p)
 }
 
-fn rootfs() -> Tmp {
+pub(super) fn rootfs() -> Tmp {
     let t = tmpdir("rootfs");
     std::fs::create_dir_all(t.0.join("etc")).unwrap();
     std::fs::write(
@@ -47,7 +45,7 @@ fn rootfs() -> Tmp {
     t
 }
 
-fn pod() -> PodContext {
+pub(super) fn pod() -> PodContext {
     PodContext {
         hostname_file: "/pod/hostname".into(),
         hosts_file: "/pod/hosts".into(),
@@ -58,14 +56,17 @@ fn pod() -> PodContext {
     }
 }
 
-fn cfg() -> ContainerConfig {
+pub(super) fn cfg() -> ContainerConfig {
     ContainerConfig {
         command: vec!["/bin/true".into()],
         ..Default::default()
     }
 }
 
-fn with_sc(mut c: ContainerConfig, sc: LinuxContainerSecurityContext) -> ContainerConfig {
+pub(super) fn with_sc(
+    mut c: ContainerConfig,
+    sc: LinuxContainerSecurityContext,
+) -> ContainerConfig {
     c.linux = Some(LinuxContainerConfig {
         security_context: Some(sc),
         ..Default::default()
@@ -90,7 +91,7 @@ pub(super) fn canonical(spec: &Spec) -> Value {
     v
 }
 
-fn build_json(
+pub(super) fn build_json(
     id: &str,
     c: &ContainerConfig,
     image: &ImageDefaults,
@@ -106,12 +107,12 @@ fn sorted(v: &[impl AsRef<str>]) -> Vec<String> {
     v
 }
 
-fn spec_of(c: &ContainerConfig, img: &ImageDefaults) -> Result<Value, Error> {
+pub(super) fn spec_of(c: &ContainerConfig, img: &ImageDefaults) -> Result<Value, Error> {
     let r = rootfs();
     build_json("abc", c, img, &pod(), &r.0)
 }
 
-fn strs(v: &Value) -> Vec<String> {
+pub(super) fn strs(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
         .iter()
@@ -221,130 +222,6 @@ fn cwd_precedence() {
             .to_string()
             .contains("working_dir")
     );
-}
-
-fn user_of(c: &ContainerConfig, image_user: &str) -> Result<Value, Error> {
-    let img = ImageDefaults {
-        user: image_user.into(),
-        ..Default::default()
-    };
-    spec_of(c, &img).map(|v| v["process"]["user"].clone())
-}
-
-#[test]
-fn users() {
-    let c = cfg();
-    assert_eq!(
-        user_of(&c, "").unwrap(),
-        json!({"uid":0,"gid":0,"additionalGids":[0]})
-    );
-    assert_eq!(
-        user_of(&c, "1000").unwrap(),
-        json!({"uid":1000,"gid":1000,"additionalGids":[1000,63]})
-    );
-    assert_eq!(
-        user_of(&c, "app").unwrap(),
-        json!({"uid":1000,"gid":1000,"additionalGids":[1000,63]})
-    );
-    assert_eq!(
-        user_of(&c, "app:audio").unwrap(),
-        json!({"uid":1000,"gid":63,"additionalGids":[63]})
-    );
-    assert_eq!(
-        user_of(&c, "1000:63").unwrap(),
-        json!({"uid":1000,"gid":63,"additionalGids":[63]})
-    );
-    assert_eq!(
-        user_of(&c, "4242").unwrap(),
-        json!({"uid":4242,"gid":0,"additionalGids":[0]})
-    );
-    assert_eq!(user_of(&c, "nobody").unwrap()["uid"], 65534);
-    let e = user_of(&c, "ghost").unwrap_err().to_string();
-    assert!(e.contains("ghost") && e.contains("image User"), "{e}");
-    assert!(user_of(&c, "app:nogroup").is_err());
-
-    // run_as_user overrides the image; run_as_group, supplemental groups.
-    let sc = LinuxContainerSecurityContext {
-        run_as_user: Some(Int64Value { value: 65534 }),
-        supplemental_groups: vec![5000],
-        ..Default::default()
-    };
-    assert_eq!(
-        user_of(&with_sc(cfg(), sc.clone()), "app").unwrap(),
-        json!({"uid":65534,"gid":65534,"additionalGids":[65534,5000]})
-    );
-    let sc2 = LinuxContainerSecurityContext {
-        run_as_group: Some(Int64Value { value: 7 }),
-        ..sc
-    };
-    assert_eq!(user_of(&with_sc(cfg(), sc2), "").unwrap()["gid"], 7);
-    let sc = LinuxContainerSecurityContext {
-        run_as_username: "app".into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        user_of(&with_sc(cfg(), sc), "root").unwrap(),
-        json!({"uid":1000,"gid":1000,"additionalGids":[1000,63]})
-    );
-    // Strict: the image's /etc/group adds nothing.
-    let sc = LinuxContainerSecurityContext {
-        run_as_username: "app".into(),
-        supplemental_groups: vec![5000],
-        supplemental_groups_policy: 1,
-        ..Default::default()
-    };
-    assert_eq!(
-        user_of(&with_sc(cfg(), sc), "").unwrap(),
-        json!({"uid":1000,"gid":1000,"additionalGids":[1000,5000]})
-    );
-    let sc = LinuxContainerSecurityContext {
-        run_as_username: "ghost".into(),
-        ..Default::default()
-    };
-    assert!(
-        user_of(&with_sc(cfg(), sc), "")
-            .unwrap_err()
-            .to_string()
-            .contains("run_as_username")
-    );
-    let sc = LinuxContainerSecurityContext {
-        run_as_group: Some(Int64Value { value: 7 }),
-        ..Default::default()
-    };
-    assert!(user_of(&with_sc(cfg(), sc), "app").is_err());
-}
-
-#[test]
-fn a_huge_passwd_or_group_is_refused_naming_it() {
-    for name in ["passwd", "group"] {
-        let r = tmpdir(&format!("huge-{name}"));
-        std::fs::create_dir_all(r.0.join("etc")).unwrap();
-        let f = std::fs::File::create(r.0.join("etc").join(name)).unwrap();
-        // Sparse: 1 GiB to read, nothing on disk.
-        f.set_len(1 << 30).unwrap();
-        let e = read_etc_file(&r.0, name).unwrap_err().to_string();
-        assert!(e.contains(&format!("image /etc/{name}")), "{e}");
-        assert!(e.contains("larger than 4194304 bytes"), "{e}");
-        f.set_len(MAX_ETC_FILE).unwrap();
-        assert_eq!(
-            read_etc_file(&r.0, name).unwrap().unwrap().len() as u64,
-            MAX_ETC_FILE
-        );
-    }
-}
-
-#[test]
-fn passwd_symlink_is_not_followed() {
-    let r = tmpdir("symroot");
-    let outside = tmpdir("outside");
-    std::fs::write(outside.0.join("passwd"), "evil:x:7:7::/:/bin/sh\n").unwrap();
-    std::fs::create_dir_all(r.0.join("etc")).unwrap();
-    std::os::unix::fs::symlink(outside.0.join("passwd"), r.0.join("etc/passwd")).unwrap();
-    let img = ImageDefaults {
-        user: "evil".into(),
-        ..Default::default()
-    };
-    assert!(build_json("abc", &cfg(), &img, &pod(), &r.0).is_err());
 }
 
 #[test]
@@ -690,16 +567,18 @@ fn cgroups_and_resources() {
 }
 
 #[test]
-fn stop_signals() {
-    assert_eq!(stop_signal("").unwrap(), 15);
-    assert_eq!(stop_signal("SIGTERM").unwrap(), 15);
-    assert_eq!(stop_signal("TERM").unwrap(), 15);
-    assert_eq!(stop_signal("15").unwrap(), 15);
-    assert_eq!(stop_signal("sigkill").unwrap(), 9);
-    assert_eq!(stop_signal("SIGQUIT").unwrap(), 3);
-    assert_eq!(stop_signal("SIGRTMIN+3").unwrap(), 37);
-    assert_eq!(stop_signal("RTMAX").unwrap(), 64);
-    assert!(stop_signal("0").is_err());
-    assert!(stop_signal("SIGBOGUS").is_err());
-    assert!(stop_signal("99").is_err());
+fn spec_errors_are_failed_precondition_with_their_text() {
+    let e = build(
+        "../x",
+        &cfg(),
+        &ImageDefaults::default(),
+        &pod(),
+        Path::new("/nonexistent"),
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    let status = tonic::Status::from(e);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(status.message(), text);
+    assert!(text.contains("container id"), "{text}");
 }

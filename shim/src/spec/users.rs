@@ -230,3 +230,135 @@ fn process_user(
     user.set_additional_gids(Some(gids));
     Ok(user)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::{build_json, cfg, pod, spec_of, tmpdir, with_sc};
+    use cri_api::v1::{ContainerConfig, Int64Value};
+    use serde_json::{Value, json};
+
+    fn user_of(c: &ContainerConfig, image_user: &str) -> Result<Value, Error> {
+        let img = ImageDefaults {
+            user: image_user.into(),
+            ..Default::default()
+        };
+        spec_of(c, &img).map(|v| v["process"]["user"].clone())
+    }
+
+    #[test]
+    fn users() {
+        let c = cfg();
+        assert_eq!(
+            user_of(&c, "").unwrap(),
+            json!({"uid":0,"gid":0,"additionalGids":[0]})
+        );
+        assert_eq!(
+            user_of(&c, "1000").unwrap(),
+            json!({"uid":1000,"gid":1000,"additionalGids":[1000,63]})
+        );
+        assert_eq!(
+            user_of(&c, "app").unwrap(),
+            json!({"uid":1000,"gid":1000,"additionalGids":[1000,63]})
+        );
+        assert_eq!(
+            user_of(&c, "app:audio").unwrap(),
+            json!({"uid":1000,"gid":63,"additionalGids":[63]})
+        );
+        assert_eq!(
+            user_of(&c, "1000:63").unwrap(),
+            json!({"uid":1000,"gid":63,"additionalGids":[63]})
+        );
+        assert_eq!(
+            user_of(&c, "4242").unwrap(),
+            json!({"uid":4242,"gid":0,"additionalGids":[0]})
+        );
+        assert_eq!(user_of(&c, "nobody").unwrap()["uid"], 65534);
+        let e = user_of(&c, "ghost").unwrap_err().to_string();
+        assert!(e.contains("ghost") && e.contains("image User"), "{e}");
+        assert!(user_of(&c, "app:nogroup").is_err());
+
+        // run_as_user overrides the image; run_as_group, supplemental groups.
+        let sc = LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 65534 }),
+            supplemental_groups: vec![5000],
+            ..Default::default()
+        };
+        assert_eq!(
+            user_of(&with_sc(cfg(), sc.clone()), "app").unwrap(),
+            json!({"uid":65534,"gid":65534,"additionalGids":[65534,5000]})
+        );
+        let sc2 = LinuxContainerSecurityContext {
+            run_as_group: Some(Int64Value { value: 7 }),
+            ..sc
+        };
+        assert_eq!(user_of(&with_sc(cfg(), sc2), "").unwrap()["gid"], 7);
+        let sc = LinuxContainerSecurityContext {
+            run_as_username: "app".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            user_of(&with_sc(cfg(), sc), "root").unwrap(),
+            json!({"uid":1000,"gid":1000,"additionalGids":[1000,63]})
+        );
+        // Strict: the image's /etc/group adds nothing.
+        let sc = LinuxContainerSecurityContext {
+            run_as_username: "app".into(),
+            supplemental_groups: vec![5000],
+            supplemental_groups_policy: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            user_of(&with_sc(cfg(), sc), "").unwrap(),
+            json!({"uid":1000,"gid":1000,"additionalGids":[1000,5000]})
+        );
+        let sc = LinuxContainerSecurityContext {
+            run_as_username: "ghost".into(),
+            ..Default::default()
+        };
+        assert!(
+            user_of(&with_sc(cfg(), sc), "")
+                .unwrap_err()
+                .to_string()
+                .contains("run_as_username")
+        );
+        let sc = LinuxContainerSecurityContext {
+            run_as_group: Some(Int64Value { value: 7 }),
+            ..Default::default()
+        };
+        assert!(user_of(&with_sc(cfg(), sc), "app").is_err());
+    }
+
+    #[test]
+    fn a_huge_passwd_or_group_is_refused_naming_it() {
+        for name in ["passwd", "group"] {
+            let r = tmpdir(&format!("huge-{name}"));
+            std::fs::create_dir_all(r.0.join("etc")).unwrap();
+            let f = std::fs::File::create(r.0.join("etc").join(name)).unwrap();
+            // Sparse: 1 GiB to read, nothing on disk.
+            f.set_len(1 << 30).unwrap();
+            let e = read_etc_file(&r.0, name).unwrap_err().to_string();
+            assert!(e.contains(&format!("image /etc/{name}")), "{e}");
+            assert!(e.contains("larger than 4194304 bytes"), "{e}");
+            f.set_len(MAX_ETC_FILE).unwrap();
+            assert_eq!(
+                read_etc_file(&r.0, name).unwrap().unwrap().len() as u64,
+                MAX_ETC_FILE
+            );
+        }
+    }
+
+    #[test]
+    fn passwd_symlink_is_not_followed() {
+        let r = tmpdir("symroot");
+        let outside = tmpdir("outside");
+        std::fs::write(outside.0.join("passwd"), "evil:x:7:7::/:/bin/sh\n").unwrap();
+        std::fs::create_dir_all(r.0.join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.0.join("passwd"), r.0.join("etc/passwd")).unwrap();
+        let img = ImageDefaults {
+            user: "evil".into(),
+            ..Default::default()
+        };
+        assert!(build_json("abc", &cfg(), &img, &pod(), &r.0).is_err());
+    }
+}
