@@ -7,7 +7,7 @@
 //! Capability sets are sorted (oci-spec holds them in a `HashSet`).
 //! `BERTH_UPDATE_GOLDEN=1 cargo test -p berthd golden` rewrites the files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cri_api::v1::{
     Capability, ContainerConfig, Device, Int64Value, KeyValue, LinuxContainerConfig,
@@ -16,42 +16,8 @@ use cri_api::v1::{
 };
 use serde_json::Value;
 
+use super::tests::{canonical, rootfs, tmpdir};
 use super::{ImageDefaults, PodContext, build};
-
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmpdir(tag: &str) -> Tmp {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "berth-golden-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    Tmp(std::fs::canonicalize(&p).unwrap())
-}
-
-fn rootfs() -> Tmp {
-    let t = tmpdir("rootfs");
-    std::fs::create_dir_all(t.0.join("etc")).unwrap();
-    std::fs::write(
-        t.0.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(
-        t.0.join("etc/group"),
-        "root:x:0:\napp:x:1000:\naudio:x:63:app\n",
-    )
-    .unwrap();
-    t
-}
 
 /// A pod with its own network, IPC, UTS and PID namespaces (pinned files).
 fn pod() -> PodContext {
@@ -108,7 +74,7 @@ fn kubelet_sc() -> LinuxContainerSecurityContext {
 fn check(name: &str, id: &str, c: &ContainerConfig, pod: &PodContext, host: Option<&Path>) {
     let r = rootfs();
     let spec = build(id, c, &image(), pod, &r.0).unwrap();
-    let mut v: Value = super::tests::canonical(&spec);
+    let mut v: Value = canonical(&spec);
     if pod.privileged
         && let Some(devs) = v.pointer_mut("/linux/devices")
     {
@@ -118,6 +84,7 @@ fn check(name: &str, id: &str, c: &ContainerConfig, pod: &PodContext, host: Opti
     let mut text = serde_json::to_string_pretty(&v).unwrap();
     text = text.replace(&*r.0.to_string_lossy(), "/ROOTFS");
     if let Some(h) = host {
+        let h = std::fs::canonicalize(h).unwrap();
         text = text.replace(&*h.to_string_lossy(), "/HOST");
     }
     text.push('\n');
