@@ -3,7 +3,10 @@
 //!
 //! Paths that differ per run (the temporary rootfs and host directories)
 //! are written as `/ROOTFS` and `/HOST`; a privileged container's host
-//! devices (which depend on the machine) as one placeholder string.
+//! devices and its capabilities (berthd's own bounding set), which depend
+//! on the machine, as placeholder strings; the cgroup namespace a cgroup v2
+//! host adds is checked and left out. The seccomp architectures are this
+//! machine's (the files were written on x86_64).
 //! Capability sets are sorted (oci-spec holds them in a `HashSet`).
 //! `BERTH_UPDATE_GOLDEN=1 cargo test -p berthd golden` rewrites the files.
 
@@ -16,6 +19,7 @@ use cri_api::v1::{
 };
 use serde_json::Value;
 
+use super::capabilities::own_capabilities;
 use super::tests::{canonical, rootfs, tmpdir};
 use super::{ImageDefaults, PodContext, build};
 
@@ -75,11 +79,26 @@ fn check(name: &str, id: &str, c: &ContainerConfig, pod: &PodContext, host: Opti
     let r = rootfs();
     let spec = build(id, c, &image(), pod, &r.0).unwrap();
     let mut v: Value = canonical(&spec);
-    if pod.privileged
-        && let Some(devs) = v.pointer_mut("/linux/devices")
-    {
-        assert!(devs.as_array().is_some_and(|d| !d.is_empty()));
-        *devs = Value::String("<host devices>".into());
+    if pod.privileged {
+        if let Some(devs) = v.pointer_mut("/linux/devices") {
+            assert!(devs.as_array().is_some_and(|d| !d.is_empty()));
+            *devs = Value::String("<host devices>".into());
+        }
+        let mut own = own_capabilities();
+        own.sort();
+        for set in ["bounding", "effective", "permitted"] {
+            let caps = v
+                .pointer_mut(&format!("/process/capabilities/{set}"))
+                .unwrap();
+            assert_eq!(*caps, serde_json::json!(own), "{set}");
+            *caps = Value::String("<berthd's bounding set>".into());
+        }
+    }
+    // Only on a cgroup v2 host, the container's own cgroup namespace.
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let ns = v.pointer_mut("/linux/namespaces").unwrap();
+        let last = ns.as_array_mut().and_then(Vec::pop);
+        assert_eq!(last, Some(serde_json::json!({ "type": "cgroup" })));
     }
     let mut text = serde_json::to_string_pretty(&v).unwrap();
     text = text.replace(&*r.0.to_string_lossy(), "/ROOTFS");
