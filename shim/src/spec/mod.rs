@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use cri_api::v1::{ContainerConfig, LinuxContainerSecurityContext};
 pub use oci_spec::runtime::Spec;
-use oci_spec::runtime::{Linux, LinuxResources, Process, Root};
+use oci_spec::runtime::{Linux, LinuxResources, Process};
 
 pub use process::stop_signal;
 
@@ -212,7 +212,7 @@ fn empty() -> Spec {
     spec.set_hooks(None);
     spec.set_annotations(None);
     spec.set_mounts(Some(Vec::new()));
-    spec.set_root(Some(Root::default()));
+    spec.set_root(None);
     let mut p = Process::default();
     p.set_terminal(Some(false));
     p.set_console_size(None);
@@ -248,11 +248,7 @@ fn linux_mut(spec: &mut Spec) -> &mut Linux {
 
 /// The spec's `linux.resources`.
 fn resources_mut(spec: &mut Spec) -> &mut LinuxResources {
-    let linux = linux_mut(spec);
-    if linux.resources().is_none() {
-        linux.set_resources(Some(LinuxResources::default()));
-    }
-    linux
+    linux_mut(spec)
         .resources_mut()
         .get_or_insert_with(LinuxResources::default)
 }

@@ -582,3 +582,16 @@ fn spec_errors_are_failed_precondition_with_their_text() {
     assert_eq!(status.message(), text);
     assert!(text.contains("container id"), "{text}");
 }
+
+#[test]
+fn the_empty_spec_carries_none_of_oci_specs_defaults() {
+    assert_eq!(
+        serde_json::to_value(super::empty()).unwrap(),
+        json!({
+            "ociVersion": "1.0.2",
+            "mounts": [],
+            "process": { "terminal": false, "user": { "uid": 0, "gid": 0 }, "cwd": "/" },
+            "linux": { "resources": {} }
+        })
+    );
+}
