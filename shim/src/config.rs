@@ -370,7 +370,7 @@ impl Config {
 }
 
 /// The resource limits setrlimit(2) knows, by their ulimit names.
-const RLIMITS: &[&str] = &[
+pub(crate) const RLIMITS: &[&str] = &[
     "as",
     "core",
     "cpu",

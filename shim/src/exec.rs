@@ -67,19 +67,18 @@ pub async fn spawn(
         return Err(format!("container {} is not running", rec.id));
     }
     let dir = cs.state_dir(&rec.id);
-    let spec: serde_json::Value = serde_json::from_slice(
+    let spec: crate::spec::Spec = serde_json::from_slice(
         &std::fs::read(dir.join("config.json")).map_err(|e| format!("config.json: {e}"))?,
     )
     .map_err(|e| format!("config.json: {e}"))?;
-    let mut process = spec["process"].clone();
-    process["args"] = serde_json::json!(cmd);
-    process["terminal"] = tty.into();
-    if let Some(p) = process.as_object_mut() {
-        p.remove("consoleSize");
-    }
+    let mut process = spec.process().clone().ok_or("config.json: no process")?;
+    process.set_args(Some(cmd.to_vec()));
+    process.set_terminal(Some(tty));
+    process.set_console_size(None);
+    let process = serde_json::to_string(&process).map_err(|e| format!("exec spec: {e}"))?;
     let n = crate::ids::random_id().map_err(|e| e.to_string())?;
     let process_file = dir.join(format!("exec-{}.json", &n[..16]));
-    std::fs::write(&process_file, process.to_string()).map_err(|e| format!("exec spec: {e}"))?;
+    std::fs::write(&process_file, process).map_err(|e| format!("exec spec: {e}"))?;
 
     let (ctl_r, ctl_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;

@@ -545,11 +545,23 @@ fn ask(sc: &LinuxContainerSecurityContext) -> Result<Ask, String> {
     })
 }
 
-/// The OCI `linux.seccomp` for a container, or None for unconfined.
+/// The OCI `linux.seccomp` for a container, typed, or None for
+/// unconfined.
 pub fn for_container(
     sc: &LinuxContainerSecurityContext,
     caps: &[String],
-) -> Result<Option<Value>, String> {
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, String> {
+    let Some(doc) = profile(sc, caps)? else {
+        return Ok(None);
+    };
+    serde_json::from_value(doc)
+        .map(Some)
+        .map_err(|e| format!("not a valid OCI seccomp profile: {e}"))
+}
+
+/// The OCI `linux.seccomp` for a container as JSON, or None for
+/// unconfined.
+fn profile(sc: &LinuxContainerSecurityContext, caps: &[String]) -> Result<Option<Value>, String> {
     match ask(sc)? {
         Ask::None => Ok(None),
         Ask::Default => Ok(Some(runtime_default(caps))),
@@ -668,12 +680,12 @@ mod tests {
     #[test]
     fn profile_kinds() {
         let none = LinuxContainerSecurityContext::default();
-        assert_eq!(for_container(&none, &[]).unwrap(), None);
+        assert_eq!(profile(&none, &[]).unwrap(), None);
         assert_eq!(
-            for_container(&sc(ProfileType::Unconfined, ""), &[]).unwrap(),
+            profile(&sc(ProfileType::Unconfined, ""), &[]).unwrap(),
             None
         );
-        let d = for_container(&sc(ProfileType::RuntimeDefault, ""), &[])
+        let d = profile(&sc(ProfileType::RuntimeDefault, ""), &[])
             .unwrap()
             .unwrap();
         assert_eq!(d["defaultAction"], "SCMP_ACT_ERRNO");
@@ -682,10 +694,21 @@ mod tests {
         assert!(!text.contains("\"unshare\""), "unshare needs CAP_SYS_ADMIN");
         let admin = runtime_default(&["CAP_SYS_ADMIN".into()]).to_string();
         assert!(admin.contains("\"unshare\"") && admin.contains("\"mount\""));
-        let e = for_container(&sc(ProfileType::Localhost, "relative.json"), &[]).unwrap_err();
+        let e = profile(&sc(ProfileType::Localhost, "relative.json"), &[]).unwrap_err();
         assert!(e.contains("absolute"), "{e}");
-        let e = for_container(&sc(ProfileType::Localhost, "/no/such.json"), &[]).unwrap_err();
+        let e = profile(&sc(ProfileType::Localhost, "/no/such.json"), &[]).unwrap_err();
         assert!(e.contains("/no/such.json"), "{e}");
+    }
+
+    #[test]
+    fn the_typed_profile_is_the_json_one() {
+        let sc = sc(ProfileType::RuntimeDefault, "");
+        let caps = ["CAP_CHOWN".to_string()];
+        let typed = for_container(&sc, &caps).unwrap().unwrap();
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap(),
+            profile(&sc, &caps).unwrap().unwrap()
+        );
     }
 
     #[test]

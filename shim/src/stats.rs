@@ -83,8 +83,8 @@ pub fn container_cgroup(cs: &Containers, rec: &ContainerRecord) -> Option<Cgroup
         return Cgroup::new(&rec.cgroup);
     }
     let spec = std::fs::read(cs.state_dir(&rec.id).join("config.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_slice(&spec).ok()?;
-    Cgroup::new(spec.pointer("/linux/cgroupsPath")?.as_str()?)
+    let spec: crate::spec::Spec = serde_json::from_slice(&spec).ok()?;
+    Cgroup::new(spec.linux().as_ref()?.cgroups_path().as_ref()?.to_str()?)
 }
 
 pub fn container_stats(

@@ -340,7 +340,7 @@ impl Containers {
         image_id: &str,
         lowers: &[PathBuf],
         volumes: &[ImageVolume],
-        spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(serde_json::Value, i32), String>,
+        spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(crate::spec::Spec, i32), String>,
         log_path: PathBuf,
         runtime: Option<&Path>,
         userns: Option<&(PathBuf, IdMaps)>,
@@ -375,7 +375,7 @@ impl Containers {
         mut rec: ContainerRecord,
         lowers: &[PathBuf],
         volumes: &[ImageVolume],
-        spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(serde_json::Value, i32), String>,
+        spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(crate::spec::Spec, i32), String>,
         log_path: &Path,
         userns: Option<&(PathBuf, IdMaps)>,
     ) -> Result<ContainerRecord, String> {
@@ -475,25 +475,19 @@ impl Containers {
         }
         let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
-        rec.user = spec.pointer("/process/user").cloned();
+        let process = spec.process().as_ref();
+        rec.user = process.and_then(|p| serde_json::to_value(p.user()).ok());
         rec.cgroup = spec
-            .pointer("/linux/cgroupsPath")
-            .and_then(|c| c.as_str())
-            .unwrap_or_default()
-            .to_string();
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // The working dir is made if the image lacks it, as Docker does.
-        if let Some(cwd) = spec.pointer("/process/cwd").and_then(|c| c.as_str()) {
-            let uid = spec
-                .pointer("/process/user/uid")
-                .and_then(|u| u.as_u64())
-                .unwrap_or(0);
-            let gid = spec
-                .pointer("/process/user/gid")
-                .and_then(|g| g.as_u64())
-                .unwrap_or(0);
+        if let Some((cwd, user)) = process.and_then(|p| Some((p.cwd().to_str()?, p.user()))) {
             let (uid, gid) = match userns {
-                Some((_, maps)) => maps.to_host(uid as u32, gid as u32),
-                None => (uid as u32, gid as u32),
+                Some((_, maps)) => maps.to_host(user.uid(), user.gid()),
+                None => (user.uid(), user.gid()),
             };
             make_dir_in(&rootfs, cwd, uid, gid).map_err(|e| format!("working dir {cwd:?}: {e}"))?;
         }

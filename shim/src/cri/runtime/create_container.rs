@@ -274,15 +274,15 @@ fn mount_maps(m: &cri_api::v1::Mount) -> Option<crate::pod::IdMaps> {
 /// may refuse (it does on the development machines, even to root):
 /// containerd's `restrict_oom_score_adj`. The kubelet asks -997 for
 /// Guaranteed pods.
-fn clamp_oom_score_adj(spec: &mut serde_json::Value) {
-    let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+fn clamp_oom_score_adj(spec: &mut crate::spec::Spec) {
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    if let Some(v) = spec.pointer_mut("/process/oomScoreAdj")
-        && v.as_i64().is_some_and(|asked| asked < own)
+    if let Some(p) = spec.process_mut()
+        && p.oom_score_adj().is_some_and(|asked| asked < own)
     {
-        *v = serde_json::json!(own);
+        p.set_oom_score_adj(Some(own));
     }
 }
 
