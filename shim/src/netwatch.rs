@@ -1,7 +1,9 @@
-//! The pod networks' background care: after a start, CNI CHECK of every
-//! ready pod's attachment (a restart is when state may have drifted), and
-//! then, every `cni.del_retry_interval`, DEL again for stopped pods whose
-//! DEL failed, until the plugins release what ADD took.
+//! The pod networks' background care: after a start, DEL for stopped pods
+//! that still hold a network (a failed DEL, or pods a node reboot left
+//! NOTREADY) and CNI CHECK of every ready pod's attachment (a restart is
+//! when state may have drifted); then, every `cni.del_retry_interval`,
+//! DEL again for stopped pods whose DEL failed, until the plugins release
+//! what ADD took.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use crate::daemon::Daemon;
 use crate::pod::PodState;
 
 pub async fn run(d: Arc<Daemon>) {
+    retry_deletes(&d).await;
     check_all(&d).await;
     let mut tick = tokio::time::interval(d.config.cni.del_retry_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -971,3 +971,60 @@ async fn a_pod_in_its_own_user_namespace_is_networked_like_any_other() {
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(mounts_under(&b.state).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_node_reboot_a_pod_is_not_ready_and_its_network_is_released() {
+    let mut b = Berthd::start().await;
+    let (_dir, log) = recorder_plugin(&b);
+    let mut c = b.runtime().await;
+    let id = run(&mut c, "rebooted").await.expect("run");
+    let state_of = |c: &mut Client, id: String| {
+        let mut c = c.clone();
+        async move {
+            c.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id,
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status")
+            .state
+        }
+    };
+    assert_eq!(
+        state_of(&mut c, id.clone()).await,
+        PodSandboxState::SandboxReady as i32
+    );
+
+    // A reboot, as far as berth can tell: berthd gone without a word, and
+    // <state> (a tmpfs under /run on a node) gone with every mount in it.
+    b.stop_with(Signal::SIGKILL);
+    for m in mounts_under(&b.state).iter().rev() {
+        nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).expect("umount");
+    }
+    std::fs::remove_dir_all(&b.state).expect("state");
+    let dels = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("DEL")
+            .count()
+    };
+    assert_eq!(dels(), 0);
+    b.restart().await;
+    let mut c = b.runtime().await;
+    assert_eq!(
+        state_of(&mut c, id.clone()).await,
+        PodSandboxState::SandboxNotready as i32,
+        "a pod whose namespaces are gone is not ready"
+    );
+    // The network ADD took is released by DEL, without a Stop.
+    assert!(eventually(|| dels() == 1).await, "no DEL after the reboot");
+    assert!(verbose_info(&mut c, &id).await["cniNetwork"].is_null());
+    // And the kubelet's Stop and Remove go through.
+    stop(&mut c, &id).await.expect("stop");
+    remove(&mut c, &id).await;
+    assert_eq!(dels(), 1);
+    assert_eq!(mounts_under(&b.state).len(), 0);
+}

@@ -32,6 +32,8 @@ pub trait Host: Send + Sync {
     /// `made` (see [`crate::cgroups::create_parent`]).
     fn create_cgroup(&self, parent: &str, made: &mut Vec<String>) -> Result<(), String>;
     fn remove_cgroups(&self, made: &[String]);
+    /// Whether a namespace is pinned (bind-mounted) at `path`.
+    fn is_pinned(&self, path: &Path) -> bool;
 }
 
 /// The node's kernel.
@@ -81,5 +83,10 @@ impl Host for Kernel {
 
     fn remove_cgroups(&self, made: &[String]) {
         crate::cgroups::remove_made(made)
+    }
+
+    fn is_pinned(&self, path: &Path) -> bool {
+        nix::sys::statfs::statfs(path)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
     }
 }

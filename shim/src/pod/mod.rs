@@ -80,6 +80,7 @@ impl Pods {
             host,
         };
         pods.clean_half_made()?;
+        pods.lost_after_reboot()?;
         pods.close_dirs()?;
         Ok(pods)
     }
@@ -305,6 +306,32 @@ impl Pods {
         self.detach_network(&mut rec)?;
         self.teardown(&rec);
         self.delete(&rec.id)
+    }
+
+    /// A READY pod whose namespaces are no longer pinned (the node
+    /// rebooted, and `<state>` went with it) cannot run containers: it
+    /// becomes NOTREADY, as the kubelet then expects to make it anew. Its
+    /// network is still recorded, so the background DEL releases what ADD
+    /// took (an IPAM's addresses outlive a reboot).
+    fn lost_after_reboot(&self) -> Result<(), PodError> {
+        for mut rec in self.all()? {
+            if rec.state != PodState::Ready {
+                continue;
+            }
+            let dir = self.ns_dir(&rec.id);
+            let pins = rec.pinned.iter().map(|k| dir.join(k));
+            let infra = rec.infra_pid.map(|_| dir.join("pid"));
+            if let Some(lost) = pins.chain(infra).find(|p| !self.host.is_pinned(p)) {
+                tracing::warn!(
+                    pod = %rec.id,
+                    "{} is no longer pinned (the node rebooted?): the pod is NOTREADY",
+                    lost.display()
+                );
+                rec.state = PodState::NotReady;
+                self.save(&rec)?;
+            }
+        }
+        Ok(())
     }
 
     /// A berthd that died between making a pod and recording it leaves

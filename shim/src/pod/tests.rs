@@ -33,6 +33,9 @@ impl Host for Fake {
         userns: Option<&IdMaps>,
     ) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        for k in kinds {
+            std::fs::write(dir.join(k.name()), "").map_err(|e| e.to_string())?;
+        }
         let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
         self.log(format!(
             "pin {} host={hostname} userns={}",
@@ -45,7 +48,8 @@ impl Host for Fake {
         let _ = std::fs::remove_dir_all(dir);
         self.log("unpin".into());
     }
-    fn start_infra(&self, _dir: &Path, in_userns: bool) -> Result<i32, String> {
+    fn start_infra(&self, dir: &Path, in_userns: bool) -> Result<i32, String> {
+        std::fs::write(dir.join("pid"), "").map_err(|e| e.to_string())?;
         self.log(format!("start_infra userns={in_userns}"));
         Ok(4242)
     }
@@ -69,6 +73,10 @@ impl Host for Fake {
     }
     fn remove_cgroups(&self, made: &[String]) {
         self.log(format!("remove_cgroups {}", made.join(",")));
+    }
+    fn is_pinned(&self, path: &Path) -> bool {
+        // Pins are files the fake's `pin` leaves in place of mounts.
+        path.exists()
     }
 }
 
@@ -261,4 +269,28 @@ fn what_a_dead_berthd_half_made_is_released_at_open() {
     assert!(calls.lock().unwrap().contains(&"unpin".to_string()));
     assert!(!again.pod_dir("orphan").exists());
     assert!(!again.ns_dir("orphan").exists());
+}
+
+#[test]
+fn a_pod_whose_namespaces_are_gone_is_not_ready_at_open() {
+    let n = node("reboot", false);
+    let shared = config(NamespaceMode::Pod, NamespaceMode::Pod);
+    let mut other = config(NamespaceMode::Pod, NamespaceMode::Container);
+    other.metadata.as_mut().unwrap().name = "other".into();
+    n.pods.create("lost", &shared, "", 1).unwrap();
+    n.pods.create("kept", &other, "", 1).unwrap();
+    // What a reboot does to the shared PID namespace's pin.
+    std::fs::remove_file(n.pods.ns_dir("lost").join("pid")).unwrap();
+    let again = Pods::open_on(
+        n.pods.db.clone(),
+        &n.state,
+        n.pods.cni.clone(),
+        Box::new(Fake::default()),
+    )
+    .unwrap();
+    assert_eq!(
+        again.find("lost").unwrap().unwrap().state,
+        PodState::NotReady
+    );
+    assert_eq!(again.find("kept").unwrap().unwrap().state, PodState::Ready);
 }
