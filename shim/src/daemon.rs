@@ -14,8 +14,9 @@ pub struct Daemon {
     /// StopPodSandbox, RemovePodSandbox, UpdatePodSandboxResources and the
     /// background CNI CHECK/DEL of that pod. Other pods do not wait.
     pub pod_locks: crate::serial::Locks,
-    /// Pod names (`name_namespace_uid_attempt`) being made now.
-    pub pod_names: crate::serial::Names,
+    /// One turn at a time per pod name (`name_namespace_uid_attempt`)
+    /// in RunPodSandbox, held until the pod is made and recorded or undone.
+    pub pod_names: crate::serial::Locks,
     /// CPU samples for usage rates.
     pub sampler: crate::stats::Sampler,
     /// Container events for `GetContainerEvents` subscribers.
@@ -31,8 +32,7 @@ impl Daemon {
     pub async fn pod_turn(
         &self,
         id: &str,
-    ) -> Result<Option<(crate::serial::Held<'_>, crate::pod::PodRecord)>, crate::pod::PodError>
-    {
+    ) -> Result<Option<(crate::serial::Held, crate::pod::PodRecord)>, crate::pod::PodError> {
         let Some(rec) = self.pods.find(id)? else {
             return Ok(None);
         };

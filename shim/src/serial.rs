@@ -1,37 +1,42 @@
 //! Per-object serialisation instead of one node-wide lock: calls on one
 //! pod take turns, calls on different pods run side by side (each may
-//! wait minutes on CNI plugins or a monitor). A pod name being made is
-//! reserved, so two RunPodSandbox calls of one name cannot both make it.
+//! wait minutes on CNI plugins or a monitor). Calls making a pod of one
+//! name take turns too, so a retried RunPodSandbox finds the pod the
+//! first call made rather than making a second.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 type Slot = Arc<tokio::sync::Mutex<()>>;
+type Map = Arc<Mutex<HashMap<String, Slot>>>;
 
 /// One async lock per key, made on first use and dropped when no call
 /// holds or waits for it.
 #[derive(Default)]
 pub struct Locks {
-    map: Mutex<HashMap<String, Slot>>,
+    map: Map,
 }
 
-pub struct Held<'a> {
-    locks: &'a Locks,
+/// A key's turn, until dropped. It owns its share of the locks, so the
+/// blocking work that makes an object can hold the turn to the end even
+/// when the call that started it is gone (a client's deadline).
+pub struct Held {
+    map: Map,
     key: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl Locks {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn map(m: &Mutex<HashMap<String, Slot>>) -> MutexGuard<'_, HashMap<String, Slot>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
+impl Locks {
     /// Waits for `key`'s turn.
-    pub async fn lock(&self, key: &str) -> Held<'_> {
-        let slot = self.map().entry(key.to_string()).or_default().clone();
+    pub async fn lock(&self, key: &str) -> Held {
+        let slot = map(&self.map).entry(key.to_string()).or_default().clone();
         let guard = slot.lock_owned().await;
         Held {
-            locks: self,
+            map: self.map.clone(),
             key: key.to_string(),
             guard: Some(guard),
         }
@@ -40,58 +45,21 @@ impl Locks {
     /// How many keys have a lock now (held or waited for).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.map().len()
+        map(&self.map).len()
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
-        let mut map = self.locks.map();
+        let mut m = map(&self.map);
         // The map's reference and this guard's: nobody else waits. (A new
         // waiter clones the slot under the map's lock, so this cannot
         // race with one.)
-        if map
-            .get(&self.key)
-            .is_some_and(|s| Arc::strong_count(s) == 2)
-        {
-            map.remove(&self.key);
+        if m.get(&self.key).is_some_and(|s| Arc::strong_count(s) == 2) {
+            m.remove(&self.key);
         }
-        drop(map);
+        drop(m);
         self.guard.take();
-    }
-}
-
-/// Names being made right now.
-#[derive(Default)]
-pub struct Names {
-    set: Arc<Mutex<HashSet<String>>>,
-}
-
-/// A reserved name, released when dropped. It owns its share of the set,
-/// so the blocking work that makes the object can hold it to the end
-/// even when the call that started it is gone (a client's deadline).
-pub struct Reserved {
-    set: Arc<Mutex<HashSet<String>>>,
-    name: String,
-}
-
-fn set(s: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Names {
-    /// Reserves `name`, or None if another call has it now.
-    pub fn reserve(&self, name: &str) -> Option<Reserved> {
-        set(&self.set).insert(name.to_string()).then(|| Reserved {
-            set: self.set.clone(),
-            name: name.to_string(),
-        })
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        set(&self.set).remove(&self.name);
     }
 }
 
@@ -114,18 +82,10 @@ mod tests {
         drop(a);
         let a2 = second.await;
         assert_eq!(locks.len(), 2);
-        drop(a2);
+        // A turn outlives a borrow of the locks: it can move to a thread.
+        let moved = std::thread::spawn(move || drop(a2));
+        moved.join().unwrap();
         drop(b);
         assert_eq!(locks.len(), 0, "idle locks are dropped");
-    }
-
-    #[test]
-    fn a_reserved_name_is_refused_until_released() {
-        let names = Names::default();
-        let r = names.reserve("web_default_u1_0").unwrap();
-        assert!(names.reserve("web_default_u1_0").is_none());
-        assert!(names.reserve("web_default_u1_1").is_some());
-        drop(r);
-        assert!(names.reserve("web_default_u1_0").is_some());
     }
 }

@@ -1,6 +1,6 @@
 //! Pods are made side by side: a pod whose network setup is slow holds up
-//! no other pod, and a pod name being made is reserved, so two calls with
-//! one name cannot both make it. The CNI plugin here is a rendezvous: its
+//! no other pod, and a RunPodSandbox retried while its pod is being made
+//! gets that pod, not a second one or a "name reserved" error. The CNI plugin here is a rendezvous: its
 //! ADD for one pod waits for another pod's ADD (or for a file the test
 //! writes), which a runtime that makes one pod at a time never lets come.
 
@@ -12,7 +12,6 @@ use std::time::Duration;
 use berth_tests::{Berthd, mounts_under};
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::*;
-use tonic::Code;
 use tonic::transport::Channel;
 
 type Client = RuntimeServiceClient<Channel>;
@@ -121,7 +120,7 @@ async fn a_pod_waiting_on_its_network_holds_up_no_other_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_name_being_made_is_reserved_and_other_pods_go_on() {
+async fn a_retried_run_gets_the_pod_being_made_and_other_pods_go_on() {
     let b = Berthd::start().await;
     let dir = rendezvous(&b);
     // "same" is made only once the test says so.
@@ -130,23 +129,25 @@ async fn a_name_being_made_is_reserved_and_other_pods_go_on() {
     let first = tokio::spawn(run(c.clone(), "same"));
     wait_for(&dir.join("arrived-same")).await;
 
-    // While it is being made, its name is taken: at once, not after it.
-    let e = run(c.clone(), "same")
-        .await
-        .expect_err("second of one name");
-    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
-    assert!(e.message().contains("being made"), "{}", e.message());
+    // The kubelet retrying while the first call still runs: it waits for
+    // that pod, it does not make a second one nor fail "name reserved".
+    let retry = tokio::spawn(run(c.clone(), "same"));
     // Another pod is made meanwhile, and can be stopped and removed.
     let other = run(c.clone(), "other").await.expect("other pod");
     let mut c2 = c.clone();
     clean(&mut c2, &[other]).await;
+    assert!(!retry.is_finished(), "the retry did not wait for the pod");
 
     std::fs::write(dir.join("go"), "").expect("go");
     let id = first.await.expect("join").expect("the first call makes it");
-    // Once made, the name is the pod's.
-    let e = run(c.clone(), "same").await.expect_err("name in use");
-    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
-    assert!(e.message().contains(&id), "{}", e.message());
+    let again = retry.await.expect("join").expect("the retry gets it");
+    assert_eq!(again, id);
+    let adds = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name() == "arrived-same")
+        .count();
+    assert_eq!(adds, 1);
     let pods = c2
         .list_pod_sandbox(ListPodSandboxRequest::default())
         .await

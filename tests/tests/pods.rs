@@ -258,7 +258,14 @@ async fn names_are_unique_per_attempt() {
     let mut c = b.runtime().await;
     let cg = unique_cgroup("names");
     let first = run(&mut c, config("api", 0, &cg)).await.expect("first");
-    let e = run(&mut c, config("api", 0, &cg)).await.expect_err("clash");
+    // The same call again (the kubelet retrying after its deadline): the
+    // pod the first one made, not a second.
+    let again = run(&mut c, config("api", 0, &cg)).await.expect("retry");
+    assert_eq!(again, first);
+    // Another pod under the same name and attempt is refused.
+    let mut other = config("api", 0, &cg);
+    other.labels.insert("tier".into(), "other".into());
+    let e = run(&mut c, other).await.expect_err("clash");
     assert_eq!(e.code(), Code::AlreadyExists, "{e}");
     assert!(
         e.message().contains(&first),

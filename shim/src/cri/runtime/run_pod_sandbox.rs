@@ -6,7 +6,7 @@ use tonic::Status;
 
 use crate::daemon::Daemon;
 use crate::ids::{now_ns, random_id};
-use crate::pod::key_of;
+use crate::pod::{PodState, key_of};
 
 pub async fn run_pod_sandbox(
     d: &Daemon,
@@ -57,13 +57,21 @@ pub async fn run_pod_sandbox(
             .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
     }
     let key = key_of(&config);
-    // Held until the pod is made and recorded, or undone.
-    let reserved = d.pod_names.reserve(&key).ok_or_else(|| {
-        Status::already_exists(format!(
-            "pod sandbox name {key:?} is being made by another RunPodSandbox call"
-        ))
-    })?;
+    // Held until the pod is made and recorded, or undone, even if this
+    // call's deadline ends first.
+    let turn = d.pod_names.lock(&key).await;
     if let Some(holder) = d.pods.all()?.into_iter().find(|p| p.key() == key) {
+        // The kubelet retrying a call whose deadline ended: the pod that
+        // call made is its answer.
+        if holder.state == PodState::Ready
+            && holder.config() == config
+            && holder.runtime_handler == req.runtime_handler
+        {
+            tracing::info!(pod = %holder.id, name = %key, "RunPodSandbox retried: the pod already made");
+            return Ok(RunPodSandboxResponse {
+                pod_sandbox_id: holder.id,
+            });
+        }
         return Err(Status::already_exists(format!(
             "pod sandbox name {key:?} is already in use by {}",
             holder.id
@@ -74,7 +82,7 @@ pub async fn run_pod_sandbox(
     let (pid, handler) = (id.clone(), req.runtime_handler.clone());
     let rec = tokio::task::spawn_blocking(move || {
         let made = pods.create(&pid, &config, &handler, now_ns());
-        drop(reserved);
+        drop(turn);
         made
     })
     .await
