@@ -62,7 +62,19 @@ impl Default for Limits {
     }
 }
 
-/// Who we are to a registry, from the CRI `AuthConfig`.
+/// What a client gave to authenticate with (the CRI `AuthConfig`'s fields,
+/// borrowed): empty means not given.
+#[derive(Clone, Copy, Default)]
+pub struct Auth<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    /// base64("user:password").
+    pub auth: &'a str,
+    pub identity_token: &'a str,
+    pub registry_token: &'a str,
+}
+
+/// Who we are to a registry, from the client's [`Auth`].
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum Credentials {
     #[default]
@@ -92,15 +104,16 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// From the CRI's AuthConfig; `auth` is base64("user:password").
-    pub fn from_cri(a: &cri_api::v1::AuthConfig) -> Result<Credentials, RegistryError> {
+    /// A registry token first, then an identity token, then `auth`, then
+    /// username and password; none of them: anonymous.
+    pub fn from_auth(a: &Auth<'_>) -> Result<Credentials, RegistryError> {
         if !a.registry_token.is_empty() {
-            return Ok(Credentials::RegistryToken(a.registry_token.clone()));
+            return Ok(Credentials::RegistryToken(a.registry_token.to_string()));
         }
         if !a.identity_token.is_empty() {
             return Ok(Credentials::IdentityToken {
-                username: a.username.clone(),
-                token: a.identity_token.clone(),
+                username: a.username.to_string(),
+                token: a.identity_token.to_string(),
             });
         }
         if !a.auth.is_empty() {
@@ -117,8 +130,8 @@ impl Credentials {
         }
         if !a.username.is_empty() || !a.password.is_empty() {
             return Ok(Credentials::Basic {
-                username: a.username.clone(),
-                password: a.password.clone(),
+                username: a.username.to_string(),
+                password: a.password.to_string(),
             });
         }
         Ok(Credentials::Anonymous)
@@ -1066,13 +1079,12 @@ mod tests {
     }
 
     #[test]
-    fn credentials_from_cri() {
-        use cri_api::v1::AuthConfig;
-        let c = |a: AuthConfig| Credentials::from_cri(&a);
-        assert_eq!(c(AuthConfig::default()).unwrap(), Credentials::Anonymous);
+    fn credentials_from_auth() {
+        let c = |a: Auth<'_>| Credentials::from_auth(&a);
+        assert_eq!(c(Auth::default()).unwrap(), Credentials::Anonymous);
         assert_eq!(
-            c(AuthConfig {
-                auth: "YWxpY2U6czNjcjN0".into(),
+            c(Auth {
+                auth: "YWxpY2U6czNjcjN0",
                 ..Default::default()
             })
             .unwrap(),
@@ -1082,24 +1094,24 @@ mod tests {
             }
         );
         assert!(
-            c(AuthConfig {
-                auth: "!!".into(),
+            c(Auth {
+                auth: "!!",
                 ..Default::default()
             })
             .is_err()
         );
         assert_eq!(
-            c(AuthConfig {
-                username: "u".into(),
-                registry_token: "t".into(),
+            c(Auth {
+                username: "u",
+                registry_token: "t",
                 ..Default::default()
             })
             .unwrap(),
             Credentials::RegistryToken("t".into())
         );
         assert!(matches!(
-            c(AuthConfig {
-                identity_token: "r".into(),
+            c(Auth {
+                identity_token: "r",
                 ..Default::default()
             })
             .unwrap(),

@@ -1,5 +1,5 @@
 //! The image service proper: pull, look up, list, remove, garbage-collect,
-//! usage. The CRI layer (`cri.rs`) only converts types.
+//! usage. berthd's CRI layer (`shim/src/cri/image/`) converts its types.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -9,13 +9,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::try_join_all;
 use redb::Database;
 
-use crate::db::{DbError, ImageDb, ImageRecord};
+use crate::Error;
+use crate::db::{ImageDb, ImageRecord};
 use crate::digest::Digest;
 use crate::hosts::{self, RegistryHost};
 use crate::limits::{Exceeded, Limits};
 use crate::manifest::{self, Descriptor, ImageConfig, Parsed, Platform};
-use crate::reference::{Reference, ReferenceError};
-use crate::registry::{Credentials, Registry, RegistryError};
+use crate::reference::Reference;
+use crate::registry::{Credentials, Registry};
 use crate::store::{IngestError, Store};
 use crate::unpack::{self, Compression};
 
@@ -32,56 +33,6 @@ pub struct Settings {
     pub pinned: Vec<String>,
     /// Size bounds of what a pull may fetch and unpack (`[images]`).
     pub limits: Limits,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    #[error("image {image:?}: {source}")]
-    Registry {
-        image: String,
-        #[source]
-        source: RegistryError,
-    },
-    #[error("image {image:?}: registry host configuration: {reason}")]
-    Hosts { image: String, reason: String },
-    #[error("image {image:?}: {reason}")]
-    Invalid { image: String, reason: String },
-    #[error("image {image:?}: no manifest for platform {platform} in its index")]
-    NoPlatform { image: String, platform: String },
-    #[error("image {image:?}: {source}")]
-    Corrupt {
-        image: String,
-        #[source]
-        source: IngestError,
-    },
-    /// `hostile`: the layer itself is at fault (an escape, a corrupt
-    /// archive, a wrong DiffID), not the node.
-    #[error("image {image:?}: layer {layer}: {reason}")]
-    Layer {
-        image: String,
-        layer: String,
-        reason: String,
-        hostile: bool,
-    },
-    /// A limit of `[images]` would be crossed by `object` (a layer, the
-    /// config blob, a manifest): nothing of it is kept.
-    #[error("image {image:?}: {object}: {source}")]
-    Limit {
-        image: String,
-        object: String,
-        #[source]
-        source: Exceeded,
-    },
-    #[error("image {0:?} is pinned (config `pinned_images`) and cannot be removed")]
-    Pinned(String),
-    #[error("image {0:?} not found")]
-    NotFound(String),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("image store: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 pub struct ImageService {
@@ -103,7 +54,7 @@ pub struct ImageService {
 impl ImageService {
     /// Opens the store, removes what an interrupted pull left and collects
     /// content no image references.
-    pub fn open(settings: Settings, db: Arc<Database>) -> Result<ImageService, ImageError> {
+    pub fn open(settings: Settings, db: Arc<Database>) -> Result<ImageService, Error> {
         ImageDb::new(&db).init()?;
         let svc = ImageService {
             store: Store::open(&settings.dir, settings.limits.min_free_space)?,
@@ -135,7 +86,7 @@ impl ImageService {
     /// Pulls `image` and records it; returns the record. A failed pull
     /// removes what it downloaded, unless another pull is running (then the
     /// last one to finish does, at the latest the next start).
-    pub async fn pull(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, Error> {
         let result = self.pull_inner(image, creds).await;
         if result.is_err() {
             self.gc_pending
@@ -160,19 +111,14 @@ impl ImageService {
         }
     }
 
-    async fn pull_inner(
-        &self,
-        image: &str,
-        creds: &Credentials,
-    ) -> Result<ImageRecord, ImageError> {
+    async fn pull_inner(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, Error> {
         let reference = Reference::parse_with_default_tag(image)?;
         let named = reference.to_string();
-        let hosts = hosts::hosts_for(&self.hosts_dir, reference.domain()).map_err(|e| {
-            ImageError::Hosts {
+        let hosts =
+            hosts::hosts_for(&self.hosts_dir, reference.domain()).map_err(|e| Error::Hosts {
                 image: named.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let _shared = self.gc_lock.read().await;
         let started = std::time::Instant::now();
         let ctx = PullCtx {
@@ -224,7 +170,7 @@ impl ImageService {
             Some(f) => f,
             None => {
                 return Err(match last_err {
-                    Some(source) => ImageError::Registry {
+                    Some(source) => Error::Registry {
                         image: named,
                         source,
                     },
@@ -253,12 +199,11 @@ impl ImageService {
         let (manifest_digest, manifest_size, manifest) = match parsed {
             Parsed::Manifest(m) => (top.clone(), body.len() as u64, m),
             Parsed::Index(index) => {
-                let d = manifest::select(&index, &self.platform).ok_or_else(|| {
-                    ImageError::NoPlatform {
+                let d =
+                    manifest::select(&index, &self.platform).ok_or_else(|| Error::NoPlatform {
                         image: named.clone(),
                         platform: platform_string(&self.platform),
-                    }
-                })?;
+                    })?;
                 let digest = ctx.digest(&d.digest)?;
                 // Refused before the download if the index claims too much.
                 ctx.check_manifest_size(&digest, d.size.max(0) as u64)?;
@@ -266,7 +211,7 @@ impl ImageService {
                     .registry
                     .manifest(host, &ctx.ns, &ctx.repo, digest.as_str(), creds)
                     .await
-                    .map_err(|source| ImageError::Registry {
+                    .map_err(|source| Error::Registry {
                         image: named.clone(),
                         source,
                     })?;
@@ -413,7 +358,7 @@ impl ImageService {
 
     /// Finds an image by id (full or unique prefix, with or without
     /// `sha256:`), repo tag or repo digest, in any spelling Docker accepts.
-    pub fn find(&self, s: &str) -> Result<Option<ImageRecord>, ImageError> {
+    pub fn find(&self, s: &str) -> Result<Option<ImageRecord>, Error> {
         let db = self.db();
         let s = s.trim();
         if s.is_empty() {
@@ -445,7 +390,7 @@ impl ImageService {
         }
     }
 
-    pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+    pub fn list(&self) -> Result<Vec<ImageRecord>, Error> {
         Ok(self.db().all()?)
     }
 
@@ -459,12 +404,12 @@ impl ImageService {
 
     /// Removes an image. By a tag the image has others of, only that tag
     /// goes; by id, digest or its last tag, the whole image. Idempotent.
-    pub async fn remove(&self, s: &str) -> Result<(), ImageError> {
+    pub async fn remove(&self, s: &str) -> Result<(), Error> {
         let Some(rec) = self.find(s)? else {
             return Ok(());
         };
         if self.is_pinned(&rec) {
-            return Err(ImageError::Pinned(s.to_string()));
+            return Err(Error::Pinned(s.to_string()));
         }
         let tag = Reference::parse_with_default_tag(s)
             .ok()
@@ -489,7 +434,7 @@ impl ImageService {
     /// Keeps `recs`' snapshots for `holder` (a container) even if the image
     /// is removed: a file under `images/leases/`, so it holds across
     /// restarts. Written before the snapshots are mounted.
-    pub fn lease(&self, holder: &str, recs: &[&ImageRecord]) -> Result<(), ImageError> {
+    pub fn lease(&self, holder: &str, recs: &[&ImageRecord]) -> Result<(), Error> {
         let dir = self.store.root().join("leases");
         std::fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!(".{holder}.tmp"));
@@ -503,7 +448,7 @@ impl ImageService {
     }
 
     /// Drops `holder`'s lease; what only it kept is collected. Idempotent.
-    pub fn release(&self, holder: &str) -> Result<(), ImageError> {
+    pub fn release(&self, holder: &str) -> Result<(), Error> {
         match std::fs::remove_file(self.store.root().join("leases").join(holder)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -527,7 +472,7 @@ impl ImageService {
     }
 
     /// Chain ids held by leases.
-    fn leased(&self) -> Result<Vec<String>, ImageError> {
+    fn leased(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(self.store.root().join("leases")) else {
             return Ok(out);
@@ -553,13 +498,13 @@ impl ImageService {
     }
 
     /// The image's config, from its blob.
-    pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfig, ImageError> {
-        let d = Digest::parse(&rec.id).map_err(|e| ImageError::Invalid {
+    pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfig, Error> {
+        let d = Digest::parse(&rec.id).map_err(|e| Error::Invalid {
             image: rec.id.clone(),
             reason: e.to_string(),
         })?;
         let bytes = std::fs::read(self.store.blob_path(&d))?;
-        serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid {
+        serde_json::from_slice(&bytes).map_err(|e| Error::Invalid {
             image: rec.id.clone(),
             reason: e.to_string(),
         })
@@ -567,7 +512,7 @@ impl ImageService {
 
     /// Removes blobs and snapshots no image references. Callers hold the
     /// gc lock exclusively, or run before serving.
-    fn collect_garbage_now(&self) -> Result<(), ImageError> {
+    fn collect_garbage_now(&self) -> Result<(), Error> {
         let images = self.db().all()?;
         let blobs: HashSet<&str> = images
             .iter()
@@ -600,7 +545,7 @@ impl ImageService {
     }
 
     /// Bytes and inodes used by the image store, and its mountpoint.
-    pub fn usage(&self) -> Result<Usage, ImageError> {
+    pub fn usage(&self) -> Result<Usage, Error> {
         let root = self.store.root().to_path_buf();
         let mut u = Usage {
             mountpoint: mountpoint_of(&root),
@@ -664,25 +609,25 @@ struct PullCtx<'a> {
 }
 
 impl PullCtx<'_> {
-    fn invalid(&self, reason: String) -> ImageError {
-        ImageError::Invalid {
+    fn invalid(&self, reason: String) -> Error {
+        Error::Invalid {
             image: self.image.clone(),
             reason,
         }
     }
 
-    fn corrupt(&self, source: IngestError) -> ImageError {
+    fn corrupt(&self, source: IngestError) -> Error {
         match source {
             IngestError::Limit { digest, source } => self.limit(format!("blob {digest}"), source),
-            source => ImageError::Corrupt {
+            source => Error::Corrupt {
                 image: self.image.clone(),
                 source,
             },
         }
     }
 
-    fn limit(&self, object: String, source: Exceeded) -> ImageError {
-        ImageError::Limit {
+    fn limit(&self, object: String, source: Exceeded) -> Error {
+        Error::Limit {
             image: self.image.clone(),
             object,
             source,
@@ -690,7 +635,7 @@ impl PullCtx<'_> {
     }
 
     /// Refuses a manifest or index of `size` bytes over `max_manifest_size`.
-    fn check_manifest_size(&self, digest: &Digest, size: u64) -> Result<(), ImageError> {
+    fn check_manifest_size(&self, digest: &Digest, size: u64) -> Result<(), Error> {
         let max = self.svc.limits.max_manifest_size;
         if size <= max {
             return Ok(());
@@ -701,7 +646,7 @@ impl PullCtx<'_> {
         ))
     }
 
-    fn digest(&self, s: &str) -> Result<Digest, ImageError> {
+    fn digest(&self, s: &str) -> Result<Digest, Error> {
         Digest::parse(s).map_err(|e| self.invalid(e.to_string()))
     }
 
@@ -711,7 +656,7 @@ impl PullCtx<'_> {
     /// registry must not hold up the others): each writes its own temp
     /// file, and committing a verified blob that is already there again
     /// is harmless.
-    async fn fetch_blob(&self, host: &RegistryHost, desc: &Descriptor) -> Result<(), ImageError> {
+    async fn fetch_blob(&self, host: &RegistryHost, desc: &Descriptor) -> Result<(), Error> {
         let digest = self.digest(&desc.digest)?;
         let store = &self.svc.store;
         let _guard = store
@@ -723,7 +668,7 @@ impl PullCtx<'_> {
         let size = u64::try_from(desc.size)
             .map_err(|_| self.invalid(format!("blob {digest} has a negative size")))?;
         let registry = &self.svc.registry;
-        let reg_err = |source| ImageError::Registry {
+        let reg_err = |source| Error::Registry {
             image: self.image.clone(),
             source,
         };
@@ -782,13 +727,13 @@ impl PullCtx<'_> {
         diff_id: &Digest,
         chain: &Digest,
         lower_chain_ids: &[String],
-    ) -> Result<(), ImageError> {
+    ) -> Result<(), Error> {
         let store = &self.svc.store;
         let _guard = store.lock(chain.as_str()).await;
         if store.has_snapshot(chain) {
             return Ok(());
         }
-        let layer_err = |reason: String, hostile: bool| ImageError::Layer {
+        let layer_err = |reason: String, hostile: bool| Error::Layer {
             image: self.image.clone(),
             layer: layer.digest.clone(),
             reason,
@@ -819,7 +764,7 @@ impl PullCtx<'_> {
                 ),
                 true,
             )),
-            Ok(Err(unpack::UnpackError::Limit(source))) => Err(ImageError::Limit {
+            Ok(Err(unpack::UnpackError::Limit(source))) => Err(Error::Limit {
                 image: self.image.clone(),
                 object: format!("layer {}", layer.digest),
                 source,

@@ -14,9 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use berth_imageservice::cri::ImageCri;
-
-use crate::cri::{Daemon, runtime::RuntimeSvc};
+use crate::cri::{Daemon, image::ImageSvc, runtime::RuntimeSvc};
 use crate::lock::PidLock;
 
 /// How long in-flight calls get to finish after SIGTERM/SIGINT.
@@ -131,7 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let image = ImageServiceServer::new(ImageCri::new(images))
+    let image = ImageServiceServer::new(ImageSvc::new(images))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 

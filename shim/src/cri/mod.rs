@@ -1,8 +1,8 @@
-//! The CRI RuntimeService: one file per RPC under `runtime/`; the tonic
-//! trait impl in its `mod.rs` only forwards. The ImageService lives in the
-//! `berth-imageservice` crate.
+//! The CRI services: one file per RPC under `runtime/` and `image/`; the
+//! tonic trait impl in each `mod.rs` only forwards.
 
 pub mod events;
+pub mod image;
 pub mod runtime;
 pub mod validate;
 
