@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use berth_db::Database;
 use futures_util::future::try_join_all;
-use redb::Database;
 
 use crate::Error;
 use crate::db::{ImageDb, ImageRecord};
