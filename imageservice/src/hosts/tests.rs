@@ -332,8 +332,8 @@ fn headers_single_and_list() {
   x-top = "t"
 [host."https://m"]
   [host."https://m".header]
-x-zz = "single"
-x-custom = ["a", "b"]
+    x-zz = "single"
+    x-custom = ["a", "b"]
 "#,
     );
     let h = hosts_for(t.path(), "example.com").unwrap();
@@ -543,8 +543,8 @@ fn rejects_path_like_registry_hosts() {
 fn containerd_docs_examples() {
     let t = TempDir::new();
     let d = t.write(
-        "docker.io",
-        r#"
+            "docker.io",
+            r#"
 server = "https://registry-1.docker.io"    # Exclude this to not use upstream
 
 [host."https://public-mirror.example.com"]
@@ -553,7 +553,7 @@ server = "https://registry-1.docker.io"    # Exclude this to not use upstream
   capabilities = ["pull", "resolve"]
   ca = "docker-mirror.crt"                 # Or absolute path /etc/containerd/certs.d/docker.io/docker-mirror.crt
 "#,
-    );
+        );
     let h = hosts_for(t.path(), "docker.io").unwrap();
     assert_eq!(
         urls(&h),
@@ -583,7 +583,7 @@ ca = "/etc/path/default"
   ca = "/etc/certs/mirror.pem"
   skip_verify = false
   [host."https://mirror.registry".header]
-x-custom-2 = ["value1", "value2"]
+    x-custom-2 = ["value1", "value2"]
 
 [host."https://mirror-bak.registry/us"]
   capabilities = ["pull"]
