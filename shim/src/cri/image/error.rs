@@ -38,3 +38,34 @@ pub fn status(e: Error) -> Status {
         Error::Db(_) | Error::Io(_) => Status::internal(msg),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn codes_say_what_happened() {
+        let layer = |hostile| Error::Layer {
+            image: "i".into(),
+            layer: "sha256:l".into(),
+            reason: "r".into(),
+            hostile,
+        };
+        let s = status(Error::NotFound("busybox".into()));
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.message(), "image \"busybox\" not found");
+        assert_eq!(
+            status(Error::Pinned("p".into())).code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(status(layer(true)).code(), Code::InvalidArgument);
+        assert_eq!(status(layer(false)).code(), Code::Internal);
+        let denied = Error::Registry {
+            image: "i".into(),
+            source: RegistryError::BadCredentials("bad"),
+        };
+        assert_eq!(status(denied).code(), Code::InvalidArgument);
+    }
+}

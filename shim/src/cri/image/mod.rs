@@ -32,6 +32,14 @@ impl ImageSvc {
     }
 }
 
+/// The image an RPC must be given, or InvalidArgument.
+fn required_image(spec: Option<ImageSpec>, rpc: &str) -> Result<String, Status> {
+    match spec.map(|i| i.image) {
+        Some(image) if !image.is_empty() => Ok(image),
+        _ => Err(Status::invalid_argument(format!("{rpc}: no image given"))),
+    }
+}
+
 /// The same answer however the image was asked for (critest checks that a
 /// tag, a digest and the id give identical ones).
 fn to_cri(svc: &ImageService, r: &ImageRecord) -> Image {

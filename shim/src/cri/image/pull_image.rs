@@ -6,16 +6,13 @@ use berth_imageservice::registry::{Auth, Credentials};
 use cri_api::v1::{AuthConfig, PullImageRequest, PullImageResponse};
 use tonic::Status;
 
-use super::status;
+use super::{required_image, status};
 
 pub async fn pull_image(
     svc: &ImageService,
     r: PullImageRequest,
 ) -> Result<PullImageResponse, Status> {
-    let image = r.image.map(|i| i.image).unwrap_or_default();
-    if image.is_empty() {
-        return Err(Status::invalid_argument("PullImage: no image given"));
-    }
+    let image = required_image(r.image, "PullImage")?;
     let creds = match &r.auth {
         Some(a) => Credentials::from_auth(&auth(a))
             .map_err(|e| Status::invalid_argument(format!("PullImage {image:?}: {e}")))?,

@@ -5,16 +5,13 @@ use berth_imageservice::ImageService;
 use cri_api::v1::{RemoveImageRequest, RemoveImageResponse};
 use tonic::Status;
 
-use super::status;
+use super::{required_image, status};
 
 pub async fn remove_image(
     svc: &ImageService,
     r: RemoveImageRequest,
 ) -> Result<RemoveImageResponse, Status> {
-    let image = r.image.map(|i| i.image).unwrap_or_default();
-    if image.is_empty() {
-        return Err(Status::invalid_argument("RemoveImage: no image given"));
-    }
+    let image = required_image(r.image, "RemoveImage")?;
     svc.remove(&image).await.map_err(status)?;
     Ok(RemoveImageResponse {})
 }
