@@ -45,7 +45,7 @@ pub(super) fn validate_registry_host(host: &str) -> Result<(), HostsError> {
 }
 
 /// `host:port` → `host_port_` (containerd's colon-free directory name).
-pub(super) fn host_directory(host: &str) -> String {
+fn host_directory(host: &str) -> String {
     match host.rfind(':') {
         Some(i) if i > 0 => format!("{}_{}_", &host[..i], &host[i + 1..]),
         _ => host.to_string(),
@@ -84,7 +84,7 @@ pub(super) fn load_host_dir(dir: &Path) -> Result<Vec<Entry>, HostsError> {
 }
 
 /// Docker's `certs.d` layout, for the upstream only.
-pub(super) fn load_cert_files(dir: &Path) -> Result<Vec<Entry>, HostsError> {
+fn load_cert_files(dir: &Path) -> Result<Vec<Entry>, HostsError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| HostsError::Io { path, source }

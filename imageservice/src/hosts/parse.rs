@@ -13,7 +13,7 @@ use super::{Capabilities, Entry, HostsError, Scheme};
 
 /// Settings shared by the top level (the server) and each `[host."…"]`.
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct RawHost {
+struct RawHost {
     capabilities: Option<Vec<Spanned<String>>>,
     ca: Option<OneOrMany>,
     client: Option<ClientList>,
@@ -23,7 +23,7 @@ pub(super) struct RawHost {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct RawFile {
+struct RawFile {
     server: Option<Spanned<String>>,
     host: Option<OrderedMap<RawHost>>,
     // The server's settings, spelled out rather than `#[serde(flatten)]`:
@@ -39,7 +39,7 @@ pub(super) struct RawFile {
 /// A TOML table in document order (first appearance of each key), whatever
 /// map type the `toml` crate was built with: keys are ordered by their span.
 #[derive(Debug, Default)]
-pub(super) struct OrderedMap<V>(Vec<(Spanned<String>, V)>);
+struct OrderedMap<V>(Vec<(Spanned<String>, V)>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -64,7 +64,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
 
 /// `"x"` or `["x", "y"]`.
 #[derive(Debug)]
-pub(super) struct OneOrMany(Vec<String>);
+struct OneOrMany(Vec<String>);
 
 impl<'de> Deserialize<'de> for OneOrMany {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -92,9 +92,9 @@ impl<'de> Deserialize<'de> for OneOrMany {
 /// `client`: `"both.pem"`, `["a.pem", "b.pem"]` or `[["a.cert", "a.key"], …]`
 /// (the forms may be mixed in one array, as in containerd).
 #[derive(Debug)]
-pub(super) struct ClientList(Vec<(String, Option<String>)>);
+struct ClientList(Vec<(String, Option<String>)>);
 
-pub(super) struct ClientItem((String, Option<String>));
+struct ClientItem((String, Option<String>));
 
 impl<'de> Deserialize<'de> for ClientItem {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -146,7 +146,7 @@ impl<'de> Deserialize<'de> for ClientList {
 }
 
 /// 1-based line of byte offset `pos` in `text`.
-pub(super) fn line_of(text: &str, pos: usize) -> usize {
+fn line_of(text: &str, pos: usize) -> usize {
     text.as_bytes()[..pos.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')
@@ -205,7 +205,7 @@ pub(crate) fn parse_hosts_file(
     Ok(out)
 }
 
-pub(super) fn build_entry(
+fn build_entry(
     url: Option<&str>,
     dir: &Path,
     cfg: RawHost,
@@ -271,10 +271,7 @@ pub(super) fn build_entry(
 /// containerd's URL rule: no scheme → `https://` is prepended; the
 /// path is cleaned and `/v2` appended unless it already ends in `/v2` or
 /// `override_path` is set (then it is used as-is, possibly empty).
-pub(super) fn parse_url(
-    url: &str,
-    override_path: bool,
-) -> Result<(Scheme, String, String), String> {
+fn parse_url(url: &str, override_path: bool) -> Result<(Scheme, String, String), String> {
     // containerd tests for a leading "http"; looking for "://" agrees on
     // every URL containerd handles and also takes `HTTPS://h` and `httpbin:5000`.
     let full = if url.contains("://") {
@@ -321,7 +318,7 @@ pub(super) fn parse_url(
 }
 
 /// Lexical clean of an absolute URL path, like Go's `path.Clean`.
-pub(super) fn clean_path(p: &str) -> String {
+fn clean_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for seg in p.split('/') {
         match seg {

@@ -67,7 +67,7 @@ pub(super) fn check_domain(d: &str) -> Result<(), &'static str> {
     }
 }
 
-pub(super) fn check_label(label: &str) -> Result<(), &'static str> {
+fn check_label(label: &str) -> Result<(), &'static str> {
     let b = label.as_bytes();
     match (b.first(), b.last()) {
         (None, _) | (_, None) => Err("empty host label (leading, trailing or doubled '.')"),

@@ -125,7 +125,7 @@ impl Registry {
         }
     }
 
-    pub(super) async fn fetch_token(
+    async fn fetch_token(
         &self,
         host: &RegistryHost,
         realm: &str,
@@ -231,7 +231,7 @@ pub(super) fn basic(user: &str, pass: &str) -> String {
 }
 
 /// Tokens are cached per identity: one user's token never serves another.
-pub(super) fn cred_key(c: &Credentials) -> String {
+fn cred_key(c: &Credentials) -> String {
     use sha2::Digest as _;
     let id = match c {
         Credentials::Anonymous => String::new(),

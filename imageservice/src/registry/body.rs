@@ -115,7 +115,7 @@ impl RateWindow {
     }
 
     /// Bytes that arrived in the window ending at `now` (whole slots).
-    pub(super) fn in_window(&self, now: Instant) -> u64 {
+    fn in_window(&self, now: Instant) -> u64 {
         self.slots
             .iter()
             .filter(|(t, _)| *t + self.slot + self.window > now)

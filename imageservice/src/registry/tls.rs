@@ -82,13 +82,12 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub(super) fn native_roots() -> &'static Vec<rustls_pki_types::CertificateDer<'static>> {
-    pub(super) static ROOTS: OnceLock<Vec<rustls_pki_types::CertificateDer<'static>>> =
-        OnceLock::new();
+fn native_roots() -> &'static Vec<rustls_pki_types::CertificateDer<'static>> {
+    static ROOTS: OnceLock<Vec<rustls_pki_types::CertificateDer<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
-pub(super) fn tls_config(key: &TlsKey) -> Result<rustls::ClientConfig, String> {
+fn tls_config(key: &TlsKey) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -138,7 +137,7 @@ pub(super) fn tls_config(key: &TlsKey) -> Result<rustls::ClientConfig, String> {
 
 /// `skip_verify = true` in hosts.toml: accept any server certificate.
 #[derive(Debug)]
-pub(super) struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn verify_server_cert(

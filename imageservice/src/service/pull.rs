@@ -37,11 +37,7 @@ impl ImageService {
 }
 
 impl ImageService {
-    pub(super) async fn pull_inner(
-        &self,
-        image: &str,
-        creds: &Credentials,
-    ) -> Result<ImageRecord, Error> {
+    async fn pull_inner(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, Error> {
         let reference = Reference::parse_with_default_tag(image)?;
         let named = reference.to_string();
         let hosts =
@@ -300,14 +296,14 @@ pub(super) fn user_of(config: &ImageConfig) -> (Option<i64>, String) {
     }
 }
 
-pub(super) fn platform_string(p: &Platform) -> String {
+fn platform_string(p: &Platform) -> String {
     match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
         None => format!("{}/{}", p.os, p.architecture),
     }
 }
 
-pub(super) fn now_ns() -> i64 {
+fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

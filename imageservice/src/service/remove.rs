@@ -98,7 +98,7 @@ impl ImageService {
     }
 
     /// Chain ids held by leases.
-    pub(super) fn leased(&self) -> Result<Vec<String>, Error> {
+    fn leased(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(self.store.root().join("leases")) else {
             return Ok(out);

@@ -144,11 +144,7 @@ impl Unpacker<'_> {
     /// has in the layers below (so a layer adding `tmp/x` without a `tmp`
     /// entry does not turn the merged `/tmp` from 1777 into 0755), else
     /// 0755 root:root; symlinks and non-dirs are refused.
-    pub(super) fn ensure_dirs(
-        &self,
-        name: &str,
-        comps: &[OsString],
-    ) -> Result<PathBuf, UnpackError> {
+    fn ensure_dirs(&self, name: &str, comps: &[OsString]) -> Result<PathBuf, UnpackError> {
         let mut p = self.dest.to_path_buf();
         for (i, c) in comps.iter().enumerate() {
             p.push(c);
@@ -178,7 +174,7 @@ impl Unpacker<'_> {
     /// The metadata of directory `comps` in the topmost lower that has it,
     /// checking every component there is a real directory (no symlink is
     /// followed); a non-directory in a higher lower hides the lower ones.
-    pub(super) fn lower_dir(&self, comps: &[OsString]) -> Option<fs::Metadata> {
+    fn lower_dir(&self, comps: &[OsString]) -> Option<fs::Metadata> {
         'lowers: for lower in self.lowers {
             let mut p = lower.clone();
             let mut md = None;
@@ -197,12 +193,7 @@ impl Unpacker<'_> {
 
     /// Removes whatever is at `path` (never following it). An existing directory
     /// is kept when the new entry is a directory too; returns whether it was kept.
-    pub(super) fn clear(
-        &self,
-        name: &str,
-        path: &Path,
-        new_is_dir: bool,
-    ) -> Result<bool, UnpackError> {
+    fn clear(&self, name: &str, path: &Path, new_is_dir: bool) -> Result<bool, UnpackError> {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_err(name, "stat")(e)),
@@ -217,7 +208,7 @@ impl Unpacker<'_> {
         }
     }
 
-    pub(super) fn hard_link(
+    fn hard_link(
         &mut self,
         name: &str,
         path: PathBuf,
@@ -239,11 +230,7 @@ impl Unpacker<'_> {
 
     /// Finds the hard link target in this layer, or copies it up from the first
     /// lower layer that has it (stopping at whiteouts / opaque dirs).
-    pub(super) fn link_source(
-        &mut self,
-        name: &str,
-        target: &[OsString],
-    ) -> Result<PathBuf, UnpackError> {
+    fn link_source(&mut self, name: &str, target: &[OsString]) -> Result<PathBuf, UnpackError> {
         let layers = std::iter::once(self.dest).chain(self.lowers.iter().map(PathBuf::as_path));
         for (i, layer) in layers.enumerate() {
             match lookup(name, layer, target)? {
@@ -261,7 +248,7 @@ impl Unpacker<'_> {
 
     /// Copies a regular file from a lower layer to the same path in `dest`,
     /// preserving owner, xattrs, mode and mtime.
-    pub(super) fn copy_up(
+    fn copy_up(
         &mut self,
         name: &str,
         src: &Path,

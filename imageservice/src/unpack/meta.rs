@@ -68,7 +68,7 @@ pub(super) fn num<T: TryFrom<u64>>(v: io::Result<u64>) -> Option<T> {
     v.ok()?.try_into().ok()
 }
 
-pub(super) fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
+fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
     let s = std::str::from_utf8(v).ok()?;
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
     let secs: i64 = secs.parse().ok()?;
@@ -85,7 +85,7 @@ pub(super) fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
 }
 
 /// Sets one xattr according to the policy documented at the top of the module.
-pub(super) fn set_xattr(path: &Path, key: &OsStr, value: &[u8]) -> io::Result<()> {
+fn set_xattr(path: &Path, key: &OsStr, value: &[u8]) -> io::Result<()> {
     let k = key.as_bytes();
     if k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.") {
         return Ok(());

@@ -37,7 +37,7 @@ pub(super) fn join(comps: &[OsString]) -> String {
     v.join("/")
 }
 
-pub(super) fn is_whiteout(md: &fs::Metadata) -> bool {
+fn is_whiteout(md: &fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
     md.file_type().is_char_device() && md.rdev() == 0
 }

@@ -71,7 +71,7 @@ impl Unpacker<'_> {
             .map_err(io_err(name, "set file length"))
     }
 
-    pub(super) fn copy_sparse(
+    fn copy_sparse(
         &mut self,
         name: &str,
         r: &mut impl Read,
@@ -108,7 +108,7 @@ impl Unpacker<'_> {
         Ok(len)
     }
 
-    pub(super) fn write_run(
+    fn write_run(
         &mut self,
         name: &str,
         f: &mut File,
@@ -130,7 +130,7 @@ impl Unpacker<'_> {
 }
 
 /// Most chunks a PAX sparse map may list (16 bytes of memory each).
-pub(super) const MAX_SPARSE_CHUNKS: usize = 1 << 20;
+const MAX_SPARSE_CHUNKS: usize = 1 << 20;
 
 /// A sparse file in GNU tar's PAX formats (`tar --format=posix --sparse`):
 /// 0.0 (`GNU.sparse.offset`/`numbytes` records), 0.1 (`GNU.sparse.map`) and
@@ -220,7 +220,7 @@ pub(super) fn pax_sparse<R: Read>(entry: &mut tar::Entry<R>) -> Result<Option<Pa
 /// Reads the map at the head of a PAX 1.0 sparse file's data: the number
 /// of chunks, then offset and length of each, one decimal per line, padded
 /// with zeros to a 512-byte record.
-pub(super) fn read_sparse_map(r: &mut impl Read) -> Result<Vec<(u64, u64)>, String> {
+fn read_sparse_map(r: &mut impl Read) -> Result<Vec<(u64, u64)>, String> {
     let mut consumed = 0usize;
     let mut line = |consumed: &mut usize| -> Result<u64, String> {
         let mut digits = String::new();
@@ -256,7 +256,7 @@ pub(super) fn read_sparse_map(r: &mut impl Read) -> Result<Vec<(u64, u64)>, Stri
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
 /// Full reads keep blocks aligned with file offsets.
-pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
