@@ -37,8 +37,6 @@
 //! - `dial_timeout` and `proxy` are accepted but not interpreted here (unknown
 //!   keys are ignored, as containerd's TOML decoder does).
 
-use dirs::{default_upstream, host_dir, load_host_dir, validate_registry_host};
-use parse::split_host_port;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -49,7 +47,9 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
+use dirs::{default_upstream, host_dir, load_host_dir, validate_registry_host};
 pub(crate) use parse::parse_hosts_file;
+use parse::split_host_port;
 
 /// Name of the per-host configuration file.
 pub const HOSTS_FILE: &str = "hosts.toml";

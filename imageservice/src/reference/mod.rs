@@ -28,16 +28,17 @@
 //! algorithm Docker knows (sha256, sha384, sha512) with exactly the right
 //! number of lowercase hex characters.
 
-use grammar::{
-    AlgorithmProblem, check_component, check_digest_algorithm, check_digest_syntax, check_domain,
-    check_tag, split_docker_domain,
-};
 use std::fmt;
 use std::str::FromStr;
 
 mod grammar;
 #[cfg(test)]
 mod tests;
+
+use grammar::{
+    AlgorithmProblem, check_component, check_digest_algorithm, check_digest_syntax, check_domain,
+    check_tag, split_docker_domain,
+};
 
 /// The registry that names without a domain refer to.
 pub const DEFAULT_DOMAIN: &str = "docker.io";

@@ -14,12 +14,9 @@
 //! containerd does) and, if it answers in plain HTTP, is spoken to without
 //! credentials ([`RegistryHost::plain_http_credentials`]).
 
-use body::BodyError;
-use body::{read_body, read_error_body};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
-use tls::{TlsKey, error_chain, speaks_plain_http};
 
 use tokio::time::Instant;
 
@@ -37,6 +34,8 @@ mod tls;
 pub(crate) use auth::parse_challenge;
 pub use auth::{Auth, Credentials};
 pub use body::{BlobBody, RateWindow};
+use body::{BodyError, read_body, read_error_body};
+use tls::{TlsKey, error_chain, speaks_plain_http};
 
 /// Manifests larger than this are refused: they are held in memory.
 const MAX_MANIFEST: usize = 4 << 20;
