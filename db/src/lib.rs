@@ -6,7 +6,7 @@
 //! always written, so an existing database opens unchanged.
 //!
 //! Each method on a `Table` or `Names` taking a [`Database`] is one
-//! transaction. Changes that must land together run in [`write`], through
+//! transaction. Changes that must land together run in [`write()`], through
 //! the tables' [`Table::open`] / [`Names::open`].
 
 use std::marker::PhantomData;
@@ -120,7 +120,7 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         write(db, |tx| self.open(tx)?.delete(key).map(drop))
     }
 
-    /// The table inside a write transaction of [`write`].
+    /// The table inside a write transaction of [`write()`].
     pub fn open<'tx>(&self, tx: &'tx WriteTransaction) -> Result<Open<'tx, V>> {
         Ok(Open {
             t: tx.open_table(self.def).map_err(err)?,
@@ -186,7 +186,7 @@ impl Names {
         Ok(t.get(name).map_err(err)?.map(|v| v.value().to_string()))
     }
 
-    /// The table inside a write transaction of [`write`].
+    /// The table inside a write transaction of [`write()`].
     pub fn open<'tx>(&self, tx: &'tx WriteTransaction) -> Result<OpenNames<'tx>> {
         Ok(OpenNames {
             t: tx.open_table(self.def).map_err(err)?,

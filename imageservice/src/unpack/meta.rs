@@ -1,5 +1,6 @@
 //! An entry's metadata (owner, mode, mtime, xattrs) from its header and
-//! PAX records, and applying it in the order the module doc gives.
+//! PAX records, and applying it in the order (and with the xattr policy) the
+//! `unpack` module doc gives.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self};
@@ -84,7 +85,7 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
     Some(TimeSpec::new(secs, nanos))
 }
 
-/// Sets one xattr according to the policy documented at the top of the module.
+/// Sets one xattr according to the policy in the `unpack` module doc.
 fn set_xattr(path: &Path, key: &OsStr, value: &[u8]) -> io::Result<()> {
     let k = key.as_bytes();
     if k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.") {
