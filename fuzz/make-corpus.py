@@ -34,10 +34,9 @@ def put(target, name, data):
         f.write(data)
 
 
-def rust_strings(path, start_marker="mod tests"):
-    """Plain and raw string literals after `start_marker` in a Rust file."""
+def rust_strings(path):
+    """Plain and raw string literals in a Rust file (a module's tests.rs)."""
     text = open(path, encoding="utf-8").read()
-    text = text[text.index(start_marker):]
     out = []
     for m in re.finditer(r'r#"(.*?)"#|"((?:[^"\\]|\\.)*)"', text, re.S):
         if m.group(1) is not None:
@@ -59,7 +58,7 @@ def uniq(items):
 
 
 def references():
-    strings = [s for s in rust_strings(os.path.join(SRC, "reference.rs"))
+    strings = [s for s in rust_strings(os.path.join(SRC, "reference", "tests.rs"))
                if 0 < len(s) < 300 and "{" not in s and " " not in s]
     strings += ["busybox", "docker.io/library/busybox:latest", "localhost:5000/a/b:c",
                 "registry.k8s.io/pause:3.10", "[::1]:5000/img@sha256:" + "a" * 64,
@@ -70,8 +69,7 @@ def references():
 
 
 def hosts():
-    text = open(os.path.join(SRC, "hosts.rs"), encoding="utf-8").read()
-    files = [s for s in rust_strings(os.path.join(SRC, "hosts.rs"))
+    files = [s for s in rust_strings(os.path.join(SRC, "hosts", "tests.rs"))
              if ("=" in s or "[" in s) and len(s) < 2000]
     files += [
         'server = "https://registry-1.docker.io"\n\n[host."https://mirror.example"]\n'
@@ -84,7 +82,6 @@ def hosts():
     hostnames = ["docker.io", "127.0.0.1:5000", "localhost", "[::1]:443", "reg.example:5000"]
     for i, f in enumerate(uniq(files)):
         put("hosts_toml", f"hosts-{i:03}", hostnames[i % len(hostnames)] + "\n" + f)
-    del text
 
 
 def digest(data):
@@ -146,7 +143,7 @@ def manifests():
 
 
 def challenges():
-    strings = [s for s in rust_strings(os.path.join(SRC, "registry.rs"))
+    strings = [s for s in rust_strings(os.path.join(SRC, "registry", "tests.rs"))
                if s.split(" ")[0].lower() in ("bearer", "basic", "negotiate")]
     strings += ['Bearer realm="https://auth.docker.io/token",service="registry.docker.io"',
                 'Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:u/r:pull"',

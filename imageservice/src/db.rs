@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use berth_db::{Database, Names, Table};
 use serde::{Deserialize, Serialize};
 
-const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
-const NAMES: TableDefinition<&str, &str> = TableDefinition::new("image_names");
+const IMAGES: Table<ImageRecord> = Table::new("images");
+const NAMES: Names = Names::new("image_names");
 
 /// One image: immutable content named by its config digest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -36,11 +36,7 @@ pub struct ImageRecord {
 
 #[derive(Debug, thiserror::Error)]
 #[error("image metadata database: {0}")]
-pub struct DbError(String);
-
-fn err(e: impl std::fmt::Display) -> DbError {
-    DbError(e.to_string())
-}
+pub struct DbError(#[from] berth_db::Error);
 
 pub struct ImageDb<'a> {
     db: &'a Database,
@@ -53,37 +49,21 @@ impl<'a> ImageDb<'a> {
 
     /// Creates the tables if this is a new database.
     pub fn init(&self) -> Result<(), DbError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(IMAGES).map_err(err)?;
-        tx.open_table(NAMES).map_err(err)?;
-        tx.commit().map_err(err)
+        IMAGES.init(self.db)?;
+        Ok(NAMES.init(self.db)?)
     }
 
     pub fn all(&self) -> Result<Vec<ImageRecord>, DbError> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let t = tx.open_table(IMAGES).map_err(err)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(err)? {
-            let (_, v) = row.map_err(err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(err)?);
-        }
-        Ok(out)
+        Ok(IMAGES.all(self.db)?)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<ImageRecord>, DbError> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let t = tx.open_table(IMAGES).map_err(err)?;
-        t.get(id)
-            .map_err(err)?
-            .map(|v| serde_json::from_slice(v.value()).map_err(err))
-            .transpose()
+        Ok(IMAGES.get(self.db, id)?)
     }
 
     /// The image id a repo tag or repo digest names.
     pub fn by_name(&self, name: &str) -> Result<Option<String>, DbError> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let t = tx.open_table(NAMES).map_err(err)?;
-        Ok(t.get(name).map_err(err)?.map(|v| v.value().to_string()))
+        Ok(NAMES.get(self.db, name)?)
     }
 
     /// Records a pulled image under `names` (a tag and/or a repo digest).
@@ -95,16 +75,10 @@ impl<'a> ImageDb<'a> {
         tag: Option<&str>,
         digest_name: &str,
     ) -> Result<ImageRecord, DbError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut images = tx.open_table(IMAGES).map_err(err)?;
-            let mut names = tx.open_table(NAMES).map_err(err)?;
-            let existing: Option<ImageRecord> = images
-                .get(rec.id.as_str())
-                .map_err(err)?
-                .map(|v| serde_json::from_slice(v.value()).map_err(err))
-                .transpose()?;
-            if let Some(old) = existing {
+        Ok(berth_db::write(self.db, |tx| {
+            let mut images = IMAGES.open(tx)?;
+            let mut names = NAMES.open(tx)?;
+            if let Some(old) = images.get(&rec.id)? {
                 rec.repo_tags.extend(old.repo_tags);
                 rec.repo_digests.extend(old.repo_digests);
                 rec.created_ns = old.created_ns;
@@ -119,24 +93,13 @@ impl<'a> ImageDb<'a> {
             let mut new_names: Vec<&str> = vec![digest_name];
             new_names.extend(tag);
             for name in new_names {
-                let previous = names
-                    .insert(name, rec.id.as_str())
-                    .map_err(err)?
-                    .map(|v| v.value().to_string());
+                let previous = names.put(name, &rec.id)?;
                 if let Some(prev) = previous.filter(|p| *p != rec.id) {
                     // Take the name off the image it used to name.
-                    let old = images
-                        .get(prev.as_str())
-                        .map_err(err)?
-                        .map(|v| serde_json::from_slice::<ImageRecord>(v.value()).map_err(err))
-                        .transpose()?;
-                    if let Some(mut old) = old {
+                    if let Some(mut old) = images.get(&prev)? {
                         old.repo_tags.remove(name);
                         old.repo_digests.remove(name);
-                        let bytes = serde_json::to_vec(&old).map_err(err)?;
-                        images
-                            .insert(prev.as_str(), bytes.as_slice())
-                            .map_err(err)?;
+                        images.put(&prev, &old)?;
                     }
                 }
             }
@@ -144,46 +107,29 @@ impl<'a> ImageDb<'a> {
                 rec.repo_tags.insert(t.to_string());
             }
             rec.repo_digests.insert(digest_name.to_string());
-            let bytes = serde_json::to_vec(&rec).map_err(err)?;
-            images
-                .insert(rec.id.as_str(), bytes.as_slice())
-                .map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(rec)
+            images.put(&rec.id, &rec)?;
+            Ok(rec)
+        })?)
     }
 
     /// Removes one tag from an image, keeping the image.
     pub fn untag(&self, id: &str, tag: &str) -> Result<(), DbError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut images = tx.open_table(IMAGES).map_err(err)?;
-            let mut names = tx.open_table(NAMES).map_err(err)?;
-            let rec = images
-                .get(id)
-                .map_err(err)?
-                .map(|v| serde_json::from_slice::<ImageRecord>(v.value()).map_err(err))
-                .transpose()?;
-            if let Some(mut rec) = rec {
+        Ok(berth_db::write(self.db, |tx| {
+            let mut images = IMAGES.open(tx)?;
+            if let Some(mut rec) = images.get(id)? {
                 rec.repo_tags.remove(tag);
-                let bytes = serde_json::to_vec(&rec).map_err(err)?;
-                images.insert(id, bytes.as_slice()).map_err(err)?;
+                images.put(id, &rec)?;
             }
-            names.remove(tag).map_err(err)?;
-        }
-        tx.commit().map_err(err)
+            NAMES.open(tx)?.delete(tag)
+        })?)
     }
 
     /// Removes an image and every name pointing at it.
     pub fn remove(&self, id: &str) -> Result<(), DbError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut images = tx.open_table(IMAGES).map_err(err)?;
-            let mut names = tx.open_table(NAMES).map_err(err)?;
-            images.remove(id).map_err(err)?;
-            names.retain(|_, v| v != id).map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        Ok(berth_db::write(self.db, |tx| {
+            IMAGES.open(tx)?.delete(id)?;
+            NAMES.open(tx)?.delete_all_of(id)
+        })?)
     }
 }
 

@@ -46,7 +46,7 @@ impl Digest {
     }
 
     /// The chain ID of a layer stack (OCI image spec): the first layer's
-    /// DiffID, then sha256("<parent chain id> <diff id>").
+    /// DiffID, then `sha256("<parent chain id> <diff id>")`.
     pub fn chain(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
         match parent {
             None => diff_id.clone(),

@@ -1,10 +1,11 @@
 //! berth's image service: image references, the registry client, the
-//! content store and layer snapshots, image metadata, and the CRI
-//! ImageService.
+//! content store and layer snapshots, image metadata. It knows nothing of
+//! gRPC or CRI types: berthd's `shim/src/cri/image/` serves the CRI
+//! ImageService on top of it.
 
-pub mod cri;
 pub mod db;
 pub mod digest;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hosts;
@@ -16,5 +17,6 @@ pub mod service;
 pub mod store;
 pub mod unpack;
 
+pub use error::Error;
 pub use limits::{FreeSpace, Limits};
 pub use service::{ImageService, Settings};

@@ -14,9 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use berth_imageservice::cri::ImageCri;
-
-use crate::cri::runtime::RuntimeSvc;
+use crate::cri::{image::ImageSvc, runtime::RuntimeSvc};
 use crate::daemon::Daemon;
 use crate::lock::PidLock;
 
@@ -132,7 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let image = ImageServiceServer::new(ImageCri::new(images))
+    let image = ImageServiceServer::new(ImageSvc::new(images))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 

@@ -1157,6 +1157,7 @@ async fn an_image_of_ten_thousand_layers_is_refused_before_any_is_fetched() {
     let pushed = fixtures::push_image(&reg, "test/layers", "many", &image).await;
     let b = Berthd::start().await;
     let mut c = b.image().await;
+    assert!(list(&mut c).await.is_empty());
     let before = disk_usage(&b.root.join("images"));
     let e = pull(&mut c, &reg.image("test/layers:many"))
         .await

@@ -1,10 +1,11 @@
-//! The CRI layer: one file per RPC under `runtime/`, the tonic trait
-//! impl in its `mod.rs` only forwards. It turns requests into calls on the
-//! node's pods, containers and images and their errors into gRPC codes;
-//! nothing below it imports it.
+//! The CRI layer: one file per RPC under `runtime/` and `image/`, the
+//! tonic trait impl in each `mod.rs` only forwards. It turns requests into
+//! calls on the node's pods, containers and images and their errors into
+//! gRPC codes; nothing below it imports it.
 
 mod error;
 pub mod events;
+pub mod image;
 pub mod runtime;
 pub mod validate;
 

@@ -1,0 +1,156 @@
+//! The typed tables on a temporary database file.
+
+use std::path::PathBuf;
+
+use redb::ReadableDatabase;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Rec {
+    id: String,
+    n: u32,
+}
+
+fn rec(id: &str, n: u32) -> Rec {
+    Rec { id: id.into(), n }
+}
+
+const RECS: Table<Rec> = Table::new("recs");
+const NAMES: Names = Names::new("rec_names");
+
+/// A fresh database file, removed when dropped.
+struct TempDb {
+    path: PathBuf,
+    db: Option<Database>,
+}
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        let path =
+            std::env::temp_dir().join(format!("berth-db-test-{name}-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let db = Database::create(&path).expect("create");
+        TempDb { path, db: Some(db) }
+    }
+    fn db(&self) -> &Database {
+        self.db.as_ref().expect("open")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.db = None;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn put_get_all_delete() {
+    let t = TempDb::new("crud");
+    let db = t.db();
+    RECS.init(db).expect("init");
+    assert!(RECS.all(db).expect("all").is_empty());
+    RECS.put(db, "b", &rec("b", 2)).expect("put");
+    RECS.put(db, "a", &rec("a", 1)).expect("put");
+    RECS.put(db, "b", &rec("b", 3)).expect("replace");
+    assert_eq!(RECS.get(db, "b").expect("get"), Some(rec("b", 3)));
+    assert_eq!(RECS.get(db, "c").expect("get"), None);
+    assert_eq!(RECS.all(db).expect("all"), [rec("a", 1), rec("b", 3)]);
+    RECS.delete(db, "a").expect("delete");
+    RECS.delete(db, "a").expect("deleting nothing is no error");
+    assert_eq!(RECS.all(db).expect("all"), [rec("b", 3)]);
+}
+
+#[test]
+fn find_by_exact_key_or_unique_prefix() {
+    let t = TempDb::new("find");
+    let db = t.db();
+    RECS.init(db).expect("init");
+    for id in ["abc", "abd", "b", "bcd"] {
+        RECS.put(db, id, &rec(id, 0)).expect("put");
+    }
+    let found = |p: &str| RECS.find(db, p).expect("find").map(|r| r.id);
+    assert_eq!(found("abc").as_deref(), Some("abc"));
+    assert_eq!(found("abd").as_deref(), Some("abd"));
+    assert_eq!(found("ab"), None, "ambiguous");
+    assert_eq!(found("a"), None, "ambiguous");
+    assert_eq!(
+        found("b").as_deref(),
+        Some("b"),
+        "exact beats the prefix of bcd"
+    );
+    assert_eq!(found("bc").as_deref(), Some("bcd"));
+    assert_eq!(found("c"), None);
+    assert_eq!(found("zzz"), None, "past the last key");
+    assert_eq!(found(""), None);
+}
+
+#[test]
+fn a_failed_write_changes_nothing() {
+    let t = TempDb::new("atomic");
+    let db = t.db();
+    RECS.init(db).expect("init");
+    NAMES.init(db).expect("init");
+    let r: Result<()> = write(db, |tx| {
+        RECS.open(tx)?.put("a", &rec("a", 1))?;
+        NAMES.open(tx)?.put("name", "a")?;
+        Err(Error("stop".into()))
+    });
+    assert!(r.is_err());
+    assert!(RECS.all(db).expect("all").is_empty());
+    assert_eq!(NAMES.get(db, "name").expect("get"), None);
+}
+
+#[test]
+fn names_point_at_keys() {
+    let t = TempDb::new("names");
+    let db = t.db();
+    NAMES.init(db).expect("init");
+    let prev = write(db, |tx| {
+        let mut n = NAMES.open(tx)?;
+        assert_eq!(n.put("x:1", "a")?, None);
+        n.put("x:2", "a")?;
+        n.put("y", "b")?;
+        n.put("x:1", "b")
+    })
+    .expect("write");
+    assert_eq!(prev.as_deref(), Some("a"));
+    assert_eq!(NAMES.get(db, "x:1").expect("get").as_deref(), Some("b"));
+    write(db, |tx| NAMES.open(tx)?.delete_all_of("b")).expect("write");
+    assert_eq!(NAMES.get(db, "x:1").expect("get"), None);
+    assert_eq!(NAMES.get(db, "y").expect("get"), None);
+    assert_eq!(NAMES.get(db, "x:2").expect("get").as_deref(), Some("a"));
+    write(db, |tx| NAMES.open(tx)?.delete("x:2")).expect("write");
+    assert_eq!(NAMES.get(db, "x:2").expect("get"), None);
+}
+
+/// The format berth wrote before these tables existed (raw redb tables of
+/// JSON bytes and of strings) reads back, and what they write reads the
+/// old way: an existing berth.redb opens unchanged.
+#[test]
+fn the_on_disk_format_is_the_old_one() {
+    const OLD: TableDefinition<&str, &[u8]> = TableDefinition::new("recs");
+    const OLD_NAMES: TableDefinition<&str, &str> = TableDefinition::new("rec_names");
+    let t = TempDb::new("format");
+    let db = t.db();
+    let tx = db.begin_write().expect("tx");
+    {
+        let mut old = tx.open_table(OLD).expect("table");
+        let bytes = serde_json::to_vec(&rec("old", 7)).expect("json");
+        old.insert("old", bytes.as_slice()).expect("insert");
+        let mut names = tx.open_table(OLD_NAMES).expect("table");
+        names.insert("n", "old").expect("insert");
+    }
+    tx.commit().expect("commit");
+
+    assert_eq!(RECS.get(db, "old").expect("get"), Some(rec("old", 7)));
+    assert_eq!(NAMES.get(db, "n").expect("get").as_deref(), Some("old"));
+    RECS.put(db, "new", &rec("new", 8)).expect("put");
+
+    let tx = db.begin_read().expect("tx");
+    let old = tx.open_table(OLD).expect("table");
+    let v = old.get("new").expect("get").expect("written");
+    assert_eq!(v.value(), br#"{"id":"new","n":8}"#);
+}

@@ -1,0 +1,212 @@
+//! One pull's context: fetching a blob into the store under the size
+//! limits and the registry's answers, and unpacking a layer into its
+//! snapshot; the errors that name the image and the object.
+
+use std::path::PathBuf;
+
+use crate::Error;
+use crate::digest::Digest;
+use crate::hosts::RegistryHost;
+use crate::limits::Exceeded;
+use crate::manifest::Descriptor;
+use crate::registry::Credentials;
+use crate::store::IngestError;
+use crate::unpack::{self, Compression};
+
+use super::ImageService;
+
+pub(super) struct PullCtx<'a> {
+    pub(super) svc: &'a ImageService,
+    pub(super) hosts: &'a [RegistryHost],
+    pub(super) image: String,
+    pub(super) repo: String,
+    pub(super) ns: String,
+    pub(super) creds: &'a Credentials,
+}
+
+impl PullCtx<'_> {
+    pub(super) fn invalid(&self, reason: String) -> Error {
+        Error::Invalid {
+            image: self.image.clone(),
+            reason,
+        }
+    }
+
+    pub(super) fn corrupt(&self, source: IngestError) -> Error {
+        match source {
+            IngestError::Limit { digest, source } => self.limit(format!("blob {digest}"), source),
+            source => Error::Corrupt {
+                image: self.image.clone(),
+                source,
+            },
+        }
+    }
+
+    pub(super) fn limit(&self, object: String, source: Exceeded) -> Error {
+        Error::Limit {
+            image: self.image.clone(),
+            object,
+            source,
+        }
+    }
+
+    /// Refuses a manifest or index of `size` bytes over `max_manifest_size`.
+    pub(super) fn check_manifest_size(&self, digest: &Digest, size: u64) -> Result<(), Error> {
+        let max = self.svc.limits.max_manifest_size;
+        if size <= max {
+            return Ok(());
+        }
+        Err(self.limit(
+            format!("manifest {digest}"),
+            Exceeded::bytes(&format!("{size} bytes is"), "max_manifest_size", max),
+        ))
+    }
+
+    pub(super) fn digest(&self, s: &str) -> Result<Digest, Error> {
+        Digest::parse(s).map_err(|e| self.invalid(e.to_string()))
+    }
+
+    /// Downloads a blob into the store unless it is there; one download
+    /// per digest and host however many pulls want it. Pulls of the same
+    /// digest from another host do not wait for this one (a stalled
+    /// registry must not hold up the others): each writes its own temp
+    /// file, and committing a verified blob that is already there again
+    /// is harmless.
+    pub(super) async fn fetch_blob(
+        &self,
+        host: &RegistryHost,
+        desc: &Descriptor,
+    ) -> Result<(), Error> {
+        let digest = self.digest(&desc.digest)?;
+        let store = &self.svc.store;
+        let _guard = store
+            .lock(&format!("fetch {} {}", host.host, digest.as_str()))
+            .await;
+        if store.has_blob(&digest) {
+            return Ok(());
+        }
+        let size = u64::try_from(desc.size)
+            .map_err(|_| self.invalid(format!("blob {digest} has a negative size")))?;
+        let registry = &self.svc.registry;
+        let reg_err = |source| Error::Registry {
+            image: self.image.clone(),
+            source,
+        };
+        // The host that resolved the image first, then the other hosts
+        // that may serve pulls (a mirror missing a blob falls through).
+        let candidates = std::iter::once(host).chain(
+            self.hosts
+                .iter()
+                .filter(|h| h.capabilities.pull && h.host != host.host),
+        );
+        let mut opened = None;
+        let mut last = None;
+        for h in candidates {
+            match registry
+                .blob(h, &self.ns, &self.repo, digest.as_str(), self.creds)
+                .await
+            {
+                Ok(r) => {
+                    opened = Some(r);
+                    break;
+                }
+                Err(e) if e.try_next_host() => {
+                    tracing::debug!(blob = %digest, host = %h.host, "blob fetch failed: {e}");
+                    last = Some(e);
+                }
+                Err(e) => return Err(reg_err(e)),
+            }
+        }
+        let mut resp = match (opened, last) {
+            (Some(r), _) => r,
+            (None, Some(e)) => return Err(reg_err(e)),
+            (None, None) => return Err(self.invalid(format!("no host may serve blob {digest}"))),
+        };
+        let mut w = store
+            .writer(&digest, size)
+            .await
+            .map_err(|e| self.corrupt(e))?;
+        let mut logged = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(reg_err)? {
+            w.write(&chunk).await.map_err(|e| self.corrupt(e))?;
+            if w.written() - logged >= 8 << 20 {
+                logged = w.written();
+                tracing::debug!(image = %self.image, blob = %digest, bytes = logged, total = size, "pulling");
+            }
+        }
+        w.commit().await.map_err(|e| self.corrupt(e))?;
+        tracing::debug!(image = %self.image, blob = %digest, bytes = size, "blob stored");
+        Ok(())
+    }
+
+    /// Unpacks one layer into the snapshot `chain` unless it exists.
+    pub(super) async fn unpack(
+        &self,
+        layer: &Descriptor,
+        compression: Compression,
+        diff_id: &Digest,
+        chain: &Digest,
+        lower_chain_ids: &[String],
+    ) -> Result<(), Error> {
+        let store = &self.svc.store;
+        let _guard = store.lock(chain.as_str()).await;
+        if store.has_snapshot(chain) {
+            return Ok(());
+        }
+        let layer_err = |reason: String, hostile: bool| Error::Layer {
+            image: self.image.clone(),
+            layer: layer.digest.clone(),
+            reason,
+            hostile,
+        };
+        let blob = store.blob_path(&self.digest(&layer.digest)?);
+        let tmp = store.temp_snapshot()?;
+        // Topmost first, as the unpacker wants them.
+        let lowers: Vec<PathBuf> = lower_chain_ids
+            .iter()
+            .rev()
+            .filter_map(|c| Digest::parse(c).ok())
+            .map(|c| store.snapshot_path(&c))
+            .collect();
+        let dest = tmp.clone();
+        let limits = self.svc.limits.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            unpack::unpack_layer(&blob, compression, &dest, &lowers, &limits)
+        })
+        .await
+        .map_err(|e| layer_err(format!("unpacking panicked: {e}"), false));
+        let outcome = match result {
+            Ok(Ok(u)) if u.diff_id == diff_id.as_str() => Ok(()),
+            Ok(Ok(u)) => Err(layer_err(
+                format!(
+                    "uncompressed content has digest {}, the config says {diff_id}",
+                    u.diff_id
+                ),
+                true,
+            )),
+            Ok(Err(unpack::UnpackError::Limit(source))) => Err(Error::Limit {
+                image: self.image.clone(),
+                object: format!("layer {}", layer.digest),
+                source,
+            }),
+            Ok(Err(e)) => {
+                let hostile = matches!(
+                    e,
+                    unpack::UnpackError::Refused { .. } | unpack::UnpackError::Archive(_)
+                );
+                Err(layer_err(e.to_string(), hostile))
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                store.commit_snapshot(&tmp, chain)?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+}

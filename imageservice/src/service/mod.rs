@@ -1,0 +1,245 @@
+//! The image service proper: pull, look up, list, remove, garbage-collect,
+//! usage. berthd's CRI layer (`shim/src/cri/image/`) converts its types.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_db::Database;
+
+use crate::Error;
+use crate::db::{ImageDb, ImageRecord};
+use crate::digest::Digest;
+use crate::limits::Limits;
+use crate::manifest::{self, ImageConfig, Platform};
+use crate::reference::Reference;
+use crate::registry::Registry;
+use crate::store::Store;
+
+mod fetch;
+mod pull;
+mod remove;
+#[cfg(test)]
+mod tests;
+
+/// What the image service needs from berthd's config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `<root>/images`.
+    pub dir: PathBuf,
+    /// hosts.toml directory.
+    pub hosts_dir: PathBuf,
+    /// What berth waits for from registries (`[registry]` in the config).
+    pub registry: crate::registry::Limits,
+    /// Names or globs of images never removed or collected.
+    pub pinned: Vec<String>,
+    /// Size bounds of what a pull may fetch and unpack (`[images]`).
+    pub limits: Limits,
+}
+
+pub struct ImageService {
+    store: Store,
+    db: Arc<Database>,
+    registry: Registry,
+    hosts_dir: PathBuf,
+    pinned: Vec<String>,
+    platform: Platform,
+    limits: Limits,
+    /// Pulls hold it shared; garbage collection exclusively, so it never
+    /// deletes what a pull in flight has just written.
+    gc_lock: tokio::sync::RwLock<()>,
+    /// Content became garbage while pulls ran: the last pull to finish
+    /// collects it, so RemoveImage never waits for a pull.
+    gc_pending: std::sync::atomic::AtomicBool,
+}
+
+impl ImageService {
+    /// Opens the store, removes what an interrupted pull left and collects
+    /// content no image references.
+    pub fn open(settings: Settings, db: Arc<Database>) -> Result<ImageService, Error> {
+        ImageDb::new(&db).init()?;
+        let svc = ImageService {
+            store: Store::open(&settings.dir, settings.limits.min_free_space)?,
+            db,
+            registry: Registry::new(settings.registry),
+            hosts_dir: settings.hosts_dir,
+            pinned: settings
+                .pinned
+                .iter()
+                .map(|p| normalize_pattern(p))
+                .collect(),
+            platform: manifest::host_platform(),
+            limits: settings.limits,
+            gc_lock: tokio::sync::RwLock::new(()),
+            gc_pending: std::sync::atomic::AtomicBool::new(false),
+        };
+        svc.collect_garbage_now()?;
+        Ok(svc)
+    }
+
+    pub fn images_dir(&self) -> &Path {
+        self.store.root()
+    }
+
+    fn db(&self) -> ImageDb<'_> {
+        ImageDb::new(&self.db)
+    }
+
+    /// Finds an image by id (full or unique prefix, with or without
+    /// `sha256:`), repo tag or repo digest, in any spelling Docker accepts.
+    pub fn find(&self, s: &str) -> Result<Option<ImageRecord>, Error> {
+        let db = self.db();
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if hex.len() == 64 {
+                if let Some(r) = db.get(&format!("sha256:{hex}"))? {
+                    return Ok(Some(r));
+                }
+            } else {
+                let matches: Vec<ImageRecord> = db
+                    .all()?
+                    .into_iter()
+                    .filter(|r| r.id["sha256:".len()..].starts_with(hex))
+                    .collect();
+                if matches.len() == 1 {
+                    return Ok(matches.into_iter().next());
+                }
+            }
+        }
+        let Ok(r) = Reference::parse_with_default_tag(s) else {
+            return Ok(None);
+        };
+        match db.by_name(&r.to_string())? {
+            Some(id) => Ok(db.get(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, Error> {
+        Ok(self.db().all()?)
+    }
+
+    pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
+        rec.repo_tags
+            .iter()
+            .chain(&rec.repo_digests)
+            .chain(std::iter::once(&rec.id))
+            .any(|name| self.pinned.iter().any(|p| glob_match(p, name)))
+    }
+
+    /// The image's layer snapshots, topmost first (overlayfs lowerdir order).
+    pub fn snapshot_dirs(&self, rec: &ImageRecord) -> Vec<PathBuf> {
+        rec.chain_ids
+            .iter()
+            .rev()
+            .filter_map(|c| Digest::parse(c).ok())
+            .map(|c| self.store.snapshot_path(&c))
+            .collect()
+    }
+
+    /// The image's config, from its blob.
+    pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfig, Error> {
+        let d = Digest::parse(&rec.id).map_err(|e| Error::Invalid {
+            image: rec.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let bytes = std::fs::read(self.store.blob_path(&d))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Invalid {
+            image: rec.id.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Bytes and inodes used by the image store, and its mountpoint.
+    pub fn usage(&self) -> Result<Usage, Error> {
+        let root = self.store.root().to_path_buf();
+        let mut u = Usage {
+            mountpoint: mountpoint_of(&root),
+            bytes: 0,
+            inodes: 0,
+        };
+        walk(&root, &mut u)?;
+        Ok(u)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub mountpoint: PathBuf,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+fn walk(dir: &Path, u: &mut Usage) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)?;
+    u.bytes += m.blocks() * 512;
+    u.inodes += 1;
+    if m.is_dir() {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => walk(&p, u)?,
+                Ok(m) => {
+                    u.bytes += m.blocks() * 512;
+                    u.inodes += 1;
+                }
+                // Removed while we walked: not ours to count.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mount point holding `p`, from /proc/self/mountinfo.
+fn mountpoint_of(p: &Path) -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| canonical.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// A pinned pattern as written by an operator: an exact name is
+/// normalised (`busybox` -> `docker.io/library/busybox:latest`); a glob is
+/// matched as written against the full normalised names
+/// (`docker.io/library/*`, `*/pause:*`).
+fn normalize_pattern(p: &str) -> String {
+    if !p.contains(['*', '?'])
+        && let Ok(r) = Reference::parse_with_default_tag(p)
+    {
+        return r.to_string();
+    }
+    p.to_string()
+}
+
+/// `*` matches any run of characters, `?` one character.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
