@@ -10,6 +10,7 @@ mod dirs;
 mod exec;
 mod idmap;
 mod lock;
+mod monitor;
 mod netwatch;
 mod pod;
 mod seccomp;

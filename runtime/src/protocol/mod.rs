@@ -21,3 +21,4 @@ pub mod state;
 pub use args::{ArgsError, Container, Invocation};
 pub use control::Control;
 pub use frame::{Channel, Decoder, Frame, FrameError, Resize};
+pub use state::Exit;

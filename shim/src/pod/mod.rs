@@ -563,13 +563,11 @@ impl Pods {
         let pin = dir.join("pid");
         std::fs::File::create(&pin).map_err(|e| format!("pid pin: {e}"))?;
         let pid_file = dir.join("infra.pid");
-        let mut cmd = crate::container::monitor_command();
-        cmd.arg("pause").arg(&pid_file);
-        if in_userns {
-            cmd.arg(dir.join(ns::Kind::User.name()));
-        }
-        let out = cmd
-            .env_clear()
+        let pause = berth_runtime::protocol::Invocation::Pause {
+            pid_file: pid_file.clone(),
+            userns: in_userns.then(|| dir.join(ns::Kind::User.name())),
+        };
+        let out = crate::monitor::command(&pause)
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| format!("infra process: {e}"))?;
