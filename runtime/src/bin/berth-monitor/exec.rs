@@ -27,7 +27,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 pub fn exec_mode(
@@ -426,7 +426,7 @@ fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Re
                 }
             }
             if code.is_none() {
-                code = reap(pid);
+                code = super::reap::reap(pid).map(|e| e.code);
                 if code.is_some() && master.is_none() {
                     break;
                 }
@@ -486,25 +486,4 @@ fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Re
         }
     }
     code.ok_or_else(|| "the process's exit was not seen".to_string())
-}
-
-fn status_code(s: WaitStatus) -> Option<i32> {
-    match s {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
-        _ => None,
-    }
-}
-
-fn reap(pid: Pid) -> Option<i32> {
-    let mut found = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(s @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _))) if p == pid => {
-                found = status_code(s);
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return found,
-            Ok(_) => {}
-        }
-    }
 }
