@@ -1,44 +1,15 @@
-//! What berthd and `berth-monitor` share: the files in a container's state
-//! directory through which they talk, and the CRI log format.
-//!
-//! ```text
-//! <state dir>/start        FIFO: berthd writes "s" to start, "k" to kill a created container
-//! <state dir>/pid          the container's init pid, once CREATED
-//! <state dir>/create-error why creating failed
-//! <state dir>/started      unix nanoseconds, once RUNNING
-//! <state dir>/exit         the exit status (JSON), once EXITED
-//! ```
-//! Every file is written whole and renamed into place.
+//! What berthd and `berth-monitor` share: the contract between them
+//! ([`protocol`]: the monitor's command line, the control words, the
+//! attach frames, the state files), and the CRI log format the monitor
+//! writes.
 
-use std::io::Write;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub mod protocol;
 
-pub const START_FIFO: &str = "start";
-pub const PID: &str = "pid";
-pub const CREATE_ERROR: &str = "create-error";
-pub const STARTED: &str = "started";
-pub const EXIT: &str = "exit";
-/// Written by the monitor last, once the container is deleted (its cgroup
-/// and the runtime's state gone): the monitor's work is done.
-pub const DELETED: &str = "deleted";
-
-/// How a container ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exit {
-    /// The exit code; 128 + n for death by signal n.
-    pub code: i32,
-    pub finished_ns: i64,
-    /// The signal that killed it, if one did.
-    pub signal: Option<i32>,
-    /// Set when the container never ran (start failed).
-    #[serde(default)]
-    pub message: String,
-    /// The kernel's OOM killer killed a process of the container.
-    #[serde(default)]
-    pub oom_killed: bool,
-}
+pub use protocol::state::{
+    CREATE_ERROR, DELETED, EXIT, Exit, PID, START_FIFO, STARTED, write_atomic,
+};
 
 /// How many processes the OOM killer killed in the cgroup at `cgroups_path`
 /// (as in an OCI spec's `linux.cgroupsPath`): v2's `memory.events`, else
@@ -60,16 +31,6 @@ pub fn oom_kills(cgroups_path: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Writes `bytes` to `dir/name` through a temporary file and a rename, so a
-/// reader sees all of it or nothing.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, dir.join(name))
 }
 
 pub fn now_ns() -> i64 {

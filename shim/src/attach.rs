@@ -1,10 +1,13 @@
 //! Talking to a container's monitor over its attach socket
-//! (`<state>/attach.sock`; the frames are described in berth-monitor's
-//! `attach.rs`): attaching to the container's stdio, and having the
-//! monitor reopen the CRI log.
+//! (`<state>/attach.sock`, with [`berth_runtime::protocol::frame`]'s
+//! frames): attaching to the container's stdio, and having the monitor
+//! reopen the CRI log.
 
 use std::time::Duration;
 
+use berth_runtime::protocol::Resize;
+use berth_runtime::protocol::frame::{Channel, Decoder, Frame, encode};
+use berth_runtime::protocol::state::attach_socket_address;
 use bytes::Bytes;
 use cri_api::v1::AttachRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,48 +16,56 @@ use tokio::sync::mpsc;
 
 use crate::container::{ContainerRecord, Observed};
 use crate::daemon::Daemon;
-use crate::streaming::session::{STDERR, STDOUT};
+use crate::streaming::session;
 
-const STDIN: u8 = 0;
-const STDIN_END: u8 = 3;
-const RESIZE: u8 = 4;
-const REOPEN: u8 = 5;
-
-fn frame(kind: u8, data: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(5 + data.len());
-    f.push(kind);
-    f.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    f.extend_from_slice(data);
-    f
+/// The monitor's side of the socket, as frames.
+struct Frames {
+    rd: tokio::net::unix::OwnedReadHalf,
+    decoder: Decoder,
 }
 
-async fn read_frame(s: &mut tokio::net::unix::OwnedReadHalf) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).await.ok()?;
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    let mut data = vec![0u8; len];
-    s.read_exact(&mut data).await.ok()?;
-    Some((head[0], data))
+impl Frames {
+    /// The next frame; None when the monitor closed the socket or sent
+    /// what is not a frame.
+    async fn next(&mut self) -> Option<Frame> {
+        let mut buf = [0u8; 32 * 1024];
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(f)) => return Some(f),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("attach: from the monitor: {e}");
+                    return None;
+                }
+            }
+            match self.rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.decoder.feed(&buf[..n]),
+            }
+        }
+    }
 }
 
 /// The monitor's socket, once the container runs (the monitor opens it
 /// as it starts pumping; on a loaded node that may take seconds, so it is
 /// waited for up to 10 s while the container runs).
-async fn connect(d: &Daemon, rec: &ContainerRecord) -> Result<UnixStream, String> {
+async fn connect(
+    d: &Daemon,
+    rec: &ContainerRecord,
+) -> Result<(Frames, tokio::net::unix::OwnedWriteHalf), String> {
     let state = d.containers.state_dir(&rec.id);
     for _ in 0..500 {
         if !matches!(d.containers.observe(&rec.id), Observed::Running { .. }) {
             return Err(format!("container {} is not running", rec.id));
         }
-        // Through the directory's descriptor: the state dir's own path may
-        // be too long for a socket address.
         let dir = std::fs::File::open(&state).map_err(|e| format!("{}: {e}", state.display()))?;
-        let path = format!(
-            "/proc/self/fd/{}/attach.sock",
-            std::os::fd::AsRawFd::as_raw_fd(&dir)
-        );
-        if let Ok(s) = UnixStream::connect(&path).await {
-            return Ok(s);
+        if let Ok(s) = UnixStream::connect(attach_socket_address(&dir)).await {
+            let (rd, wr) = s.into_split();
+            let frames = Frames {
+                rd,
+                decoder: Decoder::new(),
+            };
+            return Ok((frames, wr));
         }
         drop(dir);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -75,7 +86,7 @@ pub async fn attach(
         .find(&req.container_id)?
         .ok_or_else(|| format!("container {:?} not found", req.container_id))?;
     let config = rec.config();
-    let (mut rd, wr) = connect(d, &rec).await?.into_split();
+    let (mut frames, wr) = connect(d, &rec).await?;
     let wr = std::sync::Arc::new(tokio::sync::Mutex::new(wr));
     // The client's stdin, if the container has one.
     let stdin_task = match stdin {
@@ -83,20 +94,28 @@ pub async fn attach(
             let wr = wr.clone();
             // An empty frame first: this session holds stdin (stdin_once
             // closes it when the session ends, even if it sent nothing).
-            let _ = wr.lock().await.write_all(&frame(STDIN, &[])).await;
+            let _ = wr
+                .lock()
+                .await
+                .write_all(&encode(Channel::Stdin, &[]))
+                .await;
             Some(tokio::spawn(async move {
                 while let Some(data) = rx.recv().await {
                     if wr
                         .lock()
                         .await
-                        .write_all(&frame(STDIN, &data))
+                        .write_all(&encode(Channel::Stdin, &data))
                         .await
                         .is_err()
                     {
                         return;
                     }
                 }
-                let _ = wr.lock().await.write_all(&frame(STDIN_END, &[])).await;
+                let _ = wr
+                    .lock()
+                    .await
+                    .write_all(&encode(Channel::StdinEnd, &[]))
+                    .await;
             }))
         }
         _ => None,
@@ -104,12 +123,12 @@ pub async fn attach(
     let resize_task = resize.map(|mut rx| {
         let wr = wr.clone();
         tokio::spawn(async move {
-            while let Some((w, h)) = rx.recv().await {
-                let msg = format!("{w} {h}");
+            while let Some((cols, rows)) = rx.recv().await {
+                let msg = Resize { cols, rows }.to_text();
                 if wr
                     .lock()
                     .await
-                    .write_all(&frame(RESIZE, msg.as_bytes()))
+                    .write_all(&encode(Channel::Resize, msg.as_bytes()))
                     .await
                     .is_err()
                 {
@@ -120,14 +139,15 @@ pub async fn attach(
     });
     loop {
         tokio::select! {
-            f = read_frame(&mut rd) => {
-                let Some((kind, data)) = f else { break };
-                let wanted = match kind {
-                    STDOUT => req.stdout,
-                    STDERR => req.stderr,
-                    _ => false,
+            f = frames.next() => {
+                let Some(Frame { channel, data }) = f else { break };
+                // Into the client's streaming channels.
+                let to = match channel {
+                    Channel::Stdout if req.stdout => session::STDOUT,
+                    Channel::Stderr if req.stderr => session::STDERR,
+                    _ => continue,
                 };
-                if wanted && out.send((kind, Bytes::from(data))).await.is_err() {
+                if out.send((to, Bytes::from(data))).await.is_err() {
                     break;
                 }
             }
@@ -147,21 +167,28 @@ pub async fn attach(
         tracing::warn!(container = %rec.id, "attach: stdin still pending, dropped");
     }
     // The session ends: its stdin ends (stdin_once applies).
-    let _ = wr.lock().await.write_all(&frame(STDIN_END, &[])).await;
+    let _ = wr
+        .lock()
+        .await
+        .write_all(&encode(Channel::StdinEnd, &[]))
+        .await;
     Ok(())
 }
 
 /// Has the monitor open the container's log file anew (after the kubelet
 /// renamed it); returns once it has.
 pub async fn reopen_log(d: &Daemon, rec: &ContainerRecord) -> Result<(), String> {
-    let (mut rd, mut wr) = connect(d, rec).await?.into_split();
-    wr.write_all(&frame(REOPEN, &[]))
+    let (mut frames, mut wr) = connect(d, rec).await?;
+    wr.write_all(&encode(Channel::Reopen, &[]))
         .await
         .map_err(|e| format!("asking the monitor: {e}"))?;
     let answer = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match read_frame(&mut rd).await {
-                Some((REOPEN, msg)) => return Ok(String::from_utf8_lossy(&msg).into_owned()),
+            match frames.next().await {
+                Some(Frame {
+                    channel: Channel::Reopen,
+                    data,
+                }) => return Ok(String::from_utf8_lossy(&data).into_owned()),
                 Some(_) => continue,
                 None => return Err("the monitor closed the socket".to_string()),
             }

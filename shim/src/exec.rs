@@ -1,11 +1,15 @@
 //! Running another process in a running container, for ExecSync and the
 //! streaming server's exec: `berth-monitor exec` (libcontainer's tenant)
 //! with the process's stdio as pipes, a control pipe for terminal resizes
-//! and a report pipe saying whether it started.
+//! and a report pipe saying whether it started (their numbers and lines
+//! are [`berth_runtime::protocol::exec`]'s).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 
+use berth_runtime::protocol::Invocation;
+use berth_runtime::protocol::exec::{CONTROL_FD, REPORT_FD, Report};
+use berth_runtime::protocol::state::OCI_ROOT;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
@@ -82,26 +86,18 @@ pub async fn spawn(
 
     let (ctl_r, ctl_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
-    let mut command = tokio::process::Command::from(crate::container::monitor_command());
-    command
-        .arg("exec")
-        .arg(&rec.id)
-        .arg(match &rec.runtime {
+    let inv = Invocation::Exec {
+        id: rec.id.clone(),
+        root: match &rec.runtime {
             // The external runtime keeps its state beside the bundle.
-            Some(_) => dir.join("oci"),
+            Some(_) => dir.join(OCI_ROOT),
             None => cs.runtime_root(),
-        })
-        .arg(&process_file)
-        .args(
-            rec.runtime
-                .iter()
-                .map(|r| format!("runtime={}", r.display())),
-        )
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
+        },
+        process: process_file.clone(),
+        runtime: rec.runtime.clone(),
+    };
+    let mut command = tokio::process::Command::from(crate::monitor::command(&inv));
+    command
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,7 +109,7 @@ pub async fn spawn(
     // spawn returns.
     unsafe {
         command.pre_exec(move || {
-            for (from, to) in [(ctl, 3), (rep, 4)] {
+            for (from, to) in [(ctl, CONTROL_FD), (rep, REPORT_FD)] {
                 if from == to {
                     nix::libc::fcntl(to, nix::libc::F_SETFD, 0);
                 } else if nix::libc::dup2(from, to) < 0 {
@@ -139,14 +135,16 @@ pub async fn spawn(
         child,
         process_file,
     };
-    if line.starts_with("pid ") {
-        return Ok(exec);
+    match Report::parse(&line) {
+        Some(Report::Pid(_)) => Ok(exec),
+        report => {
+            let _ = exec.child.wait().await;
+            Err(match report {
+                Some(Report::Error(m)) => m,
+                _ => "the exec ended before it started".to_string(),
+            })
+        }
     }
-    let _ = exec.child.wait().await;
-    Err(line
-        .strip_prefix("error ")
-        .map(|m| m.trim().to_string())
-        .unwrap_or_else(|| "the exec ended before it started".to_string()))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {

@@ -13,6 +13,7 @@ mod exec;
 mod idmap;
 mod ids;
 mod lock;
+mod monitor;
 mod netwatch;
 mod pod;
 mod seccomp;

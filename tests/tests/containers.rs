@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use berth_tests::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
 use berth_tests::mounts_under;
-use berth_tests::setup::{busybox_config, setup};
+use berth_tests::setup::{busybox_config, setup, setup_opts};
 use cri_api::v1::*;
 use nix::sys::signal::Signal;
 use tonic::Code;
@@ -696,5 +696,39 @@ async fn a_container_the_runtime_fails_to_create_leaves_no_cgroup() {
     }
     // remove_all checks that the pod's cgroup (and so every container
     // cgroup inside it) is gone.
+    s.remove_all().await;
+}
+
+/// The monitor's command line keeps a handler's runtime path whole
+/// (it was once a comma-separated option list, which cut such a path in
+/// two and the container could not be created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_runtime_whose_path_holds_a_comma_runs_containers() {
+    let dir = berth_tests::TempDir::new("comma");
+    let bin_dir = dir.path().join("a,b");
+    std::fs::create_dir_all(&bin_dir).expect("runtime dir");
+    let runc = bin_dir.join("runc");
+    std::os::unix::fs::symlink("/usr/sbin/runc", &runc).expect("runc link");
+    let opts = berth_tests::Options {
+        config: format!(
+            "[runtimes.comma]\ntype = \"oci\"\npath = \"{}\"\n",
+            runc.display()
+        ),
+        ..Default::default()
+    };
+    let mut s = setup_opts(opts, "comma", busybox_config(), |_| {}).await;
+    let id = s
+        .create(s.config("app", &["/bin/echo", "ran"]))
+        .await
+        .expect("create");
+    s.c.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("start");
+    let st = s.wait_exited(&id).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    let log = s.log("app");
+    assert!(log.lines().any(|l| l.ends_with(" stdout F ran")), "{log}");
     s.remove_all().await;
 }

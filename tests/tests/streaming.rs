@@ -755,3 +755,60 @@ async fn port_forward_into_a_host_network_pod_reaches_the_nodes_loopback() {
     }
     s.remove_all().await;
 }
+
+/// The monitor reads its attach socket with a bounded frame decoder: a
+/// peer whose frame header announces more than a frame may hold is
+/// dropped at once (before, the monitor waited to buffer all 4 GiB), and
+/// the container goes on logging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_drops_an_attach_peer_announcing_an_oversized_frame() {
+    use std::io::{Read, Write};
+    let mut s = setup(busybox_config()).await;
+    let id = s
+        .run(s.config(
+            "ticker",
+            &["/bin/sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+        ))
+        .await;
+    s.wait_log("ticker", " stdout F tick").await;
+    // As berthd connects: through the state dir's descriptor (its path is
+    // too long for a socket address).
+    let dir = std::fs::File::open(s.b.state.join("containers").join(&id)).expect("state dir");
+    let addr = format!(
+        "/proc/self/fd/{}/attach.sock",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    );
+    let mut peer = std::os::unix::net::UnixStream::connect(&addr).expect("attach socket");
+    // Channel 0 (stdin), length u32::MAX, then some of that "data".
+    peer.write_all(&[0, 0xff, 0xff, 0xff, 0xff])
+        .expect("header");
+    let _ = peer.write_all(&[b'x'; 4096]);
+    // A liveness bound with a wide margin: the drop is immediate. Until
+    // then the monitor may send it the container's output.
+    peer.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 64 * 1024];
+    let closed = loop {
+        match peer.read(&mut buf) {
+            Ok(0) => break true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            _ if std::time::Instant::now() > deadline => break false,
+            _ => {}
+        }
+    };
+    assert!(
+        closed,
+        "the monitor kept a peer that sent an oversized frame"
+    );
+    // The container and its log are unaffected.
+    let before = s.log("ticker").lines().count();
+    for _ in 0..100 {
+        if s.log("ticker").lines().count() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.log("ticker").lines().count() > before, "the log stopped");
+    s.remove_all().await;
+}

@@ -17,7 +17,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_runtime::{CREATE_ERROR, DELETED, EXIT, Exit, PID, START_FIFO, STARTED};
+use berth_runtime::protocol::state::{
+    CREATE_ERROR, DELETED, EXIT, Exit, MONITOR_LOG, PID, START_FIFO, STARTED,
+};
+use berth_runtime::protocol::{Container as MonitoredContainer, Control, Invocation};
 use cri_api::v1::ContainerConfig;
 
 use crate::pod::IdMaps;
@@ -150,66 +153,6 @@ fn volume_source(at: &Path, sub_path: &str) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-/// `berth-monitor`, installed next to `berthd`.
-pub fn monitor_path() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("berth-monitor")))
-        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-monitor"))
-}
-
-/// A command that runs the monitor, as [`monitor_exe`] and named
-/// `berth-monitor` (its `argv[0]`, what `ps` shows).
-pub fn monitor_command() -> std::process::Command {
-    let mut c = std::process::Command::new(monitor_exe());
-    std::os::unix::process::CommandExt::arg0(&mut c, "berth-monitor");
-    c
-}
-
-/// The monitor as berthd runs it: a sealed in-memory copy of
-/// [`monitor_path`], made once. Every process that runs in a container
-/// starts as a monitor (libcontainer clones it), and a container process
-/// that reached it through `/proc/<pid>/exe` could otherwise write to
-/// berth's own binary on the node (the CVE-2019-5736 class). A sealed
-/// memfd cannot be written by anyone. If one cannot be made, the file is
-/// run (with a warning).
-pub fn monitor_exe() -> &'static Path {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let path = monitor_path();
-        sealed_copy(&path).unwrap_or_else(|e| {
-            tracing::warn!("running {} itself, not a sealed copy: {e}", path.display());
-            path
-        })
-    })
-}
-
-fn sealed_copy(path: &Path) -> Result<PathBuf, String> {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-    use nix::sys::memfd::{MFdFlags, memfd_create};
-    let fd = memfd_create(
-        c"berth-monitor",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .map_err(|e| format!("memfd: {e}"))?;
-    let mut copy = std::fs::File::from(fd);
-    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::copy(&mut file, &mut copy).map_err(|e| format!("copying {}: {e}", path.display()))?;
-    fcntl(
-        &copy,
-        FcntlArg::F_ADD_SEALS(
-            SealFlag::F_SEAL_SEAL
-                | SealFlag::F_SEAL_SHRINK
-                | SealFlag::F_SEAL_GROW
-                | SealFlag::F_SEAL_WRITE,
-        ),
-    )
-    .map_err(|e| format!("sealing: {e}"))?;
-    // Held open for as long as berthd runs; its children run it by path.
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(copy);
-    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
-}
-
 /// What the monitor's files say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
@@ -245,7 +188,7 @@ impl Containers {
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(CONTAINERS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        let monitor = monitor_path();
+        let monitor = crate::monitor::path();
         let c = Containers {
             db,
             root: root.join("containers"),
@@ -508,37 +451,22 @@ impl Containers {
         crate::dirs::private(&self.runtime_root(), None)
             .map_err(|e| format!("runtime root: {e}"))?;
 
-        let mut opts = Vec::new();
-        {
-            let c = rec.config();
-            if c.stdin {
-                opts.push("stdin".to_string());
-                if c.stdin_once {
-                    opts.push("once".to_string());
-                }
-            }
-        }
-        if let Some(rt) = &rec.runtime {
-            opts.push(format!("runtime={}", rt.display()));
-        }
-        let monitor_log = std::fs::File::create(dir.join("monitor.log"))
+        let monitor_log = std::fs::File::create(dir.join(MONITOR_LOG))
             .map_err(|e| format!("monitor log: {e}"))?;
-        let mut child = tokio::process::Command::from(monitor_command())
-            .arg(&id)
-            .arg(&dir)
-            .arg(&dir)
-            .arg(self.runtime_root())
-            .arg(log_path)
-            .arg(if opts.is_empty() {
-                "-".to_string()
-            } else {
-                opts.join(",")
+        let run = {
+            let c = rec.config();
+            Invocation::Run(MonitoredContainer {
+                id: id.clone(),
+                bundle: dir.clone(),
+                state: dir.clone(),
+                root: self.runtime_root(),
+                log: log_path.to_path_buf(),
+                stdin: c.stdin,
+                stdin_once: c.stdin && c.stdin_once,
+                runtime: rec.runtime.clone(),
             })
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+        };
+        let mut child = tokio::process::Command::from(crate::monitor::command(&run))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(monitor_log)
@@ -553,7 +481,7 @@ impl Containers {
             if let Ok(msg) = std::fs::read_to_string(dir.join(CREATE_ERROR)) {
                 let _ = child.wait().await;
                 // libcontainer's own account of why, when it gave one.
-                let why = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                let why = std::fs::read_to_string(dir.join(MONITOR_LOG)).unwrap_or_default();
                 let why: Vec<&str> = why
                     .lines()
                     .filter_map(|l| l.split_once(" ERROR ").map(|(_, m)| m.trim()))
@@ -565,7 +493,7 @@ impl Containers {
                 });
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(dir.join(MONITOR_LOG)).unwrap_or_default();
                 return Err(format!("berth-monitor exited ({status}): {}", log.trim()));
             }
             if Instant::now() > deadline {
@@ -615,7 +543,7 @@ impl Containers {
                 ));
             }
         }
-        self.tell(&rec.id, b's')?;
+        self.tell(&rec.id, Control::Start)?;
         let dir = self.state_dir(&rec.id);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !dir.join(STARTED).exists() && !dir.join(EXIT).exists() {
@@ -632,14 +560,14 @@ impl Containers {
         Ok(())
     }
 
-    fn tell(&self, id: &str, byte: u8) -> Result<(), String> {
+    fn tell(&self, id: &str, word: Control) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(nix::libc::O_NONBLOCK)
             .open(self.state_dir(id).join(START_FIFO))
             .map_err(|e| format!("container {id}: its monitor is not listening: {e}"))?;
-        f.write_all(&[byte])
+        f.write_all(&[word.byte()])
             .map_err(|e| format!("container {id}: telling its monitor: {e}"))
     }
 
@@ -649,7 +577,7 @@ impl Containers {
         let pid = match self.observe(&rec.id) {
             Observed::Exited { .. } | Observed::Unknown => return Ok(()),
             Observed::Created => {
-                self.tell(&rec.id, b'k')?;
+                self.tell(&rec.id, Control::Kill)?;
                 return self.wait_exit(rec).await;
             }
             Observed::Running { .. } => self.pid(&rec.id)?,

@@ -14,13 +14,11 @@ pub(super) fn start(dir: &Path, in_userns: bool) -> Result<i32, String> {
     let pin = dir.join("pid");
     std::fs::File::create(&pin).map_err(|e| format!("pid pin: {e}"))?;
     let pid_file = dir.join("infra.pid");
-    let mut cmd = crate::container::monitor_command();
-    cmd.arg("pause").arg(&pid_file);
-    if in_userns {
-        cmd.arg(dir.join(ns::Kind::User.name()));
-    }
-    let out = cmd
-        .env_clear()
+    let pause = berth_runtime::protocol::Invocation::Pause {
+        pid_file: pid_file.clone(),
+        userns: in_userns.then(|| dir.join(ns::Kind::User.name())),
+    };
+    let out = crate::monitor::command(&pause)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("infra process: {e}"))?;

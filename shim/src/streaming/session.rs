@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use berth_runtime::protocol::Resize;
 use bytes::Bytes;
 use cri_api::v1::ExecRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -161,10 +162,8 @@ async fn run_exec(
     let resize_task = match (exec.control.take(), resize) {
         (Some(mut w), Some(mut rx)) => Some(tokio::spawn(async move {
             while let Some((cols, rows)) = rx.recv().await {
-                if w.write_all(format!("{cols} {rows}\n").as_bytes())
-                    .await
-                    .is_err()
-                {
+                let line = format!("{}\n", Resize { cols, rows }.to_text());
+                if w.write_all(line.as_bytes()).await.is_err() {
                     break;
                 }
             }

@@ -1,11 +1,7 @@
 //! The monitor's attach socket (`<state>/attach.sock`): berthd connects
-//! for `Attach` and `ReopenContainerLog`. Frames both ways are
-//! `[kind: u8][length: u32 BE][data]`:
-//!
-//! - monitor → berthd: 1 stdout, 2 stderr (the container's output, as it
-//!   is logged), 5 the log was reopened;
-//! - berthd → monitor: 0 stdin data, 3 end of this session's stdin, 4
-//!   resize (`<cols> <rows>`), 5 reopen the log.
+//! for `Attach` and `ReopenContainerLog`. The frames both ways are
+//! [`berth_runtime::protocol::frame`]'s; a client that sends what is not
+//! a frame is dropped.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -13,18 +9,13 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
+use berth_runtime::protocol::frame::{self, Channel, Decoder, Frame, Resize};
+use berth_runtime::protocol::state::{ATTACH_SOCKET, attach_socket_address};
 use nix::poll::{PollFd, PollFlags};
-
-pub const STDIN: u8 = 0;
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
-pub const STDIN_END: u8 = 3;
-pub const RESIZE: u8 = 4;
-pub const REOPEN: u8 = 5;
 
 struct Client {
     sock: UnixStream,
-    buf: Vec<u8>,
+    frames: Decoder,
     /// It sent stdin: its end counts for `stdin_once`.
     wrote_stdin: bool,
 }
@@ -53,12 +44,10 @@ impl Attach {
         once: bool,
         tty: Option<File>,
     ) -> Result<Attach, String> {
-        let _ = std::fs::remove_file(state.join("attach.sock"));
-        // Through the directory's descriptor: the state dir's own path may
-        // be too long for a socket address.
+        let _ = std::fs::remove_file(state.join(ATTACH_SOCKET));
         let dir = File::open(state).map_err(|e| format!("{}: {e}", state.display()))?;
-        let path = format!("/proc/self/fd/{}/attach.sock", dir.as_raw_fd());
-        let listener = UnixListener::bind(&path).map_err(|e| format!("attach socket: {e}"))?;
+        let listener = UnixListener::bind(attach_socket_address(&dir))
+            .map_err(|e| format!("attach socket: {e}"))?;
         drop(dir);
         listener
             .set_nonblocking(true)
@@ -91,7 +80,7 @@ impl Attach {
                 let _ = sock.set_nonblocking(true);
                 self.clients.push(Client {
                     sock,
-                    buf: Vec::new(),
+                    frames: Decoder::new(),
                     wrote_stdin: false,
                 });
             }
@@ -104,20 +93,24 @@ impl Attach {
             }
             match c.sock.read(&mut chunk) {
                 Ok(0) => gone.push(i),
-                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => c.frames.feed(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => gone.push(i),
             }
-            while c.buf.len() >= 5 {
-                let len = u32::from_be_bytes([c.buf[1], c.buf[2], c.buf[3], c.buf[4]]) as usize;
-                if c.buf.len() < 5 + len {
-                    break;
-                }
-                let kind = c.buf[0];
-                let data: Vec<u8> = c.buf[5..5 + len].to_vec();
-                c.buf.drain(..5 + len);
-                match kind {
-                    STDIN => {
+            loop {
+                let Frame { channel, data } = match c.frames.next_frame() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("berth-monitor: attach client dropped: {e}");
+                        if gone.last() != Some(&i) {
+                            gone.push(i);
+                        }
+                        break;
+                    }
+                };
+                match channel {
+                    Channel::Stdin => {
                         c.wrote_stdin = true;
                         if let Some(input) = self.input.as_mut()
                             && !data.is_empty()
@@ -126,15 +119,13 @@ impl Attach {
                             self.input = None;
                         }
                     }
-                    STDIN_END if self.once && c.wrote_stdin => self.input = None,
-                    RESIZE => {
-                        if let (Some(t), Some((w, h))) =
-                            (&self.tty, parse_size(&String::from_utf8_lossy(&data)))
-                        {
-                            resize(t, w, h);
+                    Channel::StdinEnd if self.once && c.wrote_stdin => self.input = None,
+                    Channel::Resize => {
+                        if let (Some(t), Some(r)) = (&self.tty, Resize::parse(&data)) {
+                            resize(t, r);
                         }
                     }
-                    REOPEN => req.reopen.push(i),
+                    Channel::Reopen => req.reopen.push(i),
                     _ => {}
                 }
             }
@@ -150,29 +141,21 @@ impl Attach {
 
     /// Sends the container's output to every attached client; one that
     /// cannot take it now is dropped rather than stall the container.
-    pub fn broadcast(&mut self, kind: u8, data: &[u8]) {
+    pub fn broadcast(&mut self, channel: Channel, data: &[u8]) {
         if self.clients.is_empty() {
             return;
         }
-        let frame = frame(kind, data);
+        let frame = frame::encode(channel, data);
         self.clients
             .retain_mut(|c| write_frame(&mut c.sock, &frame));
     }
 
-    pub fn ack(&mut self, i: usize, kind: u8, msg: &[u8]) {
+    pub fn ack(&mut self, i: usize, channel: Channel, msg: &[u8]) {
         if let Some(c) = self.clients.get_mut(i) {
-            let f = frame(kind, msg);
+            let f = frame::encode(channel, msg);
             let _ = write_frame(&mut c.sock, &f);
         }
     }
-}
-
-fn frame(kind: u8, data: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(5 + data.len());
-    f.push(kind);
-    f.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    f.extend_from_slice(data);
-    f
 }
 
 /// Writes all of `frame`, waiting a little for a client that is slow.
@@ -193,15 +176,10 @@ fn write_frame(sock: &mut UnixStream, frame: &[u8]) -> bool {
     true
 }
 
-pub fn parse_size(line: &str) -> Option<(u16, u16)> {
-    let mut it = line.split_whitespace().map(|n| n.parse::<u16>().ok());
-    Some((it.next()??, it.next()??))
-}
-
-pub fn resize(tty: &File, cols: u16, rows: u16) {
+pub fn resize(tty: &File, size: Resize) {
     let ws = nix::libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
+        ws_row: size.rows,
+        ws_col: size.cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };

@@ -3,15 +3,15 @@
 //! capabilities, seccomp) for berthd's ExecSync and Exec, waits for it and
 //! exits with its exit code.
 //!
-//! Usage: `berth-monitor exec <id> <root> <process.json> [runtime=<bin>]`
-//! (`root`: libcontainer's, or the external runtime's state root).
+//! Invoked as [`berth_runtime::protocol::Invocation::Exec`] (`root`:
+//! libcontainer's, or the external runtime's state root).
 //!
 //! File descriptors from berthd:
 //! - 0, 1, 2: the process's stdin, stdout and stderr (with a terminal, 1
 //!   carries the terminal's output and 2 is unused);
-//! - 3: control, read: `<cols> <rows>` lines resize the terminal;
-//! - 4: report, written: `pid <n>` once the process runs, or
-//!   `error <message>` if it could not be started (exit code 255 then).
+//! - [`CONTROL_FD`], read: `<cols> <rows>` lines resize the terminal;
+//! - [`REPORT_FD`], written: one [`Report`] line, the pid once the process
+//!   runs, or why it could not be started (exit code 255 then).
 //!
 //! SIGTERM kills the process (berthd's timeout) and ends the exec.
 
@@ -20,41 +20,34 @@ use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use berth_runtime::protocol::Resize;
+use berth_runtime::protocol::exec::{CONTROL_FD, REPORT_FD, Report};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-pub fn exec_mode(args: &[String]) -> Result<i32, String> {
-    let (id, root, process, runtime) = match args {
-        [id, root, process] => (id, root, process, None),
-        [id, root, process, rt] => (id, root, process, rt.strip_prefix("runtime=")),
-        _ => {
-            return Err(
-                "usage: berth-monitor exec <id> <root> <process.json> [runtime=<bin>]".into(),
-            );
-        }
-    };
+pub fn exec_mode(
+    id: &str,
+    root: &Path,
+    process: &Path,
+    runtime: Option<&Path>,
+) -> Result<i32, String> {
     #[allow(unsafe_code)]
     // SAFETY: berthd hands these descriptors over; nothing else owns them.
-    let (control, mut report) = unsafe { (File::from_raw_fd(3), File::from_raw_fd(4)) };
-    match run(
-        id,
-        Path::new(root),
-        Path::new(process),
-        runtime.map(Path::new),
-        control,
-    ) {
+    let (control, mut report) =
+        unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(REPORT_FD)) };
+    match run(id, root, process, runtime, control) {
         Ok((pid, wait)) => {
-            let _ = writeln!(report, "pid {pid}");
+            let _ = report.write_all(Report::Pid(pid.as_raw()).to_line().as_bytes());
             drop(report);
             wait()
         }
         Err(e) => {
-            let _ = writeln!(report, "error {}", e.replace('\n', " "));
+            let _ = report.write_all(Report::Error(e).to_line().as_bytes());
             Ok(255)
         }
     }
@@ -433,7 +426,7 @@ fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Re
                 }
             }
             if code.is_none() {
-                code = reap(pid);
+                code = super::reap::reap(pid).map(|e| e.code);
                 if code.is_some() && master.is_none() {
                     break;
                 }
@@ -477,10 +470,8 @@ fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Re
                     let c = control.as_mut().ok_or("no control")?;
                     match c.read_line(&mut line) {
                         Ok(n) if n > 0 => {
-                            if let (Some(m), Some((w, h))) =
-                                (&master, super::attach::parse_size(&line))
-                            {
-                                super::attach::resize(m, w, h);
+                            if let (Some(m), Some(r)) = (&master, Resize::parse(line.as_bytes())) {
+                                super::attach::resize(m, r);
                             }
                         }
                         _ => control = None,
@@ -495,25 +486,4 @@ fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Re
         }
     }
     code.ok_or_else(|| "the process's exit was not seen".to_string())
-}
-
-fn status_code(s: WaitStatus) -> Option<i32> {
-    match s {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
-        _ => None,
-    }
-}
-
-fn reap(pid: Pid) -> Option<i32> {
-    let mut found = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(s @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _))) if p == pid => {
-                found = status_code(s);
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return found,
-            Ok(_) => {}
-        }
-    }
 }

@@ -1,0 +1,192 @@
+//! `berth-monitor run`: creates the container (CRI CREATED), waits for
+//! berthd's start word on the start FIFO (or a kill, or the init's early
+//! death), starts it and re-executes itself as the lean `pump`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use berth_runtime::now_ns;
+use berth_runtime::protocol::state::{
+    CREATE_ERROR, OCI_PID, PID, START_FIFO, STARTED, write_atomic,
+};
+use berth_runtime::protocol::{Container, Control, Exit, Invocation};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
+use nix::unistd::pipe2;
+
+use super::engine::{Engine, External};
+use super::reap::{drain_signals, reap, record_exit, sigchld_fd, write_exit};
+
+pub fn run(a: &Container) -> Result<(), String> {
+    super::bundle::known_syscalls_only(&a.bundle)?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let tty = super::bundle::terminal(&a.bundle);
+    // stdin: a pipe we keep the writing end of, or nothing.
+    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if a.stdin && !tty {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        (r, Some(w))
+    } else {
+        let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        (devnull.into(), None)
+    };
+    // A terminal: libcontainer sends its master end over this socket.
+    let console = if tty {
+        Some(super::exec::console_socket()?)
+    } else {
+        None
+    };
+    let built: Result<Engine, String> = match External::of(a) {
+        None => ContainerBuilder::new(a.id.clone(), SyscallType::default())
+            .validate_id()
+            .and_then(|b| b.with_root_path(&a.root))
+            .map(|b| {
+                let b = b.with_console_socket(console.as_ref().map(|c| c.1.clone()));
+                let b = if tty {
+                    b
+                } else {
+                    b.with_stdin(stdin_r).with_stdout(out_w).with_stderr(err_w)
+                };
+                b.as_init(&a.bundle).with_systemd(false).with_detach(true)
+            })
+            .and_then(|b| b.build())
+            .map(|c| Engine::Lib(Box::new(c)))
+            .map_err(|e| e.to_string()),
+        Some(x) => super::oci::subreaper().and_then(|()| {
+            let stdio = (!tty).then_some((stdin_r, out_w, err_w));
+            x.oci()
+                .create(
+                    &a.id,
+                    &a.bundle,
+                    &a.state.join(OCI_PID),
+                    console.as_ref().map(|c| c.1.as_path()),
+                    stdio,
+                )
+                .map(|pid| Engine::Oci(x, pid))
+        }),
+    };
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("creating the container: {e}");
+            let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
+            return Err(msg);
+        }
+    };
+    let master = match &console {
+        Some((dir, _, l)) => {
+            let m = super::exec::receive_master(l);
+            let _ = std::fs::remove_dir_all(dir);
+            match m {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let msg = format!("creating the container's terminal: {e}");
+                    let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
+                    container.delete(&a.id, &a.state);
+                    return Err(msg);
+                }
+            }
+        }
+        None => None,
+    };
+    let pid = container.pid().ok_or("the runtime gave no init pid")?;
+
+    let sigfd = sigchld_fd()?;
+    write_atomic(&a.state, PID, pid.as_raw().to_string().as_bytes())
+        .map_err(|e| format!("pid file: {e}"))?;
+
+    // CREATED: wait for berthd's word, or for the init to die first.
+    let mut fifo = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(a.state.join(START_FIFO))
+        .map_err(|e| format!("start fifo: {e}"))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.log)
+        .map_err(|e| format!("log {}: {e}", a.log.display()))?;
+    let early_exit = loop {
+        let mut fds = [
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        poll(&mut fds, PollTimeout::NONE).map_err(|e| format!("poll: {e}"))?;
+        if let Some(status) = reap(pid) {
+            break Some(status);
+        }
+        if fds[0].any().unwrap_or(false) {
+            let mut b = [0u8; 1];
+            let _ = fifo.read(&mut b);
+            match Control::from_byte(b[0]) {
+                Some(Control::Start) => break None,
+                Some(Control::Kill) => {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                None => {}
+            }
+        }
+        drain_signals(&sigfd);
+    };
+    if let Some(exit) = early_exit {
+        record_exit(&a.bundle, &a.state, exit);
+        container.delete(&a.id, &a.state);
+        return Ok(());
+    }
+    if let Err(e) = container.start(&a.id) {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let x = Exit {
+            code: 128,
+            finished_ns: now_ns(),
+            signal: None,
+            message: format!("starting the container: {e}"),
+            oom_killed: false,
+        };
+        write_exit(&a.state, &x);
+        container.delete(&a.id, &a.state);
+        return Err(x.message);
+    }
+    write_atomic(&a.state, STARTED, now_ns().to_string().as_bytes())
+        .map_err(|e| format!("started file: {e}"))?;
+    // Running: libcontainer's code and heap are not needed until the end,
+    // so become a lean pump (the same pid, so the container stays our
+    // child): its pipes become our stdin and stdout. Only if exec fails do
+    // we go on here.
+    drop((sigfd, fifo, log));
+    // The stdin pipe's writing end survives the exec at its number.
+    let stdin_fd = match &stdin_w {
+        Some(w) => {
+            nix::fcntl::fcntl(
+                w,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(|e| format!("stdin pipe: {e}"))?;
+            Some(w.as_raw_fd())
+        }
+        None => None,
+    };
+    let (pump_in, pump_out) = match master {
+        // With a terminal, its master is the one stream.
+        Some(m) => (std::process::Stdio::from(m), std::process::Stdio::null()),
+        None => (
+            std::process::Stdio::from(out_r),
+            std::process::Stdio::from(err_r),
+        ),
+    };
+    let pump = Invocation::Pump {
+        container: a.clone(),
+        pid: pid.as_raw(),
+        stdin_fd,
+        tty,
+    };
+    let e = std::os::unix::process::CommandExt::exec(
+        super::myself(&pump).stdin(pump_in).stdout(pump_out),
+    );
+    Err(format!("re-exec as the pump: {e}"))
+}

@@ -1,0 +1,113 @@
+//! berth-monitor: one per container, started by berthd and detached from
+//! it (its own session), so the container outlives a berthd restart or
+//! crash. It creates the container with youki's libcontainer (or an
+//! external OCI runtime), holds its stdout/stderr and writes them to the
+//! CRI log, starts it when berthd says so, reaps it and records its exit,
+//! then deletes it.
+//!
+//! Single-threaded on purpose: libcontainer clones and runs Rust code in
+//! the child, which is only safe in a process with one thread.
+//!
+//! Its command line is [`berth_runtime::protocol::Invocation`]; the modes:
+//!
+//! - `run` ([`create`]): creates the container and waits, CREATED, for
+//!   berthd's start word; then re-executes itself as
+//! - `pump` ([`pump`]): copies the container's output to the log and to
+//!   attached clients ([`attach`]), reaps it, records its exit;
+//! - `exec` ([`exec`]): runs one more process in a running container;
+//! - `pause`, `pause-init` ([`pause`]): a pod's infra process, when the
+//!   pod shares one PID namespace.
+//!
+//! A container with stdin gets a pipe, written through the attach socket;
+//! one whose spec asks for a terminal gets one (libcontainer's console
+//! socket), its output logged as stdout.
+
+mod attach;
+mod bundle;
+mod create;
+mod engine;
+mod exec;
+mod oci;
+mod pause;
+mod pump;
+mod reap;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use berth_runtime::protocol::Invocation;
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let inv = match Invocation::parse(&args) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("berth-monitor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match inv {
+        Invocation::Run(c) => {
+            // libcontainer says why it failed only through tracing: its
+            // errors go to our stderr, the container's monitor.log.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_max_level(tracing_subscriber::filter::LevelFilter::ERROR)
+                .with_ansi(false)
+                .try_init();
+            // Our own session: a signal to berthd's process group never
+            // reaches us.
+            let _ = nix::unistd::setsid();
+            let _ = std::env::set_current_dir("/");
+            match create::run(&c) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth-monitor {}: {e}", c.id);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Invocation::Pump {
+            container,
+            pid,
+            stdin_fd,
+            tty,
+        } => report(pump::pump_mode(&container, pid, stdin_fd, tty)),
+        Invocation::Exec {
+            id,
+            root,
+            process,
+            runtime,
+        } => match exec::exec_mode(&id, &root, &process, runtime.as_deref()) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("berth-monitor exec: {e}");
+                ExitCode::from(255)
+            }
+        },
+        Invocation::Pause { pid_file, userns } => {
+            report(pause::pause(&pid_file, userns.as_deref()))
+        }
+        Invocation::PauseInit { .. } => report(pause::pause_init()),
+    }
+}
+
+/// A command that runs this binary again as `inv`. Not by its path:
+/// berthd runs a sealed in-memory copy of it, which only /proc/self/exe
+/// names.
+fn myself(inv: &Invocation) -> std::process::Command {
+    let mut c = std::process::Command::new("/proc/self/exe");
+    std::os::unix::process::CommandExt::arg0(&mut c, "berth-monitor");
+    c.args(inv.to_args());
+    c
+}
+
+fn report(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-monitor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

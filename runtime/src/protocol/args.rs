@@ -1,0 +1,330 @@
+//! How `berth-monitor` is invoked: its modes as one [`Invocation`], turned
+//! into a command line by [`Invocation::to_args`] (berthd, and the monitor
+//! re-executing itself) and back by [`Invocation::parse`] (the monitor).
+//!
+//! ```text
+//! run  <id> <bundle> <state> <root> <log> [--stdin] [--stdin-once] [--runtime <bin>]
+//! pump <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
+//!      [--stdin-fd <n>] [--tty]
+//! exec <id> <root> <process.json> [--runtime <bin>]
+//! pause <pid-file> [--userns <path>]
+//! pause-init <pid-file>
+//! ```
+//! Positional arguments come first, so a path that looks like a flag is
+//! still a path.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::PathBuf;
+
+/// A container as its monitor is given it (`run`, and `pump` after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    /// The OCI bundle (its `config.json`).
+    pub bundle: PathBuf,
+    /// The state directory (see [`super::state`]).
+    pub state: PathBuf,
+    /// libcontainer's state root.
+    pub root: PathBuf,
+    /// The CRI log file.
+    pub log: PathBuf,
+    /// The container gets a stdin pipe, written through the attach socket.
+    pub stdin: bool,
+    /// Its stdin closes after the first attach session that used it ends.
+    pub stdin_once: bool,
+    /// An external OCI runtime (runc's command line) instead of
+    /// libcontainer.
+    pub runtime: Option<PathBuf>,
+}
+
+/// One run of `berth-monitor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// Create the container, start it on berthd's word, then become the
+    /// pump.
+    Run(Container),
+    /// The monitor once its container runs (re-executed by `Run`): its
+    /// stdin is the container's stdout (or terminal), its stdout the
+    /// container's stderr.
+    Pump {
+        container: Container,
+        /// The container's init.
+        pid: i32,
+        /// The descriptor left open for the container's stdin pipe.
+        stdin_fd: Option<i32>,
+        /// The container has a terminal (its master is our stdin).
+        tty: bool,
+    },
+    /// Run one more process in a running container (see
+    /// [`super::exec`] for its descriptors).
+    Exec {
+        id: String,
+        /// libcontainer's state root, or the external runtime's.
+        root: PathBuf,
+        /// The OCI process to run (JSON).
+        process: PathBuf,
+        runtime: Option<PathBuf>,
+    },
+    /// Start a pod's infra process in a new PID namespace (owned by the
+    /// user namespace at `userns`, if given); write its pid to `pid_file`.
+    Pause {
+        pid_file: PathBuf,
+        userns: Option<PathBuf>,
+    },
+    /// The infra process: PID 1 of the pod's PID namespace. `pid_file`
+    /// is unused; it names the pod in `ps`.
+    PauseInit { pid_file: PathBuf },
+}
+
+/// Why a command line is not an [`Invocation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgsError(String);
+
+impl fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; usage:\n{}", self.0, USAGE)
+    }
+}
+
+impl std::error::Error for ArgsError {}
+
+pub const USAGE: &str = "\
+  berth-monitor run <id> <bundle> <state> <root> <log> [--stdin] [--stdin-once] [--runtime <bin>]
+  berth-monitor pump <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>] [--stdin-fd <n>] [--tty]
+  berth-monitor exec <id> <root> <process.json> [--runtime <bin>]
+  berth-monitor pause <pid-file> [--userns <path>]
+  berth-monitor pause-init <pid-file>";
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ArgsError> {
+    Err(ArgsError(msg.into()))
+}
+
+impl Invocation {
+    /// The arguments after `argv[0]`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a = Args::default();
+        match self {
+            Invocation::Run(c) => {
+                a.word("run");
+                a.container(c);
+                a.container_flags(c);
+            }
+            Invocation::Pump {
+                container,
+                pid,
+                stdin_fd,
+                tty,
+            } => {
+                a.word("pump");
+                a.container(container);
+                a.word(&pid.to_string());
+                a.container_flags(container);
+                if let Some(fd) = stdin_fd {
+                    a.word("--stdin-fd");
+                    a.word(&fd.to_string());
+                }
+                a.flag("--tty", *tty);
+            }
+            Invocation::Exec {
+                id,
+                root,
+                process,
+                runtime,
+            } => {
+                a.word("exec");
+                a.word(id);
+                a.path(root);
+                a.path(process);
+                a.option("--runtime", runtime.as_ref());
+            }
+            Invocation::Pause { pid_file, userns } => {
+                a.word("pause");
+                a.path(pid_file);
+                a.option("--userns", userns.as_ref());
+            }
+            Invocation::PauseInit { pid_file } => {
+                a.word("pause-init");
+                a.path(pid_file);
+            }
+        }
+        a.0
+    }
+
+    /// The invocation these arguments (after `argv[0]`) name.
+    pub fn parse(args: &[OsString]) -> Result<Invocation, ArgsError> {
+        let Some((mode, rest)) = args.split_first() else {
+            return err("no mode");
+        };
+        let mode = mode.to_str().unwrap_or("");
+        match mode {
+            "run" => {
+                let (pos, mut flags) = split(rest, 5)?;
+                let c = container(pos, &mut flags)?;
+                flags.done()?;
+                Ok(Invocation::Run(c))
+            }
+            "pump" => {
+                let (pos, mut flags) = split(rest, 6)?;
+                let container = container(&pos[..5], &mut flags)?;
+                let pid = number(&pos[5], "pid")?;
+                let stdin_fd = match flags.value("--stdin-fd")? {
+                    Some(fd) => Some(number(&fd, "--stdin-fd")?),
+                    None => None,
+                };
+                let tty = flags.flag("--tty");
+                flags.done()?;
+                Ok(Invocation::Pump {
+                    container,
+                    pid,
+                    stdin_fd,
+                    tty,
+                })
+            }
+            "exec" => {
+                let (pos, mut flags) = split(rest, 3)?;
+                let runtime = flags.value("--runtime")?.map(PathBuf::from);
+                flags.done()?;
+                Ok(Invocation::Exec {
+                    id: text(&pos[0], "id")?,
+                    root: pos[1].clone().into(),
+                    process: pos[2].clone().into(),
+                    runtime,
+                })
+            }
+            "pause" => {
+                let (pos, mut flags) = split(rest, 1)?;
+                let userns = flags.value("--userns")?.map(PathBuf::from);
+                flags.done()?;
+                Ok(Invocation::Pause {
+                    pid_file: pos[0].clone().into(),
+                    userns,
+                })
+            }
+            "pause-init" => {
+                let (pos, flags) = split(rest, 1)?;
+                flags.done()?;
+                Ok(Invocation::PauseInit {
+                    pid_file: pos[0].clone().into(),
+                })
+            }
+            _ => err(format!("unknown mode {:?}", args[0])),
+        }
+    }
+}
+
+/// A command line being written.
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn word(&mut self, w: &str) {
+        self.0.push(w.into());
+    }
+
+    fn path(&mut self, p: &std::path::Path) {
+        self.0.push(p.as_os_str().to_owned());
+    }
+
+    fn flag(&mut self, name: &str, on: bool) {
+        if on {
+            self.word(name);
+        }
+    }
+
+    fn option(&mut self, name: &str, value: Option<&PathBuf>) {
+        if let Some(v) = value {
+            self.word(name);
+            self.path(v);
+        }
+    }
+
+    fn container(&mut self, c: &Container) {
+        self.word(&c.id);
+        for p in [&c.bundle, &c.state, &c.root, &c.log] {
+            self.path(p);
+        }
+    }
+
+    fn container_flags(&mut self, c: &Container) {
+        self.flag("--stdin", c.stdin);
+        self.flag("--stdin-once", c.stdin_once);
+        self.option("--runtime", c.runtime.as_ref());
+    }
+}
+
+/// The flags after the positional arguments, taken one by one.
+struct Flags(Vec<Option<OsString>>);
+
+impl Flags {
+    /// Whether the bare flag `name` is there (taken, once).
+    fn flag(&mut self, name: &str) -> bool {
+        let at = self
+            .0
+            .iter()
+            .position(|a| a.as_deref() == Some(OsStr::new(name)));
+        at.map(|i| self.0[i] = None).is_some()
+    }
+
+    /// The value after `name`, if it is there.
+    fn value(&mut self, name: &str) -> Result<Option<OsString>, ArgsError> {
+        let Some(i) = self
+            .0
+            .iter()
+            .position(|a| a.as_deref() == Some(OsStr::new(name)))
+        else {
+            return Ok(None);
+        };
+        self.0[i] = None;
+        match self.0.get_mut(i + 1).and_then(Option::take) {
+            Some(v) => Ok(Some(v)),
+            None => err(format!("{name} needs a value")),
+        }
+    }
+
+    /// An error for whatever was not taken.
+    fn done(self) -> Result<(), ArgsError> {
+        match self.0.into_iter().flatten().next() {
+            None => Ok(()),
+            Some(a) => err(format!("unexpected argument {a:?}")),
+        }
+    }
+}
+
+fn split(rest: &[OsString], n: usize) -> Result<(&[OsString], Flags), ArgsError> {
+    if rest.len() < n {
+        return err(format!("{n} arguments wanted, {} given", rest.len()));
+    }
+    let (pos, flags) = rest.split_at(n);
+    Ok((pos, Flags(flags.iter().cloned().map(Some).collect())))
+}
+
+fn container(pos: &[OsString], flags: &mut Flags) -> Result<Container, ArgsError> {
+    Ok(Container {
+        id: text(&pos[0], "id")?,
+        bundle: pos[1].clone().into(),
+        state: pos[2].clone().into(),
+        root: pos[3].clone().into(),
+        log: pos[4].clone().into(),
+        stdin: flags.flag("--stdin"),
+        stdin_once: flags.flag("--stdin-once"),
+        runtime: flags.value("--runtime")?.map(PathBuf::from),
+    })
+}
+
+fn text(a: &OsStr, what: &str) -> Result<String, ArgsError> {
+    match a.to_str() {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => err(format!("{what} {a:?} is not a name")),
+    }
+}
+
+fn number(a: &OsStr, what: &str) -> Result<i32, ArgsError> {
+    match a.to_str().and_then(|s| s.parse().ok()) {
+        Some(n) => Ok(n),
+        None => err(format!("{what} {a:?} is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

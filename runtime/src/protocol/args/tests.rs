@@ -1,0 +1,150 @@
+//! Unit tests of the monitor's command line: every mode round-trips, and
+//! what is not a command line is refused.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use super::*;
+
+fn container(stdin: bool, once: bool, runtime: Option<&str>) -> Container {
+    Container {
+        id: "c1".into(),
+        bundle: "/run/berth/containers/c1".into(),
+        state: "/run/berth/containers/c1".into(),
+        root: "/run/berth/runtime".into(),
+        log: "/var/log/pods/p/c/0.log".into(),
+        stdin,
+        stdin_once: once,
+        runtime: runtime.map(PathBuf::from),
+    }
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+#[test]
+fn every_mode_round_trips() {
+    let all = [
+        Invocation::Run(container(false, false, None)),
+        Invocation::Run(container(true, true, Some("/usr/bin/runc"))),
+        Invocation::Pump {
+            container: container(true, false, None),
+            pid: 4242,
+            stdin_fd: Some(7),
+            tty: false,
+        },
+        Invocation::Pump {
+            container: container(false, false, Some("/usr/bin/crun")),
+            pid: 1,
+            stdin_fd: None,
+            tty: true,
+        },
+        Invocation::Exec {
+            id: "c1".into(),
+            root: "/run/berth/runtime".into(),
+            process: "/run/berth/containers/c1/exec-1.json".into(),
+            runtime: None,
+        },
+        Invocation::Exec {
+            id: "c1".into(),
+            root: "/run/berth/containers/c1/oci".into(),
+            process: "/p.json".into(),
+            runtime: Some("/usr/bin/runc".into()),
+        },
+        Invocation::Pause {
+            pid_file: "/run/berth/ns/p/infra.pid".into(),
+            userns: None,
+        },
+        Invocation::Pause {
+            pid_file: "/run/berth/ns/p/infra.pid".into(),
+            userns: Some("/run/berth/ns/p/user".into()),
+        },
+        Invocation::PauseInit {
+            pid_file: "/run/berth/ns/p/infra.pid".into(),
+        },
+    ];
+    for inv in all {
+        let args = inv.to_args();
+        assert_eq!(Invocation::parse(&args), Ok(inv.clone()), "{args:?}");
+    }
+}
+
+#[test]
+fn the_command_line_is_as_documented() {
+    let args = Invocation::Run(container(true, true, Some("/usr/bin/runc"))).to_args();
+    assert_eq!(
+        args,
+        os(&[
+            "run",
+            "c1",
+            "/run/berth/containers/c1",
+            "/run/berth/containers/c1",
+            "/run/berth/runtime",
+            "/var/log/pods/p/c/0.log",
+            "--stdin",
+            "--stdin-once",
+            "--runtime",
+            "/usr/bin/runc",
+        ])
+    );
+    let args = Invocation::PauseInit {
+        pid_file: "/x/infra.pid".into(),
+    }
+    .to_args();
+    assert_eq!(args, os(&["pause-init", "/x/infra.pid"]));
+}
+
+#[test]
+fn paths_that_look_like_flags_or_hold_commas_stay_paths() {
+    let mut c = container(false, false, Some("/opt/a,b/runc"));
+    c.log = "--tty".into();
+    c.bundle = PathBuf::from(OsString::from_vec(b"/b\xff".to_vec()));
+    let inv = Invocation::Run(c);
+    assert_eq!(Invocation::parse(&inv.to_args()), Ok(inv));
+}
+
+#[test]
+fn bad_command_lines_are_refused() {
+    let bad: &[&[&str]] = &[
+        &[],
+        &["nonsense"],
+        // An id alone was the old command line: a mode is required now.
+        &["c1", "/b", "/s", "/r", "/l"],
+        &["run", "c1", "/b", "/s", "/r"],
+        &["run", "", "/b", "/s", "/r", "/l"],
+        &["run", "c1", "/b", "/s", "/r", "/l", "--bogus"],
+        &["run", "c1", "/b", "/s", "/r", "/l", "--runtime"],
+        &["run", "c1", "/b", "/s", "/r", "/l", "--tty"],
+        &["pump", "c1", "/b", "/s", "/r", "/l", "notapid"],
+        &[
+            "pump",
+            "c1",
+            "/b",
+            "/s",
+            "/r",
+            "/l",
+            "12",
+            "--stdin-fd",
+            "x",
+        ],
+        &["pump", "c1", "/b", "/s", "/r", "/l", "12", "--stdin-fd"],
+        &["exec", "c1", "/root"],
+        &["exec", "c1", "/root", "/p.json", "extra"],
+        &["pause"],
+        &["pause", "/pid", "--userns"],
+        &["pause-init"],
+        &["pause-init", "/pid", "/more"],
+    ];
+    for args in bad {
+        let e = Invocation::parse(&os(args)).expect_err(&format!("{args:?}"));
+        assert!(e.to_string().contains("usage:"), "{e}");
+    }
+    let non_utf8_id = vec![
+        OsString::from("exec"),
+        OsString::from_vec(vec![0xff]),
+        "/r".into(),
+        "/p".into(),
+    ];
+    assert!(Invocation::parse(&non_utf8_id).is_err());
+}
