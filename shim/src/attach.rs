@@ -83,7 +83,8 @@ pub async fn attach(
 ) -> Result<(), String> {
     let rec = d
         .containers
-        .find(&req.container_id)?
+        .find(&req.container_id)
+        .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("container {:?} not found", req.container_id))?;
     let config = rec.config();
     let (mut frames, wr) = connect(d, &rec).await?;

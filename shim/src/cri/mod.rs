@@ -27,8 +27,7 @@ impl Daemon {
     pub fn container(&self, id: &str) -> Result<crate::container::ContainerRecord, Status> {
         validate::id("container", "container_id", id)?;
         self.containers
-            .find(id)
-            .map_err(Status::internal)?
+            .find(id)?
             .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
     }
 }

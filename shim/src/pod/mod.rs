@@ -27,24 +27,24 @@ pub use userns::{IdMaps, IdRange, check_pod_userns, pod_userns, userns_maps};
 
 use std::path::{Path, PathBuf};
 
+use berth_db::Table;
 use cri_api::v1::{NamespaceMode, PodSandboxConfig};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::Database;
 
-const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+const PODS: Table<PodRecord> = Table::new("pods");
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
     #[error("pod metadata database: {0}")]
-    Db(String),
+    Db(#[from] berth_db::Error),
+    /// berthd's own state on the node (the pod CIDR file).
+    #[error("{0}")]
+    State(String),
     #[error("pod {id}: {reason}")]
     Setup { id: String, reason: String },
     /// The CNI config or a plugin failed: the node's network is not ready.
     #[error("pod {id}: {reason}")]
     Network { id: String, reason: String },
-}
-
-fn db_err(e: impl std::fmt::Display) -> PodError {
-    PodError::Db(e.to_string())
 }
 
 pub struct Pods {
@@ -70,9 +70,7 @@ impl Pods {
         cni: crate::config::CniConfig,
         host: Box<dyn Host>,
     ) -> Result<Pods, PodError> {
-        let tx = db.begin_write().map_err(db_err)?;
-        tx.open_table(PODS).map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
+        PODS.init(&db)?;
         let pods = Pods {
             db,
             state: state.to_path_buf(),
@@ -104,50 +102,20 @@ impl Pods {
     }
 
     pub fn all(&self) -> Result<Vec<PodRecord>, PodError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(PODS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db_err)? {
-            let (_, v) = row.map_err(db_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(db_err)?);
-        }
-        Ok(out)
+        Ok(PODS.all(&self.db)?)
     }
 
     /// By full id or unique id prefix.
     pub fn find(&self, id: &str) -> Result<Option<PodRecord>, PodError> {
-        if id.is_empty() {
-            return Ok(None);
-        }
-        let mut matches: Vec<PodRecord> = self
-            .all()?
-            .into_iter()
-            .filter(|p| p.id.starts_with(id))
-            .collect();
-        Ok(match matches.len() {
-            1 => matches.pop(),
-            _ => matches.into_iter().find(|p| p.id == id),
-        })
+        Ok(PODS.find(&self.db, id)?)
     }
 
     pub fn save(&self, rec: &PodRecord) -> Result<(), PodError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut t = tx.open_table(PODS).map_err(db_err)?;
-            let bytes = serde_json::to_vec(rec).map_err(db_err)?;
-            t.insert(rec.id.as_str(), bytes.as_slice())
-                .map_err(db_err)?;
-        }
-        tx.commit().map_err(db_err)
+        Ok(PODS.put(&self.db, &rec.id, rec)?)
     }
 
     fn delete(&self, id: &str) -> Result<(), PodError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut t = tx.open_table(PODS).map_err(db_err)?;
-            t.remove(id).map_err(db_err)?;
-        }
-        tx.commit().map_err(db_err)
+        Ok(PODS.delete(&self.db, id)?)
     }
 
     pub fn ns_dir(&self, id: &str) -> PathBuf {
@@ -171,7 +139,7 @@ impl Pods {
     pub fn set_pod_cidr(&self, cidr: &str) -> Result<(), PodError> {
         std::fs::create_dir_all(&self.state)
             .and_then(|_| std::fs::write(self.state.join("pod-cidr"), cidr))
-            .map_err(|e| PodError::Db(format!("saving the pod CIDR: {e}")))
+            .map_err(|e| PodError::State(format!("saving the pod CIDR: {e}")))
     }
 
     fn pod_cidr(&self) -> Option<String> {

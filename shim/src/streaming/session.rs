@@ -138,7 +138,8 @@ async fn run_exec(
 ) -> Result<i32, String> {
     let rec = d
         .containers
-        .find(&req.container_id)?
+        .find(&req.container_id)
+        .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("container {:?} not found", req.container_id))?;
     let mut exec = crate::exec::spawn(
         &d.containers,

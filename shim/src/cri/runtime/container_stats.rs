@@ -28,7 +28,7 @@ pub async fn list_container_stats(
     filter: Option<ContainerStatsFilter>,
 ) -> Result<Vec<ContainerStats>, Status> {
     let f = filter.unwrap_or_default();
-    let all = d.containers.all().map_err(Status::internal)?;
+    let all = d.containers.all()?;
     tokio::task::spawn_blocking(move || {
         let known: std::collections::HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
         let pods: std::collections::HashSet<String> = d

@@ -7,7 +7,7 @@ use cri_api::v1::{
 };
 use tonic::Status;
 
-use crate::container::key_of;
+use crate::container::{NewContainer, key_of};
 use crate::daemon::Daemon;
 use crate::ids::random_id;
 use crate::pod::{PodState, namespace_options};
@@ -49,8 +49,7 @@ pub async fn create_container(
     let key = key_of(&config);
     if let Some(holder) = d
         .containers
-        .all()
-        .map_err(Status::internal)?
+        .all()?
         .into_iter()
         .find(|c| c.pod_id == pod.id && key_of(&c.config()) == key)
     {
@@ -217,31 +216,36 @@ pub async fn create_container(
                 m.gid_mappings.clear();
             }
         }
-        let mut spec =
-            crate::spec::build(&cid, &cfg, &defaults, &ctx, rootfs).map_err(|e| e.to_string())?;
+        let mut spec = crate::spec::build(&cid, &cfg, &defaults, &ctx, rootfs)?;
         clamp_oom_score_adj(&mut spec);
-        let sig = crate::spec::stop_signal(&stop_signal).map_err(|e| e.to_string())?;
+        let sig = crate::spec::stop_signal(&stop_signal)?;
         Ok((spec, sig))
     };
     let rec = d
         .containers
         .create(
-            &id,
-            &pod.id,
-            &config,
-            &image_name,
-            &image.id,
-            &lowers,
-            &volumes,
+            NewContainer {
+                id: &id,
+                pod_id: &pod.id,
+                config: &config,
+                image: &image_name,
+                image_id: &image.id,
+                lowers: &lowers,
+                volumes: &volumes,
+                log_path,
+                runtime: runtime.as_deref(),
+                userns: userns_pin.as_ref(),
+            },
             spec_for,
-            log_path,
-            runtime.as_deref(),
-            userns_pin.as_ref(),
         )
         .await
         .map_err(|e| {
             let _ = d.images.release(&id);
-            Status::failed_precondition(format!("CreateContainer {key:?}: {e}"))
+            let s = Status::from(e);
+            Status::new(
+                s.code(),
+                format!("CreateContainer {key:?}: {}", s.message()),
+            )
         })?;
     tracing::info!(container = %rec.id, pod = %pod.id, name = %key, "container created");
     crate::cri::events::emit(

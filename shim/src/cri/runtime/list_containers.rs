@@ -13,8 +13,7 @@ pub async fn list_containers(
     let f = req.filter.unwrap_or_default();
     let mut containers: Vec<_> = d
         .containers
-        .all()
-        .map_err(Status::internal)?
+        .all()?
         .into_iter()
         .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
         .filter(|c| f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))

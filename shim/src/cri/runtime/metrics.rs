@@ -137,7 +137,7 @@ fn metric(name: &str, kind: MetricType, labels: &[String], value: u64, ts: i64) 
 /// The metrics of every ready pod and its running containers.
 pub async fn list_pod_sandbox_metrics(d: Arc<Daemon>) -> Result<Vec<PodSandboxMetrics>, Status> {
     let pods = d.pods.all().map_err(|e| Status::internal(e.to_string()))?;
-    let containers = d.containers.all().map_err(Status::internal)?;
+    let containers = d.containers.all()?;
     tokio::task::spawn_blocking(move || {
         let now = now_ns();
         let secs = (now / 1_000_000_000) as u64;

@@ -11,12 +11,8 @@ pub async fn remove_container(
     req: RemoveContainerRequest,
 ) -> Result<RemoveContainerResponse, Status> {
     crate::cri::validate::id("RemoveContainer", "container_id", &req.container_id)?;
-    if let Some(rec) = d
-        .containers
-        .find(&req.container_id)
-        .map_err(Status::internal)?
-    {
-        d.containers.remove(&rec).await.map_err(Status::internal)?;
+    if let Some(rec) = d.containers.find(&req.container_id)? {
+        d.containers.remove(&rec).await?;
         d.images
             .release(&rec.id)
             .map_err(|e| Status::internal(e.to_string()))?;

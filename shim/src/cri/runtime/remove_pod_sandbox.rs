@@ -12,9 +12,9 @@ pub async fn remove_pod_sandbox(
 ) -> Result<RemovePodSandboxResponse, Status> {
     crate::cri::validate::id("RemovePodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
     if let Some((_turn, rec)) = d.pod_turn(&req.pod_sandbox_id).await? {
-        for c in d.containers.all().map_err(Status::internal)? {
+        for c in d.containers.all()? {
             if c.pod_id == rec.id {
-                d.containers.remove(&c).await.map_err(Status::internal)?;
+                d.containers.remove(&c).await?;
                 d.images
                     .release(&c.id)
                     .map_err(|e| Status::internal(e.to_string()))?;

@@ -10,10 +10,7 @@ pub async fn start_container(
     req: StartContainerRequest,
 ) -> Result<StartContainerResponse, Status> {
     let rec = d.container(&req.container_id)?;
-    d.containers
-        .start(&rec)
-        .await
-        .map_err(Status::failed_precondition)?;
+    d.containers.start(&rec).await?;
     tracing::info!(container = %rec.id, "container started");
     d.events.started(&rec.id);
     crate::cri::events::emit(

@@ -14,19 +14,12 @@ pub async fn stop_container(
     req: StopContainerRequest,
 ) -> Result<StopContainerResponse, Status> {
     crate::cri::validate::id("StopContainer", "container_id", &req.container_id)?;
-    let Some(rec) = d
-        .containers
-        .find(&req.container_id)
-        .map_err(Status::internal)?
-    else {
+    let Some(rec) = d.containers.find(&req.container_id)? else {
         tracing::debug!(container = %req.container_id, "stop: no such container");
         return Ok(StopContainerResponse {});
     };
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-    d.containers
-        .stop(&rec, timeout)
-        .await
-        .map_err(Status::internal)?;
+    d.containers.stop(&rec, timeout).await?;
     tracing::info!(container = %rec.id, "container stopped");
     crate::cri::events::stopped(d, &rec.id, &rec.pod_id);
     Ok(StopContainerResponse {})

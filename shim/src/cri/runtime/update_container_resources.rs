@@ -48,7 +48,7 @@ pub async fn update_container_resources(
     let linux = config.linux.get_or_insert_with(Default::default);
     linux.resources = Some(merge(linux.resources.take().unwrap_or_default(), new));
     rec.set_config(&config);
-    d.containers.save(&rec).map_err(Status::internal)?;
+    d.containers.save(&rec)?;
     tracing::info!(container = %rec.id, "container resources updated");
     Ok(())
 }

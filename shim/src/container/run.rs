@@ -1,0 +1,137 @@
+//! A created container's life: what its monitor's files say, start,
+//! stop, and the start FIFO's control words.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use berth_runtime::protocol::Control;
+use berth_runtime::protocol::state::{EXIT, PID, START_FIFO, STARTED};
+
+use super::{ContainerError, ContainerRecord, Containers, Observed, name};
+
+impl Containers {
+    /// What the monitor's files say about the container now.
+    pub fn observe(&self, id: &str) -> Observed {
+        let dir = self.state_dir(id);
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).ok();
+        let started_ns = read(STARTED)
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if let Some(exit) = read(EXIT).and_then(|s| serde_json::from_str(&s).ok()) {
+            return Observed::Exited { started_ns, exit };
+        }
+        let alive = self
+            .pid(id)
+            .is_ok_and(|p| nix::sys::signal::kill(p, None).is_ok());
+        match (alive, started_ns) {
+            (false, _) => Observed::Unknown,
+            (true, 0) => Observed::Created,
+            (true, s) => Observed::Running { started_ns: s },
+        }
+    }
+
+    /// Tells the monitor to start the container; returns once it runs (or
+    /// has already exited).
+    pub async fn start(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        match self.observe(&rec.id) {
+            Observed::Created => {}
+            other => {
+                return Err(ContainerError::Start(format!(
+                    "container {} is {}, not created",
+                    rec.id,
+                    name(&other)
+                )));
+            }
+        }
+        self.tell(&rec.id, Control::Start)
+            .map_err(ContainerError::Start)?;
+        let dir = self.state_dir(&rec.id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join(STARTED).exists() && !dir.join(EXIT).exists() {
+            if Instant::now() > deadline {
+                return Err(ContainerError::Start(format!(
+                    "container {} did not start within 30s",
+                    rec.id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Observed::Exited { exit, .. } = self.observe(&rec.id)
+            && !exit.message.is_empty()
+        {
+            return Err(ContainerError::Start(exit.message));
+        }
+        Ok(())
+    }
+
+    fn tell(&self, id: &str, word: Control) -> Result<(), String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(self.state_dir(id).join(START_FIFO))
+            .map_err(|e| format!("container {id}: its monitor is not listening: {e}"))?;
+        f.write_all(&[word.byte()])
+            .map_err(|e| format!("container {id}: telling its monitor: {e}"))
+    }
+
+    /// The stop signal, then SIGKILL once `timeout` has passed; returns
+    /// when the container has exited. Idempotent.
+    pub async fn stop(
+        &self,
+        rec: &ContainerRecord,
+        timeout: Duration,
+    ) -> Result<(), ContainerError> {
+        let pid = match self.observe(&rec.id) {
+            Observed::Exited { .. } | Observed::Unknown => return Ok(()),
+            Observed::Created => {
+                self.tell(&rec.id, Control::Kill)
+                    .map_err(ContainerError::Monitor)?;
+                return self.wait_exit(rec).await;
+            }
+            Observed::Running { .. } => self.pid(&rec.id).map_err(ContainerError::Monitor)?,
+        };
+        let sig = nix::sys::signal::Signal::try_from(rec.stop_signal)
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+        if timeout > Duration::ZERO {
+            let _ = nix::sys::signal::kill(pid, sig);
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if !matches!(self.observe(&rec.id), Observed::Running { .. }) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Only while it still runs: the pid is not ours once it is reaped.
+        if matches!(self.observe(&rec.id), Observed::Running { .. }) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        self.wait_exit(rec).await
+    }
+
+    async fn wait_exit(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(
+            self.observe(&rec.id),
+            Observed::Running { .. } | Observed::Created
+        ) {
+            if Instant::now() > deadline {
+                return Err(ContainerError::Monitor(format!(
+                    "container {} did not exit after SIGKILL",
+                    rec.id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    pub(super) fn pid(&self, id: &str) -> Result<nix::unistd::Pid, String> {
+        std::fs::read_to_string(self.state_dir(id).join(PID))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .map(nix::unistd::Pid::from_raw)
+            .ok_or_else(|| format!("container {id}: no pid"))
+    }
+}
