@@ -7,10 +7,6 @@ use std::path::Path;
 
 pub mod protocol;
 
-pub use protocol::state::{
-    CREATE_ERROR, DELETED, EXIT, Exit, PID, START_FIFO, STARTED, write_atomic,
-};
-
 /// How many processes the OOM killer killed in the cgroup at `cgroups_path`
 /// (as in an OCI spec's `linux.cgroupsPath`): v2's `memory.events`, else
 /// v1's `memory.oom_control`.

@@ -309,7 +309,11 @@ fn target_pid_ns(d: &Daemon, c: &cri_api::v1::ContainerConfig) -> Option<std::pa
     ) {
         return None;
     }
-    let pid = std::fs::read_to_string(d.containers.state_dir(&target.id).join(berth_runtime::PID))
-        .ok()?;
+    let pid = std::fs::read_to_string(
+        d.containers
+            .state_dir(&target.id)
+            .join(berth_runtime::protocol::state::PID),
+    )
+    .ok()?;
     Some(format!("/proc/{}/ns/pid", pid.trim()).into())
 }
