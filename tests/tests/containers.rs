@@ -732,3 +732,45 @@ async fn an_external_runtime_whose_path_holds_a_comma_runs_containers() {
     assert!(log.lines().any(|l| l.ends_with(" stdout F ran")), "{log}");
     s.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_node_reboot_a_container_is_exited_with_a_reason() {
+    let mut s = setup(busybox_config()).await;
+    let running = s.run(s.config("running", &["/bin/sleep", "1000"])).await;
+    let created = s
+        .create(s.config("created", &["/bin/sleep", "1000"]))
+        .await
+        .expect("create");
+    // A reboot, as far as berth can tell: every process gone, and
+    // <state> (a tmpfs under /run on a node) gone with its mounts.
+    s.b.stop_with(Signal::SIGKILL);
+    let pids: Vec<i32> = [&running, &created]
+        .iter()
+        .filter_map(|id| {
+            let p = s.b.state.join("containers").join(id).join("pid");
+            std::fs::read_to_string(p).ok()?.trim().parse().ok()
+        })
+        .chain(
+            berth_tests::monitor_pids(&s.b.state)
+                .into_iter()
+                .map(|p| p as i32),
+        )
+        .collect();
+    assert!(pids.len() >= 4, "two containers and their monitors: {pids:?}");
+    for pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    for m in mounts_under(&s.b.state).iter().rev() {
+        nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).expect("umount");
+    }
+    std::fs::remove_dir_all(&s.b.state).expect("state");
+    s.b.restart().await;
+    s.c = s.b.runtime().await;
+    for id in [&running, &created] {
+        let st = s.status(id).await;
+        assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
+        assert_eq!(st.exit_code, 255);
+        assert!(st.message.contains("monitor is gone"), "{st:?}");
+    }
+    s.remove_all().await;
+}

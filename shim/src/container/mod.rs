@@ -80,6 +80,7 @@ impl Containers {
             monitor,
         };
         c.clean_half_made()?;
+        c.lost_monitors()?;
         c.close_dirs().map_err(|e| {
             ContainerError::Create(format!(
                 "closing the containers' directories to other users: {e}"

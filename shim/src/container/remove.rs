@@ -1,14 +1,56 @@
 //! RemoveContainer's part on the node: the container killed if it runs,
 //! its monitor's deletion awaited, its directories released, its record
-//! forgotten.
+//! forgotten; and, at start, containers whose monitor is gone.
 
 use std::time::{Duration, Instant};
 
-use berth_runtime::protocol::state::{DELETED, PID};
+use berth_runtime::protocol::state::{DELETED, EXIT, Exit, PID, write_atomic};
 
-use super::{ContainerError, ContainerRecord, Containers};
+use super::{ContainerError, ContainerRecord, Containers, Observed};
 
 impl Containers {
+    /// A container whose monitor is gone without recording an exit (the
+    /// node rebooted and took `<state>` with it, or the monitor was
+    /// killed) is recorded EXITED, code 255, with the reason, so that the
+    /// kubelet makes it anew instead of finding it UNKNOWN for ever. Run at
+    /// start, after a grace moment for a monitor that was just writing the
+    /// exit of a container that had ended.
+    pub(super) fn lost_monitors(&self) -> Result<(), ContainerError> {
+        let unknown = || -> Result<Vec<String>, ContainerError> {
+            Ok(self
+                .all()?
+                .into_iter()
+                .filter(|c| self.observe(&c.id) == Observed::Unknown)
+                .map(|c| c.id)
+                .collect())
+        };
+        if unknown()?.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for id in unknown()? {
+            let dir = self.state_dir(&id);
+            let exit = Exit {
+                code: 255,
+                finished_ns: berth_runtime::now_ns(),
+                signal: None,
+                message: "its monitor is gone without recording an exit (the node \
+                          rebooted, or berth-monitor was killed)"
+                    .into(),
+                oom_killed: false,
+            };
+            let written = crate::dirs::private(&dir, None).and_then(|()| {
+                let json = serde_json::to_vec(&exit).map_err(std::io::Error::other)?;
+                write_atomic(&dir, EXIT, &json)
+            });
+            match written {
+                Ok(()) => tracing::warn!(container = %id, "{}: EXITED", exit.message),
+                Err(e) => tracing::warn!(container = %id, "recording its lost monitor: {e}"),
+            }
+        }
+        Ok(())
+    }
+
     /// Kills it if it runs, then releases everything and forgets it.
     pub async fn remove(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
         self.stop(rec, Duration::ZERO).await?;
