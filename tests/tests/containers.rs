@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use berth_tests::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
 use berth_tests::mounts_under;
-use berth_tests::setup::{busybox_config, setup, setup_opts};
+use berth_tests::setup::{busybox_config, setup, setup_opts, setup_with};
 use cri_api::v1::*;
 use nix::sys::signal::Signal;
 use tonic::Code;
@@ -756,7 +756,10 @@ async fn after_a_node_reboot_a_container_is_exited_with_a_reason() {
                 .map(|p| p as i32),
         )
         .collect();
-    assert!(pids.len() >= 4, "two containers and their monitors: {pids:?}");
+    assert!(
+        pids.len() >= 4,
+        "two containers and their monitors: {pids:?}"
+    );
     for pid in pids {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
     }
@@ -772,5 +775,26 @@ async fn after_a_node_reboot_a_container_is_exited_with_a_reason() {
         assert_eq!(st.exit_code, 255);
         assert!(st.message.contains("monitor is gone"), "{st:?}");
     }
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_without_a_log_directory_survives_a_berthd_restart() {
+    // crictl's way: a pod config without log_directory.
+    let mut s = setup_with(busybox_config(), |p| p.log_directory.clear()).await;
+    let id = s.run(s.config("say", &["/bin/echo", "kept"])).await;
+    let path = s.wait_exited(&id).await.log_path;
+    assert!(
+        std::fs::read_to_string(&path).is_ok_and(|l| l.contains(" stdout F kept")),
+        "{path}"
+    );
+    s.b.stop_with(Signal::SIGTERM);
+    s.b.restart().await;
+    s.c = s.b.runtime().await;
+    let log = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        log.contains(" stdout F kept"),
+        "{path} after a restart: {log:?}"
+    );
     s.remove_all().await;
 }

@@ -11,6 +11,7 @@
 //!                                       mount), and the files the monitor
 //!                                       writes (see berth_runtime)
 //! <state>/runtime/                      libcontainer's own state
+//! <state>/logs/<name>.log               logs of containers given no log path
 //! ```
 //!
 //! `<root>/containers`, each `<root>/containers/<id>` and `<state>/runtime`
@@ -122,6 +123,14 @@ impl Containers {
     /// The container's writable layer.
     pub fn upper_dir(&self, id: &str) -> PathBuf {
         self.root.join(id).join("upper")
+    }
+
+    /// Where a container logs when its pod or config names no log path
+    /// (crictl without `log_directory`): beside the containers' state
+    /// directories, not among them, where it would look like a half-made
+    /// container's.
+    pub fn default_log_dir(&self) -> PathBuf {
+        self.state.with_file_name("logs")
     }
 
     pub fn runtime_root(&self) -> PathBuf {

@@ -178,7 +178,7 @@ pub async fn create_container(
     };
     let log_path = if pod_config.log_directory.is_empty() || config.log_path.is_empty() {
         d.containers
-            .state_dir("logs")
+            .default_log_dir()
             .join(format!("{}.log", meta.name))
     } else {
         std::path::Path::new(&pod_config.log_directory).join(&config.log_path)
