@@ -339,7 +339,9 @@ pub fn disk_usage(dir: &Path) -> (u64, u64) {
 }
 
 /// The cgroup hierarchies on this node: the v2 root, or each v1
-/// controller's mount (named hierarchies and co-mounted links skipped).
+/// controller's mount (co-mounted links skipped), and on a hybrid node the
+/// `name=systemd` and unified hierarchies too: runc makes a container's
+/// cgroup, and so the pod's, in those as well.
 pub fn roots() -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     if root.join("cgroup.controllers").is_file() {
@@ -347,6 +349,7 @@ pub fn roots() -> Vec<PathBuf> {
     }
     [
         "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "hugetlb",
+        "systemd", "unified",
     ]
     .iter()
     .map(|c| root.join(c))

@@ -1,7 +1,6 @@
 //! A berthd with a busybox image pulled and one pod running, for tests
 //! that run containers; checks on teardown that nothing is left.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
@@ -193,8 +192,15 @@ impl Setup {
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default();
-        let memory = Path::new("/sys/fs/cgroup/memory").join(cg.trim_start_matches('/'));
-        assert!(!memory.exists(), "{} left", memory.display());
+        // In every hierarchy: runc makes them in name=systemd and the
+        // unified one too on a hybrid node.
+        for h in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup hierarchies") {
+            let left = h
+                .expect("hierarchy")
+                .path()
+                .join(cg.trim_start_matches('/'));
+            assert!(!left.exists(), "{} left", left.display());
+        }
         // No process: every monitor of this berthd has ended.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
