@@ -215,8 +215,16 @@ async fn names_are_unique_and_bad_input_leaves_nothing() {
         .create(s.config("same", &["/bin/true"]))
         .await
         .expect("first");
-    let e = s
+    // The same call again (the kubelet retrying after its deadline): the
+    // container the first one made, not a second.
+    let again = s
         .create(s.config("same", &["/bin/true"]))
+        .await
+        .expect("retry");
+    assert_eq!(again, first);
+    // Another container under the same name and attempt is refused.
+    let e = s
+        .create(s.config("same", &["/bin/false"]))
         .await
         .expect_err("clash");
     assert_eq!(e.code(), Code::AlreadyExists, "{e}");
@@ -796,5 +804,93 @@ async fn a_log_without_a_log_directory_survives_a_berthd_restart() {
         log.contains(" stdout F kept"),
         "{path} after a restart: {log:?}"
     );
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_container_whose_caller_gave_up_finishes_and_its_retry_gets_it() {
+    // runc, but `create` waits until the test says go.
+    let dir = berth_tests::TempDir::new("slow-runtime");
+    let runtime = dir.path().join("slow-runc");
+    std::fs::write(
+        &runtime,
+        format!(
+            r#"#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = create ]; then
+    touch {d}/creating
+    i=0
+    while [ ! -e {d}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+    break
+  fi
+done
+exec /usr/sbin/runc "$@"
+"#,
+            d = dir.path().display()
+        ),
+    )
+    .expect("runtime");
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let opts = berth_tests::Options {
+        config: format!(
+            "[runtimes.slow]\ntype = \"oci\"\npath = \"{}\"\n",
+            runtime.display()
+        ),
+        ..Default::default()
+    };
+    let mut s = setup_opts(opts, "slow", busybox_config(), |_| {}).await;
+    let request = CreateContainerRequest {
+        pod_sandbox_id: s.pod.clone(),
+        config: Some(s.config("app", &["/bin/echo", "ran"])),
+        sandbox_config: Some(s.pod_config.clone()),
+    };
+    // The kubelet's deadline ends while the runtime creates it.
+    let mut c = s.c.clone();
+    let first = tokio::spawn({
+        let request = request.clone();
+        async move { c.create_container(request).await }
+    });
+    for _ in 0..400 {
+        if dir.path().join("creating").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        dir.path().join("creating").exists(),
+        "runc create never ran"
+    );
+    first.abort();
+    let _ = first.await;
+    // Its retry waits for that container, and gets it.
+    let mut c = s.c.clone();
+    let retry = tokio::spawn(async move { c.create_container(request).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    let id = retry
+        .await
+        .expect("join")
+        .expect("the retry gets the container")
+        .into_inner()
+        .container_id;
+    let all =
+        s.c.list_containers(ListContainersRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].id, id);
+    s.c.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("start");
+    assert_eq!(s.wait_exited(&id).await.exit_code, 0);
+    // Nothing of a second attempt is left: no mount, cgroup or monitor.
     s.remove_all().await;
 }

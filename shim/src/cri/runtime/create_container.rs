@@ -7,7 +7,7 @@ use cri_api::v1::{
 };
 use tonic::Status;
 
-use crate::container::{NewContainer, key_of};
+use crate::container::{NewContainer, Observed, key_of};
 use crate::daemon::Daemon;
 use crate::ids::random_id;
 use crate::pod::{PodState, namespace_options};
@@ -53,6 +53,16 @@ pub async fn create_container(
         .into_iter()
         .find(|c| c.pod_id == pod.id && key_of(&c.config()) == key)
     {
+        // The kubelet retrying a call whose deadline ended: the container
+        // that call made (and did not start) is its answer.
+        if holder.config() == config
+            && matches!(d.containers.observe(&holder.id), Observed::Created)
+        {
+            tracing::info!(container = %holder.id, name = %key, "CreateContainer retried: the container already made");
+            return Ok(CreateContainerResponse {
+                container_id: holder.id,
+            });
+        }
         return Err(Status::already_exists(format!(
             "container name {key:?} in pod {} is already in use by {}",
             pod.id, holder.id

@@ -133,8 +133,14 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<CreateContainerRequest>,
     ) -> CriResult<CreateContainerResponse> {
-        create_container::create_container(&self.daemon, r.into_inner())
+        // Its own task, so that it runs to its end (made and recorded, or
+        // undone) even when the caller's deadline ends first: the kubelet's
+        // retry then finds the container instead of half of one.
+        let d = self.daemon.clone();
+        let req = r.into_inner();
+        tokio::spawn(async move { create_container::create_container(&d, req).await })
             .await
+            .map_err(|e| tonic::Status::internal(format!("CreateContainer: {e}")))?
             .map(Response::new)
     }
     async fn start_container(
