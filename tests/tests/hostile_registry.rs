@@ -6,6 +6,7 @@
 //! written on a tokio `TcpListener` on 127.0.0.1; the honest one is the real
 //! `docker-registry` of [`berth_tests::registry`].
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,8 @@ enum Reply {
     },
     /// A 500 whose body never ends: `chunk` bytes every `every`.
     EndlessError { chunk: usize, every: Duration },
+    /// `then`, once the file `gate` exists.
+    Gated { gate: PathBuf, then: Box<Reply> },
 }
 
 type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -197,7 +200,15 @@ async fn serve(
         h.push_str("\r\n");
         h
     };
-    match handler(&seen) {
+    let mut reply = handler(&seen);
+    while let Reply::Gated { gate, then } = reply {
+        while !gate.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        reply = *then;
+    }
+    match reply {
+        Reply::Gated { .. } => unreachable!("opened above"),
         Reply::Full {
             status,
             headers,
@@ -528,4 +539,98 @@ async fn credentials_never_go_in_clear_to_an_http_host_with_tls_settings() {
         .await
         .expect("HTTPS first, with credentials");
     assert_eq!(id, pushed.config_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_whose_caller_gave_up_still_ends_and_its_retry_gets_the_image() {
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/app", "1", Compression::Gzip).await;
+    let read = |d: &str| std::fs::read(reg.blob_data_path(d)).expect("blob from the registry");
+    let manifest = read(&pushed.manifest_digest);
+    let config = read(&pushed.config_digest);
+    let layer_digest = pushed.layers[0].digest.clone();
+    let layer = read(&layer_digest);
+    let media_type = pushed.manifest_media_type.clone();
+    let config_digest = pushed.config_digest.clone();
+    let b = Berthd::start().await;
+    // The layer comes once the test opens the gate.
+    let gate = b.dir.path().join("gate");
+    let (layer_tx, layer_rx) = std::sync::mpsc::channel();
+    let layer_tx = Mutex::new(layer_tx);
+    let g = gate.clone();
+    let fake = Fake::start(Arc::new(move |r: &Seen| {
+        if r.path == "/v2/test/app/manifests/1" {
+            Reply::Full {
+                status: "200 OK",
+                headers: vec![("Content-Type", media_type.clone())],
+                body: manifest.clone(),
+            }
+        } else if r.path == format!("/v2/test/app/blobs/{config_digest}") {
+            Reply::Full {
+                status: "200 OK",
+                headers: vec![],
+                body: config.clone(),
+            }
+        } else if r.path == format!("/v2/test/app/blobs/{layer_digest}") {
+            let _ = layer_tx.lock().expect("lock").send(());
+            Reply::Gated {
+                gate: g.clone(),
+                then: Box::new(Reply::Full {
+                    status: "200 OK",
+                    headers: vec![],
+                    body: layer.clone(),
+                }),
+            }
+        } else {
+            not_found()
+        }
+    }))
+    .await;
+    hosts_toml(&b, "slow.invalid", &format!("http://{}", fake.addr()), "");
+
+    // The kubelet's deadline ends while the layer is on its way.
+    let mut c = b.image().await;
+    let first = tokio::spawn(async move { pull(&mut c, "slow.invalid/test/app:1", None).await });
+    tokio::task::spawn_blocking(move || layer_rx.recv_timeout(STUCK))
+        .await
+        .expect("join")
+        .expect("the pull reached the layer");
+    first.abort();
+    let _ = first.await;
+    std::fs::write(&gate, "").expect("open the gate");
+
+    // The pull ends anyway: the image is there for the retry.
+    let mut c = b.image().await;
+    let mut images = Vec::new();
+    for _ in 0..300 {
+        images = listed(&mut c).await;
+        if !images.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(images.len(), 1, "the abandoned pull never ended");
+    assert_eq!(images[0].id, pushed.config_digest);
+    let layers_fetched = fake
+        .seen()
+        .iter()
+        .filter(|s| s.path.contains(&pushed.layers[0].digest))
+        .count();
+    let id = pull(&mut c, "slow.invalid/test/app:1", None)
+        .await
+        .expect("the retry");
+    assert_eq!(id, pushed.config_digest);
+    assert_eq!(
+        fake.seen()
+            .iter()
+            .filter(|s| s.path.contains(&pushed.layers[0].digest))
+            .count(),
+        layers_fetched,
+        "the retry fetched the layer again"
+    );
+    assert!(
+        ingest_leftovers(&b).is_empty(),
+        "{:?}",
+        ingest_leftovers(&b)
+    );
 }

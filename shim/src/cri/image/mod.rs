@@ -65,8 +65,14 @@ impl CriImageService for ImageSvc {
     type StreamImagesStream = BoxStream<StreamImagesResponse>;
 
     async fn pull_image(&self, r: Request<PullImageRequest>) -> CriResult<PullImageResponse> {
-        pull_image::pull_image(&self.images, r.into_inner())
+        // Its own task, so that a pull whose caller gave up (the kubelet's
+        // deadline) still ends, stored or undone, and the retry finds the
+        // image, or the blobs, it brought.
+        let images = self.images.clone();
+        let req = r.into_inner();
+        tokio::spawn(async move { pull_image::pull_image(&images, req).await })
             .await
+            .map_err(|e| tonic::Status::internal(format!("PullImage: {e}")))?
             .map(Response::new)
     }
 
