@@ -158,3 +158,31 @@ async fn a_retried_run_gets_the_pod_being_made_and_other_pods_go_on() {
     clean(&mut c2, &[id]).await;
     assert_eq!(mounts_under(&b.state).len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_caller_gave_up_is_made_and_is_its_retrys_pod() {
+    let b = Berthd::start().await;
+    let dir = rendezvous(&b);
+    std::fs::write(dir.join("wait-late"), "go\n").expect("wait");
+    let c = b.runtime().await;
+    // The kubelet's deadline ends while the network is set up.
+    let first = tokio::spawn(run(c.clone(), "late"));
+    wait_for(&dir.join("arrived-late")).await;
+    first.abort();
+    let _ = first.await;
+    let retry = tokio::spawn(run(c.clone(), "late"));
+    std::fs::write(dir.join("go"), "").expect("go");
+    let id = retry.await.expect("join").expect("the retry gets the pod");
+    let mut c = c;
+    let pods = c
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].id, id);
+    assert_eq!(pods[0].state, PodSandboxState::SandboxReady as i32);
+    clean(&mut c, &[id]).await;
+    assert_eq!(mounts_under(&b.state).len(), 0);
+}

@@ -34,6 +34,19 @@ impl Daemon {
 
 pub type CriResult<T> = Result<Response<T>, Status>;
 
+/// Runs an RPC's work in a task of its own, so that it goes on to its end
+/// (made and recorded, or undone) when the caller gives up (the kubelet's
+/// deadline), and the caller's retry finds what it made.
+pub async fn to_the_end<T: Send + 'static>(
+    rpc: &str,
+    work: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> CriResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Status::internal(format!("{rpc}: {e}")))?
+        .map(Response::new)
+}
+
 /// The honest answer of an RPC that berth does not implement yet.
 pub fn unimplemented<T>(rpc: &str) -> CriResult<T> {
     tracing::debug!(rpc, "unimplemented");

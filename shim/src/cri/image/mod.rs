@@ -18,7 +18,7 @@ use cri_api::v1::*;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::CriResult;
+use super::{CriResult, to_the_end};
 
 pub use error::status;
 
@@ -65,15 +65,11 @@ impl CriImageService for ImageSvc {
     type StreamImagesStream = BoxStream<StreamImagesResponse>;
 
     async fn pull_image(&self, r: Request<PullImageRequest>) -> CriResult<PullImageResponse> {
-        // Its own task, so that a pull whose caller gave up (the kubelet's
-        // deadline) still ends, stored or undone, and the retry finds the
-        // image, or the blobs, it brought.
-        let images = self.images.clone();
-        let req = r.into_inner();
-        tokio::spawn(async move { pull_image::pull_image(&images, req).await })
-            .await
-            .map_err(|e| tonic::Status::internal(format!("PullImage: {e}")))?
-            .map(Response::new)
+        let (images, req) = (self.images.clone(), r.into_inner());
+        to_the_end("PullImage", async move {
+            pull_image::pull_image(&images, req).await
+        })
+        .await
     }
 
     async fn list_images(&self, r: Request<ListImagesRequest>) -> CriResult<ListImagesResponse> {

@@ -32,7 +32,7 @@ use cri_api::v1::*;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response};
 
-use super::{CriResult, unimplemented};
+use super::{CriResult, to_the_end, unimplemented};
 use crate::daemon::Daemon;
 
 /// A list sent as a stream of at most 500 items per message, every item
@@ -85,9 +85,11 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<RunPodSandboxRequest>,
     ) -> CriResult<RunPodSandboxResponse> {
-        run_pod_sandbox::run_pod_sandbox(&self.daemon, r.into_inner())
-            .await
-            .map(Response::new)
+        let (d, req) = (self.daemon.clone(), r.into_inner());
+        to_the_end("RunPodSandbox", async move {
+            run_pod_sandbox::run_pod_sandbox(&d, req).await
+        })
+        .await
     }
     async fn stop_pod_sandbox(
         &self,
@@ -133,15 +135,11 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<CreateContainerRequest>,
     ) -> CriResult<CreateContainerResponse> {
-        // Its own task, so that it runs to its end (made and recorded, or
-        // undone) even when the caller's deadline ends first: the kubelet's
-        // retry then finds the container instead of half of one.
-        let d = self.daemon.clone();
-        let req = r.into_inner();
-        tokio::spawn(async move { create_container::create_container(&d, req).await })
-            .await
-            .map_err(|e| tonic::Status::internal(format!("CreateContainer: {e}")))?
-            .map(Response::new)
+        let (d, req) = (self.daemon.clone(), r.into_inner());
+        to_the_end("CreateContainer", async move {
+            create_container::create_container(&d, req).await
+        })
+        .await
     }
     async fn start_container(
         &self,
