@@ -59,8 +59,17 @@ impl ImageService {
 
     /// Keeps `recs`' snapshots for `holder` (a container) even if the image
     /// is removed: a file under `images/leases/`, so it holds across
-    /// restarts. Written before the snapshots are mounted.
-    pub fn lease(&self, holder: &str, recs: &[&ImageRecord]) -> Result<(), Error> {
+    /// restarts. Written before the snapshots are mounted. Garbage is not
+    /// collected meanwhile, and an image removed since it was looked up is
+    /// `NotFound` (its snapshots may be gone), so a lookup and its lease
+    /// are one step as far as the collector can tell.
+    pub async fn lease(&self, holder: &str, recs: &[&ImageRecord]) -> Result<(), Error> {
+        let _shared = self.gc_lock.read().await;
+        for r in recs {
+            if self.db().get(&r.id)?.is_none() {
+                return Err(Error::NotFound(r.id.clone()));
+            }
+        }
         let dir = self.store.root().join("leases");
         std::fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!(".{holder}.tmp"));

@@ -1,4 +1,4 @@
-//! Pinned-image patterns and the config's user.
+//! Pinned-image patterns, the config's user, and leases.
 
 use super::pull::user_of;
 use super::*;
@@ -47,4 +47,65 @@ fn users() {
     assert_eq!(user_of(&cfg("1000:1000")), (Some(1000), String::new()));
     assert_eq!(user_of(&cfg("app:grp")), (None, "app".into()));
     assert_eq!(user_of(&cfg("")), (None, String::new()));
+}
+
+fn service(tag: &str) -> (ImageService, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("berth-images-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Database::create(dir.join("berth.redb")).unwrap();
+    let settings = Settings {
+        dir: dir.join("images"),
+        hosts_dir: dir.join("certs.d"),
+        registry: Default::default(),
+        pinned: Vec::new(),
+        limits: Default::default(),
+    };
+    (ImageService::open(settings, Arc::new(db)).unwrap(), dir)
+}
+
+fn record(id: &str) -> ImageRecord {
+    ImageRecord {
+        id: id.into(),
+        repo_tags: Default::default(),
+        repo_digests: Default::default(),
+        manifest: String::new(),
+        blobs: Vec::new(),
+        chain_ids: vec![format!("sha256:{}", "c".repeat(64))],
+        size: 0,
+        uid: None,
+        username: String::new(),
+        created_ns: 0,
+    }
+}
+
+#[tokio::test]
+async fn an_image_removed_since_its_lookup_is_not_leased() {
+    let (svc, dir) = service("lease");
+    let id = format!("sha256:{}", "a".repeat(64));
+    let rec = svc
+        .db()
+        .add(
+            record(&id),
+            Some("example.com/app:1"),
+            "example.com/app@sha256:x",
+        )
+        .unwrap();
+    // Looked up, then removed (and collected) before the lease.
+    svc.remove(&id).await.unwrap();
+    let e = svc.lease("c1", &[&rec]).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(ref i) if *i == id), "{e}");
+    assert!(svc.lease_holders().is_empty());
+    // An image still there is leased.
+    let rec = svc
+        .db()
+        .add(
+            record(&id),
+            Some("example.com/app:1"),
+            "example.com/app@sha256:x",
+        )
+        .unwrap();
+    svc.lease("c2", &[&rec]).await.unwrap();
+    assert_eq!(svc.lease_holders(), ["c2"]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,7 +2,7 @@
 //! image library (`berth-imageservice`) does the work and knows nothing of
 //! gRPC. Its errors become gRPC codes in `error.rs`.
 
-mod error;
+pub(crate) mod error;
 mod image_fs_info;
 mod image_status;
 mod list_images;

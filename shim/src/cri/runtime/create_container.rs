@@ -203,9 +203,10 @@ pub async fn create_container(
     let leased: Vec<&berth_imageservice::db::ImageRecord> = std::iter::once(&image)
         .chain(volume_images.iter())
         .collect();
-    d.images
-        .lease(&id, &leased)
-        .map_err(|e| Status::internal(e.to_string()))?;
+    d.images.lease(&id, &leased).await.map_err(|e| {
+        let s = crate::cri::image::error::status(e);
+        Status::new(s.code(), format!("CreateContainer: {}", s.message()))
+    })?;
     let (cid, cfg) = (id.clone(), config.clone());
     let pod_maps = ctx.user_ns.as_ref().map(|(_, m)| *m);
     let userns_pin = ctx.user_ns.clone();
