@@ -244,6 +244,47 @@ async fn serve(
     conn.shutdown().await
 }
 
+/// A fake registry serving `pushed` (pushed to `reg`) as `test/app:1`:
+/// its manifest and config whole, its layer as `layer` answers given the
+/// layer's bytes; `reached` gets a message each time the layer is asked
+/// for.
+async fn serving(
+    reg: &Registry,
+    pushed: &fixtures::Pushed,
+    reached: std::sync::mpsc::Sender<()>,
+    layer: impl Fn(Vec<u8>) -> Reply + Send + Sync + 'static,
+) -> Fake {
+    let read = |d: &str| std::fs::read(reg.blob_data_path(d)).expect("blob from the registry");
+    let manifest = read(&pushed.manifest_digest);
+    let config = read(&pushed.config_digest);
+    let layer_digest = pushed.layers[0].digest.clone();
+    let layer_bytes = read(&layer_digest);
+    let media_type = pushed.manifest_media_type.clone();
+    let config_digest = pushed.config_digest.clone();
+    let reached = Mutex::new(reached);
+    Fake::start(Arc::new(move |r: &Seen| {
+        if r.path == "/v2/test/app/manifests/1" {
+            Reply::Full {
+                status: "200 OK",
+                headers: vec![("Content-Type", media_type.clone())],
+                body: manifest.clone(),
+            }
+        } else if r.path == format!("/v2/test/app/blobs/{config_digest}") {
+            Reply::Full {
+                status: "200 OK",
+                headers: vec![],
+                body: config.clone(),
+            }
+        } else if r.path == format!("/v2/test/app/blobs/{layer_digest}") {
+            let _ = reached.lock().expect("lock").send(());
+            layer(layer_bytes.clone())
+        } else {
+            not_found()
+        }
+    }))
+    .await
+}
+
 fn not_found() -> Reply {
     Reply::Full {
         status: "404 Not Found",
@@ -349,42 +390,14 @@ async fn an_endless_error_body_is_not_read_to_its_end() {
 async fn a_trickled_blob_is_cancelled_and_holds_up_no_pull_from_another_host() {
     let reg = Registry::start();
     let pushed = fixtures::push_busybox(&reg, "test/app", "1", Compression::Gzip).await;
-    let read = |d: &str| std::fs::read(reg.blob_data_path(d)).expect("blob from the registry");
-    let manifest = read(&pushed.manifest_digest);
-    let config = read(&pushed.config_digest);
-    let layer_digest = pushed.layers[0].digest.clone();
-    let layer = read(&layer_digest);
-    let media_type = pushed.manifest_media_type.clone();
-    let config_digest = pushed.config_digest.clone();
-
     // The same image, but its layer comes two bytes a second: that beats
     // any timeout on a single read.
     let (layer_tx, layer_rx) = std::sync::mpsc::channel();
-    let layer_tx = Mutex::new(layer_tx);
-    let fake = Fake::start(Arc::new(move |r: &Seen| {
-        if r.path == "/v2/test/app/manifests/1" {
-            Reply::Full {
-                status: "200 OK",
-                headers: vec![("Content-Type", media_type.clone())],
-                body: manifest.clone(),
-            }
-        } else if r.path == format!("/v2/test/app/blobs/{config_digest}") {
-            Reply::Full {
-                status: "200 OK",
-                headers: vec![],
-                body: config.clone(),
-            }
-        } else if r.path == format!("/v2/test/app/blobs/{layer_digest}") {
-            let _ = layer_tx.lock().expect("lock").send(());
-            Reply::Trickle {
-                headers: vec![],
-                body: layer.clone(),
-                every: Duration::from_millis(500),
-            }
-        } else {
-            not_found()
-        }
-    }))
+    let fake = serving(&reg, &pushed, layer_tx, |layer| Reply::Trickle {
+        headers: vec![],
+        body: layer,
+        every: Duration::from_millis(500),
+    })
     .await;
     let b = Berthd::start_with(Options {
         registry:
@@ -545,46 +558,19 @@ async fn credentials_never_go_in_clear_to_an_http_host_with_tls_settings() {
 async fn a_pull_whose_caller_gave_up_still_ends_and_its_retry_gets_the_image() {
     let reg = Registry::start();
     let pushed = fixtures::push_busybox(&reg, "test/app", "1", Compression::Gzip).await;
-    let read = |d: &str| std::fs::read(reg.blob_data_path(d)).expect("blob from the registry");
-    let manifest = read(&pushed.manifest_digest);
-    let config = read(&pushed.config_digest);
-    let layer_digest = pushed.layers[0].digest.clone();
-    let layer = read(&layer_digest);
-    let media_type = pushed.manifest_media_type.clone();
-    let config_digest = pushed.config_digest.clone();
     let b = Berthd::start().await;
     // The layer comes once the test opens the gate.
     let gate = b.dir.path().join("gate");
     let (layer_tx, layer_rx) = std::sync::mpsc::channel();
-    let layer_tx = Mutex::new(layer_tx);
     let g = gate.clone();
-    let fake = Fake::start(Arc::new(move |r: &Seen| {
-        if r.path == "/v2/test/app/manifests/1" {
-            Reply::Full {
-                status: "200 OK",
-                headers: vec![("Content-Type", media_type.clone())],
-                body: manifest.clone(),
-            }
-        } else if r.path == format!("/v2/test/app/blobs/{config_digest}") {
-            Reply::Full {
-                status: "200 OK",
-                headers: vec![],
-                body: config.clone(),
-            }
-        } else if r.path == format!("/v2/test/app/blobs/{layer_digest}") {
-            let _ = layer_tx.lock().expect("lock").send(());
-            Reply::Gated {
-                gate: g.clone(),
-                then: Box::new(Reply::Full {
-                    status: "200 OK",
-                    headers: vec![],
-                    body: layer.clone(),
-                }),
-            }
-        } else {
-            not_found()
-        }
-    }))
+    let fake = serving(&reg, &pushed, layer_tx, move |layer| Reply::Gated {
+        gate: g.clone(),
+        then: Box::new(Reply::Full {
+            status: "200 OK",
+            headers: vec![],
+            body: layer,
+        }),
+    })
     .await;
     hosts_toml(&b, "slow.invalid", &format!("http://{}", fake.addr()), "");
 
