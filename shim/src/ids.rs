@@ -1,11 +1,5 @@
-//! Fresh ids and wall-clock timestamps.
-
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+//! Fresh ids for pods, containers, exec sessions and streaming tokens.
+//! (Timestamps: `berth_runtime::now_ns`, shared with the monitor.)
 
 /// A fresh 64-hex-character id, as containerd and CRI-O make them.
 pub fn random_id() -> std::io::Result<String> {

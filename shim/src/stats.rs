@@ -14,8 +14,8 @@ use cri_api::v1::{
 
 use crate::cgroups::{Cgroup, Memory};
 use crate::container::{ContainerRecord, Containers};
-use crate::ids::now_ns;
 use crate::pod::{PodRecord, Pods};
+use berth_runtime::now_ns;
 
 fn v(value: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value })

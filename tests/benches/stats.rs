@@ -40,45 +40,18 @@ fn main() {
                 &format!("stats-{i}"),
                 &format!("/berth-bench-stats/pod{i}"),
             );
-            let pod = c
-                .run_pod_sandbox(RunPodSandboxRequest {
-                    config: Some(pod_config.clone()),
-                    runtime_handler: String::new(),
-                })
-                .await
-                .expect("pod")
-                .into_inner()
-                .pod_sandbox_id;
+            let pod = berth_tests::bench::run_pod(&mut c, &pod_config).await;
             for j in 0..PER_POD {
-                let id = c
-                    .create_container(CreateContainerRequest {
-                        pod_sandbox_id: pod.clone(),
-                        config: Some(ContainerConfig {
-                            metadata: Some(ContainerMetadata {
-                                name: format!("c{j}"),
-                                attempt: 0,
-                            }),
-                            image: Some(ImageSpec {
-                                image: image.clone(),
-                                ..Default::default()
-                            }),
-                            command: vec![
-                                "/bin/sh".into(),
-                                "-c".into(),
-                                "echo data > /data; exec sleep 1000".into(),
-                            ],
-                            log_path: format!("stats-{i}-{j}.log"),
-                            ..Default::default()
-                        }),
-                        sandbox_config: Some(pod_config.clone()),
-                    })
-                    .await
-                    .expect("create")
-                    .into_inner()
-                    .container_id;
-                c.start_container(StartContainerRequest { container_id: id })
-                    .await
-                    .expect("start");
+                berth_tests::bench::start_container(
+                    &mut c,
+                    &pod,
+                    &pod_config,
+                    &image,
+                    &format!("c{j}"),
+                    &["/bin/sh", "-c", "echo data > /data; exec sleep 1000"],
+                    format!("stats-{i}-{j}.log"),
+                )
+                .await;
             }
             pods.push(pod);
         }

@@ -64,48 +64,72 @@ pub fn pod_config(b: &Berthd, name: &str, cgroup_parent: &str) -> PodSandboxConf
     }
 }
 
-/// RunPodSandbox + CreateContainer + StartContainer of one pod running a
-/// busybox `sleep 1000` from `image`; the pod's id.
-pub async fn start_pod(
+/// RunPodSandbox of `pod_config`; the pod's id.
+pub async fn run_pod(
     c: &mut RuntimeServiceClient<Channel>,
-    pod_config: PodSandboxConfig,
+    pod_config: &PodSandboxConfig,
+) -> String {
+    c.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(pod_config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .expect("pod")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// CreateContainer + StartContainer of container `name` running `command`
+/// from `image` in `pod`; the container's id.
+pub async fn start_container(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
     image: &str,
+    name: &str,
+    command: &[&str],
     log_path: String,
 ) -> String {
-    let pod = c
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("pod")
-        .into_inner()
-        .pod_sandbox_id;
     let id = c
         .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
+            pod_sandbox_id: pod.to_string(),
             config: Some(ContainerConfig {
                 metadata: Some(ContainerMetadata {
-                    name: "sleep".into(),
+                    name: name.to_string(),
                     attempt: 0,
                 }),
                 image: Some(ImageSpec {
                     image: image.to_string(),
                     ..Default::default()
                 }),
-                command: vec!["/bin/sleep".into(), "1000".into()],
+                command: command.iter().map(|s| s.to_string()).collect(),
                 log_path,
                 ..Default::default()
             }),
-            sandbox_config: Some(pod_config),
+            sandbox_config: Some(pod_config.clone()),
         })
         .await
         .expect("create")
         .into_inner()
         .container_id;
-    c.start_container(StartContainerRequest { container_id: id })
-        .await
-        .expect("start");
+    c.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("start");
+    id
+}
+
+/// A pod running one busybox `sleep 1000` from `image`; the pod's id.
+pub async fn start_pod(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod_config: PodSandboxConfig,
+    image: &str,
+    log_path: String,
+) -> String {
+    let pod = run_pod(c, &pod_config).await;
+    let sleep = ["/bin/sleep", "1000"];
+    start_container(c, &pod, &pod_config, image, "sleep", &sleep, log_path).await;
     pod
 }
 

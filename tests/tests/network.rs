@@ -113,6 +113,19 @@ async fn run_config(c: &mut Client, cfg: PodSandboxConfig) -> Result<String, ton
     .map(|r| r.into_inner().pod_sandbox_id)
 }
 
+async fn pod_state(c: &mut Client, id: &str) -> i32 {
+    c.pod_sandbox_status(PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("status")
+    .into_inner()
+    .status
+    .expect("status")
+    .state
+}
+
 async fn pod_ip(c: &mut Client, id: &str) -> String {
     c.pod_sandbox_status(PodSandboxStatusRequest {
         pod_sandbox_id: id.into(),
@@ -978,23 +991,8 @@ async fn after_a_node_reboot_a_pod_is_not_ready_and_its_network_is_released() {
     let (_dir, log) = recorder_plugin(&b);
     let mut c = b.runtime().await;
     let id = run(&mut c, "rebooted").await.expect("run");
-    let state_of = |c: &mut Client, id: String| {
-        let mut c = c.clone();
-        async move {
-            c.pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: id,
-                verbose: false,
-            })
-            .await
-            .expect("status")
-            .into_inner()
-            .status
-            .expect("status")
-            .state
-        }
-    };
     assert_eq!(
-        state_of(&mut c, id.clone()).await,
+        pod_state(&mut c, &id).await,
         PodSandboxState::SandboxReady as i32
     );
 
@@ -1015,7 +1013,7 @@ async fn after_a_node_reboot_a_pod_is_not_ready_and_its_network_is_released() {
     b.restart().await;
     let mut c = b.runtime().await;
     assert_eq!(
-        state_of(&mut c, id.clone()).await,
+        pod_state(&mut c, &id).await,
         PodSandboxState::SandboxNotready as i32,
         "a pod whose namespaces are gone is not ready"
     );

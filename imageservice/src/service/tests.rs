@@ -83,28 +83,23 @@ fn record(id: &str) -> ImageRecord {
 async fn an_image_removed_since_its_lookup_is_not_leased() {
     let (svc, dir) = service("lease");
     let id = format!("sha256:{}", "a".repeat(64));
-    let rec = svc
-        .db()
-        .add(
-            record(&id),
-            Some("example.com/app:1"),
-            "example.com/app@sha256:x",
-        )
-        .unwrap();
+    let add = || {
+        svc.db()
+            .add(
+                record(&id),
+                Some("example.com/app:1"),
+                "example.com/app@sha256:x",
+            )
+            .unwrap()
+    };
+    let rec = add();
     // Looked up, then removed (and collected) before the lease.
     svc.remove(&id).await.unwrap();
     let e = svc.lease("c1", &[&rec]).await.unwrap_err();
     assert!(matches!(e, Error::NotFound(ref i) if *i == id), "{e}");
     assert!(svc.lease_holders().is_empty());
     // An image still there is leased.
-    let rec = svc
-        .db()
-        .add(
-            record(&id),
-            Some("example.com/app:1"),
-            "example.com/app@sha256:x",
-        )
-        .unwrap();
+    let rec = add();
     svc.lease("c2", &[&rec]).await.unwrap();
     assert_eq!(svc.lease_holders(), ["c2"]);
     std::fs::remove_dir_all(&dir).unwrap();

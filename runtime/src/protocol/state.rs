@@ -62,6 +62,14 @@ pub struct Exit {
     pub oom_killed: bool,
 }
 
+impl Exit {
+    /// Writes it as the `exit` file of the container's state dir `state`.
+    pub fn write(&self, state: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        write_atomic(state, EXIT, &json)
+    }
+}
+
 /// Writes `bytes` to `dir/name` through a temporary file and a rename, so a
 /// reader sees all of it or nothing.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {

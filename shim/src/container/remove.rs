@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_runtime::protocol::state::{DELETED, EXIT, Exit, PID, write_atomic};
+use berth_runtime::protocol::state::{DELETED, Exit, PID};
 
 use super::{ContainerError, ContainerRecord, Containers, Observed};
 
@@ -39,10 +39,7 @@ impl Containers {
                     .into(),
                 oom_killed: false,
             };
-            let written = crate::dirs::private(&dir, None).and_then(|()| {
-                let json = serde_json::to_vec(&exit).map_err(std::io::Error::other)?;
-                write_atomic(&dir, EXIT, &json)
-            });
+            let written = crate::dirs::private(&dir, None).and_then(|()| exit.write(&dir));
             match written {
                 Ok(()) => tracing::warn!(container = %id, "{}: EXITED", exit.message),
                 Err(e) => tracing::warn!(container = %id, "recording its lost monitor: {e}"),

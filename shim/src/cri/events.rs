@@ -11,7 +11,7 @@ use cri_api::v1::{ContainerEventResponse, ContainerEventType, PodSandboxStatus};
 use super::runtime::{container_status, pod_sandbox_status};
 use crate::container::Observed;
 use crate::daemon::Daemon;
-use crate::ids::now_ns;
+use berth_runtime::now_ns;
 
 /// How often running containers are looked at for exits.
 const EXIT_POLL: Duration = Duration::from_millis(200);

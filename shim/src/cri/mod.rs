@@ -17,10 +17,16 @@ impl Daemon {
     /// The pod `id` names (full or unique prefix), or NotFound.
     pub fn pod(&self, id: &str) -> Result<crate::pod::PodRecord, Status> {
         validate::id("pod", "pod_sandbox_id", id)?;
-        self.pods
-            .find(id)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))
+        self.pods.find(id)?.ok_or_else(|| pod_not_found(id))
+    }
+
+    /// [`Daemon::pod`], with the pod's turn held (see [`Daemon::pod_turn`]).
+    pub async fn pod_in_turn(
+        &self,
+        id: &str,
+    ) -> Result<(crate::serial::Held, crate::pod::PodRecord), Status> {
+        validate::id("pod", "pod_sandbox_id", id)?;
+        self.pod_turn(id).await?.ok_or_else(|| pod_not_found(id))
     }
 
     /// The container `id` names (full or unique prefix), or NotFound.
@@ -30,6 +36,10 @@ impl Daemon {
             .find(id)?
             .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
     }
+}
+
+fn pod_not_found(id: &str) -> Status {
+    Status::not_found(format!("pod sandbox {id:?} not found"))
 }
 
 pub type CriResult<T> = Result<Response<T>, Status>;

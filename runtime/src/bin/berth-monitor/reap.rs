@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use berth_runtime::now_ns;
-use berth_runtime::protocol::state::{EXIT, Exit, write_atomic};
+use berth_runtime::protocol::state::Exit;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -56,7 +56,5 @@ pub fn record_exit(bundle: &Path, state: &Path, mut exit: Exit) {
 
 /// Writes the exit file as it is.
 pub fn write_exit(state: &Path, exit: &Exit) {
-    if let Ok(json) = serde_json::to_vec(exit) {
-        let _ = write_atomic(state, EXIT, &json);
-    }
+    let _ = exit.write(state);
 }

@@ -9,7 +9,7 @@ use cri_api::v1::{
 use tonic::Status;
 
 use super::status;
-use crate::ids::now_ns;
+use berth_runtime::now_ns;
 
 pub async fn image_fs_info(
     svc: &Arc<ImageService>,

@@ -37,9 +37,7 @@ pub async fn create_container(
             "CreateContainer: metadata name is required",
         ));
     }
-    let pod = d.pod(&req.pod_sandbox_id)?;
-    let _turn = d.pod_locks.lock(&pod.id).await;
-    let pod = d.pod(&pod.id)?;
+    let (_turn, pod) = d.pod_in_turn(&req.pod_sandbox_id).await?;
     if pod.state != PodState::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",

@@ -17,8 +17,8 @@ use tonic::Status;
 
 use crate::container::Observed;
 use crate::daemon::Daemon;
-use crate::ids::now_ns;
 use crate::pod::PodState;
+use berth_runtime::now_ns;
 
 const LABELS: [&str; 5] = ["id", "image", "namespace", "pod", "container"];
 

@@ -9,8 +9,8 @@ use cri_api::v1::{
 use tonic::Status;
 
 use crate::daemon::Daemon;
-use crate::ids::now_ns;
 use crate::pod::{PodRecord, PodState};
+use berth_runtime::now_ns;
 
 pub fn state_of(rec: &PodRecord) -> PodSandboxState {
     match rec.state {

@@ -5,7 +5,9 @@ use cri_api::v1::{ContainerEventType, NamespaceMode, RunPodSandboxRequest, RunPo
 use tonic::Status;
 
 use crate::daemon::Daemon;
-use crate::ids::{now_ns, random_id};
+use berth_runtime::now_ns;
+
+use crate::ids::random_id;
 use crate::pod::{PodState, key_of};
 
 pub async fn run_pod_sandbox(

@@ -14,9 +14,7 @@ pub async fn update_pod_sandbox_resources(
     d: &Daemon,
     req: UpdatePodSandboxResourcesRequest,
 ) -> Result<UpdatePodSandboxResourcesResponse, Status> {
-    let rec = d.pod(&req.pod_sandbox_id)?;
-    let _turn = d.pod_locks.lock(&rec.id).await;
-    let mut rec = d.pod(&rec.id)?;
+    let (_turn, mut rec) = d.pod_in_turn(&req.pod_sandbox_id).await?;
     if rec.state != PodState::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready: its resources cannot change",
