@@ -113,7 +113,7 @@ async fn run_config(c: &mut Client, cfg: PodSandboxConfig) -> Result<String, ton
     .map(|r| r.into_inner().pod_sandbox_id)
 }
 
-async fn pod_state(c: &mut Client, id: &str) -> i32 {
+async fn pod_status(c: &mut Client, id: &str) -> PodSandboxStatus {
     c.pod_sandbox_status(PodSandboxStatusRequest {
         pod_sandbox_id: id.into(),
         verbose: false,
@@ -123,21 +123,18 @@ async fn pod_state(c: &mut Client, id: &str) -> i32 {
     .into_inner()
     .status
     .expect("status")
-    .state
+}
+
+async fn pod_state(c: &mut Client, id: &str) -> i32 {
+    pod_status(c, id).await.state
 }
 
 async fn pod_ip(c: &mut Client, id: &str) -> String {
-    c.pod_sandbox_status(PodSandboxStatusRequest {
-        pod_sandbox_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .expect("status")
-    .into_inner()
-    .status
-    .and_then(|s| s.network)
-    .map(|n| n.ip)
-    .unwrap_or_default()
+    pod_status(c, id)
+        .await
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default()
 }
 
 /// (rx, tx) bytes of the pod's eth0, from PodSandboxStats.
