@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth needs to build and test, as root.
-# Usage: scripts/install-deps.sh [build|run|test]
+# Usage: scripts/install-deps.sh [build|run|test|vm]
 #   build: what compiling needs; run: build + the CNI plugins pods use;
-#   test (default): run + what the test suite uses.
+#   vm: what the VM lane (tests/vm/) needs to build and boot its guest;
+#   test (default): run + vm + what the test suite uses.
 set -euo pipefail
 
 what=${1:-test}
@@ -13,10 +14,15 @@ test_pkgs=(docker-registry busybox-static apache2-utils runc crun
            python3-venv make)
 
 run_pkgs=(containernetworking-plugins iproute2 iptables)
+# The cgroup v2 + systemd guest: qemu (TCG here), its root filesystem from
+# Debian's archive, made into an ext4 image, busybox in its initrd.
+# (Debian's qemu-system-x86 replaces a backported qemu-utils if present.)
+vm_pkgs=(qemu-system-x86 debootstrap e2fsprogs busybox-static)
 
 pkgs=("${build_pkgs[@]}")
 [ "$what" = run ] && pkgs+=("${run_pkgs[@]}")
-[ "$what" = test ] && pkgs+=("${run_pkgs[@]}" "${test_pkgs[@]}")
+[ "$what" = vm ] && pkgs+=("${vm_pkgs[@]}")
+[ "$what" = test ] && pkgs+=("${run_pkgs[@]}" "${vm_pkgs[@]}" "${test_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do
