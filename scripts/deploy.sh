@@ -36,7 +36,9 @@
 #
 # What switch-kubelet changes, in files that exist (never creating one):
 #   - in each flags file: --container-runtime-endpoint and
-#     --image-service-endpoint to berth's socket, --cgroup-driver to cgroupfs;
+#     --image-service-endpoint to berth's socket, --cgroup-driver to the
+#     node's driver (systemd where systemd is PID 1 on cgroup v2, else
+#     cgroupfs: what berth's default cgroup_driver = "auto" picks);
 #   - in KUBELET_CONFIG: containerRuntimeEndpoint (added if missing),
 #     imageServiceEndpoint (if present) and cgroupDriver (if present), the
 #     same values.
@@ -105,8 +107,18 @@ restart_kubelet() {
   [ "${restarts:-0}" = 0 ]
 }
 
+# The node's cgroup driver, as berthd's `auto` resolves it.
+node_driver() {
+  if [ -d "$host_root/run/systemd/system" ] && [ -f "$host_root/sys/fs/cgroup/cgroup.controllers" ]; then
+    echo systemd
+  else
+    echo cgroupfs
+  fi
+}
+
 do_switch() {
-  local f files=() changed=0
+  local f files=() changed=0 driver
+  driver=$(node_driver)
   if [ -f "$host_root$backup/files" ]; then
     say "the kubelet is switched to berth already (backup in $host_root$backup)"
     return 0
@@ -138,11 +150,11 @@ do_switch() {
     if [ "$f" = "$kubelet_config" ]; then
       set_key "$host_root$f" containerRuntimeEndpoint "$endpoint" add
       set_key "$host_root$f" imageServiceEndpoint "$endpoint" keep
-      set_key "$host_root$f" cgroupDriver cgroupfs keep
+      set_key "$host_root$f" cgroupDriver "$driver" keep
     else
       set_flag "$host_root$f" container-runtime-endpoint "$endpoint"
       set_flag "$host_root$f" image-service-endpoint "$endpoint"
-      set_flag "$host_root$f" cgroup-driver cgroupfs
+      set_flag "$host_root$f" cgroup-driver "$driver"
     fi
     if cmp -s "$host_root$f" "$host_root$backup.new/orig$f"; then
       say "$host_root$f already points at berth"

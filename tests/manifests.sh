@@ -229,7 +229,10 @@ elif what == "kubelet":
     need(k.get("imageServiceEndpoint") == "unix://" + socket, f"imageServiceEndpoint {k.get('imageServiceEndpoint')}")
     defaults = tomllib.loads(readme_defaults())
     need(defaults["socket"] == socket, f"the README's socket is {defaults['socket']}")
-    need(k.get("cgroupDriver") == defaults["cgroup_driver"], f"cgroupDriver {k.get('cgroupDriver')} is not berth's {defaults['cgroup_driver']}")
+    # berth's default, auto, is systemd on a systemd node with cgroup v2,
+    # the normal node the example kubelet config is for.
+    berth = {"auto": "systemd"}.get(defaults["cgroup_driver"], defaults["cgroup_driver"])
+    need(k.get("cgroupDriver") == berth, f"cgroupDriver {k.get('cgroupDriver')} is not berth's {berth}")
 
 elif what == "crictl":
     c = yaml.safe_load((m / "crictl.yaml").read_text())
@@ -510,6 +513,20 @@ refuses_changed() {
     FORCE_RESTORE=true deploy restore-kubelet && ! grep -q maxPods "$node/var/lib/kubelet/config.yaml"
 }
 check "deploy.sh restore-kubelet: refuses to overwrite a file changed since the switch, unless FORCE_RESTORE=true" refuses_changed
+
+# On a systemd node with cgroup v2 the kubelet keeps (or gets) the systemd
+# driver, which berth's default picks there too.
+mkdir -p "$node/run/systemd/system" "$node/sys/fs/cgroup"
+touch "$node/sys/fs/cgroup/cgroup.controllers"
+systemd_switched() {
+  deploy switch-kubelet &&
+    grep -qx 'cgroupDriver: systemd' "$node/var/lib/kubelet/config.yaml" &&
+    grep -qx 'KUBELET_EXTRA_ARGS=--container-runtime-endpoint=unix:///run/berth/berth.sock --cgroup-driver=systemd' \
+      "$node/etc/default/kubelet" &&
+    deploy restore-kubelet
+}
+check "deploy.sh switch-kubelet on a systemd node with cgroup v2: the kubelet keeps the systemd driver" systemd_switched
+rm -rf "$node/run/systemd" "$node/sys"
 
 mkdir -p "$tmp/empty-node/run"
 check "deploy.sh switch-kubelet: fails on a node without kubelet config or flags" \

@@ -3,15 +3,74 @@
 //! attach frames, the state files), and the CRI log format the monitor
 //! writes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub mod protocol;
+
+/// Is an OCI `linux.cgroupsPath` in the systemd driver's form,
+/// `slice:prefix:name`, as runc and libcontainer read it?
+pub fn is_systemd_path(path: &str) -> bool {
+    !path.starts_with('/') && path.split(':').count() == 3
+}
+
+/// Where a cgroup lives below a hierarchy's root: an OCI `cgroupsPath` of
+/// either driver (`/a/b`, or `a-b.slice:berth:id`, which systemd places at
+/// `a.slice/a-b.slice/berth-id.scope`), or a pod's cgroup parent (a path,
+/// or a slice name). `None` for a path that climbs or names nothing.
+pub fn cgroup_rel(path: &str) -> Option<PathBuf> {
+    let (slice, unit) = match path.split(':').collect::<Vec<_>>()[..] {
+        [slice, prefix, name] if is_systemd_path(path) => {
+            let unit = if name.ends_with(".slice") {
+                name.to_string()
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            (slice, Some(unit))
+        }
+        _ if path.ends_with(".slice") && !path.contains('/') => (path, None),
+        _ => {
+            let rel = path.trim_matches('/');
+            if rel.is_empty()
+                || rel
+                    .split('/')
+                    .any(|c| c == ".." || c == "." || c.is_empty())
+            {
+                return None;
+            }
+            return Some(PathBuf::from(rel));
+        }
+    };
+    let mut rel = PathBuf::new();
+    let name = slice.strip_suffix(".slice")?;
+    // "-.slice" is the root slice; `a-b.slice` lives in `a.slice`.
+    if name != "-" {
+        let parts: Vec<&str> = name.split('-').collect();
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || p.contains('/') || *p == "..")
+        {
+            return None;
+        }
+        for i in 1..=parts.len() {
+            rel.push(format!("{}.slice", parts[..i].join("-")));
+        }
+    }
+    if let Some(unit) = unit {
+        if unit.contains('/') || unit.starts_with('.') {
+            return None;
+        }
+        rel.push(unit);
+    }
+    (!rel.as_os_str().is_empty()).then_some(rel)
+}
 
 /// How many processes the OOM killer killed in the cgroup at `cgroups_path`
 /// (as in an OCI spec's `linux.cgroupsPath`): v2's `memory.events`, else
 /// v1's `memory.oom_control`.
 pub fn oom_kills(cgroups_path: &str) -> u64 {
-    let rel = cgroups_path.trim_start_matches('/');
+    let Some(rel) = cgroup_rel(cgroups_path) else {
+        return 0;
+    };
     let root = Path::new("/sys/fs/cgroup");
     let (file, key) = if root.join("cgroup.controllers").is_file() {
         (root.join(rel).join("memory.events"), "oom_kill ")
@@ -116,6 +175,33 @@ impl LogStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_paths_of_both_drivers() {
+        let rel = |p| cgroup_rel(p).map(|r| r.display().to_string());
+        assert_eq!(
+            rel("/kubepods/pod1/berth-c").as_deref(),
+            Some("kubepods/pod1/berth-c")
+        );
+        assert_eq!(
+            rel("kubepods-burstable-pod1.slice:berth:c").as_deref(),
+            Some(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/berth-c.scope"
+            )
+        );
+        assert_eq!(rel("system.slice").as_deref(), Some("system.slice"));
+        assert_eq!(rel("-.slice:berth:c").as_deref(), Some("berth-c.scope"));
+        assert!(is_systemd_path("a.slice:berth:c") && !is_systemd_path("/a:b:c"));
+        for bad in [
+            "/",
+            "/a/../b",
+            "a--b.slice",
+            "a.slice:berth:../x",
+            "../x.slice",
+        ] {
+            assert_eq!(rel(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn timestamps() {

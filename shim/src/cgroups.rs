@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cri_api::v1::LinuxContainerResources;
+use cri_api::v1::{LinuxContainerResources, PsiData, PsiStats};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
@@ -39,6 +39,74 @@ pub fn has_hugetlb() -> bool {
     }
 }
 
+/// Is systemd PID 1 (what `sd_booted()` checks)?
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// `auto` as this node's driver: systemd where systemd is PID 1 on the
+/// unified hierarchy, else cgroupfs.
+pub fn resolve_driver(driver: crate::config::CgroupDriver) -> crate::config::CgroupDriver {
+    use crate::config::CgroupDriver;
+    match driver {
+        CgroupDriver::Auto if systemd_booted() && mode() == Mode::V2 => CgroupDriver::Systemd,
+        CgroupDriver::Auto => CgroupDriver::Cgroupfs,
+        d => d,
+    }
+}
+
+/// Can this node honour the configured driver? systemd's needs systemd as
+/// PID 1 on the unified hierarchy (its scopes are made over D-Bus).
+pub fn check_driver(driver: crate::config::CgroupDriver) -> Result<(), String> {
+    if driver != crate::config::CgroupDriver::Systemd {
+        return Ok(());
+    }
+    if !systemd_booted() {
+        return Err(
+            "key `cgroup_driver`: \"systemd\" needs systemd as PID 1, and this \
+             node has none (/run/systemd/system is missing): set cgroup_driver = \
+             \"cgroupfs\" and the kubelet's cgroupDriver: cgroupfs"
+                .into(),
+        );
+    }
+    if mode() != Mode::V2 {
+        return Err(
+            "key `cgroup_driver`: berth's systemd driver needs the unified \
+             cgroup hierarchy (cgroup v2), and this node boots v1: boot with \
+             systemd.unified_cgroup_hierarchy=1, or set cgroup_driver = \"cgroupfs\""
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A pod's `cgroup_parent` in the form the driver expects: a path for
+/// cgroupfs (`/kubepods/pod1`), a slice name for systemd
+/// (`kubepods-besteffort-pod1.slice`), as the kubelet sends them when set
+/// to the same driver. A mismatch means the kubelet's cgroupDriver differs
+/// from berth's: refused with the fix.
+pub fn check_parent(driver: crate::config::CgroupDriver, parent: &str) -> Result<(), String> {
+    if parent.is_empty() {
+        return Ok(());
+    }
+    let slice = parent.ends_with(".slice") && !parent.contains('/');
+    match driver {
+        crate::config::CgroupDriver::Systemd if !slice => Err(format!(
+            "cgroup_parent {parent:?} is a path, but berth uses the systemd cgroup driver, \
+             which takes a slice (e.g. kubepods-besteffort-pod<uid>.slice): set the \
+             kubelet's cgroupDriver: systemd"
+        )),
+        crate::config::CgroupDriver::Cgroupfs if slice => Err(format!(
+            "cgroup_parent {parent:?} is a systemd slice, but berth uses the cgroupfs \
+             driver: set cgroup_driver = \"systemd\" in berth's config (or the kubelet's \
+             cgroupDriver: cgroupfs)"
+        )),
+        _ => berth_runtime::cgroup_rel(parent)
+            .map(|_| ())
+            .ok_or_else(|| format!("cgroup_parent {parent:?} is not a valid cgroup")),
+    }
+}
+
 /// One cgroup, by its path relative to every hierarchy.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -61,14 +129,12 @@ pub struct Memory {
 }
 
 impl Cgroup {
+    /// The cgroup of an OCI `cgroupsPath` of either driver, or of a pod's
+    /// cgroup parent (a path, or a systemd slice).
     pub fn new(path: &str) -> Option<Cgroup> {
-        let rel = path.trim_matches('/');
-        if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
-            return None;
-        }
         Some(Cgroup {
             mode: mode(),
-            rel: PathBuf::from(rel),
+            rel: berth_runtime::cgroup_rel(path)?,
         })
     }
 
@@ -147,6 +213,45 @@ impl Cgroup {
         Some(m)
     }
 
+    /// Pressure stall information of `resource` (`cpu`, `memory`, `io`):
+    /// v2's `<resource>.pressure` (v1 has none per cgroup). Totals in
+    /// microseconds, as the kernel counts them.
+    pub fn psi(&self, resource: &str) -> Option<PsiStats> {
+        if self.mode != Mode::V2 {
+            return None;
+        }
+        parse_psi(&self.read(resource, &format!("{resource}.pressure"))?)
+    }
+
+    /// Bytes read and written by the cgroup's processes on block devices:
+    /// v2's `io.stat` (`rbytes`, `wbytes`), v1's
+    /// `blkio.throttle.io_service_bytes_recursive` (`Read`, `Write`).
+    pub fn io_bytes(&self) -> Option<(u64, u64)> {
+        let (mut read, mut write) = (0u64, 0u64);
+        match self.mode {
+            Mode::V2 => {
+                for field in self.read("io", "io.stat")?.split_whitespace() {
+                    match field.split_once('=') {
+                        Some(("rbytes", n)) => read += n.parse::<u64>().unwrap_or(0),
+                        Some(("wbytes", n)) => write += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+            Mode::V1 => {
+                let text = self.read("blkio", "blkio.throttle.io_service_bytes_recursive")?;
+                for l in text.lines() {
+                    match l.split_whitespace().collect::<Vec<_>>()[..] {
+                        [_, "Read", n] => read += n.parse::<u64>().unwrap_or(0),
+                        [_, "Write", n] => write += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Some((read, write))
+    }
+
     /// Processes (tasks, on v1's pids controller) in the cgroup.
     pub fn pids(&self) -> Option<u64> {
         self.read_u64("pids", "pids.current")
@@ -212,12 +317,10 @@ impl Cgroup {
             }
             Mode::V2 => {
                 if r.cpu_shares > 0 {
-                    // The conversion runc and the kubelet use.
-                    let shares = r.cpu_shares.clamp(2, 262_144) as u64;
                     put(
                         "cpu",
                         "cpu.weight",
-                        (1 + ((shares - 2) * 9999) / 262_142).to_string(),
+                        shares_to_weight(r.cpu_shares as u64).to_string(),
                     );
                 }
                 if r.cpu_quota != 0 || r.cpu_period > 0 {
@@ -270,6 +373,23 @@ impl Cgroup {
     }
 }
 
+/// CPU shares (v1, 2..=262144) as v2's `cpu.weight` (1..=10000): the
+/// quadratic-in-log2 conversion of runc >= 1.3.2, crun >= 1.23 and
+/// libcontainer (which sets the weight at creation for `builtin`), so an
+/// update gives what creation gave: 2 -> 1, 1024 -> 100, 262144 -> 10000.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    match shares {
+        0 => 0,
+        1..=2 => 1,
+        262_144.. => 10_000,
+        s => {
+            let l = (s as f64).log2();
+            let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+            (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
+        }
+    }
+}
+
 /// Writes each file in order; on the first failure, puts back what was
 /// already changed (last first) and returns the kernel's reason.
 pub fn apply(writes: &[(PathBuf, String)]) -> Result<(), String> {
@@ -294,6 +414,30 @@ pub fn apply(writes: &[(PathBuf, String)]) -> Result<(), String> {
         done.push((path, old));
     }
     Ok(())
+}
+
+/// A `*.pressure` file: `some` and `full` lines of
+/// `avg10=.. avg60=.. avg300=.. total=..`.
+fn parse_psi(text: &str) -> Option<PsiStats> {
+    let line = |kind: &str| -> Option<PsiData> {
+        let l = text.lines().find(|l| l.starts_with(kind))?;
+        let mut d = PsiData::default();
+        for field in l.split_whitespace().skip(1) {
+            match field.split_once('=')? {
+                ("avg10", v) => d.avg10 = v.parse().ok()?,
+                ("avg60", v) => d.avg60 = v.parse().ok()?,
+                ("avg300", v) => d.avg300 = v.parse().ok()?,
+                ("total", v) => d.total = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        Some(d)
+    };
+    let some = line("some ")?;
+    Some(PsiStats {
+        full: line("full "),
+        some: Some(some),
+    })
 }
 
 /// `key value` lines (memory.stat, cpu.stat): the value of `key`.
@@ -361,6 +505,11 @@ pub fn roots() -> Vec<PathBuf> {
 /// directory it made to `made` (shallowest first): those, and only those,
 /// berth removes. A cgroup the kubelet made stays the kubelet's.
 pub fn create_parent(parent: &str, made: &mut Vec<String>) -> Result<(), String> {
+    // A slice is systemd's to make (when the first scope in it starts) and
+    // to remove.
+    if parent.ends_with(".slice") && !parent.contains('/') {
+        return Ok(());
+    }
     let rel = parent.trim_start_matches('/');
     if rel.is_empty()
         || rel
@@ -387,6 +536,72 @@ pub fn create_parent(parent: &str, made: &mut Vec<String>) -> Result<(), String>
             }
         }
     }
+    if mode() == Mode::V2 {
+        enable_controllers(Path::new(rel));
+    }
+    Ok(())
+}
+
+/// On v2, a cgroup has a controller's files only when its parent enables it
+/// in `cgroup.subtree_control`: enable every controller each ancestor of
+/// `rel` has, from the root down, as runc does. Best effort: a parent that
+/// holds processes refuses (the kernel's no-internal-process rule), and
+/// then the pod has what its parent gives it.
+fn enable_controllers(rel: &Path) {
+    let mut dir = PathBuf::from(ROOT);
+    for c in rel.components() {
+        let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        for ctl in available.split_whitespace() {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{ctl}"));
+        }
+        dir.push(c);
+    }
+}
+
+/// Puts a pod's infra process (the holder of its shared PID namespace) in
+/// a cgroup of its own beside its containers', accounted to the pod:
+/// systemd driver, the transient `berth-pod-<id>.scope` with `Delegate=yes`
+/// in the pod's slice, made over D-Bus (systemd stops it when the process
+/// dies); cgroupfs, `<parent>/berth-pod-<id>` in every hierarchy, added to
+/// `made` so that it goes with the pod's cgroups.
+pub fn place_infra(
+    pid: i32,
+    parent: &str,
+    pod_id: &str,
+    systemd: bool,
+    made: &mut Vec<String>,
+) -> Result<(), String> {
+    let name = format!("pod-{pod_id}");
+    if systemd {
+        use libcgroups::common::CgroupManager;
+        let slice = if parent.is_empty() {
+            "system.slice"
+        } else {
+            parent
+        };
+        let unit = format!("berth-{name}.scope");
+        let manager = libcgroups::systemd::manager::Manager::new(
+            ROOT.into(),
+            format!("{slice}:berth:{name}").into(),
+            name,
+            true,
+            std::time::Duration::from_secs(5),
+        )
+        .map_err(|e| format!("{unit}: {e}"))?;
+        return manager
+            .add_task(nix029::unistd::Pid::from_raw(pid))
+            .map_err(|e| format!("starting {unit} in {slice}: {e}"));
+    }
+    let parent = parent.trim_end_matches('/');
+    let path = format!(
+        "{}/berth-{name}",
+        if parent.is_empty() { "/berth" } else { parent }
+    );
+    create_parent(&path, made)?;
+    for root in roots() {
+        let procs = root.join(path.trim_start_matches('/')).join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).map_err(|e| format!("{}: {e}", procs.display()))?;
+    }
     Ok(())
 }
 
@@ -410,6 +625,24 @@ mod tests {
         assert_eq!(stat_value(s, "rss"), Some(20));
         assert_eq!(stat_value(s, "total_rss"), Some(30));
         assert_eq!(stat_value(s, "swap"), None);
+    }
+
+    #[test]
+    fn shares_become_weights_as_libcontainer_sets_them() {
+        let w: Vec<u64> = [0, 2, 512, 1024, 262_144].map(shares_to_weight).to_vec();
+        assert_eq!(w, [0, 1, 59, 100, 10_000]);
+    }
+
+    #[test]
+    fn pressure_files_parse() {
+        let p = parse_psi(
+            "some avg10=1.50 avg60=0.00 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.25 avg300=0.00 total=99\n",
+        )
+        .unwrap();
+        let some = p.some.unwrap();
+        assert_eq!((some.avg10, some.total), (1.5, 1234));
+        assert_eq!(p.full.map(|f| (f.avg60, f.total)), Some((0.25, 99)));
+        assert!(parse_psi("").is_none());
     }
 
     #[test]
@@ -443,7 +676,7 @@ mod tests {
             [
                 (
                     "/sys/fs/cgroup/p/c/cpu.weight".to_string(),
-                    "39".to_string()
+                    "100".to_string()
                 ),
                 ("/sys/fs/cgroup/p/c/cpu.max".into(), "50000 100000".into()),
                 ("/sys/fs/cgroup/p/c/memory.max".into(), "67108864".into()),

@@ -79,6 +79,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A driver this node cannot honour is refused now, not at the first pod.
+    let mut config = config;
+    config.cgroup_driver = cgroups::resolve_driver(config.cgroup_driver);
+    if let Err(e) = cgroups::check_driver(config.cgroup_driver) {
+        eprintln!("berthd: {e}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
             &config.log_level,

@@ -63,8 +63,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .context("cannot open the image store")?,
     );
-    let pods = crate::pod::Pods::open(db.clone(), &config.state, config.cni.clone())
+    let mut pods = crate::pod::Pods::open(db.clone(), &config.state, config.cni.clone())
         .context("cannot open the pod store")?;
+    pods.systemd_cgroup = config.cgroup_driver == crate::config::CgroupDriver::Systemd;
     let containers = crate::container::Containers::open(db.clone(), &config.root, &config.state)
         .map_err(|e| anyhow::anyhow!(e))
         .context("cannot open the container store")?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use cri_api::v1::{
-    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage,
+    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage, IoUsage,
     LinuxPodSandboxStats, MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes,
     PodSandboxStats, ProcessUsage, SwapUsage, UInt64Value,
 };
@@ -52,12 +52,20 @@ impl Sampler {
             timestamp: now,
             usage_core_nano_seconds: usage.and_then(v),
             usage_nano_cores: usage.and_then(|u| self.rate(key, now, u)).and_then(v),
-            psi: None,
+            psi: cg.and_then(|c| c.psi("cpu")),
         }
     }
 }
 
-fn memory(m: Option<&Memory>, now: i64) -> MemoryUsage {
+/// I/O pressure of a cgroup (v2); None without a cgroup.
+fn io(cg: Option<&Cgroup>, now: i64) -> Option<IoUsage> {
+    cg.map(|c| IoUsage {
+        timestamp: now,
+        psi: c.psi("io"),
+    })
+}
+
+fn memory(cg: Option<&Cgroup>, m: Option<&Memory>, now: i64) -> MemoryUsage {
     let Some(m) = m else {
         return MemoryUsage {
             timestamp: now,
@@ -72,7 +80,7 @@ fn memory(m: Option<&Memory>, now: i64) -> MemoryUsage {
         rss_bytes: v(m.rss),
         page_faults: v(m.page_faults),
         major_page_faults: v(m.major_page_faults),
-        psi: None,
+        psi: cg.and_then(|c| c.psi("memory")),
     }
 }
 
@@ -106,7 +114,7 @@ pub fn container_stats(
             annotations: config.annotations,
         }),
         cpu: Some(sampler.cpu(&rec.id, cg.as_ref(), now)),
-        memory: Some(memory(mem.as_ref(), now)),
+        memory: Some(memory(cg.as_ref(), mem.as_ref(), now)),
         writable_layer: Some(FilesystemUsage {
             timestamp: now,
             fs_id: Some(FilesystemIdentifier {
@@ -123,7 +131,7 @@ pub fn container_stats(
                 .and_then(v),
             swap_usage_bytes: mem.as_ref().and_then(|m| m.swap_usage).and_then(v),
         }),
-        io: None,
+        io: io(cg.as_ref(), now),
     }
 }
 
@@ -148,7 +156,7 @@ pub fn pod_stats(
     let (cpu, mem, processes) = match &cg {
         Some(cg) => (
             sampler.cpu(&pod.id, Some(cg), now),
-            memory(cg.memory().as_ref(), now),
+            memory(Some(cg), cg.memory().as_ref(), now),
             cg.pids().unwrap_or(pids),
         ),
         None => {
@@ -206,7 +214,7 @@ pub fn pod_stats(
                 process_count: v(processes),
             }),
             containers,
-            io: None,
+            io: io(cg.as_ref(), now),
         }),
         windows: None,
     }

@@ -5,6 +5,9 @@
 //! ```sh
 //! cargo build --release -p berthd -p berth-runtime
 //! BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
+//! # on cgroup v2 with systemd, in the VM lane's guest, under each driver:
+//! cargo bench -p berth-tests --bench pods --no-run   # then in the guest:
+//! tests/vm/run.sh "BERTH_TEST_CGROUP_DRIVER=systemd BERTHD_BIN=$PWD/target/release/berthd target/release/deps/pods-<hash>"
 //! # the same with every pod in its own user namespace:
 //! BERTH_BENCH_USERNS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
 //! ```
@@ -25,7 +28,13 @@ fn main() {
         let mut times = Vec::new();
         let mut pods = Vec::new();
         for i in 0..PODS {
-            let mut pod_config = berth_tests::bench::pod_config(&b, &format!("bench-{i}"), &format!("/berth-bench/pod{i}"));
+            // BERTH_TEST_CGROUP_DRIVER=systemd (the VM lane): kubelet-style slices.
+            let parent = if berth_tests::cgroup::systemd() {
+                format!("berthbench-pod{i}.slice")
+            } else {
+                format!("/berth-bench/pod{i}")
+            };
+            let mut pod_config = berth_tests::bench::pod_config(&b, &format!("bench-{i}"), &parent);
             if userns {
                 // Each pod its own 65536 IDs, as the kubelet allocates them.
                 if let Some(l) = pod_config.linux.as_mut() {
@@ -80,5 +89,10 @@ fn main() {
                 .expect("remove");
         }
         berth_tests::bench::remove_shared_parent("berth-bench");
+        if berth_tests::cgroup::systemd() {
+            let _ = std::process::Command::new("systemctl")
+                .args(["stop", "berthbench.slice"])
+                .status();
+        }
     });
 }

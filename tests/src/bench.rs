@@ -37,12 +37,8 @@ pub async fn berthd_with_busybox() -> (Registry, Berthd, String) {
 /// hierarchy: berth made it for the first pod and left it, still in use by
 /// the others, when that pod went.
 pub fn remove_shared_parent(parent: &str) {
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(h.path().join(parent));
+    for h in crate::cgroup::hierarchies() {
+        let _ = std::fs::remove_dir(h.join(crate::cgroup::rel(parent)));
     }
 }
 

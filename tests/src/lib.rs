@@ -7,6 +7,7 @@
 //! server's graceful GOAWAY meanwhile.
 
 pub mod bench;
+pub mod cgroup;
 pub mod fixtures;
 pub mod registry;
 pub mod setup;
@@ -114,8 +115,15 @@ impl Berthd {
         } else {
             "log_level = \"debug\""
         };
+        // The driver the tests ask for (the VM lane runs the same tests
+        // under both), unless the test sets one.
+        let driver = match opts.config.contains("cgroup_driver") {
+            true => "",
+            false if crate::cgroup::systemd() => "cgroup_driver = \"systemd\"",
+            false => "cgroup_driver = \"cgroupfs\"",
+        };
         let config = format!(
-            "{level}\n{}\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n{}\n[registry]\nconfig_path = \"{}\"\n{}\n",
+            "{level}\n{driver}\n{}\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n{}\n[registry]\nconfig_path = \"{}\"\n{}\n",
             opts.config,
             d.join("net.d").display(),
             d.join("cni-bin").display(),

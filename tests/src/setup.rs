@@ -71,7 +71,7 @@ pub async fn setup_opts(
         hostname: "podhost".into(),
         log_directory: b.dir.path().join("logs").display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: format!("/berth-test-{}-{n}/pod", std::process::id()),
+            cgroup_parent: crate::cgroup::unique_parent(&n.to_string()),
             ..Default::default()
         }),
         ..Default::default()
@@ -192,13 +192,27 @@ impl Setup {
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default();
+        // The systemd driver: no berth scope is left in the pod's slices;
+        // the slices are the kubelet's (here the test's) to stop.
+        if crate::cgroup::systemd() {
+            let top = crate::cgroup::ROOT.to_string()
+                + "/"
+                + &crate::cgroup::top(&cg).display().to_string();
+            let out = std::process::Command::new("find")
+                .args([&top, "-name", "berth-*.scope"])
+                .output()
+                .expect("find");
+            let left = String::from_utf8_lossy(&out.stdout);
+            assert!(left.trim().is_empty(), "scopes left: {left}");
+            let slice = crate::cgroup::top(&cg).display().to_string();
+            let _ = std::process::Command::new("systemctl")
+                .args(["stop", &slice])
+                .status();
+        }
         // In every hierarchy: runc makes them in name=systemd and the
         // unified one too on a hybrid node.
-        for h in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup hierarchies") {
-            let left = h
-                .expect("hierarchy")
-                .path()
-                .join(cg.trim_start_matches('/'));
+        for h in crate::cgroup::hierarchies() {
+            let left = h.join(crate::cgroup::top(&cg));
             assert!(!left.exists(), "{} left", left.display());
         }
         // No process: every monitor of this berthd has ended.

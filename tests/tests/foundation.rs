@@ -95,22 +95,6 @@ async fn status_network_ready_follows_the_cni_config() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runtime_config_reports_the_cgroupfs_driver() {
-    let b = Berthd::start().await;
-    let r = b
-        .runtime()
-        .await
-        .runtime_config(RuntimeConfigRequest {})
-        .await
-        .expect("RuntimeConfig")
-        .into_inner();
-    assert_eq!(
-        r.linux.expect("linux").cgroup_driver,
-        CgroupDriver::Cgroupfs as i32
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbuilt_rpcs_answer_unimplemented_naming_themselves() {
     let b = Berthd::start().await;
     let mut rt = b.runtime().await;
@@ -245,14 +229,6 @@ fn bad_configs_are_refused_naming_file_line_and_key() {
 
     let err = run("cgroup_driver = \"cgroupv1\"\n");
     assert!(err.contains("line 1") && err.contains("cgroup"), "{err}");
-
-    // Until berth has a systemd cgroup driver, asking for one is refused
-    // at start, not reported to the kubelet and then ignored.
-    let err = run("cgroup_driver = \"systemd\"\n");
-    assert!(
-        err.contains("cgroup_driver") && err.contains("not supported"),
-        "{err}"
-    );
 
     let err = run("[registry]\npull_progress_timeout = \"soon\"\n");
     assert!(err.contains("line 2") && err.contains("soon"), "{err}");

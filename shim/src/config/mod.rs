@@ -49,6 +49,10 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
+    /// The node's: systemd where systemd is PID 1 on cgroup v2 (as the
+    /// kubelet's and kubeadm's defaults there), else cgroupfs. Resolved
+    /// at start ([`crate::cgroups::resolve_driver`]).
+    Auto,
     Cgroupfs,
     Systemd,
 }
@@ -180,7 +184,7 @@ impl Default for Config {
             root: "/var/lib/berth".into(),
             state: "/run/berth".into(),
             log_level: "info".into(),
-            cgroup_driver: CgroupDriver::Cgroupfs,
+            cgroup_driver: CgroupDriver::Auto,
             pinned_images: Vec::new(),
             default_rlimits: Vec::new(),
             registry: RegistryConfig::default(),
@@ -315,14 +319,6 @@ impl Config {
                     value.display()
                 )));
             }
-        }
-        if self.cgroup_driver == CgroupDriver::Systemd {
-            return Err(invalid(
-                "key `cgroup_driver`: \"systemd\" is not supported yet (berth places \
-                 containers with cgroupfs only); set \"cgroupfs\" and the kubelet's \
-                 cgroupDriver: cgroupfs"
-                    .into(),
-            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid(format!(

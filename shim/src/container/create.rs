@@ -78,6 +78,30 @@ impl Containers {
         self.start_monitor(&rec, &new.log_path)
             .await
             .map_err(ContainerError::Create)?;
+        // The systemd driver's cpuset, which the runtime was not given (see
+        // spec::resources): into the scope's files before the start.
+        if berth_runtime::is_systemd_path(&rec.cgroup) {
+            let r = rec
+                .config()
+                .linux
+                .and_then(|l| l.resources)
+                .unwrap_or_default();
+            let cpuset = cri_api::v1::LinuxContainerResources {
+                cpuset_cpus: r.cpuset_cpus,
+                cpuset_mems: r.cpuset_mems,
+                ..Default::default()
+            };
+            let written = crate::cgroups::Cgroup::new(&rec.cgroup)
+                .ok_or_else(|| format!("cgroup {:?}", rec.cgroup))
+                .and_then(|cg| cg.writes_for(&cpuset))
+                .and_then(|w| crate::cgroups::apply(&w).map_err(|e| format!("the cpuset: {e}")));
+            if let Err(e) = written {
+                // The created container goes, with its monitor.
+                let _ = self.stop(&rec, Duration::ZERO).await;
+                self.wait_deleted(&rec).await;
+                return Err(ContainerError::Create(e));
+            }
+        }
         crate::idmap::unstage_all(&self.state_dir(&rec.id).join(IDMAP_DIR));
         self.save(&rec)?;
         Ok(rec)

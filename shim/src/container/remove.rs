@@ -59,15 +59,19 @@ impl Containers {
     /// Waits (3 s at most) for the monitor of an exited container to have
     /// deleted it: its cgroup must be gone before the pod's can be. If the
     /// monitor is gone without saying so, removes the (empty) cgroup.
-    async fn wait_deleted(&self, rec: &ContainerRecord) {
+    pub(super) async fn wait_deleted(&self, rec: &ContainerRecord) {
         let dir = self.state_dir(&rec.id);
         let deadline = Instant::now() + Duration::from_secs(3);
         while !dir.join(DELETED).exists() && dir.join(PID).exists() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if !dir.join(DELETED).exists() && !rec.cgroup.is_empty() {
-            for root in crate::cgroups::roots() {
-                let _ = std::fs::remove_dir(root.join(rec.cgroup.trim_start_matches('/')));
+            let rel = berth_runtime::cgroup_rel(&rec.cgroup).unwrap_or_default();
+            for root in crate::cgroups::roots()
+                .iter()
+                .filter(|_| !rel.as_os_str().is_empty())
+            {
+                let _ = std::fs::remove_dir(root.join(&rel));
             }
         }
     }

@@ -98,7 +98,7 @@ impl Containers {
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 if !matches!(self.observe(&rec.id), Observed::Running { .. }) {
-                    return Ok(());
+                    return self.wait_exit(rec).await;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -110,12 +110,24 @@ impl Containers {
         self.wait_exit(rec).await
     }
 
+    /// Waits (30 s at most) until the container has exited and its
+    /// monitor has recorded how. Between the monitor reaping the process
+    /// and writing its exit, the container reads UNKNOWN: that is given 5 s
+    /// to become EXITED (a monitor that is gone never says).
     async fn wait_exit(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while matches!(
-            self.observe(&rec.id),
-            Observed::Running { .. } | Observed::Created
-        ) {
+        let mut unknown_since: Option<Instant> = None;
+        loop {
+            match self.observe(&rec.id) {
+                Observed::Exited { .. } => return Ok(()),
+                Observed::Unknown => {
+                    let since = *unknown_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(5) {
+                        return Ok(());
+                    }
+                }
+                Observed::Running { .. } | Observed::Created => unknown_since = None,
+            }
             if Instant::now() > deadline {
                 return Err(ContainerError::Monitor(format!(
                     "container {} did not exit after SIGKILL",
@@ -124,7 +136,6 @@ impl Containers {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(())
     }
 
     pub(super) fn pid(&self, id: &str) -> Result<nix::unistd::Pid, String> {

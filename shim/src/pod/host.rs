@@ -32,6 +32,16 @@ pub trait Host: Send + Sync {
     /// `made` (see [`crate::cgroups::create_parent`]).
     fn create_cgroup(&self, parent: &str, made: &mut Vec<String>) -> Result<(), String>;
     fn remove_cgroups(&self, made: &[String]);
+    /// Puts the infra process `pid` in its own cgroup in the pod's (see
+    /// [`crate::cgroups::place_infra`]), adding what it made to `made`.
+    fn place_infra(
+        &self,
+        pid: i32,
+        parent: &str,
+        pod_id: &str,
+        systemd: bool,
+        made: &mut Vec<String>,
+    ) -> Result<(), String>;
     /// Whether a namespace is pinned (bind-mounted) at `path`.
     fn is_pinned(&self, path: &Path) -> bool;
 }
@@ -83,6 +93,17 @@ impl Host for Kernel {
 
     fn remove_cgroups(&self, made: &[String]) {
         crate::cgroups::remove_made(made)
+    }
+
+    fn place_infra(
+        &self,
+        pid: i32,
+        parent: &str,
+        pod_id: &str,
+        systemd: bool,
+        made: &mut Vec<String>,
+    ) -> Result<(), String> {
+        crate::cgroups::place_infra(pid, parent, pod_id, systemd, made)
     }
 
     fn is_pinned(&self, path: &Path) -> bool {

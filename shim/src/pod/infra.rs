@@ -43,13 +43,27 @@ pub(super) fn start(dir: &Path, in_userns: bool) -> Result<i32, String> {
     Ok(pid)
 }
 
-/// Kills `pid` if it is still an infra process.
+/// Kills `pid` if it is still an infra process, and waits (2 s at most)
+/// until it has left its cgroup (gone, or a zombie), so that the pod's
+/// cgroups can be removed after it.
 pub(super) fn kill(pid: i32) {
     if is_infra(pid) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name in parentheses.
+            let exited = state
+                .rsplit_once(')')
+                .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+            if exited {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Pods {
     state: PathBuf,
     cni: crate::config::CniConfig,
     host: Box<dyn Host>,
+    /// The systemd cgroup driver is in use (for a pod without a parent).
+    pub systemd_cgroup: bool,
 }
 
 impl Pods {
@@ -76,6 +78,7 @@ impl Pods {
             state: state.to_path_buf(),
             cni,
             host,
+            systemd_cgroup: false,
         };
         pods.clean_half_made()?;
         pods.lost_after_reboot()?;
@@ -241,10 +244,15 @@ impl Pods {
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default();
-        // (A systemd slice is systemd's to make; the systemd driver is not
-        // built yet.)
+        // (A systemd slice is systemd's to make.)
         if !parent.is_empty() && !parent.ends_with(".slice") {
             self.host.create_cgroup(&parent, &mut rec.cgroups)?;
+        }
+        // The infra process leaves berthd's cgroup for one of the pod's.
+        if let Some(pid) = rec.infra_pid {
+            let systemd = parent.ends_with(".slice") || (parent.is_empty() && self.systemd_cgroup);
+            self.host
+                .place_infra(pid, &parent, &rec.id, systemd, &mut rec.cgroups)?;
         }
         Ok(())
     }

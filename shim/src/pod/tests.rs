@@ -74,6 +74,19 @@ impl Host for Fake {
     fn remove_cgroups(&self, made: &[String]) {
         self.log(format!("remove_cgroups {}", made.join(",")));
     }
+    fn place_infra(
+        &self,
+        pid: i32,
+        parent: &str,
+        pod_id: &str,
+        _systemd: bool,
+        made: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let path = format!("{}/berth-pod-{pod_id}", parent.trim_start_matches('/'));
+        self.log(format!("place_infra {pid} {path}"));
+        made.push(path);
+        Ok(())
+    }
     fn is_pinned(&self, path: &Path) -> bool {
         // Pins are files the fake's `pin` leaves in place of mounts.
         path.exists()

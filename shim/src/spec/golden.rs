@@ -36,6 +36,7 @@ fn pod() -> PodContext {
         shm_dir: Some("/run/berth/shm/p1".into()),
         hostname: "web-0".into(),
         cgroup_parent: "/kubepods/besteffort/podp1".into(),
+        systemd_cgroup: false,
         rlimits: vec![("RLIMIT_NOFILE".into(), 1_048_576, 1_048_576)],
         ..Default::default()
     }

@@ -19,7 +19,7 @@ mod devices;
 mod mounts;
 mod namespaces;
 mod process;
-mod resources;
+pub mod resources;
 mod security;
 mod users;
 
@@ -60,8 +60,12 @@ pub struct PodContext {
     /// The pod's `/dev/shm` tmpfs; `None` = host IPC, bind the host's `/dev/shm`.
     pub shm_dir: Option<PathBuf>,
     pub hostname: String,
-    /// e.g. "/kubepods/pod123" (cgroupfs driver).
+    /// e.g. "/kubepods/pod123" (cgroupfs driver) or
+    /// "kubepods-besteffort-pod123.slice" (systemd driver).
     pub cgroup_parent: String,
+    /// The systemd cgroup driver: the container gets a transient
+    /// `berth-<id>.scope` in the parent slice.
+    pub systemd_cgroup: bool,
     /// The pod may run privileged containers.
     pub privileged: bool,
     /// The pod's sysctls (namespaced ones only; checked here).

@@ -14,7 +14,9 @@ pub fn apply(spec: &mut Spec, cx: &Context) -> Result<(), Error> {
             .filter(|v| (-1000..=1000).contains(v))
             .ok_or_else(|| invalid("linux.resources.oom_score_adj", "must be in -1000..=1000"))?;
         process_mut(spec).set_oom_score_adj(Some(oom));
-        resources_from_cri(r, resources_mut(spec))?;
+        // The systemd driver: the cpuset is written to the scope's files
+        // once the container exists (see `with_cpuset`).
+        resources_from_cri(r, resources_mut(spec), !cx.pod.systemd_cgroup)?;
     }
     linux_mut(spec).set_cgroups_path(Some(cgroups_path(cx.id, cx.pod).into()));
     Ok(())
@@ -22,7 +24,15 @@ pub fn apply(spec: &mut Spec, cx: &Context) -> Result<(), Error> {
 
 pub(super) fn cgroups_path(id: &str, pod: &PodContext) -> String {
     let parent = pod.cgroup_parent.trim_end_matches('/');
-    if parent.is_empty() {
+    if pod.systemd_cgroup {
+        // runc's and libcontainer's `slice:prefix:name`: berth-<id>.scope.
+        let slice = if parent.is_empty() {
+            "system.slice"
+        } else {
+            parent
+        };
+        format!("{slice}:berth:{id}")
+    } else if parent.is_empty() {
         format!("/berth/{id}")
     } else if parent.starts_with('/') {
         format!("{parent}/berth-{id}")
@@ -31,9 +41,25 @@ pub(super) fn cgroups_path(id: &str, pod: &PodContext) -> String {
     }
 }
 
+/// The CRI's limits as OCI resources, but the cpuset (for the systemd
+/// driver's unit properties on UpdateContainerResources).
+pub fn oci_resources(r: &cri_api::v1::LinuxContainerResources) -> Result<LinuxResources, Error> {
+    let mut out = LinuxResources::default();
+    resources_from_cri(r, &mut out, false)?;
+    Ok(out)
+}
+
+/// `with_cpuset`: the cpuset too. Under the systemd driver it is not given
+/// to the runtime: libcgroups 0.7 (libcontainer's) sends systemd the
+/// AllowedCPUs/AllowedMemoryNodes properties as arrays of u64 where
+/// systemd wants bytes, and systemd then refuses the whole scope
+/// ("Unexpected message contents"). berth writes `cpuset.cpus` and
+/// `cpuset.mems` itself instead, which systemd leaves alone as long as
+/// the unit has no AllowedCPUs.
 fn resources_from_cri(
     r: &cri_api::v1::LinuxContainerResources,
     out: &mut LinuxResources,
+    with_cpuset: bool,
 ) -> Result<(), Error> {
     let mut cpu = LinuxCpu::default();
     let mut any_cpu = false;
@@ -53,11 +79,11 @@ fn resources_from_cri(
         cpu.set_period(Some(p));
         any_cpu = true;
     }
-    if !r.cpuset_cpus.is_empty() {
+    if !r.cpuset_cpus.is_empty() && with_cpuset {
         cpu.set_cpus(Some(r.cpuset_cpus.clone()));
         any_cpu = true;
     }
-    if !r.cpuset_mems.is_empty() {
+    if !r.cpuset_mems.is_empty() && with_cpuset {
         cpu.set_mems(Some(r.cpuset_mems.clone()));
         any_cpu = true;
     }

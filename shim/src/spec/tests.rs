@@ -52,6 +52,7 @@ pub(super) fn pod() -> PodContext {
         resolv_file: "/pod/resolv.conf".into(),
         hostname: "mypod".into(),
         cgroup_parent: "/kubepods/pod123".into(),
+        systemd_cgroup: false,
         ..Default::default()
     }
 }

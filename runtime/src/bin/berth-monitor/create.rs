@@ -52,7 +52,11 @@ pub fn run(a: &Container) -> Result<(), String> {
                 } else {
                     b.with_stdin(stdin_r).with_stdout(out_w).with_stderr(err_w)
                 };
-                b.as_init(&a.bundle).with_systemd(false).with_detach(true)
+                // The systemd driver's `slice:prefix:name` path: libcontainer
+                // makes the container's scope through systemd's D-Bus API.
+                let systemd = super::bundle::cgroups_path(&a.bundle)
+                    .is_some_and(|p| berth_runtime::is_systemd_path(&p));
+                b.as_init(&a.bundle).with_systemd(systemd).with_detach(true)
             })
             .and_then(|b| b.build())
             .map(|c| Engine::Lib(Box::new(c)))
@@ -117,6 +121,10 @@ pub fn run(a: &Container) -> Result<(), String> {
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
         ];
         poll(&mut fds, PollTimeout::NONE).map_err(|e| format!("poll: {e}"))?;
+        // Signals are drained before the reap, never after: a SIGCHLD that
+        // arrives once the reap has looked (the init killed just below)
+        // must stay pending to wake the next poll.
+        drain_signals(&sigfd);
         if let Some(status) = reap(pid) {
             break Some(status);
         }
@@ -131,10 +139,9 @@ pub fn run(a: &Container) -> Result<(), String> {
                 None => {}
             }
         }
-        drain_signals(&sigfd);
     };
     if let Some(exit) = early_exit {
-        record_exit(&a.bundle, &a.state, exit);
+        record_exit(&a.bundle, &a.state, exit, false);
         container.delete(&a.id, &a.state);
         return Ok(());
     }

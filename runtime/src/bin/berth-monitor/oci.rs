@@ -68,6 +68,11 @@ impl Oci<'_> {
         stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>,
     ) -> Result<Pid, String> {
         let mut c = self.command();
+        // The systemd driver: the runtime makes the container's scope
+        // through systemd (runc and crun remember it for later commands).
+        if super::bundle::cgroups_path(bundle).is_some_and(|p| berth_runtime::is_systemd_path(&p)) {
+            c.arg("--systemd-cgroup");
+        }
         c.arg("create")
             .arg("--bundle")
             .arg(bundle)

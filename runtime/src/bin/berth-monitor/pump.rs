@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 
 use super::attach::Attach;
 use super::engine::{Engine, deleted};
-use super::reap::{drain_signals, reap, record_exit, sigchld_fd};
+use super::reap::{OomWatch, drain_signals, reap, record_exit, sigchld_fd};
 
 pub fn pump_mode(c: &Container, pid: i32, stdin_fd: Option<i32>, tty: bool) -> Result<(), String> {
     let pid = Pid::from_raw(pid);
@@ -58,9 +58,20 @@ pub fn pump_mode(c: &Container, pid: i32, stdin_fd: Option<i32>, tty: bool) -> R
     // The init may have exited between exec and the mask: reap first, and
     // still drain what it wrote.
     let already = reap(pid);
-    let exit = pump(pid, out_r, err_r, &sigfd, logs, &mut attach, already)?;
+    let mut oom = OomWatch::new(&c.bundle);
+    let exit = pump(
+        pid,
+        out_r,
+        err_r,
+        &sigfd,
+        logs,
+        &mut attach,
+        already,
+        oom.as_mut(),
+    )?;
     let _ = std::fs::remove_file(c.state.join(ATTACH_SOCKET));
-    record_exit(&c.bundle, &c.state, exit);
+    let oom_seen = oom.is_some_and(|o| o.seen);
+    record_exit(&c.bundle, &c.state, exit, oom_seen);
     match Engine::load(c, pid) {
         Ok(mut e) => e.delete(&c.id, &c.state),
         Err(e) => {
@@ -97,7 +108,8 @@ fn append(path: &Path) -> std::io::Result<File> {
 
 /// Copies the container's output into the CRI log (and to attached
 /// clients) until the init exits; serves the attach socket; returns the
-/// init's exit.
+/// init's exit. Watches for OOM kills meanwhile (`oom`).
+#[allow(clippy::too_many_arguments)]
 fn pump(
     pid: Pid,
     out_r: OwnedFd,
@@ -106,6 +118,7 @@ fn pump(
     mut log: Logs,
     attach: &mut Attach,
     mut exit: Option<Exit>,
+    mut oom: Option<&mut OomWatch>,
 ) -> Result<Exit, String> {
     let mut streams = [
         (
@@ -137,6 +150,11 @@ fn pump(
         let n_streams = fds.len();
         fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
         fds.extend(attach.poll_fds());
+        // Last, so the attach sockets keep their places after the streams.
+        let oom_at = fds.len();
+        if let Some(w) = oom.as_deref() {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+        }
         let n = match poll(&mut fds, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -144,6 +162,11 @@ fn pump(
         };
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
+        if ready.get(oom_at).copied().unwrap_or(false)
+            && let Some(w) = oom.as_deref_mut()
+        {
+            w.check();
+        }
         if n == 0 && exit.is_some() {
             break;
         }
@@ -169,7 +192,7 @@ fn pump(
             let _ = log.file.write_all(&entries);
             entries.clear();
         }
-        let requests = attach.service(&ready[n_streams + 1..]);
+        let requests = attach.service(&ready[n_streams + 1..oom_at]);
         for client in requests.reopen {
             let answer = match log.reopen() {
                 Ok(()) => String::new(),

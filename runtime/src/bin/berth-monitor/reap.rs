@@ -5,6 +5,7 @@ use std::path::Path;
 
 use berth_runtime::now_ns;
 use berth_runtime::protocol::state::Exit;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -47,11 +48,60 @@ pub fn reap(init: Pid) -> Option<Exit> {
 }
 
 /// Writes the exit file, noting whether the OOM killer struck the
-/// container's cgroup (read before the container's delete removes it).
-pub fn record_exit(bundle: &Path, state: &Path, mut exit: Exit) {
-    exit.oom_killed =
-        super::bundle::cgroups_path(bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
+/// container's cgroup: seen as it happened (`oom_seen`), or read now
+/// (before the container's delete removes the cgroup).
+pub fn record_exit(bundle: &Path, state: &Path, mut exit: Exit, oom_seen: bool) {
+    exit.oom_killed = oom_seen
+        || super::bundle::cgroups_path(bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
     write_exit(state, &exit);
+}
+
+/// Watches a v2 cgroup's `memory.events` with inotify, so that an OOM kill
+/// is seen when it happens. Under the systemd driver, systemd stops a
+/// scope and removes its cgroup as soon as its last process is gone,
+/// often before the monitor has reaped the init and could read the file
+/// (containerd's shim and CRI-O's conmon watch it the same way).
+pub struct OomWatch {
+    inotify: Inotify,
+    cgroups_path: String,
+    pub seen: bool,
+}
+
+impl OomWatch {
+    /// A watch on the container's `memory.events`; None on v1 (whose
+    /// cgroup stays until the delete) or when the file is not there.
+    pub fn new(bundle: &Path) -> Option<OomWatch> {
+        let cgroups_path = super::bundle::cgroups_path(bundle)?;
+        let file = Path::new("/sys/fs/cgroup")
+            .join(berth_runtime::cgroup_rel(&cgroups_path)?)
+            .join("memory.events");
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        inotify.add_watch(&file, AddWatchFlags::IN_MODIFY).ok()?;
+        let mut w = OomWatch {
+            inotify,
+            cgroups_path,
+            seen: false,
+        };
+        w.check();
+        Some(w)
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.inotify.as_fd()
+    }
+
+    /// Reads the events that woke us and the OOM kill count.
+    pub fn check(&mut self) {
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+        }
+        if berth_runtime::oom_kills(&self.cgroups_path) > 0 {
+            self.seen = true;
+        }
+    }
 }
 
 /// Writes the exit file as it is.

@@ -164,6 +164,7 @@ pub async fn create_container(
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default(),
+        systemd_cgroup: d.config.cgroup_driver == crate::config::CgroupDriver::Systemd,
         privileged: pod_config
             .linux
             .as_ref()

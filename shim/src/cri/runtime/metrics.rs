@@ -79,6 +79,48 @@ const CONTAINER_METRICS: &[(&str, &str, MetricType)] = &[
         "Start time of the container since unix epoch in seconds.",
         MetricType::Gauge,
     ),
+    (
+        "container_fs_reads_bytes_total",
+        "Cumulative count of bytes read.",
+        MetricType::Counter,
+    ),
+    (
+        "container_fs_writes_bytes_total",
+        "Cumulative count of bytes written.",
+        MetricType::Counter,
+    ),
+    // Pressure stall information (cgroup v2), as cAdvisor names it:
+    // waiting is PSI's "some", stalled its "full".
+    (
+        "container_pressure_cpu_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to CPU congestion.",
+        MetricType::Counter,
+    ),
+    (
+        "container_pressure_cpu_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to CPU congestion.",
+        MetricType::Counter,
+    ),
+    (
+        "container_pressure_memory_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to memory congestion.",
+        MetricType::Counter,
+    ),
+    (
+        "container_pressure_memory_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to memory congestion.",
+        MetricType::Counter,
+    ),
+    (
+        "container_pressure_io_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to I/O congestion.",
+        MetricType::Counter,
+    ),
+    (
+        "container_pressure_io_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to I/O congestion.",
+        MetricType::Counter,
+    ),
 ];
 
 const NETWORK_METRICS: &[(&str, &str)] = &[
@@ -189,7 +231,9 @@ pub async fn list_pod_sandbox_metrics(d: Arc<Daemon>) -> Result<Vec<PodSandboxMe
                         ];
                         let stats = super::container_stats::stats_of(&d, c);
                         let r = config.linux.and_then(|l| l.resources).unwrap_or_default();
-                        let values = values(&stats, &r, started_ns, secs);
+                        let io = crate::stats::container_cgroup(&d.containers, c)
+                            .and_then(|cg| cg.io_bytes());
+                        let values = values(&stats, &r, io, started_ns, secs);
                         ContainerMetrics {
                             container_id: c.id.clone(),
                             metrics: CONTAINER_METRICS
@@ -218,12 +262,27 @@ pub async fn list_pod_sandbox_metrics(d: Arc<Daemon>) -> Result<Vec<PodSandboxMe
 fn values(
     s: &ContainerStats,
     r: &cri_api::v1::LinuxContainerResources,
+    io: Option<(u64, u64)>,
     started_ns: i64,
     now_secs: u64,
-) -> [Option<u64>; 11] {
+) -> [Option<u64>; 19] {
     let cpu = s.cpu.as_ref();
     let mem = s.memory.as_ref();
     let get = |v: Option<&UInt64Value>| v.map(|v| v.value);
+    // PSI totals are microseconds; the metrics whole seconds.
+    let psi = |p: Option<&cri_api::v1::PsiStats>, full: bool| {
+        let d = if full {
+            p?.full.as_ref()
+        } else {
+            p?.some.as_ref()
+        };
+        d.map(|d| d.total / 1_000_000)
+    };
+    let (cpu_psi, mem_psi) = (
+        cpu.and_then(|c| c.psi.as_ref()),
+        mem.and_then(|m| m.psi.as_ref()),
+    );
+    let io_psi = s.io.as_ref().and_then(|i| i.psi.as_ref());
     [
         get(cpu.and_then(|c| c.usage_core_nano_seconds.as_ref())).map(|ns| ns / 1_000_000_000),
         get(mem.and_then(|m| m.working_set_bytes.as_ref())),
@@ -236,6 +295,14 @@ fn values(
         (r.cpu_quota > 0).then_some(r.cpu_quota as u64),
         Some(now_secs),
         Some((started_ns / 1_000_000_000).max(0) as u64),
+        io.map(|(read, _)| read),
+        io.map(|(_, write)| write),
+        psi(cpu_psi, false),
+        psi(cpu_psi, true),
+        psi(mem_psi, false),
+        psi(mem_psi, true),
+        psi(io_psi, false),
+        psi(io_psi, true),
     ]
 }
 
@@ -248,6 +315,7 @@ mod tests {
         let v = values(
             &ContainerStats::default(),
             &Default::default(),
+            None,
             2_000_000_000,
             5,
         );

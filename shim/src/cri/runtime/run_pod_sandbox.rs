@@ -18,6 +18,10 @@ pub async fn run_pod_sandbox(
         .config
         .ok_or_else(|| Status::invalid_argument("RunPodSandbox: no config"))?;
     crate::cri::validate::pod_config(&config)?;
+    if let Some(l) = &config.linux {
+        crate::cgroups::check_parent(d.config.cgroup_driver, &l.cgroup_parent)
+            .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
+    }
     let m = config.metadata.clone().unwrap_or_default();
     if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
         return Err(Status::invalid_argument(

@@ -9,7 +9,8 @@ use crate::daemon::Daemon;
 
 pub fn runtime_config(daemon: &Daemon, _: RuntimeConfigRequest) -> RuntimeConfigResponse {
     let driver = match daemon.config.cgroup_driver {
-        config::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+        // `auto` is resolved at start; never seen here.
+        config::CgroupDriver::Cgroupfs | config::CgroupDriver::Auto => CgroupDriver::Cgroupfs,
         config::CgroupDriver::Systemd => CgroupDriver::Systemd,
     };
     RuntimeConfigResponse {

@@ -36,6 +36,14 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
             "cgroups".to_string(),
             serde_json::Value::from(cgroups.unwrap_or("none")).to_string(),
         );
+        let driver = match config.cgroup_driver {
+            crate::config::CgroupDriver::Cgroupfs | crate::config::CgroupDriver::Auto => "cgroupfs",
+            crate::config::CgroupDriver::Systemd => "systemd",
+        };
+        info.insert(
+            "cgroupDriver".to_string(),
+            serde_json::Value::from(driver).to_string(),
+        );
         let cni = match &network {
             Ok(n) => serde_json::json!({
                 "file": n.file, "network": n.name, "plugins": n.plugins,

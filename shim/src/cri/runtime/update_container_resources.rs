@@ -46,11 +46,49 @@ pub async fn update_container_resources(
     // ContainerStatus reports the resources now in force.
     let mut config = rec.config();
     let linux = config.linux.get_or_insert_with(Default::default);
-    linux.resources = Some(merge(linux.resources.take().unwrap_or_default(), new));
+    let merged = merge(linux.resources.take().unwrap_or_default(), new);
+    if berth_runtime::is_systemd_path(&rec.cgroup) {
+        // The files are written; systemd must know the new limits too, or
+        // its next daemon-reload puts the unit's old properties back.
+        let (path, id, r) = (rec.cgroup.clone(), rec.id.clone(), merged.clone());
+        let set = tokio::task::spawn_blocking(move || set_unit_properties(&path, &id, &r)).await;
+        if let Err(e) = set.map_err(|e| e.to_string()).and_then(|r| r) {
+            tracing::warn!(container = %rec.id, "updating the scope's properties: {e}");
+        }
+    }
+    linux.resources = Some(merged);
     rec.set_config(&config);
     d.containers.save(&rec)?;
     tracing::info!(container = %rec.id, "container resources updated");
     Ok(())
+}
+
+/// The systemd driver: the container's scope gets `r` as unit properties
+/// (MemoryMax, CPUWeight, CPUQuota, AllowedCPUs, ...) over D-Bus, as runc
+/// does, through libcgroups' systemd manager.
+fn set_unit_properties(
+    cgroups_path: &str,
+    id: &str,
+    r: &cri_api::v1::LinuxContainerResources,
+) -> Result<(), String> {
+    use libcgroups::common::{CgroupManager, ControllerOpt};
+    let resources = crate::spec::resources::oci_resources(r).map_err(|e| e.to_string())?;
+    let manager = libcgroups::systemd::manager::Manager::new(
+        "/sys/fs/cgroup".into(),
+        cgroups_path.into(),
+        id.to_string(),
+        true,
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| e.to_string())?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| e.to_string())
 }
 
 /// `new`'s non-zero fields over `old`.
