@@ -598,11 +598,33 @@ pub fn place_infra(
         if parent.is_empty() { "/berth" } else { parent }
     );
     create_parent(&path, made)?;
+    if mode() == Mode::V1 {
+        inherit_cpuset(Path::new(path.trim_start_matches('/')));
+    }
     for root in roots() {
         let procs = root.join(path.trim_start_matches('/')).join("cgroup.procs");
         std::fs::write(&procs, pid.to_string()).map_err(|e| format!("{}: {e}", procs.display()))?;
     }
     Ok(())
+}
+
+/// v1's cpuset takes no task until its `cpuset.cpus` and `cpuset.mems` are
+/// set (ENOSPC): each new directory down `rel` gets its parent's, as runc
+/// does.
+fn inherit_cpuset(rel: &Path) {
+    let mut dir = Path::new(ROOT).join("cpuset");
+    for c in rel.components() {
+        let child = dir.join(c);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let own = std::fs::read_to_string(child.join(file)).unwrap_or_default();
+            if own.trim().is_empty()
+                && let Ok(theirs) = std::fs::read_to_string(dir.join(file))
+            {
+                let _ = std::fs::write(child.join(file), theirs.trim());
+            }
+        }
+        dir = child;
+    }
 }
 
 /// Removes the cgroup directories berth made, deepest first, in every
