@@ -13,6 +13,11 @@ use super::ImageService;
 impl ImageService {
     /// Collects garbage now if some is pending and no pull is running;
     /// otherwise leaves it pending for the pull still running.
+    ///
+    /// Removing snapshot directories can take a while (a large image has
+    /// many thousands of files): on tokio's multi-threaded runtime the
+    /// removal runs with `block_in_place`, so the worker's other tasks (the
+    /// node's other CRI calls) move to another worker meanwhile.
     pub(super) fn collect_garbage_if_pending(&self) {
         use std::sync::atomic::Ordering;
         if !self.gc_pending.load(Ordering::SeqCst) {
@@ -20,7 +25,15 @@ impl ImageService {
         }
         if let Ok(_exclusive) = self.gc_lock.try_write() {
             self.gc_pending.store(false, Ordering::SeqCst);
-            if let Err(e) = self.collect_garbage_now() {
+            let collect = || self.collect_garbage_now();
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let done = if multi_thread {
+                tokio::task::block_in_place(collect)
+            } else {
+                collect()
+            };
+            if let Err(e) = done {
                 tracing::warn!("collecting unused image content: {e}");
             }
         }
