@@ -68,9 +68,12 @@ pub fn cgroup_rel(path: &str) -> Option<PathBuf> {
 /// (as in an OCI spec's `linux.cgroupsPath`): v2's `memory.events`, else
 /// v1's `memory.oom_control`.
 pub fn oom_kills(cgroups_path: &str) -> u64 {
-    let Some(rel) = cgroup_rel(cgroups_path) else {
-        return 0;
-    };
+    read_oom_kills(cgroups_path).unwrap_or(0)
+}
+
+/// As [`oom_kills`]; None when the cgroup (or its file) is gone.
+pub fn read_oom_kills(cgroups_path: &str) -> Option<u64> {
+    let rel = cgroup_rel(cgroups_path)?;
     let root = Path::new("/sys/fs/cgroup");
     let (file, key) = if root.join("cgroup.controllers").is_file() {
         (root.join(rel).join("memory.events"), "oom_kill ")
@@ -81,11 +84,26 @@ pub fn oom_kills(cgroups_path: &str) -> u64 {
         )
     };
     std::fs::read_to_string(file)
-        .unwrap_or_default()
+        .ok()?
         .lines()
         .find_map(|l| l.strip_prefix(key))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+}
+
+/// OOM kills in the parent of the cgroup at `cgroups_path` and below it:
+/// v2's `memory.events` counts a subtree's. None on v1 or when unreadable.
+pub fn parent_oom_kills(cgroups_path: &str) -> Option<u64> {
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").is_file() {
+        return None;
+    }
+    let rel = cgroup_rel(cgroups_path)?;
+    let file = root.join(rel.parent()?).join("memory.events");
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 pub fn now_ns() -> i64 {

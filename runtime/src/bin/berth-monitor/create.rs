@@ -101,6 +101,7 @@ pub fn run(a: &Container) -> Result<(), String> {
     let pid = container.pid().ok_or("the runtime gave no init pid")?;
 
     let sigfd = sigchld_fd()?;
+    super::reap::record_oom_base(&a.bundle, &a.state);
     write_atomic(&a.state, PID, pid.as_raw().to_string().as_bytes())
         .map_err(|e| format!("pid file: {e}"))?;
 

@@ -51,9 +51,37 @@ pub fn reap(init: Pid) -> Option<Exit> {
 /// container's cgroup: seen as it happened (`oom_seen`), or read now
 /// (before the container's delete removes the cgroup).
 pub fn record_exit(bundle: &Path, state: &Path, mut exit: Exit, oom_seen: bool) {
+    let path = super::bundle::cgroups_path(bundle);
+    let own = path.as_deref().and_then(berth_runtime::read_oom_kills);
+    // The cgroup already gone (systemd removes an empty scope at once, even
+    // before the inotify watch was set when the kill came early): killed by
+    // SIGKILL while the OOM kills in its parent (the pod's) rose since the
+    // container was created counts as the OOM killer's.
+    let parent_saw = || {
+        let base: Option<u64> = std::fs::read_to_string(state.join(OOM_BASE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let now = path.as_deref().and_then(berth_runtime::parent_oom_kills);
+        matches!((base, now), (Some(b), Some(n)) if n > b)
+    };
     exit.oom_killed = oom_seen
-        || super::bundle::cgroups_path(bundle).is_some_and(|p| berth_runtime::oom_kills(&p) > 0);
+        || own.is_some_and(|n| n > 0)
+        || (own.is_none() && exit.signal == Some(Signal::SIGKILL as i32) && parent_saw());
     write_exit(state, &exit);
+}
+
+/// The parent cgroup's OOM kill count when the container was created.
+pub const OOM_BASE: &str = "oom-base";
+
+/// Records [`OOM_BASE`] (v2; nothing on v1, whose cgroup stays until the
+/// container's delete).
+pub fn record_oom_base(bundle: &Path, state: &Path) {
+    if let Some(n) = super::bundle::cgroups_path(bundle)
+        .as_deref()
+        .and_then(berth_runtime::parent_oom_kills)
+    {
+        let _ = std::fs::write(state.join(OOM_BASE), n.to_string());
+    }
 }
 
 /// Watches a v2 cgroup's `memory.events` with inotify, so that an OOM kill
