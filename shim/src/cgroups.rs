@@ -83,14 +83,24 @@ pub fn check_driver(driver: crate::config::CgroupDriver) -> Result<(), String> {
 /// A pod's `cgroup_parent` in the form the driver expects: a path for
 /// cgroupfs (`/kubepods/pod1`), a slice name for systemd
 /// (`kubepods-besteffort-pod1.slice`), as the kubelet sends them when set
-/// to the same driver. A mismatch means the kubelet's cgroupDriver differs
-/// from berth's: refused with the fix.
-pub fn check_parent(driver: crate::config::CgroupDriver, parent: &str) -> Result<(), String> {
+/// to the same driver; returned as berth keeps it. Under systemd a path
+/// whose last element is a slice (`/test.slice`, as critest sends) means
+/// that slice, as with containerd and CRI-O. Any other mismatch means the
+/// kubelet's cgroupDriver differs from berth's: refused with the fix.
+pub fn check_parent(driver: crate::config::CgroupDriver, parent: &str) -> Result<String, String> {
     if parent.is_empty() {
-        return Ok(());
+        return Ok(String::new());
     }
     let slice = parent.ends_with(".slice") && !parent.contains('/');
+    let base = parent
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
     match driver {
+        crate::config::CgroupDriver::Systemd if !slice && base.ends_with(".slice") => {
+            check_parent(driver, base)
+        }
         crate::config::CgroupDriver::Systemd if !slice => Err(format!(
             "cgroup_parent {parent:?} is a path, but berth uses the systemd cgroup driver, \
              which takes a slice (e.g. kubepods-besteffort-pod<uid>.slice): set the \
@@ -102,7 +112,7 @@ pub fn check_parent(driver: crate::config::CgroupDriver, parent: &str) -> Result
              cgroupDriver: cgroupfs)"
         )),
         _ => berth_runtime::cgroup_rel(parent)
-            .map(|_| ())
+            .map(|_| parent.to_string())
             .ok_or_else(|| format!("cgroup_parent {parent:?} is not a valid cgroup")),
     }
 }
@@ -640,6 +650,21 @@ pub fn remove_made(made: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parents_in_the_drivers_forms() {
+        use crate::config::CgroupDriver::{Cgroupfs, Systemd};
+        let ok = |d, p: &str| check_parent(d, p).unwrap();
+        assert_eq!(ok(Systemd, ""), "");
+        assert_eq!(ok(Systemd, "kubepods-pod1.slice"), "kubepods-pod1.slice");
+        // A path ending in a slice is that slice (critest sends "/test.slice").
+        assert_eq!(ok(Systemd, "/test.slice"), "test.slice");
+        assert_eq!(ok(Systemd, "/a/b/kubepods.slice/"), "kubepods.slice");
+        assert!(check_parent(Systemd, "/kubepods/pod1").is_err());
+        assert_eq!(ok(Cgroupfs, "/kubepods/pod1"), "/kubepods/pod1");
+        assert_eq!(ok(Cgroupfs, "/test.slice"), "/test.slice");
+        assert!(check_parent(Cgroupfs, "kubepods-pod1.slice").is_err());
+    }
 
     #[test]
     fn stat_values_by_key() {

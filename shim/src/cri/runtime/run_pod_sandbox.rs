@@ -14,12 +14,12 @@ pub async fn run_pod_sandbox(
     d: &Daemon,
     req: RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
-    let config = req
+    let mut config = req
         .config
         .ok_or_else(|| Status::invalid_argument("RunPodSandbox: no config"))?;
     crate::cri::validate::pod_config(&config)?;
-    if let Some(l) = &config.linux {
-        crate::cgroups::check_parent(d.config.cgroup_driver, &l.cgroup_parent)
+    if let Some(l) = &mut config.linux {
+        l.cgroup_parent = crate::cgroups::check_parent(d.config.cgroup_driver, &l.cgroup_parent)
             .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
     }
     let m = config.metadata.clone().unwrap_or_default();
