@@ -1,5 +1,6 @@
 //! berthd: berth's CRI daemon.
 
+mod apparmor;
 mod attach;
 mod cgroups;
 mod cni;

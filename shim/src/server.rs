@@ -44,6 +44,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &format!("root {}", config.root.display()),
     )?;
     let listener = bind(&config.socket)?;
+    // Off the start's path: a container that needs the profile first waits
+    // for this load (or loads it itself).
+    tokio::task::spawn_blocking(crate::apparmor::init);
 
     let db = Arc::new(open_database(&config.root.join("berth.redb"))?);
     let images = Arc::new(

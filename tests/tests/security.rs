@@ -761,7 +761,9 @@ async fn a_container_cannot_reach_berths_binary_or_the_nodes_files() {
     })
     .await;
     // PID 1 of a shared PID namespace is berth's; with CAP_SYS_PTRACE a
-    // container may open even a non-dumpable process's exe.
+    // container may open even a non-dumpable process's exe. Unconfined by
+    // AppArmor (whose default profile refuses the stat itself), so that
+    // this tries berth's own defence on every node.
     let probe = "stat -L -c 'exe %d:%i' /proc/1/exe; \
                  (echo x >> /proc/1/exe) 2>/dev/null && echo wrote || echo write-refused; \
                  exec 3</proc/1/exe && (echo x >> /proc/self/fd/3) 2>/dev/null && echo wrote-fd || echo fd-refused";
@@ -774,6 +776,10 @@ async fn a_container_cannot_reach_berths_binary_or_the_nodes_files() {
             }),
             namespace_options: Some(NamespaceOption {
                 pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            apparmor: Some(SecurityProfile {
+                profile_type: ProfileType::Unconfined as i32,
                 ..Default::default()
             }),
             ..Default::default()

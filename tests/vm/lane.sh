@@ -24,8 +24,9 @@ for line in sys.stdin:
 files=("$@")
 # What touches cgroups, systemd and the kernel: the cgroup drivers, pods and
 # their cgroups, containers (OOM, PID namespaces, restarts), stats and
-# live resource updates, and the security settings the kernel enforces.
-[ ${#files[@]} -gt 0 ] || files=(cgroups pods stats containers security)
+# live resource updates, the security settings the kernel enforces, and
+# AppArmor (which the guest has and this host lacks).
+[ ${#files[@]} -gt 0 ] || files=(cgroups pods stats containers security apparmor)
 cmds=()
 for driver in ${BERTH_VM_DRIVERS:-cgroupfs systemd}; do
   for f in "${files[@]}"; do

@@ -92,6 +92,10 @@ pub enum Error {
     /// A feature berth does not implement.
     #[error("unimplemented: {0}")]
     Unsupported(String),
+    /// The request is valid but the node cannot honour it now (an
+    /// AppArmor profile that is not loaded).
+    #[error("{0}")]
+    Unavailable(String),
     /// oci-spec refused a value (its builders check some).
     #[error("building the OCI spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),

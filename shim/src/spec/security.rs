@@ -33,8 +33,8 @@ pub(super) const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// Sets `process.noNewPrivileges`, `linux.seccomp` (from the capabilities
-/// set before), `linux.sysctl`, `linux.maskedPaths` and
+/// Sets `process.apparmorProfile`, `process.noNewPrivileges`,
+/// `linux.seccomp` (from the capabilities set before), `linux.sysctl`, `linux.maskedPaths` and
 /// `linux.readonlyPaths`.
 pub fn apply(spec: &mut Spec, cx: &Context) -> Result<(), Error> {
     let sc = &cx.sc;
@@ -44,6 +44,11 @@ pub fn apply(spec: &mut Spec, cx: &Context) -> Result<(), Error> {
     if sc.no_new_privs {
         process_mut(spec).set_no_new_privileges(Some(true));
     }
+    let apparmor = crate::apparmor::profile_for(sc).map_err(|e| match e {
+        crate::apparmor::Error::Invalid { field, reason } => invalid(field, reason),
+        crate::apparmor::Error::Unavailable(why) => Error::Unavailable(why),
+    })?;
+    process_mut(spec).set_apparmor_profile(apparmor);
     // A privileged container runs without seccomp, as with containerd.
     let seccomp = if sc.privileged {
         None
@@ -73,33 +78,9 @@ pub fn apply(spec: &mut Spec, cx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
-/// AppArmor and SELinux: berth's hosts have neither, so an explicit
-/// profile or label is refused, as containerd does on such a host; the
-/// runtime default (or none) is accepted.
+/// SELinux: berth's hosts have none, so an explicit label is refused, as
+/// containerd does on such a host. (AppArmor is chosen in [`apply`].)
 pub(super) fn check_lsm(sc: &LinuxContainerSecurityContext) -> Result<(), Error> {
-    let apparmor_on = Path::new("/sys/kernel/security/apparmor").exists();
-    if let Some(p) = &sc.apparmor {
-        // 0 RuntimeDefault, 1 Unconfined, 2 Localhost
-        if p.profile_type == 2 && !apparmor_on {
-            return Err(invalid(
-                "security_context.apparmor",
-                format!(
-                    "profile {:?} asked for, but AppArmor is not enabled on this node",
-                    p.localhost_ref
-                ),
-            ));
-        }
-    }
-    #[allow(deprecated)]
-    let legacy = sc.apparmor_profile.as_str();
-    if let Some(name) = legacy.strip_prefix("localhost/")
-        && !apparmor_on
-    {
-        return Err(invalid(
-            "security_context.apparmor_profile",
-            format!("profile {name:?} asked for, but AppArmor is not enabled on this node"),
-        ));
-    }
     let selinux_on = Path::new("/sys/fs/selinux/enforce").exists();
     if let Some(o) = &sc.selinux_options
         && !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())

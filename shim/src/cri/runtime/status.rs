@@ -44,6 +44,19 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
             "cgroupDriver".to_string(),
             serde_json::Value::from(driver).to_string(),
         );
+        let aa = crate::apparmor::node();
+        info.insert(
+            "apparmor".to_string(),
+            serde_json::json!({
+                "enabled": aa.enabled,
+                "kernel": aa.kernel,
+                "parser": aa.parser,
+                "defaultProfile": crate::apparmor::DEFAULT_PROFILE,
+                "defaultLoaded": aa.enabled
+                    && crate::apparmor::loaded(crate::apparmor::DEFAULT_PROFILE).unwrap_or(false),
+            })
+            .to_string(),
+        );
         let cni = match &network {
             Ok(n) => serde_json::json!({
                 "file": n.file, "network": n.name, "plugins": n.plugins,
