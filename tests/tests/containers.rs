@@ -894,3 +894,49 @@ exec /usr/sbin/runc "$@"
     // Nothing of a second attempt is left: no mount, cgroup or monitor.
     s.remove_all().await;
 }
+
+/// A container whose monitor died and whose process was reaped leaves its
+/// pid to be reused. StopContainer must not signal whatever holds that
+/// pid now: berthd holds the init by a pidfd, and takes the process at the
+/// pid for the container's only if it started when the monitor recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_never_signals_a_process_that_reused_the_containers_pid() {
+    let mut s = setup(busybox_config()).await;
+    let id = s.run(s.config("gone", &["/bin/sleep", "1000"])).await;
+    let dir = s.b.state.join("containers").join(&id);
+    let init: i32 = std::fs::read_to_string(dir.join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // The monitor dies, then the container's process.
+    let monitors = berth_tests::monitor_pids(&s.b.state);
+    assert_eq!(monitors.len(), 1, "{monitors:?}");
+    for pid in [monitors[0] as i32, init] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+    }
+    // Its pid is reused (simulated: the pid file now names another live
+    // process, as it would after a reuse).
+    let mut decoy = std::process::Command::new("/bin/sleep")
+        .arg("1000")
+        .spawn()
+        .expect("decoy");
+    std::fs::write(dir.join(".pid.tmp"), decoy.id().to_string()).expect("pid");
+    std::fs::rename(dir.join(".pid.tmp"), dir.join("pid")).expect("pid");
+    s.c.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .expect("stop");
+    let st = s.status(&id).await;
+    assert_ne!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+    let survived = decoy.try_wait().expect("decoy").is_none();
+    let _ = decoy.kill();
+    let _ = decoy.wait();
+    assert!(
+        survived,
+        "StopContainer signalled the process holding the reused pid"
+    );
+    s.remove_all().await;
+}

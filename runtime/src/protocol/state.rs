@@ -5,6 +5,7 @@
 //! config.json   the OCI bundle's spec (berthd writes it)
 //! start         FIFO: berthd writes a Control word (start, kill)
 //! monitor.log   the monitor's stderr (libcontainer's errors)
+//! pid-start     the init's start time (written just before pid)
 //! pid           the container's init pid, once CREATED
 //! create-error  why creating failed
 //! started       unix nanoseconds, once RUNNING
@@ -25,6 +26,10 @@ pub const CONFIG: &str = "config.json";
 pub const START_FIFO: &str = "start";
 pub const MONITOR_LOG: &str = "monitor.log";
 pub const PID: &str = "pid";
+/// The init's start time, [`process_start`] of [`PID`]: the pid is the
+/// container's only while the process holding it started then (a pid is
+/// reused once its process is reaped, e.g. after the monitor died).
+pub const PID_START: &str = "pid-start";
 pub const CREATE_ERROR: &str = "create-error";
 pub const STARTED: &str = "started";
 pub const ATTACH_SOCKET: &str = "attach.sock";
@@ -68,6 +73,18 @@ impl Exit {
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         write_atomic(state, EXIT, &json)
     }
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of
+/// `/proc/<pid>/stat`; the command name before it may hold spaces and
+/// parentheses, so fields are counted from its last `)`).
+pub fn process_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Writes `bytes` to `dir/name` through a temporary file and a rename, so a

@@ -169,8 +169,8 @@ impl Containers {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if !known.contains(&id) {
                     tracing::info!(container = %id, "removing a half-made container");
-                    if let Ok(pid) = self.pid(&id) {
-                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    if let Ok(init) = self.init_process(&id) {
+                        let _ = init.signal(nix::sys::signal::Signal::SIGKILL);
                     }
                     self.release(&id);
                 }

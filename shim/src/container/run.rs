@@ -2,10 +2,12 @@
 //! stop, and the start FIFO's control words.
 
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use berth_runtime::protocol::Control;
-use berth_runtime::protocol::state::{EXIT, PID, START_FIFO, STARTED};
+use berth_runtime::protocol::state::{EXIT, PID, PID_START, START_FIFO, STARTED, process_start};
+use nix::sys::signal::Signal;
 
 use super::{ContainerError, ContainerRecord, Containers, Observed, name};
 
@@ -20,9 +22,7 @@ impl Containers {
         if let Some(exit) = read(EXIT).and_then(|s| serde_json::from_str(&s).ok()) {
             return Observed::Exited { started_ns, exit };
         }
-        let alive = self
-            .pid(id)
-            .is_ok_and(|p| nix::sys::signal::kill(p, None).is_ok());
+        let alive = self.init_process(id).is_ok();
         match (alive, started_ns) {
             (false, _) => Observed::Unknown,
             (true, 0) => Observed::Created,
@@ -82,19 +82,22 @@ impl Containers {
         rec: &ContainerRecord,
         timeout: Duration,
     ) -> Result<(), ContainerError> {
-        let pid = match self.observe(&rec.id) {
+        let init = match self.observe(&rec.id) {
             Observed::Exited { .. } | Observed::Unknown => return Ok(()),
             Observed::Created => {
                 self.tell(&rec.id, Control::Kill)
                     .map_err(ContainerError::Monitor)?;
                 return self.wait_exit(rec).await;
             }
-            Observed::Running { .. } => self.pid(&rec.id).map_err(ContainerError::Monitor)?,
+            Observed::Running { .. } => match self.init_process(&rec.id) {
+                Ok(p) => p,
+                // Gone since: nothing to signal.
+                Err(_) => return self.wait_exit(rec).await,
+            },
         };
-        let sig = nix::sys::signal::Signal::try_from(rec.stop_signal)
-            .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+        let sig = Signal::try_from(rec.stop_signal).unwrap_or(Signal::SIGTERM);
         if timeout > Duration::ZERO {
-            let _ = nix::sys::signal::kill(pid, sig);
+            let _ = init.signal(sig);
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 if !matches!(self.observe(&rec.id), Observed::Running { .. }) {
@@ -103,10 +106,9 @@ impl Containers {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        // Only while it still runs: the pid is not ours once it is reaped.
-        if matches!(self.observe(&rec.id), Observed::Running { .. }) {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
+        // Through the pidfd: if the process is gone (even reaped and its
+        // pid reused), this reaches nothing.
+        let _ = init.signal(Signal::SIGKILL);
         self.wait_exit(rec).await
     }
 
@@ -144,5 +146,63 @@ impl Containers {
             .and_then(|p| p.trim().parse().ok())
             .map(nix::unistd::Pid::from_raw)
             .ok_or_else(|| format!("container {id}: no pid"))
+    }
+
+    /// The container's init, held by a pidfd, if it still exists: the
+    /// process at the recorded pid is taken for it only if it started when
+    /// the monitor recorded (`pid-start`), so a pid reused after the
+    /// container was reaped (its monitor dead, say) is never signalled.
+    pub(super) fn init_process(&self, id: &str) -> Result<InitProcess, String> {
+        let pid = self.pid(id)?;
+        let fd = InitProcess::open(pid).map_err(|e| format!("container {id}: pid {pid}: {e}"))?;
+        // Read after the pidfd is open: a match means the pidfd holds the
+        // process that started then. (No record: a monitor older than
+        // the file; the pid is taken as it is.)
+        let recorded = std::fs::read_to_string(self.state_dir(id).join(PID_START)).ok();
+        if let Some(want) = recorded.and_then(|s| s.trim().parse::<u64>().ok())
+            && process_start(pid.as_raw()) != Some(want)
+        {
+            return Err(format!(
+                "container {id}: pid {pid} now belongs to another process"
+            ));
+        }
+        Ok(fd)
+    }
+}
+
+/// A process held by a pidfd (Linux 5.3): signals sent through it reach
+/// that process or, once it is gone, nothing.
+pub(super) struct InitProcess(OwnedFd);
+
+impl InitProcess {
+    fn open(pid: nix::unistd::Pid) -> nix::Result<Self> {
+        #[allow(unsafe_code)]
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor, owned here, or -1.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if fd < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(InitProcess(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    pub(super) fn signal(&self, sig: Signal) -> nix::Result<()> {
+        #[allow(unsafe_code)]
+        // SAFETY: pidfd_send_signal reads only its arguments (no siginfo).
+        let r = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig as i32,
+                std::ptr::null::<nix::libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use berth_runtime::now_ns;
 use berth_runtime::protocol::state::{
-    CREATE_ERROR, OCI_PID, PID, START_FIFO, STARTED, write_atomic,
+    CREATE_ERROR, OCI_PID, PID, PID_START, START_FIFO, STARTED, write_atomic,
 };
 use berth_runtime::protocol::{Container, Control, Exit, Invocation};
 use libcontainer::container::builder::ContainerBuilder;
@@ -102,6 +102,10 @@ pub fn run(a: &Container) -> Result<(), String> {
 
     let sigfd = sigchld_fd()?;
     super::reap::record_oom_base(&a.bundle, &a.state);
+    if let Some(start) = berth_runtime::protocol::state::process_start(pid.as_raw()) {
+        write_atomic(&a.state, PID_START, start.to_string().as_bytes())
+            .map_err(|e| format!("pid-start file: {e}"))?;
+    }
     write_atomic(&a.state, PID, pid.as_raw().to_string().as_bytes())
         .map_err(|e| format!("pid file: {e}"))?;
 
