@@ -9,8 +9,10 @@
 pub mod bench;
 pub mod cgroup;
 pub mod fixtures;
+pub mod net;
 pub mod registry;
 pub mod setup;
+pub mod soak;
 pub mod streams;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_tests::fixtures::{self, Compression, ImageConfig, ManifestKind, Platform};
+use berth_tests::net::{PLUGINS, TestNet};
 use berth_tests::registry::Registry;
 use berth_tests::{Berthd, mounts_under};
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
@@ -18,73 +19,6 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 type Client = RuntimeServiceClient<Channel>;
-
-const PLUGINS: &str = "/usr/lib/cni";
-
-/// A private bridge network for one test: its name, bridge, subnet and
-/// IPAM data dir, removed (bridge included) on drop.
-struct TestNet {
-    name: String,
-    bridge: String,
-    subnet_prefix: String,
-    ipam_dir: PathBuf,
-}
-
-impl TestNet {
-    /// Installs the plugins into berthd's CNI bin dir and writes a
-    /// bridge + host-local conflist (plus `extra` plugins) into its conf dir.
-    fn install(b: &Berthd, n: u32, extra: &[serde_json::Value]) -> TestNet {
-        let d = b.dir.path();
-        for p in ["bridge", "host-local", "loopback", "portmap"] {
-            let link = d.join("cni-bin").join(p);
-            let _ = std::os::unix::fs::symlink(Path::new(PLUGINS).join(p), link);
-        }
-        let tag = std::process::id() % 10_000;
-        let net = TestNet {
-            name: format!("berth-test-{tag}-{n}"),
-            bridge: format!("bt{tag}x{n}"),
-            subnet_prefix: format!("10.213.{}", (tag % 100) * 2 + n),
-            ipam_dir: d.join("ipam"),
-        };
-        let mut plugins = vec![serde_json::json!({
-            "type": "bridge",
-            "bridge": net.bridge,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "dataDir": net.ipam_dir,
-                "ranges": [[{"subnet": format!("{}.0/24", net.subnet_prefix)}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-            },
-        })];
-        plugins.extend_from_slice(extra);
-        let list = serde_json::json!({"cniVersion": "1.0.0", "name": net.name, "plugins": plugins});
-        std::fs::write(d.join("net.d/10-test.conflist"), list.to_string()).expect("conflist");
-        net
-    }
-
-    /// IPs host-local has handed out and not released.
-    fn allocated(&self) -> Vec<String> {
-        let mut ips: Vec<String> = std::fs::read_dir(self.ipam_dir.join(&self.name))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&self.subnet_prefix))
-            .collect();
-        ips.sort();
-        ips
-    }
-}
-
-impl Drop for TestNet {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-    }
-}
 
 fn config(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
