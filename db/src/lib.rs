@@ -9,6 +9,8 @@
 //! transaction. Changes that must land together run in [`write()`], through
 //! the tables' [`Table::open`] / [`Names::open`].
 
+pub mod crash;
+
 use std::marker::PhantomData;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};

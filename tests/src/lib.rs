@@ -84,6 +84,9 @@ pub struct Options {
     pub registry: String,
     /// Extra keys for the `[cni]` table (likewise written by the harness).
     pub cni: String,
+    /// Environment for this start only (not for [`Berthd::restart`]), e.g.
+    /// `BERTH_CRASH_AT`.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running berthd with its own directories.
@@ -143,7 +146,7 @@ impl Berthd {
             stderr_file: d.join("berthd.log"),
             dir,
         };
-        let child = b.spawn(&opts.args);
+        let child = b.spawn(&opts.args, &opts.env);
         b.child = Some(child);
         b.wait_ready().await;
         b
@@ -187,10 +190,11 @@ impl Berthd {
         cmd
     }
 
-    fn spawn(&self, args: &[String]) -> Child {
+    fn spawn(&self, args: &[String], env: &[(String, String)]) -> Child {
         let log = std::fs::File::create(&self.stderr_file).expect("create log");
         self.command(&[])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -272,6 +276,23 @@ impl Berthd {
             })
             .await
             .map(|r| r.into_inner().image_ref)
+    }
+
+    /// Waits (up to `within`) for berthd to exit by itself; its status, or
+    /// None if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `signal` and waits (up to 30 s) for berthd to exit.

@@ -27,6 +27,11 @@ pub struct Census {
     pub cgroups: usize,
     /// Files and directories under berthd's state directory.
     pub state_entries: usize,
+    /// Of which files (directories such as `pods/` appear at first use).
+    pub state_files: usize,
+    /// Files in the image store (blobs, snapshots' files, leases, temp
+    /// files), the database aside.
+    pub image_files: usize,
     /// berthd's open descriptors.
     pub fds: usize,
     /// berthd's threads.
@@ -46,6 +51,17 @@ impl Census {
         Census {
             rss_kb: 0,
             ..self.clone()
+        }
+    }
+
+    /// What is on the node whichever berthd process runs: not its own
+    /// descriptors, threads or memory, nor directories made at first use.
+    pub fn node(&self) -> Census {
+        Census {
+            fds: 0,
+            threads: 0,
+            state_entries: 0,
+            ..self.counts()
         }
     }
 }
@@ -85,9 +101,11 @@ pub fn census(b: &Berthd, net: &TestNet, parent: &str) -> Census {
         ns_pins: ours.iter().filter(|l| l.contains(" - nsfs ")).count(),
         cgroups: crate::cgroup::hierarchies()
             .iter()
-            .map(|h| walk(&h.join(crate::cgroup::rel(parent)), true))
+            .map(|h| walk(&h.join(crate::cgroup::rel(parent)), Walk::Dirs))
             .sum(),
-        state_entries: walk(&b.state, false),
+        state_entries: walk(&b.state, Walk::All),
+        state_files: walk(&b.state, Walk::Files),
+        image_files: walk(&b.root.join("images"), Walk::Files),
         fds: count(format!("/proc/{pid}/fd")),
         threads: count(format!("/proc/{pid}/task")),
         processes: crate::monitor_pids(&b.state).len() + children,
@@ -97,20 +115,27 @@ pub fn census(b: &Berthd, net: &TestNet, parent: &str) -> Census {
     }
 }
 
-/// Entries below `dir` (directories only with `dirs_only`), not following
-/// symlinks or crossing into mounts' contents beyond what is listed.
-fn walk(dir: &Path, dirs_only: bool) -> usize {
+#[derive(Clone, Copy, PartialEq)]
+enum Walk {
+    All,
+    Dirs,
+    Files,
+}
+
+/// Entries below `dir` of the kind asked (symlinks are not followed).
+fn walk(dir: &Path, kind: Walk) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };
     rd.flatten()
         .map(|e| {
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            match (is_dir, dirs_only) {
-                (true, _) => 1 + walk(&e.path(), dirs_only),
-                (false, true) => 0,
-                (false, false) => 1,
-            }
+            let here = match kind {
+                Walk::All => 1,
+                Walk::Dirs => usize::from(is_dir),
+                Walk::Files => usize::from(!is_dir),
+            };
+            here + if is_dir { walk(&e.path(), kind) } else { 0 }
         })
         .sum()
 }

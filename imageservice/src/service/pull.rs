@@ -271,7 +271,9 @@ impl ImageService {
             Some(_) => None,
         };
         let digest_name = reference.with_digest(top.as_str()).to_string();
+        berth_db::crash::point("pull:unpacked");
         let rec = self.db().add(rec, tag.as_deref(), &digest_name)?;
+        berth_db::crash::point("pull:recorded");
         tracing::info!(
             image = %named,
             id = %rec.id,

@@ -62,6 +62,7 @@ impl ImageService {
             _ => {
                 self.db().remove(&rec.id)?;
                 tracing::info!(image = %rec.id, "removed");
+                berth_db::crash::point("image_remove:unrecorded");
                 self.gc_pending
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 self.collect_garbage_if_pending();
@@ -158,6 +159,9 @@ impl ImageService {
                 self.store.remove_blob(&d)?;
                 nb += 1;
             }
+        }
+        if nb > 0 {
+            berth_db::crash::point("gc:blobs_removed");
         }
         for s in on_disk_snaps.iter().filter(|s| !snaps.contains(s.as_str())) {
             if let Ok(d) = Digest::parse(s) {

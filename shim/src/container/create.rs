@@ -71,6 +71,7 @@ impl Containers {
         let (rootfs, sources) = self
             .mount_rootfs(&rec, new)
             .map_err(ContainerError::Create)?;
+        berth_db::crash::point("create:rootfs");
         let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
         self.write_bundle(&mut rec, &spec, &rootfs, new)
@@ -103,6 +104,7 @@ impl Containers {
             }
         }
         crate::idmap::unstage_all(&self.state_dir(&rec.id).join(IDMAP_DIR));
+        berth_db::crash::point("create:monitor");
         self.save(&rec)?;
         Ok(rec)
     }

@@ -52,7 +52,9 @@ impl Containers {
     pub async fn remove(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
         self.stop(rec, Duration::ZERO).await?;
         self.wait_deleted(rec).await;
+        berth_db::crash::point("remove_container:deleted");
         self.release(&rec.id);
+        berth_db::crash::point("remove_container:released");
         self.delete(&rec.id)
     }
 

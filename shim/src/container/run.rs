@@ -45,6 +45,7 @@ impl Containers {
         }
         self.tell(&rec.id, Control::Start)
             .map_err(ContainerError::Start)?;
+        berth_db::crash::point("start:told");
         let dir = self.state_dir(&rec.id);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !dir.join(STARTED).exists() && !dir.join(EXIT).exists() {
@@ -98,6 +99,7 @@ impl Containers {
         let sig = Signal::try_from(rec.stop_signal).unwrap_or(Signal::SIGTERM);
         if timeout > Duration::ZERO {
             let _ = init.signal(sig);
+            berth_db::crash::point("stop:signalled");
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 if !matches!(self.observe(&rec.id), Observed::Running { .. }) {

@@ -32,6 +32,9 @@ use cri_api::v1::{NamespaceMode, PodSandboxConfig};
 use redb::Database;
 
 const PODS: Table<PodRecord> = Table::new("pods");
+/// In a pod's directory while it is being made: its record as it will be,
+/// with the network CNI ADD is about to attach (see `attach_network`).
+const HALF_MADE: &str = "half-made.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
@@ -170,6 +173,7 @@ impl Pods {
         };
         match self.make(&mut rec, config) {
             Ok(()) => {
+                berth_db::crash::point("run_pod:made");
                 if let Err(e) = self.save(&rec) {
                     self.teardown(&rec);
                     return Err(e);
@@ -281,6 +285,7 @@ impl Pods {
         let mut rec = rec.clone();
         self.detach_network(&mut rec)?;
         self.teardown(&rec);
+        berth_db::crash::point("remove_pod:torn_down");
         self.delete(&rec.id)
     }
 
@@ -323,7 +328,14 @@ impl Pods {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if !known.contains(&id) {
                     tracing::info!(pod = %id, "removing a half-made pod");
-                    self.teardown(&PodRecord::bare(id));
+                    // Its network, if ADD may have run, from the intent
+                    // written before it.
+                    let rec = std::fs::read(self.pod_dir(&id).join(HALF_MADE))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<PodRecord>(&b).ok())
+                        .filter(|r| r.id == id)
+                        .unwrap_or_else(|| PodRecord::bare(id));
+                    self.teardown(&rec);
                 }
             }
         }

@@ -46,8 +46,26 @@ impl Pods {
                         .collect();
                     a.runtime_config["ipRanges"] = serde_json::Value::Array(ranges);
                 }
+                // What DEL will need, on disk before ADD: should berthd die
+                // before the pod is recorded, the start's cleanup of
+                // half-made pods releases what ADD took (IPs, host ports).
+                let intent = PodRecord {
+                    network: Some(Network {
+                        list: net.list.clone(),
+                        result: serde_json::Value::Null,
+                        ips: Vec::new(),
+                        runtime_config: a.runtime_config.clone(),
+                    }),
+                    ..rec.clone()
+                };
+                let file = self.pod_dir(&rec.id).join(super::HALF_MADE);
+                serde_json::to_vec(&intent)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| std::fs::write(&file, b).map_err(|e| e.to_string()))
+                    .map_err(|e| format!("network: {}: {e}", file.display()))?;
                 let result = crate::cni::add(&net.list, &self.cni.bin_dirs, &a)
                     .map_err(|e| format!("network {:?}: {e}", net.name))?;
+                berth_db::crash::point("run_pod:network_added");
                 rec.network = Some(Network {
                     ips: crate::cni::ips(&result),
                     list: net.list,
@@ -73,7 +91,9 @@ impl Pods {
         } else {
             net.runtime_config.clone()
         };
-        if let Err(e) = crate::cni::del(&net.list, Some(&net.result), &self.cni.bin_dirs, &a) {
+        // No result: ADD never answered (a half-made pod), DEL without one.
+        let prev = Some(&net.result).filter(|r| !r.is_null());
+        if let Err(e) = crate::cni::del(&net.list, prev, &self.cni.bin_dirs, &a) {
             let reason = format!("network teardown: {e}");
             rec.network_error = Some(reason.clone());
             if self.find(&rec.id)?.is_some() {
@@ -84,6 +104,7 @@ impl Pods {
                 reason,
             });
         }
+        berth_db::crash::point("pod:network_deleted");
         rec.network = None;
         rec.network_error = None;
         if self.find(&rec.id)?.is_some() {

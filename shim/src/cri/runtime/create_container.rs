@@ -206,6 +206,7 @@ pub async fn create_container(
         let s = crate::cri::image::error::status(e);
         Status::new(s.code(), format!("CreateContainer: {}", s.message()))
     })?;
+    berth_db::crash::point("create:leased");
     let (cid, cfg) = (id.clone(), config.clone());
     let pod_maps = ctx.user_ns.as_ref().map(|(_, m)| *m);
     let userns_pin = ctx.user_ns.clone();
@@ -257,6 +258,7 @@ pub async fn create_container(
                 format!("CreateContainer {key:?}: {}", s.message()),
             )
         })?;
+    berth_db::crash::point("create:saved");
     tracing::info!(container = %rec.id, pod = %pod.id, name = %key, "container created");
     crate::cri::events::emit(
         d,

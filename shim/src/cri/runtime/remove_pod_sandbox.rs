@@ -28,6 +28,7 @@ pub async fn remove_pod_sandbox(
                 );
             }
         }
+        berth_db::crash::point("remove_pod:containers_removed");
         let pods = d.pods.clone();
         let id = rec.id.clone();
         let mut last = super::pod_sandbox_status::status_of(&rec);

@@ -93,6 +93,7 @@ pub async fn run_pod_sandbox(
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))??;
+    berth_db::crash::point("run_pod:saved");
     tracing::info!(pod = %rec.id, name = %key, "pod sandbox ready");
     for kind in [
         ContainerEventType::ContainerCreatedEvent,

@@ -23,6 +23,7 @@ pub async fn stop_pod_sandbox(
                 crate::cri::events::stopped(d, &c.id, &rec.id);
             }
         }
+        berth_db::crash::point("stop_pod:containers_stopped");
         // NOTREADY once its containers are gone, as containerd does; the
         // network then goes (a failure is recorded, and retried).
         if rec.state != PodState::NotReady {
