@@ -361,6 +361,35 @@ def streaming():
         put("ws_channel", f"ws-{i:02}", bytes([flags]) + m)
 
 
+def h2_frame(kind, flags, sid, payload):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def h2_literal(name_index, value, first=0x40):
+    # a literal with an indexed name (first: 0x40 incremental indexing, 0x00 without)
+    assert len(value) < 127
+    return bytes([first | name_index, len(value)]) + value
+
+
+def h2():
+    # h2_authority: first byte the feeding piece size, then frames after the preface
+    bad = h2_literal(1, b"run%2Fberth%2Fberth.sock") + b"\x83\x86" + h2_literal(4, b"/runtime.v1.RuntimeService/Version", 0)
+    good = h2_literal(1, b"localhost") + b"\x83\x86\x84"
+    settings = h2_frame(0x4, 0, 0, b"")
+    seeds = {
+        "valid": settings + h2_frame(0x1, 0x4, 1, good) + h2_frame(0x0, 0x1, 1, b"\0\0\0\0\0"),
+        "socket-path": settings + h2_frame(0x1, 0x4, 1, bad) + h2_frame(0x0, 0x1, 1, b"\0\0\0\0\0")
+        + h2_frame(0x1, 0x5, 3, b"\xbe\x83\x86\x84"),
+        "padded-priority-continuation": h2_frame(0x1, 0x8 | 0x20, 1, b"\x03" + b"\0\0\0\0\x10" + bad[:5] + b"\0\0\0")
+        + h2_frame(0x9, 0x4, 1, bad[5:]),
+        "size-update": h2_frame(0x1, 0x4, 1, b"\x3f\xe1\x1f" + bad),
+        "interleaved": h2_frame(0x1, 0, 1, bad[:3]) + h2_frame(0x0, 0, 1, b"x"),
+        "huge-length": h2_frame(0x1, 0, 1, b"") [:3] + b"\xff\xff\xff",
+    }
+    for i, (name, data) in enumerate(seeds.items()):
+        put("h2_authority", name, bytes([1 + i * 7]) + data)
+
+
 if __name__ == "__main__":
     shutil.rmtree(os.path.join(FUZZ, "corpus"), ignore_errors=True)
     references()
@@ -369,3 +398,4 @@ if __name__ == "__main__":
     challenges()
     layers()
     streaming()
+    h2()

@@ -2,6 +2,7 @@
 
 mod apparmor;
 mod attach;
+mod authority;
 mod cgroups;
 mod cni;
 mod config;

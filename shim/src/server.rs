@@ -145,9 +145,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .layer(LogFailuresLayer)
             .add_service(runtime)
             .add_service(image)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
+            .serve_with_incoming_shutdown(
+                // Any :authority, as Go's gRPC takes (see authority.rs).
+                tokio_stream::StreamExt::map(UnixListenerStream::new(listener), |s| {
+                    s.map(crate::authority::Fixed::new)
+                }),
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
     );
     tracing::info!(
         socket = %config.socket.display(),

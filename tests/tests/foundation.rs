@@ -300,3 +300,91 @@ async fn systemd_hears_ready_and_stopping() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(child.wait().expect("wait").success());
 }
+
+/// A registry holding busybox as `<repo>/busybox:1`, and that reference.
+async fn registry_with_busybox(repo: &str) -> (berth_tests::registry::Registry, String) {
+    let reg = berth_tests::registry::Registry::start();
+    let name = format!("{repo}/busybox");
+    berth_tests::fixtures::push_busybox(&reg, &name, "1", berth_tests::fixtures::Compression::Gzip)
+        .await;
+    let image = reg.image(&format!("{name}:1"));
+    (reg, image)
+}
+
+/// gRPC C-core clients (Python's grpcio here; the C++ clients monitoring
+/// agents use are the same library) send the socket's path as :authority,
+/// percent-encoded: every service answers them, as containerd does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_c_core_clients_are_served_whatever_their_authority() {
+    let (_reg, image) = registry_with_busybox("py").await;
+    let b = Berthd::start().await;
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let out = tokio::process::Command::new(format!("{dir}/pyclient/run.sh"))
+        .args(["--script", "grpc_client.py"])
+        .arg(&b.socket)
+        .arg(format!("{dir}/../proto/proto"))
+        .arg(&image)
+        .output()
+        .await
+        .expect("run the Python client");
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(r["Version"], "ok: berth", "{r}");
+    assert_eq!(r["ListImages"], "ok: 1", "{r}");
+    assert!(
+        r["ContainerStatus(unknown)"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("error: NOT_FOUND")),
+        "{r}"
+    );
+    for (call, answer) in r.as_object().expect("object") {
+        if call != "ContainerStatus(unknown)" {
+            assert!(
+                answer.as_str().is_some_and(|s| s.starts_with("ok: ")),
+                "{call}: {answer}"
+            );
+        }
+    }
+
+    // A client that never ends its header block is cut off at 1 MiB, and
+    // berthd goes on serving.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::UnixStream::connect(&b.socket)
+        .await
+        .expect("connect");
+    let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags, 0, 0, 0, 1]);
+        f.extend_from_slice(payload);
+        f
+    };
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    raw.write_all(&frame(0x4, 0, &[])).await.expect("settings");
+    raw.write_all(&frame(0x1, 0, &[0x82]))
+        .await
+        .expect("headers");
+    let filler = vec![0x82u8; 16_000];
+    let mut cut = false;
+    for _ in 0..100 {
+        if raw.write_all(&frame(0x9, 0, &filler)).await.is_err() {
+            cut = true;
+            break;
+        }
+    }
+    if !cut {
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            raw.read_to_end(&mut sink),
+        )
+        .await;
+        cut = matches!(read, Ok(Ok(_)) | Ok(Err(_)));
+    }
+    assert!(cut, "berthd kept a 1.6 MB header block open");
+    let mut c = b.runtime().await;
+    c.version(VersionRequest::default())
+        .await
+        .expect("still serving");
+}
