@@ -276,11 +276,11 @@ check "10-berth.conflist: cniVersion 1.0.0, bridge berth0 (gateway, masquerade),
 unit_directives() {
   local d
   for d in '^Type=notify$' '^KillMode=process$' '^Delegate=yes$' '^LimitNOFILE=[0-9]' \
-           '^OOMScoreAdjust=-999$' '^ExecStart=/usr/local/bin/berthd$'; do
+           '^OOMScoreAdjust=-999$' '^ExecStart=/usr/local/bin/berthd$' '^ExecReload=/bin/kill -HUP \$MAINPID$'; do
     grep -q "$d" manifests/berthd.service || { echo "manifests/berthd.service lacks $d"; return 1; }
   done
 }
-check "berthd.service: Type=notify, KillMode=process, Delegate=yes, LimitNOFILE, OOMScoreAdjust=-999" unit_directives
+check "berthd.service: Type=notify, KillMode=process, Delegate=yes, LimitNOFILE, OOMScoreAdjust=-999, ExecReload sends SIGHUP" unit_directives
 
 # --- scripts/install.sh ---------------------------------------------------
 fake_bins=$tmp/bins

@@ -37,9 +37,13 @@ use clap::Parser;
 #[command(name = "berthd", version)]
 struct Args {
     /// Config file (TOML). Without this flag /etc/berth/config.toml is read
-    /// if it exists.
+    /// if it exists. Then every *.toml in config.d beside it, in name order.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Print the effective config, each value with the file or flag it came
+    /// from, and exit
+    #[arg(long)]
+    print_config: bool,
     /// CRI socket to listen on [config: socket]
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -74,13 +78,18 @@ fn main() -> ExitCode {
         state: args.state,
         log_level: args.log_level,
     };
-    let config = match config::Config::load(args.config.as_deref(), &overrides) {
-        Ok(c) => c,
+    let config = match config::Config::load_with_origins(args.config.as_deref(), &overrides) {
+        Ok((c, origins)) if args.print_config => {
+            print!("{}", c.annotated(&origins));
+            return ExitCode::SUCCESS;
+        }
+        Ok((c, _)) => c,
         Err(e) => {
             eprintln!("berthd: {e}");
             return ExitCode::from(2);
         }
     };
+    let loaded = config.clone();
     // A driver this node cannot honour is refused now, not at the first pod.
     let mut config = config;
     config.cgroup_driver = cgroups::resolve_driver(config.cgroup_driver);
@@ -88,13 +97,30 @@ fn main() -> ExitCode {
         eprintln!("berthd: {e}");
         return ExitCode::from(2);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
-            &config.log_level,
-        )))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    // The filter can change while berthd runs (SIGHUP, `log_level`).
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
+        tracing_subscriber::EnvFilter::new(log_filter(&config.log_level)),
+    );
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
+    let reload = server::Reload {
+        explicit: args.config,
+        overrides,
+        loaded,
+        set_log_level: Box::new(move |level| {
+            filter_handle
+                .reload(tracing_subscriber::EnvFilter::new(log_filter(level)))
+                .map_err(|e| e.to_string())
+        }),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,7 +131,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config)) {
+    match runtime.block_on(server::run(config, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berthd: {e:#}");

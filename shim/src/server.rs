@@ -21,10 +21,11 @@ use crate::lock::PidLock;
 /// How long in-flight calls get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, mut reload: Reload) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM that arrives while berthd starts must still
-    // mean an orderly stop, not the default death that leaves the socket.
-    let signals = Signals::new()?;
+    // mean an orderly stop, not the default death that leaves the socket
+    // (and a SIGHUP a reload, never a death).
+    let mut signals = Signals::new()?;
     let socket_lock_path = {
         let mut p = config.socket.clone().into_os_string();
         p.push(".lock");
@@ -166,7 +167,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // systemd's Type=notify: ready once the socket answers.
     sd_notify("READY=1");
-    let signal_name = signals.wait().await;
+    let signal_name = loop {
+        match signals.wait().await {
+            "SIGHUP" => reload.reload(&daemon),
+            other => break other,
+        }
+    };
     sd_notify("STOPPING=1");
     tracing::info!(signal = signal_name, "shutting down: no new calls accepted");
     let _ = stop_tx.send(());
@@ -247,6 +253,7 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -254,14 +261,67 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         })
     }
 
-    async fn wait(mut self) -> &'static str {
+    async fn wait(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
         }
+    }
+}
+
+/// Sets the log filter of the running process (a `log_level` value).
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
+/// What a SIGHUP needs: how the config was found, and what it said.
+pub struct Reload {
+    pub explicit: Option<std::path::PathBuf>,
+    pub overrides: crate::config::Overrides,
+    /// The config as last loaded (before `cgroup_driver = "auto"` was
+    /// resolved), to tell what a reload changes.
+    pub loaded: Config,
+    pub set_log_level: SetLogLevel,
+}
+
+impl Reload {
+    /// Reads the config files again. What can change live does:
+    /// `log_level` and `pinned_images` (the registry's hosts.toml files and
+    /// credentials, and the CNI network files, are read at each use
+    /// anyway); any other key that changed is logged as needing a restart.
+    /// A config that does not load is logged, and the running one kept.
+    fn reload(&mut self, daemon: &crate::daemon::Daemon) {
+        let new = match Config::load_with_origins(self.explicit.as_deref(), &self.overrides) {
+            Ok((c, _)) => c,
+            Err(e) => {
+                tracing::error!("SIGHUP: the config was not reloaded, the running one stays: {e}");
+                return;
+            }
+        };
+        let changed = crate::config::changed_keys(&self.loaded, &new);
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: config reloaded, nothing changed");
+        }
+        for key in changed {
+            if key == "log_level" {
+                match (self.set_log_level)(&new.log_level) {
+                    Ok(()) => tracing::info!(key, value = %new.log_level, "SIGHUP: applied"),
+                    Err(e) => tracing::error!(key, "SIGHUP: not applied: {e}"),
+                }
+            } else if key == "pinned_images" {
+                daemon.images.set_pinned(&new.pinned_images);
+                tracing::info!(key, value = ?new.pinned_images, "SIGHUP: applied");
+            } else {
+                tracing::warn!(
+                    key,
+                    "SIGHUP: changed in the config; takes effect when berthd restarts"
+                );
+            }
+        }
+        self.loaded = new;
     }
 }
 

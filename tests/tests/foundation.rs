@@ -388,3 +388,173 @@ async fn grpc_c_core_clients_are_served_whatever_their_authority() {
         .await
         .expect("still serving");
 }
+
+/// Drop-ins in `config.d` beside the config file merge over it in name
+/// order (tables key by key, other values replaced), and `--print-config`
+/// shows the result with where each value came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_ins_merge_in_name_order_and_print_config_names_each_values_origin() {
+    let b = Berthd::start().await;
+    let dropins = b.config_file.with_file_name("config.d");
+    std::fs::create_dir_all(&dropins).expect("config.d");
+    let (a, z) = (dropins.join("10-a.toml"), dropins.join("20-z.toml"));
+    std::fs::write(
+        &a,
+        "pinned_images = [\"a\"]\n[streaming]\nidle_timeout = \"7m\"\n",
+    )
+    .expect("10-a");
+    std::fs::write(
+        &z,
+        "pinned_images = [\"z\"]\n[runtimes.crun]\ntype = \"oci\"\npath = \"/opt/crun\"\n",
+    )
+    .expect("20-z");
+    // Not a .toml file: not read.
+    std::fs::write(dropins.join("30-notes.txt"), "not = [toml").expect("notes");
+    let out = b
+        .command(&[])
+        .arg("--print-config")
+        .output()
+        .expect("berthd --print-config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let line = |needle: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+            .to_string()
+    };
+    let file = |p: &std::path::Path| format!("# {}", p.display());
+    assert_eq!(
+        line("pinned_images ="),
+        format!("pinned_images = [\"z\"]  {}", file(&z))
+    );
+    // Durations print in seconds.
+    assert_eq!(
+        line("idle_timeout ="),
+        format!("idle_timeout = \"420s\"  {}", file(&a))
+    );
+    assert_eq!(
+        line("path = \"/opt/crun\""),
+        format!("path = \"/opt/crun\"  {}", file(&z))
+    );
+    assert!(
+        line("cgroup_driver =").ends_with(&file(&b.config_file)),
+        "{text}"
+    );
+    assert!(line("socket =").ends_with("# --socket"), "{text}");
+    assert!(line("request_timeout =").ends_with("# default"), "{text}");
+    assert!(text.contains("\n[runtimes.crun]\n"), "{text}");
+    // What --print-config prints is a config berthd takes.
+    let printed = b.dir.path().join("printed.toml");
+    let body: String = text
+        .lines()
+        .map(|l| l.split("  # ").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&printed, body).expect("printed");
+    let again = b
+        .command(&[("--config", &printed)])
+        .arg("--print-config")
+        .output()
+        .expect("again");
+    assert!(again.status.success(), "{again:?}");
+
+    // A broken drop-in stops the start, naming its file and line.
+    std::fs::write(
+        &z,
+        "pinned_images = [\"z\"]\n[streaming]\nidle_timeout = 7\n",
+    )
+    .expect("20-z");
+    let out = b
+        .command(&[])
+        .arg("--print-config")
+        .output()
+        .expect("broken");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&z.display().to_string()) && err.contains("line 3"),
+        "{err}"
+    );
+}
+
+/// Sends SIGHUP and waits until the log has one more `expect` line.
+async fn hup(b: &Berthd, expect: &str) {
+    let before = b.log().matches(expect).count();
+    nix::sys::signal::kill(b.pid(), Signal::SIGHUP).expect("SIGHUP");
+    for _ in 0..200 {
+        if b.log().matches(expect).count() > before {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no {expect:?} after SIGHUP:\n{}", b.log());
+}
+
+async fn rmi(
+    img: &mut cri_api::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+    image: &str,
+) -> Result<(), tonic::Status> {
+    img.remove_image(RemoveImageRequest {
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// SIGHUP reads the config again: `log_level` and `pinned_images` change
+/// at once, other keys are logged as needing a restart, a broken file is
+/// logged and the running config kept. berthd never exits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_what_can_change_and_never_exits() {
+    let (_reg, image) = registry_with_busybox("hup").await;
+    let b = Berthd::start().await;
+    b.pull(&image, None).await.expect("pull");
+    // At the harness's level, debug, a pull logs debug lines.
+    assert!(b.log().contains("DEBUG"), "{}", b.log());
+    let dropins = b.config_file.with_file_name("config.d");
+    std::fs::create_dir_all(&dropins).expect("config.d");
+    std::fs::write(
+        dropins.join("50-live.toml"),
+        format!(
+            "log_level = \"info\"\npinned_images = [\"{image}\"]\n[streaming]\nidle_timeout = \"9m\"\n"
+        ),
+    )
+    .expect("drop-in");
+    hup(&b, "takes effect when berthd restarts").await;
+    let log = b.log();
+    assert!(
+        log.contains("key=\"log_level\"") || log.contains("key=log_level"),
+        "{log}"
+    );
+    assert!(log.contains("streaming.idle_timeout"), "{log}");
+    let mut img = b.image().await;
+    let e = rmi(&mut img, &image)
+        .await
+        .expect_err("pinned since the reload");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // Debug lines stop: berthd's own debug output (a pull logs some) is
+    // gone from the log once the level is info.
+    let lines = b.log().lines().count();
+    b.pull(&image, None).await.expect("pull again");
+    let new: Vec<String> = b.log().lines().skip(lines).map(String::from).collect();
+    assert!(!new.iter().any(|l| l.contains("DEBUG")), "{new:?}");
+
+    // A broken config: logged, and berthd goes on as it was.
+    std::fs::write(dropins.join("60-broken.toml"), "pinned_images = [\n").expect("broken");
+    hup(&b, "the config was not reloaded").await;
+    let e = rmi(&mut img, &image).await.expect_err("still pinned");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    std::fs::remove_file(dropins.join("60-broken.toml")).expect("rm");
+    std::fs::remove_file(dropins.join("50-live.toml")).expect("rm");
+    hup(&b, "SIGHUP: applied").await;
+    rmi(&mut img, &image).await.expect("unpinned by the reload");
+    b.runtime()
+        .await
+        .version(VersionRequest::default())
+        .await
+        .expect("still serving");
+}

@@ -41,7 +41,8 @@ pub struct ImageService {
     db: Arc<Database>,
     registry: Registry,
     hosts_dir: PathBuf,
-    pinned: Vec<String>,
+    /// Normalised patterns; replaced whole on a config reload.
+    pinned: std::sync::RwLock<Vec<String>>,
     platform: Platform,
     limits: Limits,
     /// Pulls hold it shared; garbage collection exclusively, so it never
@@ -62,11 +63,13 @@ impl ImageService {
             db,
             registry: Registry::new(settings.registry),
             hosts_dir: settings.hosts_dir,
-            pinned: settings
-                .pinned
-                .iter()
-                .map(|p| normalize_pattern(p))
-                .collect(),
+            pinned: std::sync::RwLock::new(
+                settings
+                    .pinned
+                    .iter()
+                    .map(|p| normalize_pattern(p))
+                    .collect(),
+            ),
             platform: manifest::host_platform(),
             limits: settings.limits,
             gc_lock: tokio::sync::RwLock::new(()),
@@ -123,11 +126,18 @@ impl ImageService {
     }
 
     pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
+        let pinned = self.pinned.read().unwrap_or_else(|e| e.into_inner());
         rec.repo_tags
             .iter()
             .chain(&rec.repo_digests)
             .chain(std::iter::once(&rec.id))
-            .any(|name| self.pinned.iter().any(|p| glob_match(p, name)))
+            .any(|name| pinned.iter().any(|p| glob_match(p, name)))
+    }
+
+    /// Replaces the pinned patterns (`pinned_images`, on a config reload).
+    pub fn set_pinned(&self, patterns: &[String]) {
+        let new = patterns.iter().map(|p| normalize_pattern(p)).collect();
+        *self.pinned.write().unwrap_or_else(|e| e.into_inner()) = new;
     }
 
     /// The image's layer snapshots, topmost first (overlayfs lowerdir order).

@@ -252,39 +252,130 @@ pub struct Overrides {
     pub log_level: Option<String>,
 }
 
-impl Config {
-    /// Loads the config: `explicit` must exist; the default path may be
-    /// missing, which means all defaults.
-    pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
-        let mut config = match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(path, &text)?,
-            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
-                Config::default()
+/// Where each value of the effective config came from: by dotted key
+/// (`registry.request_timeout`, `runtimes.crun.path`), the file or flag
+/// that set it last. Keys set by nothing are defaults.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Origins(pub BTreeMap<String, String>);
+
+impl Origins {
+    /// The origin of `key`, or of the closest table above it that was set
+    /// whole; "default" when nothing set it.
+    pub fn of(&self, key: &str) -> &str {
+        let mut k = key;
+        loop {
+            if let Some(o) = self.0.get(k) {
+                return o;
             }
+            match k.rsplit_once('.') {
+                Some((up, _)) => k = up,
+                None => return "default",
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The drop-in directory of the main config file `path`: `config.d`
+    /// beside it (`/etc/berth/config.d` for the default file).
+    pub fn dropin_dir(path: &Path) -> PathBuf {
+        path.parent().unwrap_or(Path::new("/")).join("config.d")
+    }
+
+    /// Loads the config: `explicit` must exist; the default path may be
+    /// missing, which means all defaults. Then merges the drop-ins (`*.toml` in
+    /// [`Config::dropin_dir`], in name order) over the main file: tables
+    /// merge key by key, any other value replaces the one before. Each file
+    /// is checked alone first, so an error names its file and line. Also
+    /// says where each value came from.
+    pub fn load_with_origins(
+        explicit: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Origins), ConfigError> {
+        let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+        let mut files = Vec::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => files.push((path.to_path_buf(), text)),
+            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 });
             }
+        }
+        let dir = Config::dropin_dir(path);
+        let mut dropins: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(ConfigError::Read { path: dir, source }),
         };
+        dropins.sort();
+        for f in dropins {
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            files.push((f, text));
+        }
+        let mut merged = toml::Table::new();
+        let mut origins = Origins::default();
+        for (f, text) in &files {
+            Config::parse(f, text)?;
+            let table: toml::Table = toml::from_str(text).map_err(|e| parse_error(f, e))?;
+            merge(
+                &mut merged,
+                table,
+                "",
+                &f.display().to_string(),
+                &mut origins,
+            );
+        }
+        let mut config = Config::from_table(path, merged)?;
+        for (key, set) in [
+            ("socket", overrides.socket.is_some()),
+            ("root", overrides.root.is_some()),
+            ("state", overrides.state.is_some()),
+            ("log_level", overrides.log_level.is_some()),
+        ] {
+            if set {
+                origins
+                    .0
+                    .insert(key.into(), format!("--{}", key.replace('_', "-")));
+            }
+        }
         config.apply(overrides);
         config.validate(path)?;
-        Ok(config)
+        Ok((config, origins))
+    }
+
+    fn from_table(path: &Path, table: toml::Table) -> Result<Config, ConfigError> {
+        let config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(path, e))?;
+        Ok(with_default_runtimes(config))
+    }
+
+    /// The effective config as TOML, each value followed by where it came
+    /// from (`berthd --print-config`).
+    pub fn annotated(&self, origins: &Origins) -> String {
+        let value = toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
+        let mut out = String::new();
+        if let toml::Value::Table(t) = value {
+            print_table(&mut out, &t, "", origins);
+        }
+        out
     }
 
     /// Parses one file's text. User runtimes are added to the defaults, so a
     /// file that only adds `[runtimes.crun]` keeps `builtin` and `runc`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        let mut runtimes = default_runtimes();
-        runtimes.append(&mut config.runtimes);
-        config.runtimes = runtimes;
-        Ok(config)
+        let config = toml::from_str(text).map_err(|e| parse_error(path, e))?;
+        Ok(with_default_runtimes(config))
     }
 
     fn apply(&mut self, o: &Overrides) {
@@ -362,6 +453,108 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+/// toml's message names the line, the column and the key.
+fn parse_error(path: &Path, e: toml::de::Error) -> ConfigError {
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    }
+}
+
+/// The user's runtimes added to the defaults, so a file that only adds
+/// `[runtimes.crun]` keeps `builtin` and `runc`.
+fn with_default_runtimes(mut config: Config) -> Config {
+    let mut runtimes = default_runtimes();
+    runtimes.append(&mut config.runtimes);
+    config.runtimes = runtimes;
+    config
+}
+
+/// The dotted keys whose values differ between `a` and `b` (a list is one
+/// value).
+pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    fn flatten(v: &toml::Value, prefix: &str, out: &mut BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(v, &key, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut fa = BTreeMap::new();
+    let mut fb = BTreeMap::new();
+    for (c, f) in [(a, &mut fa), (b, &mut fb)] {
+        if let Ok(v) = toml::Value::try_from(c) {
+            flatten(&v, "", f);
+        }
+    }
+    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    keys.into_iter()
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Merges `from` (one file's table, from `origin`) into `into`.
+fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    prefix: &str,
+    origin: &str,
+    origins: &mut Origins,
+) {
+    for (k, v) in from {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => {
+                merge(a, b, &key, origin, origins)
+            }
+            (_, toml::Value::Table(b)) => {
+                let mut t = toml::Table::new();
+                merge(&mut t, b, &key, origin, origins);
+                into.insert(k, toml::Value::Table(t));
+            }
+            (_, v) => {
+                origins.0.insert(key, origin.to_string());
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// `table`'s values then its sub-tables, as TOML, with origins.
+fn print_table(out: &mut String, table: &toml::Table, prefix: &str, origins: &Origins) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    for (k, v) in table.iter().filter(|(_, v)| !v.is_table()) {
+        out.push_str(&format!("{k} = {v}  # {}\n", origins.of(&key(k))));
+    }
+    for (k, v) in table.iter() {
+        if let toml::Value::Table(t) = v {
+            out.push_str(&format!("\n[{}]\n", key(k)));
+            print_table(out, t, &key(k), origins);
+        }
     }
 }
 

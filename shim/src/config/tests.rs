@@ -195,3 +195,42 @@ fn rlimits_parse_as_cri_o_writes_them() {
         assert!(parse_rlimit(bad).is_err(), "{bad} was taken");
     }
 }
+
+#[test]
+fn merged_tables_keep_keys_and_origins_name_the_last_file() {
+    let mut merged = toml::Table::new();
+    let mut origins = Origins::default();
+    for (file, text) in [
+        (
+            "main",
+            "log_level = \"warn\"\npinned_images = [\"a\"]\n[cni]\nconf_dir = \"/c\"\n",
+        ),
+        (
+            "10-x",
+            "pinned_images = [\"b\"]\n[cni]\nbin_dirs = [\"/b\"]\n",
+        ),
+    ] {
+        merge(
+            &mut merged,
+            toml::from_str(text).unwrap(),
+            "",
+            file,
+            &mut origins,
+        );
+    }
+    let c = Config::from_table(Path::new("main"), merged).unwrap();
+    assert_eq!(c.pinned_images, ["b"]);
+    assert_eq!(c.cni.conf_dir, Path::new("/c"));
+    assert_eq!(c.cni.bin_dirs, [PathBuf::from("/b")]);
+    assert_eq!(origins.of("log_level"), "main");
+    assert_eq!(origins.of("pinned_images"), "10-x");
+    assert_eq!(origins.of("cni.conf_dir"), "main");
+    assert_eq!(origins.of("cni.bin_dirs"), "10-x");
+    assert_eq!(origins.of("registry.request_timeout"), "default");
+    // What a reload compares.
+    let mut d = c.clone();
+    d.log_level = "debug".into();
+    d.cni.bin_dirs.push("/more".into());
+    assert_eq!(changed_keys(&c, &d), ["cni.bin_dirs", "log_level"]);
+    assert!(changed_keys(&c, &c).is_empty());
+}
