@@ -3,6 +3,7 @@
 mod apparmor;
 mod attach;
 mod authority;
+mod cdi;
 mod cgroups;
 mod cni;
 mod config;

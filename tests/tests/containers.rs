@@ -940,3 +940,60 @@ async fn stop_never_signals_a_process_that_reused_the_containers_pid() {
     );
     s.remove_all().await;
 }
+
+/// CDI devices from the kubelet's field and a `cdi.k8s.io/*` annotation:
+/// the device node (a harmless one, /dev/null), environment and a mount,
+/// from a YAML and a JSON spec; an unknown device refused before anything
+/// is made. Under the builtin handler and runc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdi_devices_bring_their_nodes_env_and_mounts() {
+    let dir = berth_tests::TempDir::new("cdi");
+    let specs = dir.path().join("cdi");
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&specs).expect("specs");
+    std::fs::create_dir_all(&share).expect("share");
+    std::fs::write(share.join("f"), "from the host\n").expect("f");
+    std::fs::write(
+        specs.join("dev.yaml"),
+        format!(
+            "cdiVersion: \"0.6.0\"\nkind: berth.test/dev\ndevices:\n- name: null0\n  containerEdits:\n    env: [CDI_DEV=null0]\n    deviceNodes:\n    - path: /dev/cdi-null\n      hostPath: /dev/null\n    mounts:\n    - hostPath: {}\n      containerPath: /cdi\n      options: [ro, bind]\n",
+            share.display()
+        ),
+    )
+    .expect("yaml");
+    std::fs::write(
+        specs.join("other.json"),
+        r#"{"cdiVersion":"0.5.0","kind":"berth.test/other","devices":[{"name":"x","containerEdits":{"env":["OTHER=1"]}}]}"#,
+    )
+    .expect("json");
+    for handler in ["", "runc"] {
+        let opts = berth_tests::Options {
+            config: format!("[cdi]\nspec_dirs = [\"{}\"]\n", specs.display()),
+            ..Default::default()
+        };
+        let mut s = setup_opts(opts, handler, busybox_config(), |_| {}).await;
+        let script = "echo hi > /dev/cdi-null && echo wrote; echo dev=$CDI_DEV other=$OTHER; \
+                      cat /cdi/f; touch /cdi/g 2>/dev/null && echo rw || echo ro";
+        let mut cfg = s.config("cdi", &["/bin/sh", "-c", script]);
+        cfg.cdi_devices = vec![CdiDevice {
+            name: "berth.test/dev=null0".into(),
+        }];
+        cfg.annotations
+            .insert("cdi.k8s.io/test".into(), "berth.test/other=x".into());
+        let log = s.run_to_exit(cfg).await;
+        for want in ["wrote", "dev=null0 other=1", "from the host", " ro"] {
+            assert!(log.contains(want), "{handler:?}: no {want:?} in {log}");
+        }
+        let mut cfg = s.config("unknown", &["true"]);
+        cfg.cdi_devices = vec![CdiDevice {
+            name: "berth.test/dev=nope".into(),
+        }];
+        let e = s.create(cfg).await.expect_err("unknown CDI device");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("nope") && e.message().contains(&specs.display().to_string()),
+            "{e:?}"
+        );
+        s.remove_all().await;
+    }
+}

@@ -42,6 +42,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub images: ImagesConfig,
     pub cni: CniConfig,
+    pub cdi: CdiConfig,
     pub streaming: StreamingConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
@@ -144,6 +145,22 @@ pub struct CniConfig {
     pub plugin_timeout: Duration,
 }
 
+/// CDI device specs (see `crate::cdi`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdiConfig {
+    /// Read in this order; a later directory wins for the same device.
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        CdiConfig {
+            spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamingConfig {
@@ -190,6 +207,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             images: ImagesConfig::default(),
             cni: CniConfig::default(),
+            cdi: CdiConfig::default(),
             streaming: StreamingConfig::default(),
             runtimes: default_runtimes(),
         }

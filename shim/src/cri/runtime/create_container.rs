@@ -37,6 +37,9 @@ pub async fn create_container(
             "CreateContainer: metadata name is required",
         ));
     }
+    // CDI devices: all found before anything is made.
+    let cdi = crate::cdi::resolve(&d.config.cdi.spec_dirs, &crate::cdi::requested(&config))
+        .map_err(|e| Status::invalid_argument(format!("CreateContainer: {e}")))?;
     let (_turn, pod) = d.pod_in_turn(&req.pod_sandbox_id).await?;
     if pod.state != PodState::Ready {
         return Err(Status::failed_precondition(format!(
@@ -228,6 +231,10 @@ pub async fn create_container(
             }
         }
         let mut spec = crate::spec::build(&cid, &cfg, &defaults, &ctx, rootfs)?;
+        crate::cdi::apply(&mut spec, &cdi).map_err(|e| crate::spec::Error::InvalidArgument {
+            field: "CDI_devices".into(),
+            reason: e,
+        })?;
         clamp_oom_score_adj(&mut spec);
         let sig = crate::spec::stop_signal(&stop_signal)?;
         Ok((spec, sig))
