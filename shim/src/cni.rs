@@ -300,7 +300,15 @@ fn exec(
         .env("CNI_IFNAME", "eth0")
         .env("CNI_ARGS", args)
         .env("CNI_PATH", path);
-    let out = run_bounded(cmd, conf.to_string().into_bytes(), a.timeout).map_err(|e| {
+    let started = std::time::Instant::now();
+    let out = run_bounded(cmd, conf.to_string().into_bytes(), a.timeout);
+    crate::metrics::cni(
+        ty,
+        command,
+        out.as_ref().is_ok_and(|o| o.status.success()),
+        started.elapsed(),
+    );
+    let out = out.map_err(|e| {
         fail(match e {
             RunError::Spawn(e) => format!("cannot run {}: {e}", binary.display()),
             RunError::Wait(e) => format!("waiting for {}: {e}", binary.display()),

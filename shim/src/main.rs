@@ -16,6 +16,7 @@ mod exec;
 mod idmap;
 mod ids;
 mod lock;
+mod metrics;
 mod monitor;
 mod netwatch;
 mod pod;

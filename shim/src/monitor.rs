@@ -70,3 +70,25 @@ fn sealed_copy(path: &Path) -> Result<PathBuf, String> {
     let fd = std::os::fd::IntoRawFd::into_raw_fd(copy);
     Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
 }
+
+/// How many `berth-monitor` processes serve the berthd whose state
+/// directory is `state` (it is on their command lines): a scan of /proc,
+/// for the metrics endpoint.
+pub fn running(state: &Path) -> usize {
+    let state = state.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let mut args = cmd.split(|b| *b == 0);
+            args.next() == Some(b"berth-monitor") && cmd.windows(state.len()).any(|w| w == state)
+        })
+        .count()
+}

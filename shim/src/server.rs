@@ -130,6 +130,16 @@ pub async fn run(config: Config, mut reload: Reload) -> anyhow::Result<()> {
         daemon.clone(),
         tls,
     ));
+    let metrics = match config.metrics.address.as_str() {
+        "" => None,
+        a => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for metrics"))?;
+            tracing::info!(address = %l.local_addr()?, "metrics on /metrics");
+            Some(tokio::spawn(serve_metrics(l, daemon.clone())))
+        }
+    };
     let netwatch = tokio::spawn(crate::netwatch::run(daemon.clone()));
     let exits = tokio::spawn(crate::cri::events::watch_exits(daemon.clone()));
     let runtime = RuntimeServiceServer::new(RuntimeSvc::new(daemon.clone()))
@@ -188,6 +198,9 @@ pub async fn run(config: Config, mut reload: Reload) -> anyhow::Result<()> {
     }
     netwatch.abort();
     streaming.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     exits.abort();
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!("cannot remove {}: {e}", config.socket.display());
@@ -271,6 +284,53 @@ impl Signals {
             _ = self.int.recv() => "SIGINT",
             _ = self.hup.recv() => "SIGHUP",
         }
+    }
+}
+
+/// Serves `GET /metrics` until the task is dropped.
+async fn serve_metrics(listener: tokio::net::TcpListener, d: Arc<crate::daemon::Daemon>) {
+    async fn metrics(
+        axum::extract::State(d): axum::extract::State<Arc<crate::daemon::Daemon>>,
+    ) -> impl axum::response::IntoResponse {
+        let text = tokio::task::spawn_blocking(move || {
+            let containers = d.containers.all().unwrap_or_default();
+            let running = containers
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        d.containers.observe(&c.id),
+                        crate::container::Observed::Running { .. }
+                    )
+                })
+                .count();
+            let pods_ready = d
+                .pods
+                .all()
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| p.state == crate::pod::PodState::Ready)
+                .count();
+            crate::metrics::render(&crate::metrics::Now {
+                containers_running: running,
+                monitors: crate::monitor::running(&d.config.state),
+                pods_ready,
+            })
+        })
+        .await
+        .unwrap_or_default();
+        (
+            [(
+                http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+    }
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(d);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!("metrics server: {e}");
     }
 }
 
@@ -382,10 +442,16 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let rpc = req.uri().path().to_string();
+        let started = std::time::Instant::now();
         let fut = self.0.call(req);
         Box::pin(async move {
             let res = fut.await?;
             let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok());
+            // A failure is a trailers-only answer: its code is in the
+            // headers; success carries it in the trailers, after the body.
+            let code = header("grpc-status")
+                .map_or(tonic::Code::Ok, |c| tonic::Code::from_bytes(c.as_bytes()));
+            crate::metrics::rpc(&rpc, &format!("{code:?}"), started.elapsed());
             if let Some(code) = header("grpc-status").filter(|c| *c != "0") {
                 let message = percent_decode(header("grpc-message").unwrap_or_default());
                 let code = tonic::Code::from_bytes(code.as_bytes());

@@ -43,6 +43,7 @@ pub struct Config {
     pub images: ImagesConfig,
     pub cni: CniConfig,
     pub cdi: CdiConfig,
+    pub metrics: MetricsConfig,
     pub streaming: StreamingConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
@@ -145,6 +146,14 @@ pub struct CniConfig {
     pub plugin_timeout: Duration,
 }
 
+/// The Prometheus endpoint (see `crate::metrics`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ip:port` to serve `/metrics` on; empty: off.
+    pub address: String,
+}
+
 /// CDI device specs (see `crate::cdi`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -208,6 +217,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             cni: CniConfig::default(),
             cdi: CdiConfig::default(),
+            metrics: MetricsConfig::default(),
             streaming: StreamingConfig::default(),
             runtimes: default_runtimes(),
         }
@@ -455,6 +465,18 @@ impl Config {
             return Err(invalid(
                 "keys `streaming.tls_cert_file` and `streaming.tls_key_file` go together".into(),
             ));
+        }
+        if !self.metrics.address.is_empty()
+            && self
+                .metrics
+                .address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(format!(
+                "key `metrics.address`: {:?} is not ip:port",
+                self.metrics.address
+            )));
         }
         if self.streaming.address.parse::<std::net::IpAddr>().is_err() {
             return Err(invalid(format!(

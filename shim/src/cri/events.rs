@@ -56,6 +56,11 @@ pub fn emit(
 /// notices first (this call, or the exit watcher).
 pub fn stopped(d: &Daemon, id: &str, pod_id: &str) {
     if d.events.exited(id) {
+        if let Observed::Exited { exit, .. } = d.containers.observe(id)
+            && exit.oom_killed
+        {
+            crate::metrics::oom_kill();
+        }
         emit(
             d,
             id,

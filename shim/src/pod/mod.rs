@@ -225,6 +225,7 @@ impl Pods {
         if userns.is_some() {
             rec.pinned.push(ns::Kind::User.name().to_string());
         }
+        let started = std::time::Instant::now();
         self.host
             .pin(&self.ns_dir(&rec.id), &kinds, &hostname, userns.as_ref())?;
 
@@ -237,8 +238,11 @@ impl Pods {
             );
         }
 
+        crate::metrics::stage("namespaces", started.elapsed());
         if opts.network() != NamespaceMode::Node {
+            let started = std::time::Instant::now();
             self.attach_network(rec, config)?;
+            crate::metrics::stage("network", started.elapsed());
         }
         self.write_files(rec, config, &hostname, userns)?;
 

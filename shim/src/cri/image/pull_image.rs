@@ -19,7 +19,11 @@ pub async fn pull_image(
         None => Credentials::Anonymous,
     };
     tracing::info!(image = %image, "pulling");
-    let rec = svc.pull(&image, &creds).await.map_err(|e| {
+    let (_pulling, started) = (crate::metrics::Pulling::start(), std::time::Instant::now());
+    let pulled = svc.pull(&image, &creds).await;
+    let bytes = pulled.as_ref().map_or(0, |r| r.size);
+    crate::metrics::pull_done(pulled.is_ok(), bytes, started.elapsed());
+    let rec = pulled.map_err(|e| {
         tracing::warn!(image = %image, "pull failed: {e}");
         status(e)
     })?;
