@@ -301,7 +301,8 @@ fn exec(
         .env("CNI_ARGS", args)
         .env("CNI_PATH", path);
     let started = std::time::Instant::now();
-    let out = run_bounded(cmd, conf.to_string().into_bytes(), a.timeout);
+    let out = tracing::debug_span!("cni", otel.name = %format_args!("cni {ty} {command}"), plugin = ty, command)
+        .in_scope(|| run_bounded(cmd, conf.to_string().into_bytes(), a.timeout));
     crate::metrics::cni(
         ty,
         command,

@@ -27,6 +27,7 @@ mod spec;
 mod stats;
 mod stored;
 mod streaming;
+mod trace;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -99,30 +100,6 @@ fn main() -> ExitCode {
         eprintln!("berthd: {e}");
         return ExitCode::from(2);
     }
-    // The filter can change while berthd runs (SIGHUP, `log_level`).
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
-        tracing_subscriber::EnvFilter::new(log_filter(&config.log_level)),
-    );
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .init();
-    let reload = server::Reload {
-        explicit: args.config,
-        overrides,
-        loaded,
-        set_log_level: Box::new(move |level| {
-            filter_handle
-                .reload(tracing_subscriber::EnvFilter::new(log_filter(level)))
-                .map_err(|e| e.to_string())
-        }),
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -133,7 +110,51 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, reload)) {
+    // The log filter can change while berthd runs (SIGHUP, `log_level`);
+    // it filters the log alone, the trace exporter has its own.
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
+        tracing_subscriber::EnvFilter::new(log_filter(&config.log_level)),
+    );
+    let traces = {
+        let _in_runtime = runtime.enter();
+        match trace::init(&config.tracing) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("berthd: cannot set up the OTLP trace exporter: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let (exporter, trace_layer) = traces.unzip();
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(filter),
+        )
+        .with(trace_layer)
+        .init();
+    if let Some(e) = &exporter {
+        tracing::info!(endpoint = %e.endpoint, "OpenTelemetry traces over OTLP/gRPC");
+    }
+    let reload = server::Reload {
+        explicit: args.config,
+        overrides,
+        loaded,
+        set_log_level: Box::new(move |level| {
+            filter_handle
+                .reload(tracing_subscriber::EnvFilter::new(log_filter(level)))
+                .map_err(|e| e.to_string())
+        }),
+    };
+    let served = runtime.block_on(server::run(config, reload));
+    // The last spans out while the runtime (the gRPC channel) still runs.
+    drop(exporter);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berthd: {e:#}");

@@ -152,7 +152,7 @@ pub async fn run(config: Config, mut reload: Reload) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .trace_fn(|req| tracing::info_span!("cri", rpc = %req.uri().path()))
+            .trace_fn(crate::trace::call_span)
             .layer(LogFailuresLayer)
             .add_service(runtime)
             .add_service(image)
@@ -452,9 +452,9 @@ where
             let code = header("grpc-status")
                 .map_or(tonic::Code::Ok, |c| tonic::Code::from_bytes(c.as_bytes()));
             crate::metrics::rpc(&rpc, &format!("{code:?}"), started.elapsed());
-            if let Some(code) = header("grpc-status").filter(|c| *c != "0") {
-                let message = percent_decode(header("grpc-message").unwrap_or_default());
-                let code = tonic::Code::from_bytes(code.as_bytes());
+            let message = percent_decode(header("grpc-message").unwrap_or_default());
+            crate::trace::record_status(code, &message);
+            if code != tonic::Code::Ok {
                 if code == tonic::Code::NotFound {
                     tracing::debug!(%rpc, ?code, "{message}");
                 } else {

@@ -25,12 +25,20 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// A registry with busybox pushed, and a berthd that pulled it; the
 /// image reference.
 pub async fn berthd_with_busybox() -> (Registry, Berthd, String) {
-    let reg = Registry::start();
-    fixtures::push_busybox(&reg, "bench/busybox", "1", Compression::Gzip).await;
-    let image = reg.image("bench/busybox:1");
+    let (reg, image) = registry_with_busybox("bench").await;
     let b = Berthd::start().await;
     b.pull(&image, None).await.expect("pull");
     (reg, b, image)
+}
+
+/// A registry on loopback serving busybox as `<ns>/busybox:1` (gzip), and
+/// that image's name.
+pub async fn registry_with_busybox(ns: &str) -> (Registry, String) {
+    let reg = Registry::start();
+    let repo = format!("{ns}/busybox");
+    fixtures::push_busybox(&reg, &repo, "1", Compression::Gzip).await;
+    let image = reg.image(&format!("{repo}:1"));
+    (reg, image)
 }
 
 /// Removes the cgroup `parent` the benchmark's pods shared, in every

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cgroup;
 pub mod fixtures;
 pub mod net;
+pub mod otlp;
 pub mod registry;
 pub mod setup;
 pub mod soak;

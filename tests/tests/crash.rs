@@ -17,7 +17,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use berth_tests::net::TestNet;
-use berth_tests::registry::Registry;
 use berth_tests::soak::{Census, census};
 use berth_tests::{Berthd, Options};
 use cri_api::v1::image_service_client::ImageServiceClient;
@@ -317,15 +316,7 @@ fn pod_config(b: &Berthd, parent: &str) -> PodSandboxConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_every_step_loses_nothing_acknowledged_and_leaks_nothing() {
-    let reg = Registry::start();
-    berth_tests::fixtures::push_busybox(
-        &reg,
-        "crash/busybox",
-        "1",
-        berth_tests::fixtures::Compression::Gzip,
-    )
-    .await;
-    let image = reg.image("crash/busybox:1");
+    let (_reg, image) = berth_tests::bench::registry_with_busybox("crash").await;
     let parent = berth_tests::cgroup::unique_parent("crash");
     // portmap's shared chains, made by the first pod ever, are not a leak.
     {

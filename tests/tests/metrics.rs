@@ -70,15 +70,7 @@ fn value(m: &Value, family: &str, name: &str, labels: &[(&str, &str)]) -> Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_counts_real_work_in_prometheus_format() {
-    let reg = berth_tests::registry::Registry::start();
-    berth_tests::fixtures::push_busybox(
-        &reg,
-        "m/busybox",
-        "1",
-        berth_tests::fixtures::Compression::Gzip,
-    )
-    .await;
-    let image = reg.image("m/busybox:1");
+    let (reg, image) = berth_tests::bench::registry_with_busybox("m").await;
     let b = Berthd::start_with(Options {
         config: "[metrics]\naddress = \"127.0.0.1:0\"\n".into(),
         ..Default::default()

@@ -72,6 +72,7 @@ impl PullCtx<'_> {
     /// registry must not hold up the others): each writes its own temp
     /// file, and committing a verified blob that is already there again
     /// is harmless.
+    #[tracing::instrument(level = "debug", skip_all, fields(blob = %desc.digest, host = %host.host))]
     pub(super) async fn fetch_blob(
         &self,
         host: &RegistryHost,
@@ -140,6 +141,7 @@ impl PullCtx<'_> {
     }
 
     /// Unpacks one layer into the snapshot `chain` unless it exists.
+    #[tracing::instrument(level = "debug", skip_all, fields(layer = %layer.digest))]
     pub(super) async fn unpack(
         &self,
         layer: &Descriptor,

@@ -37,6 +37,7 @@ impl ImageService {
 }
 
 impl ImageService {
+    #[tracing::instrument(level = "debug", name = "pull", skip_all, fields(image = %image))]
     async fn pull_inner(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, Error> {
         let reference = Reference::parse_with_default_tag(image)?;
         let named = reference.to_string();

@@ -44,6 +44,7 @@ pub struct Config {
     pub cni: CniConfig,
     pub cdi: CdiConfig,
     pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
     pub streaming: StreamingConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
@@ -154,6 +155,28 @@ pub struct MetricsConfig {
     pub address: String,
 }
 
+/// OpenTelemetry traces (see `crate::trace`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/gRPC collector, `http://host:4317`; empty: the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`/`OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// and without those, off.
+    pub endpoint: String,
+    /// The share of calls traced, 0 to 1, unless the caller's traceparent
+    /// decided (or `OTEL_TRACES_SAMPLER` is set).
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            endpoint: String::new(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
 /// CDI device specs (see `crate::cdi`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -218,6 +241,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             cdi: CdiConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
             streaming: StreamingConfig::default(),
             runtimes: default_runtimes(),
         }
@@ -476,6 +500,22 @@ impl Config {
             return Err(invalid(format!(
                 "key `metrics.address`: {:?} is not ip:port",
                 self.metrics.address
+            )));
+        }
+        if !self.tracing.endpoint.is_empty()
+            && !["http://", "https://"]
+                .iter()
+                .any(|p| self.tracing.endpoint.starts_with(p))
+        {
+            return Err(invalid(format!(
+                "key `tracing.endpoint`: {:?} is not an http:// or https:// URL",
+                self.tracing.endpoint
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sampling_ratio) {
+            return Err(invalid(format!(
+                "key `tracing.sampling_ratio`: {} is not between 0 and 1",
+                self.tracing.sampling_ratio
             )));
         }
         if self.streaming.address.parse::<std::net::IpAddr>().is_err() {

@@ -68,20 +68,23 @@ impl Containers {
         new: &NewContainer<'_>,
         spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(Spec, i32), crate::spec::Error>,
     ) -> Result<ContainerRecord, ContainerError> {
-        let started = std::time::Instant::now();
+        let stage = crate::trace::Stage::start("rootfs");
         let (rootfs, sources) = self
             .mount_rootfs(&rec, new)
             .map_err(ContainerError::Create)?;
-        crate::metrics::stage("rootfs", started.elapsed());
+        stage.done();
         berth_db::crash::point("create:rootfs");
         let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
         self.write_bundle(&mut rec, &spec, &rootfs, new)
             .map_err(ContainerError::Create)?;
         let started = std::time::Instant::now();
-        self.start_monitor(&rec, &new.log_path)
-            .await
-            .map_err(ContainerError::Create)?;
+        tracing::Instrument::instrument(
+            self.start_monitor(&rec, &new.log_path),
+            tracing::debug_span!("stage", otel.name = "monitor"),
+        )
+        .await
+        .map_err(ContainerError::Create)?;
         crate::metrics::stage("monitor", started.elapsed());
         // The systemd driver's cpuset, which the runtime was not given (see
         // spec::resources): into the scope's files before the start.

@@ -51,11 +51,58 @@ pub async fn to_the_end<T: Send + 'static>(
     rpc: &str,
     work: impl Future<Output = Result<T, Status>> + Send + 'static,
 ) -> CriResult<T> {
-    tokio::spawn(work)
+    tokio::spawn(tracing::Instrument::in_current_span(work))
         .await
         .map_err(|e| Status::internal(format!("{rpc}: {e}")))?
         .map(Response::new)
 }
+
+/// A request whose pod, container or image goes on its call's span (see
+/// [`crate::trace`]), so a trace and the log lines of the call name it.
+pub trait Traced {
+    fn trace(&self);
+}
+
+/// The message of a request, its ids recorded on the call's span.
+pub fn take<T: Traced>(r: tonic::Request<T>) -> T {
+    let t = r.into_inner();
+    t.trace();
+    t
+}
+
+macro_rules! traced {
+    ($($field:ident as $key:literal: $($t:ident),+;)*) => {$($(
+        impl Traced for cri_api::v1::$t {
+            fn trace(&self) {
+                crate::trace::record($key, &self.$field);
+            }
+        }
+    )+)*};
+}
+
+traced! {
+    pod_sandbox_id as "pod_id": StopPodSandboxRequest, RemovePodSandboxRequest,
+        PodSandboxStatusRequest, PodSandboxStatsRequest, PortForwardRequest,
+        UpdatePodSandboxResourcesRequest, CreateContainerRequest;
+    container_id as "container_id": StartContainerRequest, StopContainerRequest,
+        RemoveContainerRequest, ContainerStatusRequest, UpdateContainerResourcesRequest,
+        ReopenContainerLogRequest, ExecSyncRequest, ExecRequest, AttachRequest,
+        ContainerStatsRequest;
+}
+
+macro_rules! traced_image {
+    ($($t:ident),+) => {$(
+        impl Traced for cri_api::v1::$t {
+            fn trace(&self) {
+                if let Some(i) = &self.image {
+                    crate::trace::record("image", &i.image);
+                }
+            }
+        }
+    )+};
+}
+
+traced_image!(PullImageRequest, ImageStatusRequest, RemoveImageRequest);
 
 /// The honest answer of an RPC that berth does not implement yet.
 pub fn unimplemented<T>(rpc: &str) -> CriResult<T> {

@@ -225,7 +225,7 @@ impl Pods {
         if userns.is_some() {
             rec.pinned.push(ns::Kind::User.name().to_string());
         }
-        let started = std::time::Instant::now();
+        let stage = crate::trace::Stage::start("namespaces");
         self.host
             .pin(&self.ns_dir(&rec.id), &kinds, &hostname, userns.as_ref())?;
 
@@ -238,11 +238,11 @@ impl Pods {
             );
         }
 
-        crate::metrics::stage("namespaces", started.elapsed());
+        stage.done();
         if opts.network() != NamespaceMode::Node {
-            let started = std::time::Instant::now();
+            let stage = crate::trace::Stage::start("network");
             self.attach_network(rec, config)?;
-            crate::metrics::stage("network", started.elapsed());
+            stage.done();
         }
         self.write_files(rec, config, &hostname, userns)?;
 

@@ -65,7 +65,7 @@ impl CriImageService for ImageSvc {
     type StreamImagesStream = BoxStream<StreamImagesResponse>;
 
     async fn pull_image(&self, r: Request<PullImageRequest>) -> CriResult<PullImageResponse> {
-        let (images, req) = (self.images.clone(), r.into_inner());
+        let (images, req) = (self.images.clone(), crate::cri::take(r));
         to_the_end("PullImage", async move {
             pull_image::pull_image(&images, req).await
         })
@@ -92,11 +92,11 @@ impl CriImageService for ImageSvc {
     }
 
     async fn image_status(&self, r: Request<ImageStatusRequest>) -> CriResult<ImageStatusResponse> {
-        image_status::image_status(&self.images, r.into_inner()).map(Response::new)
+        image_status::image_status(&self.images, crate::cri::take(r)).map(Response::new)
     }
 
     async fn remove_image(&self, r: Request<RemoveImageRequest>) -> CriResult<RemoveImageResponse> {
-        remove_image::remove_image(&self.images, r.into_inner())
+        remove_image::remove_image(&self.images, crate::cri::take(r))
             .await
             .map(Response::new)
     }

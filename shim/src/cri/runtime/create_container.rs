@@ -59,6 +59,7 @@ pub async fn create_container(
         if holder.config() == config
             && matches!(d.containers.observe(&holder.id), Observed::Created)
         {
+            crate::trace::record("container_id", &holder.id);
             tracing::info!(container = %holder.id, name = %key, "CreateContainer retried: the container already made");
             return Ok(CreateContainerResponse {
                 container_id: holder.id,
@@ -196,6 +197,7 @@ pub async fn create_container(
         std::path::Path::new(&pod_config.log_directory).join(&config.log_path)
     };
     let id = random_id().map_err(|e| Status::internal(format!("container id: {e}")))?;
+    crate::trace::record("container_id", &id);
     // The pod's RuntimeClass handler: an external OCI runtime, or none.
     let runtime = match d.config.runtimes.get(&pod.runtime_handler) {
         Some(crate::config::RuntimeHandler::Oci { path }) => Some(path.clone()),

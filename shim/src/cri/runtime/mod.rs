@@ -95,7 +95,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<StopPodSandboxRequest>,
     ) -> CriResult<StopPodSandboxResponse> {
-        stop_pod_sandbox::stop_pod_sandbox(&self.daemon, r.into_inner())
+        stop_pod_sandbox::stop_pod_sandbox(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
@@ -103,7 +103,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<RemovePodSandboxRequest>,
     ) -> CriResult<RemovePodSandboxResponse> {
-        remove_pod_sandbox::remove_pod_sandbox(&self.daemon, r.into_inner())
+        remove_pod_sandbox::remove_pod_sandbox(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
@@ -111,7 +111,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<PodSandboxStatusRequest>,
     ) -> CriResult<PodSandboxStatusResponse> {
-        pod_sandbox_status::pod_sandbox_status(&self.daemon, r.into_inner())
+        pod_sandbox_status::pod_sandbox_status(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
@@ -135,7 +135,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<CreateContainerRequest>,
     ) -> CriResult<CreateContainerResponse> {
-        let (d, req) = (self.daemon.clone(), r.into_inner());
+        let (d, req) = (self.daemon.clone(), crate::cri::take(r));
         to_the_end("CreateContainer", async move {
             create_container::create_container(&d, req).await
         })
@@ -145,7 +145,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<StartContainerRequest>,
     ) -> CriResult<StartContainerResponse> {
-        start_container::start_container(&self.daemon, r.into_inner())
+        start_container::start_container(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
@@ -153,7 +153,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<StopContainerRequest>,
     ) -> CriResult<StopContainerResponse> {
-        stop_container::stop_container(&self.daemon, r.into_inner())
+        stop_container::stop_container(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
@@ -161,7 +161,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<RemoveContainerRequest>,
     ) -> CriResult<RemoveContainerResponse> {
-        remove_container::remove_container(&self.daemon, r.into_inner())
+        remove_container::remove_container(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
@@ -169,7 +169,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<ContainerStatusRequest>,
     ) -> CriResult<ContainerStatusResponse> {
-        container_status::container_status(&self.daemon, r.into_inner())
+        container_status::container_status(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
@@ -208,7 +208,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<UpdateContainerResourcesRequest>,
     ) -> CriResult<UpdateContainerResourcesResponse> {
-        update_container_resources::update_container_resources(&self.daemon, r.into_inner())
+        update_container_resources::update_container_resources(&self.daemon, crate::cri::take(r))
             .await?;
         Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
@@ -216,29 +216,29 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<ReopenContainerLogRequest>,
     ) -> CriResult<ReopenContainerLogResponse> {
-        reopen_container_log::reopen_container_log(&self.daemon, r.into_inner())
+        reopen_container_log::reopen_container_log(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
     async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> CriResult<ExecSyncResponse> {
-        exec_sync::exec_sync(&self.daemon, r.into_inner())
+        exec_sync::exec_sync(&self.daemon, crate::cri::take(r))
             .await
             .map(Response::new)
     }
     async fn exec(&self, r: Request<ExecRequest>) -> CriResult<ExecResponse> {
-        streaming_urls::exec(&self.daemon, r.into_inner()).map(Response::new)
+        streaming_urls::exec(&self.daemon, crate::cri::take(r)).map(Response::new)
     }
     async fn attach(&self, r: Request<AttachRequest>) -> CriResult<AttachResponse> {
-        streaming_urls::attach(&self.daemon, r.into_inner()).map(Response::new)
+        streaming_urls::attach(&self.daemon, crate::cri::take(r)).map(Response::new)
     }
     async fn port_forward(&self, r: Request<PortForwardRequest>) -> CriResult<PortForwardResponse> {
-        streaming_urls::port_forward(&self.daemon, r.into_inner()).map(Response::new)
+        streaming_urls::port_forward(&self.daemon, crate::cri::take(r)).map(Response::new)
     }
     async fn container_stats(
         &self,
         r: Request<ContainerStatsRequest>,
     ) -> CriResult<ContainerStatsResponse> {
-        let id = r.into_inner().container_id;
+        let id = crate::cri::take(r).container_id;
         let stats = container_stats::container_stats(self.daemon.clone(), id).await?;
         Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
@@ -264,7 +264,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<PodSandboxStatsRequest>,
     ) -> CriResult<PodSandboxStatsResponse> {
-        let id = r.into_inner().pod_sandbox_id;
+        let id = crate::cri::take(r).pod_sandbox_id;
         let stats = pod_sandbox_stats::pod_sandbox_stats(self.daemon.clone(), id).await?;
         Ok(Response::new(PodSandboxStatsResponse {
             stats: Some(stats),
@@ -333,8 +333,11 @@ impl RuntimeService for RuntimeSvc {
         &self,
         r: Request<UpdatePodSandboxResourcesRequest>,
     ) -> CriResult<UpdatePodSandboxResourcesResponse> {
-        update_pod_sandbox_resources::update_pod_sandbox_resources(&self.daemon, r.into_inner())
-            .await
-            .map(Response::new)
+        update_pod_sandbox_resources::update_pod_sandbox_resources(
+            &self.daemon,
+            crate::cri::take(r),
+        )
+        .await
+        .map(Response::new)
     }
 }

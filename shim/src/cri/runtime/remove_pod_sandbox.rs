@@ -32,7 +32,7 @@ pub async fn remove_pod_sandbox(
         let pods = d.pods.clone();
         let id = rec.id.clone();
         let mut last = super::pod_sandbox_status::status_of(&rec);
-        tokio::task::spawn_blocking(move || pods.remove(&rec))
+        crate::trace::spawn_blocking(move || pods.remove(&rec))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
         tracing::info!(pod = %id, "pod sandbox removed");

@@ -73,6 +73,7 @@ pub async fn run_pod_sandbox(
             && holder.config() == config
             && holder.runtime_handler == req.runtime_handler
         {
+            crate::trace::record("pod_id", &holder.id);
             tracing::info!(pod = %holder.id, name = %key, "RunPodSandbox retried: the pod already made");
             return Ok(RunPodSandboxResponse {
                 pod_sandbox_id: holder.id,
@@ -84,9 +85,10 @@ pub async fn run_pod_sandbox(
         )));
     }
     let id = random_id().map_err(|e| Status::internal(format!("pod id: {e}")))?;
+    crate::trace::record("pod_id", &id);
     let pods = d.pods.clone();
     let (pid, handler) = (id.clone(), req.runtime_handler.clone());
-    let rec = tokio::task::spawn_blocking(move || {
+    let rec = crate::trace::spawn_blocking(move || {
         let made = pods.create(&pid, &config, &handler, now_ns());
         drop(turn);
         made

@@ -39,7 +39,7 @@ pub async fn stop_pod_sandbox(
             );
         }
         let pods = d.pods.clone();
-        tokio::task::spawn_blocking(move || pods.detach_network(&mut rec))
+        crate::trace::spawn_blocking(move || pods.detach_network(&mut rec))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
     }
