@@ -17,18 +17,6 @@ const PODS: usize = 20;
 const PER_POD: usize = 5;
 const CALLS: usize = 50;
 
-fn summary(mut ms: Vec<f64>) -> String {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).saturating_sub(1)];
-    format!(
-        "median {:.2} ms, p90 {:.2} ms, min {:.2} ms, max {:.2} ms",
-        pct(0.5),
-        pct(0.9),
-        ms[0],
-        ms[ms.len() - 1]
-    )
-}
-
 fn main() {
     berth_tests::bench::runtime().block_on(async {
         let (_reg, b, image) = berth_tests::bench::berthd_with_busybox().await;
@@ -79,11 +67,11 @@ fn main() {
         println!("berthd: {}", berth_tests::berthd_binary().display());
         println!(
             "ListContainerStats, {n} running containers, {CALLS} calls: {}",
-            summary(list)
+            berth_tests::bench::summary(list)
         );
         println!(
             "ListPodSandboxStats, {PODS} pods of {PER_POD}, {CALLS} calls: {}",
-            summary(pod_list)
+            berth_tests::bench::summary(pod_list)
         );
         let pid = b.pid().as_raw();
         println!(

@@ -19,17 +19,6 @@ use cri_api::v1::*;
 const PODS: usize = 20;
 const CALLS: usize = 2000;
 
-fn summary(mut v: Vec<f64>) -> String {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p| berth_tests::bench::percentile(&v, p);
-    format!(
-        "median {:.3} ms, p90 {:.3} ms, min {:.3} ms",
-        pct(0.5),
-        pct(0.9),
-        v[0]
-    )
-}
-
 fn main() {
     berth_tests::bench::runtime().block_on(async {
         let (_reg, image) = berth_tests::bench::registry_with_busybox("bench").await;
@@ -86,11 +75,11 @@ fn main() {
             let mode = if on { "on " } else { "off" };
             println!(
                 "tracing {mode}: pod start over {PODS} pods: {}",
-                summary(starts)
+                berth_tests::bench::summary(starts)
             );
             println!(
                 "tracing {mode}: ContainerStatus x{CALLS}: {}",
-                summary(calls)
+                berth_tests::bench::summary(calls)
             );
             for pod in pods {
                 c.remove_pod_sandbox(RemovePodSandboxRequest {

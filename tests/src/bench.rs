@@ -137,6 +137,18 @@ pub async fn start_pod(
     pod
 }
 
+/// Milliseconds as "median, p90, min, max".
+pub fn summary(mut ms: Vec<f64>) -> String {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "median {:.3} ms, p90 {:.3} ms, min {:.3} ms, max {:.3} ms",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        ms[0],
+        ms[ms.len() - 1]
+    )
+}
+
 /// The `p`-th percentile (0..=1) of `sorted`.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)]

@@ -9,25 +9,35 @@ use cri_api::v1::{PodSandboxStats, PodSandboxStatsFilter};
 use tonic::Status;
 
 use super::container_stats::stats_of;
-use crate::container::Observed;
+use std::collections::HashMap;
+
+use crate::container::{ContainerRecord, Observed};
 use crate::daemon::Daemon;
 use crate::pod::{PodRecord, PodState};
 
-fn pod_stats(d: &Daemon, pod: &PodRecord) -> PodSandboxStats {
+/// The pod's stats; `containers` are its containers (any others are
+/// skipped), so that a list reads the container table once, not per pod.
+fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[ContainerRecord]) -> PodSandboxStats {
     let mut pids = 0;
-    let containers = d
-        .containers
-        .all()
-        .unwrap_or_default()
-        .into_iter()
+    let containers = containers
+        .iter()
         .filter(|c| c.pod_id == pod.id)
         .filter(|c| matches!(d.containers.observe(&c.id), Observed::Running { .. }))
         .map(|c| {
-            pids += crate::stats::container_pids(&d.containers, &c);
-            stats_of(d, &c)
+            pids += crate::stats::container_pids(&d.containers, c);
+            stats_of(d, c)
         })
         .collect();
     crate::stats::pod_stats(&d.sampler, &d.pods, pod, containers, pids)
+}
+
+/// Every container record, grouped by pod.
+fn by_pod(d: &Daemon) -> HashMap<String, Vec<ContainerRecord>> {
+    let mut out: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
+    for c in d.containers.all().unwrap_or_default() {
+        out.entry(c.pod_id.clone()).or_default().push(c);
+    }
+    out
 }
 
 /// A pod that is not ready has no stats: `Unavailable`, as containerd
@@ -40,9 +50,12 @@ pub async fn pod_sandbox_stats(d: Arc<Daemon>, id: String) -> Result<PodSandboxS
             pod.id
         )));
     }
-    tokio::task::spawn_blocking(move || pod_stats(&d, &pod))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))
+    tokio::task::spawn_blocking(move || {
+        let all = by_pod(&d);
+        pod_stats(&d, &pod, all.get(&pod.id).map_or(&[], Vec::as_slice))
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))
 }
 
 pub async fn list_pod_sandbox_stats(
@@ -52,6 +65,7 @@ pub async fn list_pod_sandbox_stats(
     let f = filter.unwrap_or_default();
     let pods = d.pods.all().map_err(|e| Status::internal(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
+        let all = by_pod(&d);
         pods.iter()
             .filter(|p| p.state == PodState::Ready)
             .filter(|p| f.id.is_empty() || p.id.starts_with(&f.id))
@@ -61,7 +75,7 @@ pub async fn list_pod_sandbox_stats(
                     .iter()
                     .all(|(k, v)| labels.get(k) == Some(v))
             })
-            .map(|p| pod_stats(&d, p))
+            .map(|p| pod_stats(&d, p, all.get(&p.id).map_or(&[], Vec::as_slice)))
             .collect()
     })
     .await

@@ -1,0 +1,130 @@
+//! Node scale: pods brought up one after another to 250 (one busybox
+//! `sleep` container each, no CNI network), and at 10, 50, 100, 150, 200
+//! and 250 running pods: the start of the next 5 pods, the kubelet's list
+//! and stats calls (50 of each, one after another), berthd's memory and the
+//! monitors', and the CPU berthd burns over 10 s idle.
+//!
+//! ```sh
+//! cargo build --release -p berthd -p berth-runtime
+//! BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench scale
+//! BERTH_BENCH_PODS=100 ...   # stop at 100
+//! ```
+
+use std::time::{Duration, Instant};
+
+use berth_tests::bench::summary;
+use berth_tests::{monitor_pids, proc_kb};
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1::*;
+
+const CALLS: usize = 50;
+const PROBE: usize = 5;
+
+/// berthd's user + system CPU time so far, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime
+    // are the 12th and 13th of those.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// Pod `i` with its container started; its id and the time taken in ms.
+async fn start(
+    b: &berth_tests::Berthd,
+    c: &mut RuntimeServiceClient<tonic::transport::Channel>,
+    image: &str,
+    i: usize,
+) -> (String, f64) {
+    let config = berth_tests::bench::pod_config(b, &format!("s-{i}"), "/berth-bench/scale");
+    let t = Instant::now();
+    let pod = berth_tests::bench::start_pod(c, config, image, format!("s-{i}.log")).await;
+    (pod, t.elapsed().as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let max: usize = std::env::var("BERTH_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250);
+    let checkpoints: Vec<usize> = [10, 50, 100, 150, 200, 250]
+        .into_iter()
+        .filter(|n| *n <= max)
+        .collect();
+    berth_tests::bench::runtime().block_on(async {
+        let (_reg, b, image) = berth_tests::bench::berthd_with_busybox().await;
+        let mut c = b.runtime().await;
+        let pid = b.pid().as_raw();
+        let rss0 = proc_kb(&format!("/proc/{pid}/status"), "VmRSS:");
+        println!("berthd: {}", berth_tests::berthd_binary().display());
+        let mut pods = Vec::new();
+        for n in checkpoints {
+            while pods.len() < n {
+                let (pod, _) = start(&b, &mut c, &image, pods.len()).await;
+                pods.push(pod);
+            }
+            println!("== {n} pods running");
+            // The CPU berthd uses with nothing asked of it.
+            let t0 = cpu_ticks(pid);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let idle = (cpu_ticks(pid) - t0) as f64 / 100.0 / 10.0 * 100.0;
+            println!("  berthd idle CPU: {idle:.1}% of a core (over 10 s)");
+            macro_rules! calls {
+                ($name:literal, $call:expr) => {{
+                    let mut ms = Vec::new();
+                    for _ in 0..CALLS {
+                        let t = Instant::now();
+                        $call.await.expect($name);
+                        ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    println!("  {}: {}", $name, summary(ms));
+                }};
+            }
+            calls!("ListPodSandbox", c.list_pod_sandbox(ListPodSandboxRequest::default()));
+            calls!("ListContainers", c.list_containers(ListContainersRequest::default()));
+            calls!(
+                "ListContainerStats",
+                c.list_container_stats(ListContainerStatsRequest::default())
+            );
+            calls!(
+                "ListPodSandboxStats",
+                c.list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+            );
+            let mons = monitor_pids(&b.state);
+            let pss: u64 = mons
+                .iter()
+                .map(|p| proc_kb(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
+                .sum();
+            let rss = proc_kb(&format!("/proc/{pid}/status"), "VmRSS:");
+            println!(
+                "  berthd VmRSS {:.1} MiB; {} monitors, PSS {:.1} MiB in all; per pod {:.2} MiB (berthd's growth + monitor PSS)",
+                rss as f64 / 1024.0,
+                mons.len(),
+                pss as f64 / 1024.0,
+                (rss.saturating_sub(rss0) + pss) as f64 / 1024.0 / n as f64
+            );
+            // The next pods' start, at this many.
+            let mut ms = Vec::new();
+            for _ in 0..PROBE {
+                let (pod, t) = start(&b, &mut c, &image, pods.len()).await;
+                pods.push(pod);
+                ms.push(t);
+            }
+            println!("  pod start (pods {}..{}): {}", n + 1, n + PROBE, summary(ms));
+            // Back to n, so the next checkpoint counts from a round number.
+            for pod in pods.split_off(n) {
+                c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+                    .await
+                    .expect("remove");
+            }
+        }
+        for pod in pods {
+            c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+                .await
+                .expect("remove");
+        }
+        berth_tests::bench::remove_shared_parent("berth-bench");
+    });
+}
