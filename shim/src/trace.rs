@@ -91,7 +91,11 @@ where
         .with_filter(tracing_subscriber::filter::filter_fn(|m| {
             let ours = ["berthd", "berth_imageservice", "berth_runtime"]
                 .iter()
-                .any(|c| m.target() == *c || m.target().starts_with(&format!("{c}::")));
+                .any(|c| {
+                    m.target()
+                        .strip_prefix(c)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+                });
             // Spans down to debug (the steps); events (span events in the
             // trace) from info up.
             let wanted = if m.is_span() {

@@ -15,13 +15,12 @@ use crate::container::{ContainerRecord, Observed};
 use crate::daemon::Daemon;
 use crate::pod::{PodRecord, PodState};
 
-/// The pod's stats; `containers` are its containers (any others are
-/// skipped), so that a list reads the container table once, not per pod.
+/// The pod's stats from its `containers`, which the caller reads (a list
+/// reads the container table once, not once per pod).
 fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[ContainerRecord]) -> PodSandboxStats {
     let mut pids = 0;
     let containers = containers
         .iter()
-        .filter(|c| c.pod_id == pod.id)
         .filter(|c| matches!(d.containers.observe(&c.id), Observed::Running { .. }))
         .map(|c| {
             pids += crate::stats::container_pids(&d.containers, c);
@@ -51,8 +50,9 @@ pub async fn pod_sandbox_stats(d: Arc<Daemon>, id: String) -> Result<PodSandboxS
         )));
     }
     tokio::task::spawn_blocking(move || {
-        let all = by_pod(&d);
-        pod_stats(&d, &pod, all.get(&pod.id).map_or(&[], Vec::as_slice))
+        let mut mine = d.containers.all().unwrap_or_default();
+        mine.retain(|c| c.pod_id == pod.id);
+        pod_stats(&d, &pod, &mine)
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))
