@@ -352,9 +352,13 @@ async fn grpc_c_core_clients_are_served_whatever_their_authority() {
     let mut raw = tokio::net::UnixStream::connect(&b.socket)
         .await
         .expect("connect");
+    // SETTINGS on stream 0, the header block on stream 1 (a SETTINGS on
+    // any other stream is a protocol error that ends the connection at
+    // once, before any bound is reached).
     let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let stream = u8::from(kind != 0x4);
         let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend_from_slice(&[kind, flags, 0, 0, 0, 1]);
+        f.extend_from_slice(&[kind, flags, 0, 0, 0, stream]);
         f.extend_from_slice(payload);
         f
     };
