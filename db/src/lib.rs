@@ -7,11 +7,15 @@
 //!
 //! Each method on a `Table` or `Names` taking a [`Database`] is one
 //! transaction. Changes that must land together run in [`write()`], through
-//! the tables' [`Table::open`] / [`Names::open`].
+//! the tables' [`Table::open`] / [`Names::open`]. A [`Cached`] table also
+//! holds its records in memory, decoded, so reading one costs no
+//! transaction and no JSON.
 
 pub mod crash;
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -65,12 +69,17 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
 
     /// Every record, in key order.
     pub fn all(&self, db: &Database) -> Result<Vec<V>> {
+        Ok(self.entries(db)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every record with its key, in key order.
+    pub fn entries(&self, db: &Database) -> Result<Vec<(String, V)>> {
         let tx = db.begin_read().map_err(err)?;
         let t = tx.open_table(self.def).map_err(err)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(err)? {
-            let (_, v) = row.map_err(err)?;
-            out.push(decode(v.value())?);
+            let (k, v) = row.map_err(err)?;
+            out.push((k.value().to_string(), decode(v.value())?));
         }
         Ok(out)
     }
@@ -219,6 +228,114 @@ impl OpenNames<'_> {
     /// Removes every name pointing at `key`.
     pub fn delete_all_of(&mut self, key: &str) -> Result<()> {
         self.t.retain(|_, v| v != key).map_err(err)
+    }
+}
+
+/// A [`Table`] whose records are also held in memory, decoded, for a
+/// database only this process writes: every write goes through here, to
+/// the database first, then to memory; reads only take a read lock.
+/// Writes are serialised among themselves, so memory and the database
+/// always agree on the last write of a key.
+pub struct Cached<V> {
+    table: Table<V>,
+    db: Arc<Database>,
+    records: RwLock<BTreeMap<String, Arc<V>>>,
+    writing: Mutex<()>,
+}
+
+impl<V: Serialize + DeserializeOwned + Clone> Cached<V> {
+    /// Creates the table if this is a new database, and reads it whole.
+    pub fn open(db: Arc<Database>, table: Table<V>) -> Result<Cached<V>> {
+        table.init(&db)?;
+        let records = table
+            .entries(&db)?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        Ok(Cached {
+            table,
+            db,
+            records: RwLock::new(records),
+            writing: Mutex::new(()),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<V>>> {
+        self.records.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut BTreeMap<String, Arc<V>>)) {
+        f(&mut self.records.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The database it reads and writes.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Every record, in key order; shared, not copied.
+    pub fn all(&self) -> Vec<Arc<V>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// How many records there are.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<V>> {
+        self.read().get(key).cloned()
+    }
+
+    /// The first record, in key order, that `pred` accepts.
+    pub fn find_by(&self, pred: impl Fn(&V) -> bool) -> Option<Arc<V>> {
+        self.read().values().find(|v| pred(v)).cloned()
+    }
+
+    /// As [`Table::find`]: the record whose key is `prefix`, else the one
+    /// record whose key starts with it.
+    pub fn find(&self, prefix: &str) -> Option<Arc<V>> {
+        if prefix.is_empty() {
+            return None;
+        }
+        let records = self.read();
+        let mut rows = records.range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        ));
+        let (k, v) = rows.next()?;
+        if !k.starts_with(prefix) {
+            return None;
+        }
+        if k != prefix && rows.next().is_some_and(|(k2, _)| k2.starts_with(prefix)) {
+            return None;
+        }
+        Some(v.clone())
+    }
+
+    /// Writes `rec` under `key`, replacing what was there.
+    pub fn put(&self, key: &str, rec: &V) -> Result<()> {
+        let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.table.put(&self.db, key, rec)?;
+        let rec = Arc::new(rec.clone());
+        self.update(|m| {
+            m.insert(key.to_string(), rec);
+        });
+        Ok(())
+    }
+
+    /// Removes `key`'s record, if any.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.table.delete(&self.db, key)?;
+        self.update(|m| {
+            m.remove(key);
+        });
+        Ok(())
     }
 }
 

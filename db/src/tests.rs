@@ -154,3 +154,46 @@ fn the_on_disk_format_is_the_old_one() {
     let v = old.get("new").expect("get").expect("written");
     assert_eq!(v.value(), br#"{"id":"new","n":8}"#);
 }
+
+/// A cached table reads what the database held, finds as `Table::find`
+/// does, and writes through: a second one opened on the same database
+/// reads what the first wrote.
+#[test]
+fn a_cached_table_agrees_with_the_database() {
+    let path =
+        std::env::temp_dir().join(format!("berth-db-test-cached-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let db = Arc::new(Database::create(&path).expect("create"));
+    RECS.init(&db).expect("init");
+    RECS.put(&db, "abc", &rec("abc", 1)).expect("put");
+    let cached = Cached::open(db.clone(), RECS).expect("open");
+    assert_eq!(cached.get("abc").as_deref(), Some(&rec("abc", 1)));
+    for id in ["abd", "b", "bcd"] {
+        cached.put(id, &rec(id, 0)).expect("put");
+    }
+    cached.put("abc", &rec("abc", 2)).expect("replace");
+    let found = |p: &str| cached.find(p).map(|r| r.id.clone());
+    for p in ["abc", "abd", "ab", "a", "b", "bc", "c", "zzz", ""] {
+        assert_eq!(
+            found(p),
+            RECS.find(&db, p).expect("find").map(|r| r.id),
+            "prefix {p:?}"
+        );
+    }
+    cached.delete("b").expect("delete");
+    assert_eq!(found("b").as_deref(), Some("bcd"), "b gone, bcd unique");
+    assert_eq!(
+        cached
+            .find_by(|r| r.n == 2)
+            .map(|r| r.id.clone())
+            .as_deref(),
+        Some("abc")
+    );
+    let on_disk: Vec<Rec> = RECS.all(&db).expect("all");
+    let in_memory: Vec<Rec> = cached.all().iter().map(|r| (**r).clone()).collect();
+    assert_eq!(on_disk, in_memory);
+    let again = Cached::open(db.clone(), RECS).expect("reopen");
+    assert_eq!(again.len(), 3);
+    drop((cached, again, db));
+    let _ = std::fs::remove_file(&path);
+}

@@ -20,12 +20,30 @@ pub enum Mode {
     V2,
 }
 
+/// The node's cgroup mode, looked at once (it does not change while
+/// berthd runs).
 pub fn mode() -> Mode {
-    if Path::new(ROOT).join("cgroup.controllers").is_file() {
-        Mode::V2
-    } else {
-        Mode::V1
-    }
+    static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        if Path::new(ROOT).join("cgroup.controllers").is_file() {
+            Mode::V2
+        } else {
+            Mode::V1
+        }
+    })
+}
+
+/// v1's cpuacct hierarchy: `cpuacct`, or `cpu,cpuacct` where only the
+/// co-mount's own name exists. Looked at once.
+fn cpuacct_v1() -> &'static str {
+    static NAME: std::sync::OnceLock<&str> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        if Path::new(ROOT).join("cpuacct").exists() {
+            "cpuacct"
+        } else {
+            "cpu,cpuacct"
+        }
+    })
 }
 
 /// Whether the hierarchy berth uses has the hugetlb controller (on a
@@ -154,8 +172,7 @@ impl Cgroup {
             Mode::V2 => Path::new(ROOT).join(&self.rel),
             Mode::V1 => {
                 let c = match controller {
-                    // cpu and cpuacct are usually co-mounted; either name works.
-                    "cpuacct" if !Path::new(ROOT).join("cpuacct").exists() => "cpu,cpuacct",
+                    "cpuacct" => cpuacct_v1(),
                     c => c,
                 };
                 Path::new(ROOT).join(c).join(&self.rel)

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use cri_api::v1::ContainerEventResponse;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// Events a subscriber may lag behind before it loses some.
 const BACKLOG: usize = 4096;
@@ -16,6 +16,9 @@ const BACKLOG: usize = 4096;
 pub struct Events {
     tx: broadcast::Sender<ContainerEventResponse>,
     running: Mutex<HashSet<String>>,
+    /// Each container that starts running, to the exit watcher.
+    started: mpsc::UnboundedSender<String>,
+    watcher: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Set at shutdown: every subscriber's stream ends.
     closed: tokio::sync::watch::Sender<bool>,
 }
@@ -23,9 +26,12 @@ pub struct Events {
 impl Events {
     pub fn new() -> Events {
         let (tx, _) = broadcast::channel(BACKLOG);
+        let (started, watcher) = mpsc::unbounded_channel();
         Events {
             tx,
             running: Mutex::new(HashSet::new()),
+            started,
+            watcher: Mutex::new(Some(watcher)),
             closed: tokio::sync::watch::channel(false).0,
         }
     }
@@ -59,18 +65,26 @@ impl Events {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The container runs: its exit is to be reported.
+    /// The container runs: its exit is to be reported (the exit watcher
+    /// is told).
     pub fn started(&self, id: &str) {
-        self.running().insert(id.to_string());
+        if self.running().insert(id.to_string()) {
+            let _ = self.started.send(id.to_string());
+        }
+    }
+
+    /// What the exit watcher receives: each container that starts
+    /// running. Given once.
+    pub fn take_started(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The container is no longer running: true the first time only, so
     /// one exit gives one STOPPED event whoever notices it.
     pub fn exited(&self, id: &str) -> bool {
         self.running().remove(id)
-    }
-
-    pub fn watched(&self) -> Vec<String> {
-        self.running().iter().cloned().collect()
     }
 }

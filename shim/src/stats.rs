@@ -102,16 +102,16 @@ pub fn container_stats(
     running: bool,
 ) -> ContainerStats {
     let now = now_ns();
-    let config = rec.config();
+    let config = rec.config_ref();
     let cg = container_cgroup(cs, rec).filter(|c| running && c.exists());
     let mem = cg.as_ref().and_then(Cgroup::memory);
     let (bytes, inodes) = crate::cgroups::disk_usage(&cs.upper_dir(&rec.id));
     ContainerStats {
         attributes: Some(ContainerAttributes {
             id: rec.id.clone(),
-            metadata: config.metadata,
-            labels: config.labels,
-            annotations: config.annotations,
+            metadata: config.metadata.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
         }),
         cpu: Some(sampler.cpu(&rec.id, cg.as_ref(), now)),
         memory: Some(memory(cg.as_ref(), mem.as_ref(), now)),
@@ -146,7 +146,7 @@ pub fn pod_stats(
     pids: u64,
 ) -> PodSandboxStats {
     let now = now_ns();
-    let config = pod.config();
+    let config = pod.config_ref();
     let cg = config
         .linux
         .as_ref()
@@ -201,9 +201,9 @@ pub fn pod_stats(
     PodSandboxStats {
         attributes: Some(PodSandboxAttributes {
             id: pod.id.clone(),
-            metadata: config.metadata,
-            labels: config.labels,
-            annotations: config.annotations,
+            metadata: config.metadata.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
         }),
         linux: Some(LinuxPodSandboxStats {
             cpu: Some(cpu),

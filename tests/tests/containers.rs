@@ -276,6 +276,34 @@ async fn containers_outlive_a_berthd_crash() {
     );
     let st = s.wait_exited(&finishing).await;
     assert_eq!(st.exit_code, 7);
+
+    // The restarted berthd watches the container it found running: its
+    // end, by no CRI call, is a STOPPED event.
+    let mut events =
+        s.c.get_container_events(GetEventsRequest {})
+            .await
+            .expect("events")
+            .into_inner();
+    let pid: i32 = std::fs::read_to_string(s.b.state.join("containers").join(&running).join("pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+    let e = tokio::time::timeout(Duration::from_secs(20), events.message())
+        .await
+        .expect("an event within 20s")
+        .expect("stream")
+        .expect("open");
+    assert_eq!(
+        (e.container_id.as_str(), e.container_event_type),
+        (
+            running.as_str(),
+            ContainerEventType::ContainerStoppedEvent as i32
+        )
+    );
+    let st = s.wait_exited(&running).await;
+    assert_eq!(st.exit_code, 137);
     s.remove_all().await;
 }
 

@@ -52,6 +52,7 @@ impl Containers {
             cgroup: String::new(),
             runtime: new.runtime.map(Path::to_path_buf),
             user: None,
+            decoded: new.config.clone().into(),
         };
         match self.make(rec, &new, spec_for).await {
             Ok(rec) => Ok(rec),

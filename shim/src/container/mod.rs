@@ -30,7 +30,9 @@ pub use rootfs::{ImageVolume, make_dir_in};
 
 use std::path::{Path, PathBuf};
 
-use berth_db::Table;
+use std::sync::Arc;
+
+use berth_db::{Cached, Table};
 use redb::Database;
 
 const CONTAINERS: Table<ContainerRecord> = Table::new("containers");
@@ -60,7 +62,9 @@ pub enum ContainerError {
 }
 
 pub struct Containers {
-    db: std::sync::Arc<Database>,
+    records: Cached<ContainerRecord>,
+    /// What `observe` found that cannot change unseen (see run.rs).
+    seen: std::sync::Mutex<std::collections::HashMap<String, run::Seen>>,
     root: PathBuf,
     state: PathBuf,
     monitor: PathBuf,
@@ -72,10 +76,10 @@ impl Containers {
         root: &Path,
         state: &Path,
     ) -> Result<Containers, ContainerError> {
-        CONTAINERS.init(&db)?;
         let monitor = crate::monitor::path();
         let c = Containers {
-            db,
+            records: Cached::open(db, CONTAINERS)?,
+            seen: Default::default(),
             root: root.join("containers"),
             state: state.join("containers"),
             monitor,
@@ -94,21 +98,31 @@ impl Containers {
         &self.monitor
     }
 
-    pub fn all(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
-        Ok(CONTAINERS.all(&self.db)?)
+    /// Every record, in id order (held in memory: no database read).
+    pub fn all(&self) -> Result<Vec<Arc<ContainerRecord>>, ContainerError> {
+        Ok(self.records.all())
+    }
+
+    /// The records of one pod.
+    pub fn of_pod(&self, pod_id: &str) -> Vec<Arc<ContainerRecord>> {
+        let mut all = self.records.all();
+        all.retain(|c| c.pod_id == pod_id);
+        all
     }
 
     /// By full id or unique prefix.
     pub fn find(&self, id: &str) -> Result<Option<ContainerRecord>, ContainerError> {
-        Ok(CONTAINERS.find(&self.db, id)?)
+        Ok(self.records.find(id).map(|r| (*r).clone()))
     }
 
     pub fn save(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
-        Ok(CONTAINERS.put(&self.db, &rec.id, rec)?)
+        Ok(self.records.put(&rec.id, rec)?)
     }
 
     fn delete(&self, id: &str) -> Result<(), ContainerError> {
-        Ok(CONTAINERS.delete(&self.db, id)?)
+        self.records.delete(id)?;
+        self.forget(id);
+        Ok(())
     }
 
     pub fn state_dir(&self, id: &str) -> PathBuf {
@@ -160,7 +174,7 @@ impl Containers {
     /// them) are released at start.
     fn clean_half_made(&self) -> Result<(), ContainerError> {
         let known: std::collections::HashSet<String> =
-            self.all()?.into_iter().map(|c| c.id).collect();
+            self.all()?.into_iter().map(|c| c.id.clone()).collect();
         for base in [&self.state, &self.root] {
             let Ok(rd) = std::fs::read_dir(base) else {
                 continue;

@@ -28,22 +28,36 @@ pub struct ContainerRecord {
     /// The spec's `process.user` (uid, gid, additionalGids), for status.
     #[serde(default)]
     pub user: Option<serde_json::Value>,
+    /// `config`, decoded once.
+    #[serde(skip)]
+    pub(super) decoded: std::sync::OnceLock<ContainerConfig>,
 }
 
 impl ContainerRecord {
     pub fn config(&self) -> ContainerConfig {
-        crate::stored::decode(&self.config)
+        self.config_ref().clone()
+    }
+
+    /// The config, decoded on first use.
+    pub fn config_ref(&self) -> &ContainerConfig {
+        self.decoded
+            .get_or_init(|| crate::stored::decode(&self.config))
     }
 
     pub fn set_config(&mut self, c: &ContainerConfig) {
         self.config = crate::stored::encode(c);
+        self.decoded = c.clone().into();
     }
 }
 
 /// `name_attempt`: what must be unique within a pod.
 pub fn key_of(c: &ContainerConfig) -> String {
-    let m = c.metadata.clone().unwrap_or_default();
-    format!("{}_{}", m.name, m.attempt)
+    let m = c.metadata.as_ref();
+    format!(
+        "{}_{}",
+        m.map_or("", |m| &m.name),
+        m.map_or(0, |m| m.attempt)
+    )
 }
 
 /// What the monitor's files say.

@@ -21,7 +21,7 @@ impl Containers {
                 .all()?
                 .into_iter()
                 .filter(|c| self.observe(&c.id) == Observed::Unknown)
-                .map(|c| c.id)
+                .map(|c| c.id.clone())
                 .collect())
         };
         if unknown()?.is_empty() {

@@ -4,7 +4,6 @@
 //! running containers into CONTAINER_STOPPED events.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cri_api::v1::{ContainerEventResponse, ContainerEventType, PodSandboxStatus};
 
@@ -12,9 +11,6 @@ use super::runtime::{container_status, pod_sandbox_status};
 use crate::container::Observed;
 use crate::daemon::Daemon;
 use berth_runtime::now_ns;
-
-/// How often running containers are looked at for exits.
-const EXIT_POLL: Duration = Duration::from_millis(200);
 
 /// Sends an event about `id` (a container, or a pod when `id` is the pod
 /// id). `pod` is the pod's status when its record is already gone.
@@ -37,11 +33,9 @@ pub fn emit(
     });
     let containers = d
         .containers
-        .all()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.pod_id == pod_id)
-        .map(|c| container_status::status_of(d, &c))
+        .of_pod(pod_id)
+        .iter()
+        .map(|c| container_status::status_of(d, c))
         .collect();
     d.events.send(ContainerEventResponse {
         container_id: id.to_string(),
@@ -72,30 +66,35 @@ pub fn stopped(d: &Daemon, id: &str, pod_id: &str) {
 }
 
 /// Turns the exits of running containers into STOPPED events. Containers
-/// found running at start are watched too.
+/// found running at start are watched too. Each is waited on through its
+/// init's pidfd in the reactor: nothing is polled while containers run.
 pub async fn watch_exits(d: Arc<Daemon>) {
+    let Some(mut started) = d.events.take_started() else {
+        return;
+    };
     for c in d.containers.all().unwrap_or_default() {
         if matches!(d.containers.observe(&c.id), Observed::Running { .. }) {
             d.events.started(&c.id);
         }
     }
-    let mut tick = tokio::time::interval(EXIT_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Dropped (when berthd stops) with every wait in it.
+    let mut waits = tokio::task::JoinSet::new();
     loop {
-        tick.tick().await;
-        for id in d.events.watched() {
-            if matches!(
-                d.containers.observe(&id),
-                Observed::Running { .. } | Observed::Created
-            ) {
-                continue;
+        tokio::select! {
+            id = started.recv() => {
+                let Some(id) = id else { return };
+                let d = d.clone();
+                waits.spawn(async move {
+                    d.containers.exited(&id).await;
+                    match d.containers.find(&id) {
+                        Ok(Some(rec)) => stopped(&d, &id, &rec.pod_id),
+                        _ => {
+                            d.events.exited(&id);
+                        }
+                    }
+                });
             }
-            match d.containers.find(&id) {
-                Ok(Some(rec)) => stopped(&d, &id, &rec.pod_id),
-                _ => {
-                    d.events.exited(&id);
-                }
-            }
+            Some(_) = waits.join_next(), if !waits.is_empty() => {}
         }
     }
 }

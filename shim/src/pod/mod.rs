@@ -51,7 +51,7 @@ pub enum PodError {
 }
 
 pub struct Pods {
-    db: std::sync::Arc<Database>,
+    records: berth_db::Cached<PodRecord>,
     state: PathBuf,
     cni: crate::config::CniConfig,
     host: Box<dyn Host>,
@@ -75,9 +75,8 @@ impl Pods {
         cni: crate::config::CniConfig,
         host: Box<dyn Host>,
     ) -> Result<Pods, PodError> {
-        PODS.init(&db)?;
         let pods = Pods {
-            db,
+            records: berth_db::Cached::open(db, PODS)?,
             state: state.to_path_buf(),
             cni,
             host,
@@ -107,21 +106,27 @@ impl Pods {
         Ok(())
     }
 
-    pub fn all(&self) -> Result<Vec<PodRecord>, PodError> {
-        Ok(PODS.all(&self.db)?)
+    /// Every record, in id order (held in memory: no database read).
+    pub fn all(&self) -> Result<Vec<std::sync::Arc<PodRecord>>, PodError> {
+        Ok(self.records.all())
+    }
+
+    /// The first pod, in id order, that `pred` accepts.
+    pub fn find_by(&self, pred: impl Fn(&PodRecord) -> bool) -> Option<std::sync::Arc<PodRecord>> {
+        self.records.find_by(pred)
     }
 
     /// By full id or unique id prefix.
     pub fn find(&self, id: &str) -> Result<Option<PodRecord>, PodError> {
-        Ok(PODS.find(&self.db, id)?)
+        Ok(self.records.find(id).map(|r| (*r).clone()))
     }
 
     pub fn save(&self, rec: &PodRecord) -> Result<(), PodError> {
-        Ok(PODS.put(&self.db, &rec.id, rec)?)
+        Ok(self.records.put(&rec.id, rec)?)
     }
 
     fn delete(&self, id: &str) -> Result<(), PodError> {
-        Ok(PODS.delete(&self.db, id)?)
+        Ok(self.records.delete(id)?)
     }
 
     pub fn ns_dir(&self, id: &str) -> PathBuf {
@@ -299,7 +304,7 @@ impl Pods {
     /// network is still recorded, so the background DEL releases what ADD
     /// took (an IPAM's addresses outlive a reboot).
     fn lost_after_reboot(&self) -> Result<(), PodError> {
-        for mut rec in self.all()? {
+        for rec in self.all()? {
             if rec.state != PodState::Ready {
                 continue;
             }
@@ -312,6 +317,7 @@ impl Pods {
                     "{} is no longer pinned (the node rebooted?): the pod is NOTREADY",
                     lost.display()
                 );
+                let mut rec = (*rec).clone();
                 rec.state = PodState::NotReady;
                 self.save(&rec)?;
             }
@@ -323,7 +329,7 @@ impl Pods {
     /// directories and mounts with no record: release them.
     fn clean_half_made(&self) -> Result<(), PodError> {
         let known: std::collections::HashSet<String> =
-            self.all()?.into_iter().map(|p| p.id).collect();
+            self.all()?.into_iter().map(|p| p.id.clone()).collect();
         for sub in ["ns", "pods"] {
             let Ok(rd) = std::fs::read_dir(self.state.join(sub)) else {
                 continue;

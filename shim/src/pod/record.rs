@@ -34,6 +34,9 @@ pub struct PodRecord {
     /// The last failure of CNI DEL (retried in the background) or CHECK.
     #[serde(default)]
     pub network_error: Option<String>,
+    /// `config`, decoded once.
+    #[serde(skip)]
+    pub(super) decoded: std::sync::OnceLock<PodSandboxConfig>,
 }
 
 /// What DEL needs: the config ADD ran with and its result.
@@ -64,20 +67,28 @@ impl PodRecord {
             network: None,
             infra_pid: None,
             network_error: None,
+            decoded: Default::default(),
         }
     }
 
     pub fn config(&self) -> PodSandboxConfig {
-        crate::stored::decode(&self.config)
+        self.config_ref().clone()
+    }
+
+    /// The config, decoded on first use.
+    pub fn config_ref(&self) -> &PodSandboxConfig {
+        self.decoded
+            .get_or_init(|| crate::stored::decode(&self.config))
     }
 
     pub fn set_config(&mut self, c: &PodSandboxConfig) {
         self.config = crate::stored::encode(c);
+        self.decoded = c.clone().into();
     }
 
     /// `name_namespace_uid_attempt`: what must be unique.
     pub fn key(&self) -> String {
-        key_of(&self.config())
+        key_of(self.config_ref())
     }
 }
 
@@ -91,8 +102,15 @@ pub fn namespace_options(c: &PodSandboxConfig) -> NamespaceOption {
 }
 
 pub fn key_of(c: &PodSandboxConfig) -> String {
-    let m = c.metadata.clone().unwrap_or_default();
-    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+    let m = c.metadata.as_ref();
+    let f = |f: fn(&cri_api::v1::PodSandboxMetadata) -> &str| m.map_or("", f);
+    format!(
+        "{}_{}_{}_{}",
+        f(|m| &m.name),
+        f(|m| &m.namespace),
+        f(|m| &m.uid),
+        m.map_or(0, |m| m.attempt)
+    )
 }
 
 /// Whether the pod asks for one PID namespace shared by its containers.

@@ -270,7 +270,7 @@ fn what_a_dead_berthd_half_made_is_released_at_open() {
     std::fs::create_dir_all(n.pods.pod_dir("orphan").join("shm")).unwrap();
     let calls = n.calls.clone();
     let again = Pods::open_on(
-        n.pods.db.clone(),
+        n.pods.records.database().clone(),
         &n.state,
         n.pods.cni.clone(),
         Box::new(Fake {
@@ -295,7 +295,7 @@ fn a_pod_whose_namespaces_are_gone_is_not_ready_at_open() {
     // What a reboot does to the shared PID namespace's pin.
     std::fs::remove_file(n.pods.ns_dir("lost").join("pid")).unwrap();
     let again = Pods::open_on(
-        n.pods.db.clone(),
+        n.pods.records.database().clone(),
         &n.state,
         n.pods.cni.clone(),
         Box::new(Fake::default()),

@@ -36,7 +36,7 @@ pub async fn list_container_stats(
             .all()
             .unwrap_or_default()
             .into_iter()
-            .map(|p| p.id)
+            .map(|p| p.id.clone())
             .collect();
         d.sampler.retain(&|k| known.contains(k) || pods.contains(k));
         let mut out: Vec<ContainerStats> = all
@@ -44,7 +44,7 @@ pub async fn list_container_stats(
             .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
             .filter(|c| f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
             .filter(|c| {
-                let labels = c.config().labels;
+                let labels = &c.config_ref().labels;
                 f.label_selector
                     .iter()
                     .all(|(k, v)| labels.get(k) == Some(v))

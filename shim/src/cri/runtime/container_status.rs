@@ -30,17 +30,17 @@ fn image_spec(rec: &ContainerRecord) -> ImageSpec {
 }
 
 pub fn to_cri(d: &Daemon, rec: &ContainerRecord) -> Container {
-    let c = rec.config();
+    let c = rec.config_ref();
     Container {
         id: rec.id.clone(),
         pod_sandbox_id: rec.pod_id.clone(),
-        metadata: c.metadata,
+        metadata: c.metadata.clone(),
         image: Some(image_spec(rec)),
         image_ref: rec.image_id.clone(),
         state: state_of(&d.containers.observe(&rec.id)) as i32,
         created_at: rec.created_ns,
-        labels: c.labels,
-        annotations: c.annotations,
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
         image_id: rec.image_id.clone(),
     }
 }

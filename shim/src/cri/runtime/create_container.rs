@@ -52,17 +52,17 @@ pub async fn create_container(
         .containers
         .all()?
         .into_iter()
-        .find(|c| c.pod_id == pod.id && key_of(&c.config()) == key)
+        .find(|c| c.pod_id == pod.id && key_of(c.config_ref()) == key)
     {
         // The kubelet retrying a call whose deadline ended: the container
         // that call made (and did not start) is its answer.
-        if holder.config() == config
+        if *holder.config_ref() == config
             && matches!(d.containers.observe(&holder.id), Observed::Created)
         {
             crate::trace::record("container_id", &holder.id);
             tracing::info!(container = %holder.id, name = %key, "CreateContainer retried: the container already made");
             return Ok(CreateContainerResponse {
-                container_id: holder.id,
+                container_id: holder.id.clone(),
             });
         }
         return Err(Status::already_exists(format!(

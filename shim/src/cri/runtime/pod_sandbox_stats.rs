@@ -17,7 +17,7 @@ use crate::pod::{PodRecord, PodState};
 
 /// The pod's stats from its `containers`, which the caller reads (a list
 /// reads the container table once, not once per pod).
-fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[ContainerRecord]) -> PodSandboxStats {
+fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[Arc<ContainerRecord>]) -> PodSandboxStats {
     let mut pids = 0;
     let containers = containers
         .iter()
@@ -31,8 +31,8 @@ fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[ContainerRecord]) -> Pod
 }
 
 /// Every container record, grouped by pod.
-fn by_pod(d: &Daemon) -> HashMap<String, Vec<ContainerRecord>> {
-    let mut out: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
+fn by_pod(d: &Daemon) -> HashMap<String, Vec<Arc<ContainerRecord>>> {
+    let mut out: HashMap<String, Vec<Arc<ContainerRecord>>> = HashMap::new();
     for c in d.containers.all().unwrap_or_default() {
         out.entry(c.pod_id.clone()).or_default().push(c);
     }
@@ -49,13 +49,9 @@ pub async fn pod_sandbox_stats(d: Arc<Daemon>, id: String) -> Result<PodSandboxS
             pod.id
         )));
     }
-    tokio::task::spawn_blocking(move || {
-        let mut mine = d.containers.all().unwrap_or_default();
-        mine.retain(|c| c.pod_id == pod.id);
-        pod_stats(&d, &pod, &mine)
-    })
-    .await
-    .map_err(|e| Status::internal(e.to_string()))
+    tokio::task::spawn_blocking(move || pod_stats(&d, &pod, &d.containers.of_pod(&pod.id)))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 pub async fn list_pod_sandbox_stats(
@@ -70,7 +66,7 @@ pub async fn list_pod_sandbox_stats(
             .filter(|p| p.state == PodState::Ready)
             .filter(|p| f.id.is_empty() || p.id.starts_with(&f.id))
             .filter(|p| {
-                let labels = p.config().labels;
+                let labels = &p.config_ref().labels;
                 f.label_selector
                     .iter()
                     .all(|(k, v)| labels.get(k) == Some(v))

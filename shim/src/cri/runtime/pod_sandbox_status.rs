@@ -20,14 +20,14 @@ pub fn state_of(rec: &PodRecord) -> PodSandboxState {
 }
 
 pub fn to_cri(rec: &PodRecord) -> PodSandbox {
-    let c = rec.config();
+    let c = rec.config_ref();
     PodSandbox {
         id: rec.id.clone(),
-        metadata: c.metadata,
+        metadata: c.metadata.clone(),
         state: state_of(rec) as i32,
         created_at: rec.created_ns,
-        labels: c.labels,
-        annotations: c.annotations,
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
         runtime_handler: rec.runtime_handler.clone(),
     }
 }

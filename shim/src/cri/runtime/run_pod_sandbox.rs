@@ -66,17 +66,17 @@ pub async fn run_pod_sandbox(
     // Held until the pod is made and recorded, or undone, even if this
     // call's deadline ends first.
     let turn = d.pod_names.lock(&key).await;
-    if let Some(holder) = d.pods.all()?.into_iter().find(|p| p.key() == key) {
+    if let Some(holder) = d.pods.find_by(|p| p.key() == key) {
         // The kubelet retrying a call whose deadline ended: the pod that
         // call made is its answer.
         if holder.state == PodState::Ready
-            && holder.config() == config
+            && *holder.config_ref() == config
             && holder.runtime_handler == req.runtime_handler
         {
             crate::trace::record("pod_id", &holder.id);
             tracing::info!(pod = %holder.id, name = %key, "RunPodSandbox retried: the pod already made");
             return Ok(RunPodSandboxResponse {
-                pod_sandbox_id: holder.id,
+                pod_sandbox_id: holder.id.clone(),
             });
         }
         return Err(Status::already_exists(format!(
