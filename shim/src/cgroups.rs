@@ -135,12 +135,21 @@ pub fn check_parent(driver: crate::config::CgroupDriver, parent: &str) -> Result
     }
 }
 
-/// One cgroup, by its path relative to every hierarchy.
+/// One cgroup, by its path relative to every hierarchy. Its directories
+/// are opened once each, on first read, and files read relative to them:
+/// a stats call reads several files of each cgroup, and the path walk
+/// through cgroupfs is most of what a read costs.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     mode: Mode,
     rel: PathBuf,
+    dirs: [std::sync::OnceLock<Option<std::sync::Arc<std::os::fd::OwnedFd>>>; DIR_SLOTS],
 }
+
+/// The controllers whose directories a [`Cgroup`] keeps open (v1 has one
+/// per hierarchy; v2 uses the first for all).
+const DIR_CONTROLLERS: [&str; 5] = ["memory", "cpuacct", "blkio", "pids", "cpu"];
+const DIR_SLOTS: usize = DIR_CONTROLLERS.len();
 
 /// Memory figures the kubelet asks for, in bytes (faults in events).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -163,6 +172,7 @@ impl Cgroup {
         Some(Cgroup {
             mode: mode(),
             rel: berth_runtime::cgroup_rel(path)?,
+            dirs: Default::default(),
         })
     }
 
@@ -180,8 +190,43 @@ impl Cgroup {
         }
     }
 
+    /// The open directory of `controller` (None: the cgroup is not there).
+    fn dir_fd(&self, controller: &str) -> Option<std::sync::Arc<std::os::fd::OwnedFd>> {
+        use nix::fcntl::OFlag;
+        let open = || {
+            nix::fcntl::open(
+                &self.dir(controller),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()
+            .map(std::sync::Arc::new)
+        };
+        let slot = match self.mode {
+            Mode::V2 => Some(0),
+            Mode::V1 => DIR_CONTROLLERS.iter().position(|c| *c == controller),
+        };
+        match slot {
+            Some(i) => self.dirs[i].get_or_init(open).clone(),
+            None => open(),
+        }
+    }
+
     fn read(&self, controller: &str, file: &str) -> Option<String> {
-        std::fs::read_to_string(self.dir(controller).join(file)).ok()
+        use nix::fcntl::OFlag;
+        use std::io::Read;
+        let dir = self.dir_fd(controller)?;
+        let fd = nix::fcntl::openat(
+            &*dir,
+            file,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        // Room for a whole memory.stat: one read, then the end.
+        let mut s = String::with_capacity(4096);
+        std::fs::File::from(fd).read_to_string(&mut s).ok()?;
+        Some(s)
     }
 
     fn read_u64(&self, controller: &str, file: &str) -> Option<u64> {
@@ -190,7 +235,7 @@ impl Cgroup {
 
     /// Does the cgroup exist (in the memory hierarchy, or at all on v2)?
     pub fn exists(&self) -> bool {
-        self.dir("memory").is_dir()
+        self.dir_fd("memory").is_some()
     }
 
     /// CPU time used, in nanoseconds.
@@ -721,6 +766,7 @@ mod tests {
         let cg = Cgroup {
             mode: Mode::V2,
             rel: "p/c".into(),
+            dirs: Default::default(),
         };
         let r = LinuxContainerResources {
             cpu_shares: 1024,
@@ -749,6 +795,7 @@ mod tests {
         let v1 = Cgroup {
             mode: Mode::V1,
             rel: "p/c".into(),
+            dirs: Default::default(),
         };
         let w: Vec<String> = v1
             .writes_for(&LinuxContainerResources {

@@ -19,6 +19,7 @@ mod lock;
 mod metrics;
 mod monitor;
 mod netwatch;
+mod par;
 mod pod;
 mod seccomp;
 mod serial;

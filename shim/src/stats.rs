@@ -143,7 +143,7 @@ pub fn pod_stats(
     pods: &Pods,
     pod: &PodRecord,
     containers: Vec<ContainerStats>,
-    pids: u64,
+    pids: impl FnOnce() -> u64,
 ) -> PodSandboxStats {
     let now = now_ns();
     let config = pod.config_ref();
@@ -157,7 +157,7 @@ pub fn pod_stats(
         Some(cg) => (
             sampler.cpu(&pod.id, Some(cg), now),
             memory(Some(cg), cg.memory().as_ref(), now),
-            cg.pids().unwrap_or(pids),
+            cg.pids().unwrap_or_else(pids),
         ),
         None => {
             let sum = |f: &dyn Fn(&ContainerStats) -> Option<u64>| -> Option<UInt64Value> {
@@ -186,7 +186,7 @@ pub fn pod_stats(
                 major_page_faults: field(|m| m.major_page_faults.as_ref()),
                 ..Default::default()
             };
-            (cpu, mem, pids)
+            (cpu, mem, pids())
         }
     };
     let network = pod.network.as_ref().map(|_| {

@@ -10,6 +10,7 @@
 //! BERTH_BENCH_PODS=100 ...   # stop at 100
 //! ```
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use berth_tests::bench::summary;
@@ -44,6 +45,34 @@ async fn start(
     (pod, t.elapsed().as_secs_f64() * 1e3)
 }
 
+/// The mean time of each start stage and start RPC between two scrapes.
+fn steps(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> String {
+    let mean = |series: &str| {
+        let d = |suffix: &str| {
+            let k = series.replacen("{", &format!("{suffix}{{"), 1);
+            after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
+        };
+        let n = d("_count");
+        (n > 0.0).then(|| d("_sum") / n * 1e3)
+    };
+    let mut out = Vec::new();
+    for rpc in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
+        let s = format!(
+            "berth_grpc_request_duration_seconds{{rpc=\"/runtime.v1.RuntimeService/{rpc}\",code=\"Ok\"}}"
+        );
+        if let Some(ms) = mean(&s) {
+            out.push(format!("{rpc} {ms:.1} ms"));
+        }
+    }
+    for stage in ["namespaces", "network", "rootfs", "monitor"] {
+        let s = format!("berth_start_stage_duration_seconds{{stage=\"{stage}\"}}");
+        if let Some(ms) = mean(&s) {
+            out.push(format!("{stage} {ms:.1} ms"));
+        }
+    }
+    out.join(", ")
+}
+
 fn main() {
     let max: usize = std::env::var("BERTH_BENCH_PODS")
         .ok()
@@ -54,7 +83,12 @@ fn main() {
         .filter(|n| *n <= max)
         .collect();
     berth_tests::bench::runtime().block_on(async {
-        let (_reg, b, image) = berth_tests::bench::berthd_with_busybox().await;
+        let (_reg, b, image) = berth_tests::bench::berthd_with_busybox_and(berth_tests::Options {
+            config: "[metrics]\naddress = \"127.0.0.1:0\"\n".into(),
+            ..Default::default()
+        })
+        .await;
+        let metrics = berth_tests::metrics::address(&b);
         let mut c = b.runtime().await;
         let pid = b.pid().as_raw();
         let rss0 = proc_kb(&format!("/proc/{pid}/status"), "VmRSS:");
@@ -105,7 +139,9 @@ fn main() {
                 pss as f64 / 1024.0,
                 (rss.saturating_sub(rss0) + pss) as f64 / 1024.0 / n as f64
             );
-            // The next pods' start, at this many.
+            // The next pods' start, at this many, and where its time goes
+            // (berthd's own histograms, read before and after).
+            let before = berth_tests::metrics::samples(&berth_tests::metrics::get(&metrics));
             let mut ms = Vec::new();
             for _ in 0..PROBE {
                 let (pod, t) = start(&b, &mut c, &image, pods.len()).await;
@@ -113,6 +149,8 @@ fn main() {
                 ms.push(t);
             }
             println!("  pod start (pods {}..{}): {}", n + 1, n + PROBE, summary(ms));
+            let after = berth_tests::metrics::samples(&berth_tests::metrics::get(&metrics));
+            println!("    mean of each step: {}", steps(&before, &after));
             // Back to n, so the next checkpoint counts from a round number.
             for pod in pods.split_off(n) {
                 c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })

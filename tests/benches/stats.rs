@@ -1,7 +1,7 @@
 //! Stats benchmark: ListContainerStats (and ListPodSandboxStats) latency
 //! with 100 running containers (20 pods of 5 busybox `sleep` containers,
 //! each with a small writable layer), as the kubelet's summary API calls
-//! them every few seconds.
+//! them every few seconds; and ImageFsInfo's.
 //!
 //! ```sh
 //! cargo build --release -p berthd -p berth-runtime
@@ -72,6 +72,23 @@ fn main() {
         println!(
             "ListPodSandboxStats, {PODS} pods of {PER_POD}, {CALLS} calls: {}",
             berth_tests::bench::summary(pod_list)
+        );
+        // The first ImageFsInfo walks every snapshot (what each call cost
+        // before the figure was kept); the next ones stat what is there.
+        let mut img = b.image().await;
+        let mut fs_info = Vec::new();
+        for _ in 0..=CALLS {
+            let t = Instant::now();
+            img.image_fs_info(ImageFsInfoRequest {})
+                .await
+                .expect("image fs info");
+            fs_info.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let rest = fs_info.split_off(1);
+        println!(
+            "ImageFsInfo, 1 image: first call {:.3} ms; then {}",
+            fs_info[0],
+            berth_tests::bench::summary(rest)
         );
         let pid = b.pid().as_raw();
         println!(

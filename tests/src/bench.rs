@@ -25,8 +25,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// A registry with busybox pushed, and a berthd that pulled it; the
 /// image reference.
 pub async fn berthd_with_busybox() -> (Registry, Berthd, String) {
+    berthd_with_busybox_and(crate::Options::default()).await
+}
+
+/// [`berthd_with_busybox`], berthd started with `opts`.
+pub async fn berthd_with_busybox_and(opts: crate::Options) -> (Registry, Berthd, String) {
     let (reg, image) = registry_with_busybox("bench").await;
-    let b = Berthd::start().await;
+    let b = Berthd::start_with(opts).await;
     b.pull(&image, None).await.expect("pull");
     (reg, b, image)
 }

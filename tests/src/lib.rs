@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cgroup;
 pub mod fixtures;
+pub mod metrics;
 pub mod net;
 pub mod otlp;
 pub mod registry;

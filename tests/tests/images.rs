@@ -859,7 +859,7 @@ async fn image_fs_info_counts_the_store() {
         Path::new(&mnt).is_absolute() && b.root.starts_with(&mnt),
         "{mnt}"
     );
-    pull(&mut c, &reg.image("test/fs:1")).await.expect("pull");
+    let id = pull(&mut c, &reg.image("test/fs:1")).await.expect("pull");
     let (b1, i1, _) = usage(
         c.image_fs_info(ImageFsInfoRequest {})
             .await
@@ -870,6 +870,24 @@ async fn image_fs_info_counts_the_store() {
     // The unpacked busybox and its compressed blob, at least.
     assert!(b1 >= b0 + busybox, "{b0} -> {b1}");
     assert!(i1 > i0 + 10, "{i0} -> {i1}");
+    // Asked again, nothing changed: the same figures (the snapshot,
+    // measured once, is remembered).
+    let again = usage(
+        c.image_fs_info(ImageFsInfoRequest {})
+            .await
+            .expect("fsinfo")
+            .into_inner(),
+    );
+    assert_eq!((again.0, again.1), (b1, i1));
+    // Removed and collected: back to what the empty store used.
+    remove(&mut c, &id).await.expect("remove");
+    let (b2, i2, _) = usage(
+        c.image_fs_info(ImageFsInfoRequest {})
+            .await
+            .expect("fsinfo")
+            .into_inner(),
+    );
+    assert_eq!((b2, i2), (b0, i0), "after the removal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

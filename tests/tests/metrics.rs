@@ -2,7 +2,7 @@
 //! CNI bridge, a container, a failing call, an OOM kill) and parsed with
 //! prometheus_client's own parser (PyPI), as a scraper would.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use berth_tests::net::TestNet;
@@ -10,21 +10,7 @@ use berth_tests::{Berthd, Options};
 use cri_api::v1::*;
 use serde_json::Value;
 
-/// `GET /metrics`: the exposition text.
-fn get(addr: &str) -> String {
-    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
-    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw).expect("response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP answer");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    body.to_string()
-}
+use berth_tests::metrics::get;
 
 /// `GET /metrics`, parsed: family name -> {type, samples}.
 fn scrape(addr: &str) -> Value {
@@ -76,20 +62,7 @@ async fn the_metrics_endpoint_counts_real_work_in_prometheus_format() {
         ..Default::default()
     })
     .await;
-    let addr = b
-        .log()
-        .lines()
-        .filter(|l| l.contains("metrics on /metrics"))
-        .find_map(|l| {
-            Some(
-                l.split("address=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .to_string(),
-            )
-        })
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{}", b.log()));
+    let addr = berth_tests::metrics::address(&b);
     let _net = TestNet::install(&b, 30, &[]);
     b.pull(&image, None).await.expect("pull");
     b.pull(&reg.image("m/busybox:nope"), None)

@@ -20,6 +20,9 @@ mod pull;
 mod remove;
 #[cfg(test)]
 mod tests;
+mod usage;
+
+pub use usage::Usage;
 
 /// What the image service needs from berthd's config.
 #[derive(Debug, Clone)]
@@ -51,6 +54,7 @@ pub struct ImageService {
     /// Content became garbage while pulls ran: the last pull to finish
     /// collects it, so RemoveImage never waits for a pull.
     gc_pending: std::sync::atomic::AtomicBool,
+    snapshots_usage: usage::Snapshots,
 }
 
 impl ImageService {
@@ -74,6 +78,7 @@ impl ImageService {
             limits: settings.limits,
             gc_lock: tokio::sync::RwLock::new(()),
             gc_pending: std::sync::atomic::AtomicBool::new(false),
+            snapshots_usage: Default::default(),
         };
         svc.collect_garbage_now()?;
         Ok(svc)
@@ -163,59 +168,11 @@ impl ImageService {
         })
     }
 
-    /// Bytes and inodes used by the image store, and its mountpoint.
+    /// Bytes and inodes used by the image store, and its mountpoint
+    /// (finished snapshots measured once: see `usage.rs`).
     pub fn usage(&self) -> Result<Usage, Error> {
-        let root = self.store.root().to_path_buf();
-        let mut u = Usage {
-            mountpoint: mountpoint_of(&root),
-            bytes: 0,
-            inodes: 0,
-        };
-        walk(&root, &mut u)?;
-        Ok(u)
+        Ok(self.snapshots_usage.usage(self.store.root())?)
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct Usage {
-    pub mountpoint: PathBuf,
-    pub bytes: u64,
-    pub inodes: u64,
-}
-
-fn walk(dir: &Path, u: &mut Usage) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(dir)?;
-    u.bytes += m.blocks() * 512;
-    u.inodes += 1;
-    if m.is_dir() {
-        for e in std::fs::read_dir(dir)? {
-            let p = e?.path();
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => walk(&p, u)?,
-                Ok(m) => {
-                    u.bytes += m.blocks() * 512;
-                    u.inodes += 1;
-                }
-                // Removed while we walked: not ours to count.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The mount point holding `p`, from /proc/self/mountinfo.
-fn mountpoint_of(p: &Path) -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| canonical.starts_with(m))
-        .max_by_key(|m| m.as_os_str().len())
-        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// A pinned pattern as written by an operator: an exact name is

@@ -10,6 +10,7 @@ use tonic::Status;
 
 use crate::container::{ContainerRecord, Observed};
 use crate::daemon::Daemon;
+use crate::par::ParMap;
 
 pub fn stats_of(d: &Daemon, rec: &ContainerRecord) -> ContainerStats {
     let running = matches!(d.containers.observe(&rec.id), Observed::Running { .. });
@@ -49,8 +50,9 @@ pub async fn list_container_stats(
                     .iter()
                     .all(|(k, v)| labels.get(k) == Some(v))
             })
-            .map(|c| stats_of(&d, c))
-            .collect();
+            .collect::<Vec<_>>()
+            .as_slice()
+            .par_map(|c| stats_of(&d, c));
         out.sort_by(|a, b| {
             let id = |s: &ContainerStats| s.attributes.as_ref().map(|a| a.id.clone());
             id(a).cmp(&id(b))

@@ -13,21 +13,25 @@ use std::collections::HashMap;
 
 use crate::container::{ContainerRecord, Observed};
 use crate::daemon::Daemon;
+use crate::par::ParMap;
 use crate::pod::{PodRecord, PodState};
 
 /// The pod's stats from its `containers`, which the caller reads (a list
 /// reads the container table once, not once per pod).
 fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[Arc<ContainerRecord>]) -> PodSandboxStats {
-    let mut pids = 0;
-    let containers = containers
+    let running: Vec<&Arc<ContainerRecord>> = containers
         .iter()
         .filter(|c| matches!(d.containers.observe(&c.id), Observed::Running { .. }))
-        .map(|c| {
-            pids += crate::stats::container_pids(&d.containers, c);
-            stats_of(d, c)
-        })
         .collect();
-    crate::stats::pod_stats(&d.sampler, &d.pods, pod, containers, pids)
+    let stats = running.iter().map(|c| stats_of(d, c)).collect();
+    // Read only for a pod without a cgroup of its own.
+    let pids = || {
+        running
+            .iter()
+            .map(|c| crate::stats::container_pids(&d.containers, c))
+            .sum()
+    };
+    crate::stats::pod_stats(&d.sampler, &d.pods, pod, stats, pids)
 }
 
 /// Every container record, grouped by pod.
@@ -71,8 +75,9 @@ pub async fn list_pod_sandbox_stats(
                     .iter()
                     .all(|(k, v)| labels.get(k) == Some(v))
             })
-            .map(|p| pod_stats(&d, p, all.get(&p.id).map_or(&[], Vec::as_slice)))
-            .collect()
+            .collect::<Vec<_>>()
+            .as_slice()
+            .par_map(|p| pod_stats(&d, p, all.get(&p.id).map_or(&[], Vec::as_slice)))
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))
