@@ -36,6 +36,50 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Where the first pull's time went, from berthd's debug log: when each
+/// blob was stored and each layer's unpack began and ended, in ms after
+/// the first log line of the pull.
+fn timeline(log: &str) {
+    // `2026-12-05T08:40:01.123456Z ...`: seconds of the day.
+    let at = |l: &str| -> Option<f64> {
+        let t = l.split_whitespace().next()?.split('T').nth(1)?;
+        let t = t.trim_end_matches('Z');
+        let mut p = t.split(':');
+        let (h, m, s): (f64, f64, f64) = (
+            p.next()?.parse().ok()?,
+            p.next()?.parse().ok()?,
+            p.next()?.parse().ok()?,
+        );
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("bench/big")).collect();
+    let Some(t0) = lines.first().and_then(|l| at(l)) else {
+        return;
+    };
+    let mut events = Vec::new();
+    for l in &lines {
+        let what = if l.contains("blob stored") {
+            "stored"
+        } else if l.contains("unpacking") {
+            "unpack begins"
+        } else if l.contains("layer unpacked") {
+            "unpack ends"
+        } else if l.contains("pulled") {
+            "recorded"
+        } else {
+            continue;
+        };
+        let blob = l
+            .split("blob=sha256:")
+            .nth(1)
+            .map_or("", |b| &b[..8.min(b.len())]);
+        if let Some(t) = at(l) {
+            events.push(format!("{:.0} ms {what} {blob}", (t - t0) * 1e3));
+        }
+    }
+    println!("  run 1: {}", events.join("; "));
+}
+
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
@@ -82,6 +126,9 @@ fn main() {
             c.pull_image(req()).await.expect("pull");
             let secs = t.elapsed().as_secs_f64();
             let peak = proc_kb(&format!("/proc/{}/status", pid), "VmHWM:");
+            if run == 1 {
+                timeline(&b.log());
+            }
             let t = Instant::now();
             c.pull_image(req()).await.expect("second pull");
             let again = t.elapsed().as_secs_f64() * 1e3;

@@ -149,6 +149,7 @@ impl PullCtx<'_> {
         diff_id: &Digest,
         chain: &Digest,
         lower_chain_ids: &[String],
+        lowers_ready: std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
     ) -> Result<(), Error> {
         let store = &self.svc.store;
         let _guard = store.lock(chain.as_str()).await;
@@ -163,6 +164,8 @@ impl PullCtx<'_> {
         };
         let blob = store.blob_path(&self.digest(&layer.digest)?);
         let tmp = store.temp_snapshot()?;
+        let started = std::time::Instant::now();
+        tracing::debug!(image = %self.image, blob = %layer.digest, "unpacking");
         // Topmost first, as the unpacker wants them.
         let lowers: Vec<PathBuf> = lower_chain_ids
             .iter()
@@ -173,7 +176,7 @@ impl PullCtx<'_> {
         let dest = tmp.clone();
         let limits = self.svc.limits.clone();
         let result = tokio::task::spawn_blocking(move || {
-            unpack::unpack_layer(&blob, compression, &dest, &lowers, &limits)
+            unpack::unpack_layer_over(&blob, compression, &dest, &lowers, &*lowers_ready, &limits)
         })
         .await
         .map_err(|e| layer_err(format!("unpacking panicked: {e}"), false));
@@ -203,6 +206,12 @@ impl PullCtx<'_> {
         match outcome {
             Ok(()) => {
                 store.commit_snapshot(&tmp, chain)?;
+                tracing::debug!(
+                    image = %self.image,
+                    blob = %layer.digest,
+                    ms = started.elapsed().as_millis() as u64,
+                    "layer unpacked"
+                );
                 Ok(())
             }
             Err(e) => {

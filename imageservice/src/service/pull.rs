@@ -1,12 +1,13 @@
 //! A pull: the reference's hosts in hosts.toml order, the manifest (through
 //! an index to this node's platform), the config, the layers fetched
-//! concurrently and unpacked in order (an existing snapshot is kept), and
-//! the image's record.
+//! concurrently and each unpacked as soon as it has arrived, side by side
+//! (a layer that must read the ones below waits for them; an existing
+//! snapshot is kept), and the image's record.
 
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 
 use crate::Error;
 use crate::db::ImageRecord;
@@ -204,7 +205,7 @@ impl ImageService {
             )));
         }
 
-        // Layers: fetched concurrently, unpacked in order.
+        // Layers: checked before anything is fetched.
         let mut compressions = Vec::new();
         let max = self.limits.max_layer_unpacked_size;
         for l in &manifest.layers {
@@ -228,23 +229,66 @@ impl ImageService {
                 ))
             })?);
         }
-        try_join_all(manifest.layers.iter().map(|l| ctx.fetch_blob(host, l))).await?;
-        let mut chain: Option<Digest> = None;
-        let mut chain_ids = Vec::new();
-        for ((layer, compression), diff_id) in manifest
+        // Chain IDs, known before anything is unpacked.
+        let mut chain_ids: Vec<Digest> = Vec::new();
+        let mut diff_ids = Vec::new();
+        for d in &config.rootfs.diff_ids {
+            let diff_id = ctx.digest(d)?;
+            chain_ids.push(Digest::chain(chain_ids.last(), &diff_id));
+            diff_ids.push(diff_id);
+        }
+        // Each layer is unpacked as soon as it has arrived, side by side
+        // with the others; one that must read the layers below (a missing
+        // parent directory, a hard link to a lower file) waits for them.
+        let (arrived, arrivals): (Vec<_>, Vec<_>) = manifest
             .layers
             .iter()
-            .zip(compressions)
-            .zip(&config.rootfs.diff_ids)
-        {
-            let diff_id = ctx.digest(diff_id)?;
-            let id = Digest::chain(chain.as_ref(), &diff_id);
-            ctx.unpack(layer, compression, &diff_id, &id, &chain_ids)
-                .await?;
-            blobs.push(layer.digest.clone());
-            chain_ids.push(id.to_string());
-            chain = Some(id);
-        }
+            .map(|_| tokio::sync::oneshot::channel::<()>())
+            .unzip();
+        let fetch_all = try_join_all(manifest.layers.iter().zip(arrived).map(
+            |(l, arrived)| async {
+                ctx.fetch_blob(host, l).await?;
+                let _ = arrived.send(());
+                Ok::<(), Error>(())
+            },
+        ));
+        let unpacked = Unpacked::new(manifest.layers.len());
+        let unpack_all = join_all(
+            manifest
+                .layers
+                .iter()
+                .zip(compressions)
+                .zip(arrivals)
+                .enumerate()
+                .map(|(i, ((layer, compression), arrival))| {
+                    let mark = Mark::new(&unpacked, i);
+                    let (diff_id, chain) = (&diff_ids[i], &chain_ids[i]);
+                    let lowers: Vec<String> =
+                        chain_ids[..i].iter().map(Digest::to_string).collect();
+                    let ctx = &ctx;
+                    async move {
+                        // Not fetched: the download's error is the pull's.
+                        if arrival.await.is_err() {
+                            mark.set(Err("it was not fetched".into()));
+                            return Ok(());
+                        }
+                        let below = mark.below();
+                        let r = ctx
+                            .unpack(layer, compression, diff_id, chain, &lowers, below)
+                            .await;
+                        mark.set(r.as_ref().map(drop).map_err(|e| e.to_string()));
+                        r
+                    }
+                }),
+        );
+        // Both run to their end: an unpack is never dropped half-way.
+        let (fetched, unpacks) = tokio::join!(fetch_all, unpack_all);
+        fetched?;
+        // The lowest layer's error first: an upper one may only say that a
+        // layer below failed.
+        unpacks.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
+        let chain_ids: Vec<String> = chain_ids.iter().map(Digest::to_string).collect();
 
         let size = manifest_size
             + manifest.config.size.max(0) as u64
@@ -283,6 +327,78 @@ impl ImageService {
             "pulled"
         );
         Ok(rec)
+    }
+}
+
+/// Which of a pull's layers are unpacked, for the layers above that must
+/// read them (from blocking threads).
+struct Unpacked {
+    done: std::sync::Mutex<Vec<Option<Result<(), String>>>>,
+    changed: std::sync::Condvar,
+}
+
+impl Unpacked {
+    fn new(n: usize) -> std::sync::Arc<Unpacked> {
+        std::sync::Arc::new(Unpacked {
+            done: std::sync::Mutex::new(vec![None; n]),
+            changed: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Blocks until every layer below `i` is unpacked; why not, if one
+    /// failed.
+    fn below(&self, i: usize) -> Result<(), String> {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut all = true;
+            for (j, d) in done[..i].iter().enumerate() {
+                match d {
+                    Some(Err(e)) => return Err(format!("layer {j} below failed: {e}")),
+                    Some(Ok(())) => {}
+                    None => all = false,
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            done = self.changed.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Layer `i`'s outcome, to be told to the layers above: set once, or set
+/// to a failure when dropped unset (so no waiter ever hangs).
+struct Mark {
+    unpacked: std::sync::Arc<Unpacked>,
+    i: usize,
+}
+
+impl Mark {
+    fn new(unpacked: &std::sync::Arc<Unpacked>, i: usize) -> Mark {
+        Mark {
+            unpacked: unpacked.clone(),
+            i,
+        }
+    }
+
+    /// What layer `i` waits on before reading the layers below.
+    fn below(&self) -> std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync> {
+        let (unpacked, i) = (self.unpacked.clone(), self.i);
+        std::sync::Arc::new(move || unpacked.below(i))
+    }
+
+    fn set(&self, outcome: Result<(), String>) {
+        let mut done = self.unpacked.done.lock().unwrap_or_else(|e| e.into_inner());
+        if done[self.i].is_none() {
+            done[self.i] = Some(outcome);
+            self.unpacked.changed.notify_all();
+        }
+    }
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        self.set(Err("the pull stopped".into()));
     }
 }
 

@@ -157,7 +157,7 @@ impl Unpacker<'_> {
                 Ok(_) => return Err(refused(name, format!("parent {rel:?} is not a directory"))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let (mode, uid, gid) = self
-                        .lower_dir(&comps[..=i])
+                        .lower_dir(&comps[..=i])?
                         .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()))
                         .unwrap_or((0o755, 0, 0));
                     fs::create_dir(&p).map_err(io_err(name, format!("create parent {rel:?}")))?;
@@ -174,7 +174,12 @@ impl Unpacker<'_> {
     /// The metadata of directory `comps` in the topmost lower that has it,
     /// checking every component there is a real directory (no symlink is
     /// followed); a non-directory in a higher lower hides the lower ones.
-    fn lower_dir(&self, comps: &[OsString]) -> Option<fs::Metadata> {
+    fn lower_dir(&self, comps: &[OsString]) -> Result<Option<fs::Metadata>, UnpackError> {
+        (self.lowers_ready)().map_err(UnpackError::Lower)?;
+        Ok(self.topmost_lower_dir(comps))
+    }
+
+    fn topmost_lower_dir(&self, comps: &[OsString]) -> Option<fs::Metadata> {
         'lowers: for lower in self.lowers {
             let mut p = lower.clone();
             let mut md = None;
@@ -233,6 +238,9 @@ impl Unpacker<'_> {
     fn link_source(&mut self, name: &str, target: &[OsString]) -> Result<PathBuf, UnpackError> {
         let layers = std::iter::once(self.dest).chain(self.lowers.iter().map(PathBuf::as_path));
         for (i, layer) in layers.enumerate() {
+            if i == 1 {
+                (self.lowers_ready)().map_err(UnpackError::Lower)?;
+            }
             match lookup(name, layer, target)? {
                 Lookup::Found(p) if i == 0 => return Ok(p),
                 Lookup::Found(p) => return self.copy_up(name, &p, target),

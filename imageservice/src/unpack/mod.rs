@@ -123,6 +123,9 @@ pub enum UnpackError {
     Blob { path: PathBuf, source: io::Error },
     #[error("reading layer archive: {0}")]
     Archive(#[source] io::Error),
+    /// A lower layer this one needed failed to unpack.
+    #[error("{0}")]
+    Lower(String),
     /// The entry is invalid or hostile (escape attempt, unsupported type, ...).
     #[error("layer entry {entry:?}: {reason}")]
     Refused { entry: String, reason: String },
@@ -198,6 +201,23 @@ pub fn unpack_layer(
     lowers: &[PathBuf],
     limits: &Limits,
 ) -> Result<Unpacked, UnpackError> {
+    unpack_layer_over(blob, compression, dest, lowers, &|| Ok(()), limits)
+}
+
+/// [`unpack_layer`] while the `lowers` may still be unpacking: they are
+/// read only for a missing parent directory or a hard link whose target
+/// is not in this layer, and `lowers_ready` is called first, each time,
+/// to wait until they are all there (it says why not if one failed).
+/// Layers that bring their own parents and links never wait, so a
+/// pull's layers unpack side by side.
+pub fn unpack_layer_over(
+    blob: &Path,
+    compression: Compression,
+    dest: &Path,
+    lowers: &[PathBuf],
+    lowers_ready: &dyn Fn() -> Result<(), String>,
+    limits: &Limits,
+) -> Result<Unpacked, UnpackError> {
     let dest_err = |reason: String| UnpackError::Destination {
         path: dest.to_owned(),
         reason,
@@ -236,6 +256,7 @@ pub fn unpack_layer(
     let mut u = Unpacker {
         dest,
         lowers,
+        lowers_ready,
         limits,
         stats: Unpacked::default(),
         dir_times: BTreeMap::new(),
@@ -281,6 +302,8 @@ pub fn unpack_layer(
 struct Unpacker<'a> {
     dest: &'a Path,
     lowers: &'a [PathBuf],
+    /// Waits until `lowers` are all unpacked.
+    lowers_ready: &'a dyn Fn() -> Result<(), String>,
     limits: &'a Limits,
     stats: Unpacked,
     /// Directory mtimes, applied at the end (adding children changes them).

@@ -687,3 +687,56 @@ fn assert_outside_untouched(s: &Scratch, out: &Path, spec: &str) {
     assert!(xget(out, OPAQUE_XATTR).is_none(), "{spec}");
     assert!(!s.0.join("x").exists(), "{spec}: escaped file created");
 }
+
+/// A layer that brings its own parents never waits for the ones below; one
+/// that needs a lower (a missing parent, a link to a lower file) waits,
+/// and fails with the lower's failure.
+#[test]
+fn only_a_layer_that_reads_the_lowers_waits_for_them() {
+    let s = Scratch::new();
+    let lower = s.dir("l1/usr/bin");
+    fs::write(lower.join("tool"), b"t").unwrap();
+    let lowers = [s.0.join("l1")];
+    let waits = std::cell::Cell::new(0);
+    let count = || {
+        waits.set(waits.get() + 1);
+        Ok(())
+    };
+    let own = Tb::new()
+        .spec("D usr; D usr/lib; F usr/lib/a a")
+        .blob(&s.0, Compression::None);
+    unpack_layer_over(
+        &own,
+        Compression::None,
+        &s.dir("d1"),
+        &lowers,
+        &count,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(waits.get(), 0, "its own parents: no wait");
+    let needs = Tb::new()
+        .spec("F tmp/x x; L usr/bin/alias usr/bin/tool")
+        .blob(&s.0, Compression::None);
+    unpack_layer_over(
+        &needs,
+        Compression::None,
+        &s.dir("d2"),
+        &lowers,
+        &count,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(waits.get() >= 2, "a missing parent and a lower link wait");
+    let failed = || Err("layer 0 below failed: boom".to_string());
+    let err = unpack_layer_over(
+        &needs,
+        Compression::None,
+        &s.dir("d3"),
+        &lowers,
+        &failed,
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, UnpackError::Lower(_)), "{err}");
+}
