@@ -33,6 +33,17 @@ pub fn mode() -> Mode {
     })
 }
 
+/// Does v1's memory controller account swap (`memory.memsw.*`, a boot
+/// option)? Looked at once: without it, no cgroup has those files.
+fn swap_accounted() -> bool {
+    static MEMSW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MEMSW.get_or_init(|| {
+        Path::new(ROOT)
+            .join("memory/memory.memsw.usage_in_bytes")
+            .exists()
+    })
+}
+
 /// v1's cpuacct hierarchy: `cpuacct`, or `cpu,cpuacct` where only the
 /// co-mount's own name exists. Looked at once.
 fn cpuacct_v1() -> &'static str {
@@ -261,7 +272,10 @@ impl Cgroup {
                 m.limit = self
                     .read_u64("memory", "memory.limit_in_bytes")
                     .filter(|l| *l < V1_UNLIMITED);
-                if let Some(memsw) = self.read_u64("memory", "memory.memsw.usage_in_bytes") {
+                if let Some(memsw) = swap_accounted()
+                    .then(|| self.read_u64("memory", "memory.memsw.usage_in_bytes"))
+                    .flatten()
+                {
                     m.swap_usage = Some(memsw.saturating_sub(m.usage));
                     m.swap_limit = self
                         .read_u64("memory", "memory.memsw.limit_in_bytes")

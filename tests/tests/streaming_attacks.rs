@@ -202,3 +202,74 @@ async fn a_base64_websocket_message_with_a_multibyte_channel_is_a_protocol_error
     version_answers(&mut s).await;
     s.remove_all().await;
 }
+
+/// Processes of container `id` (by their cgroup) whose command line is
+/// exactly `argv`.
+fn processes(id: &str, argv: &[&str]) -> usize {
+    let want = argv.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .filter(|e| std::fs::read_to_string(e.path().join("cgroup")).is_ok_and(|c| c.contains(id)))
+        .count()
+}
+
+/// A client that opens an exec session and then says nothing is cut at
+/// the idle timeout, and the process it started goes with it (it is not
+/// left running in the container).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_exec_session_is_closed_at_the_idle_timeout_and_its_process_killed() {
+    let opts = berth_tests::Options {
+        config: "[streaming]\nidle_timeout = \"2s\"\n".into(),
+        ..Default::default()
+    };
+    let mut s = berth_tests::setup::setup_opts(opts, "", busybox_config(), |_| {}).await;
+    let id = s.run(s.config("app", &["sleep", "1000"])).await;
+    let argv = ["sleep", "7777"];
+    let url =
+        s.c.exec(ExecRequest {
+            container_id: id.clone(),
+            cmd: argv.iter().map(|a| a.to_string()).collect(),
+            tty: false,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let (mut ws, _) = ws_connect(&url, "v5.channel.k8s.io")
+        .await
+        .expect("connect");
+    // Running while the session lasts.
+    let deadline = std::time::Instant::now() + CLOSED;
+    while processes(&id, &argv) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the exec never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed = tokio::time::timeout(CLOSED, async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(_)) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+        true
+    })
+    .await
+    .expect("the idle session is closed");
+    assert!(closed);
+    let deadline = std::time::Instant::now() + CLOSED;
+    while processes(&id, &argv) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent session's process is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    version_answers(&mut s).await;
+    s.remove_all().await;
+}

@@ -190,7 +190,11 @@ async fn remotecommand(
         ERROR
     };
     if socket.send(codec.encode(first, &[])).await.is_err() {
-        task.abort();
+        // The client is gone already: the session ends as when it leaves
+        // later (its stdin ends, an exec's process is killed), not by an
+        // abort that could stop it half-way.
+        drop((stdin_tx, out_rx));
+        let _ = task.await;
         return;
     }
     let mut stdin_tx = Some(stdin_tx);
@@ -255,8 +259,10 @@ async fn remotecommand(
             _ = &mut deadline => {
                 tracing::info!("streaming session idle for {}s: closing", idle.as_secs());
                 let _ = socket.send(normal_close()).await;
-                task.abort();
-                return;
+                // Ended as if the client had left: the session's own end
+                // (stdin closed, an exec's process killed) runs.
+                stdin_tx = None;
+                break;
             }
         }
     }
