@@ -55,6 +55,16 @@ async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
         String::from_utf8_lossy(&r.stdout).starts_with("sleep"),
         "{r:?}"
     );
+    // Its signals are not blocked, as a process the container started
+    // itself: `kill -TERM` reaches an exec'd process.
+    let r = exec(&["/bin/sh", "-c", "grep SigBlk /proc/self/status"], 0)
+        .await
+        .expect("exec");
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "SigBlk:\t0000000000000000",
+        "{r:?}"
+    );
     // A big output is capped, not buffered whole.
     let r = exec(&["/bin/sh", "-c", "head -c 10000000 /dev/zero"], 0)
         .await

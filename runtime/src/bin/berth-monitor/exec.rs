@@ -69,8 +69,8 @@ fn run(
     .map_err(|e| format!("{}: {e}", process.display()))?;
     let tty = spec["terminal"].as_bool().unwrap_or(false);
 
-    // SIGCHLD and SIGTERM through a signalfd (blocked before the fork, so
-    // the process gets them back unblocked by libcontainer's init).
+    // SIGCHLD and SIGTERM through a signalfd (blocked before the fork;
+    // the process unblocks them before its exec: see `ExecExecutor`).
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.add(Signal::SIGTERM);
@@ -138,10 +138,8 @@ fn run(
     join_user_namespace(&container, id)?;
     // libcontainer's tenant also leaves the container's seccomp filter
     // out: it is applied by our executor, right before the exec.
-    let (process, executor) = seccomp_for_exec(&container, process)?;
-    if let Some(e) = executor {
-        builder = builder.with_executor(e);
-    }
+    let (process, seccomp) = seccomp_for_exec(&container, process)?;
+    builder = builder.with_executor(ExecExecutor { seccomp });
     let built = builder
         .as_tenant()
         .with_process(Some(process.as_path()))
@@ -259,6 +257,38 @@ impl libcontainer::workload::Executor for SeccompExecutor {
                 .map_err(|e| fail("dropping CAP_SYS_ADMIN", &e))?;
         }
         libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// What runs in the exec'd process right before its exec: the signal
+/// mask the monitor set for itself (SIGCHLD, SIGTERM blocked, for its
+/// signalfd) is cleared, since libcontainer keeps it and an exec keeps it
+/// too (the process would never see a SIGTERM); then the container's
+/// seccomp filter, if it has one.
+#[derive(Clone)]
+struct ExecExecutor {
+    seccomp: Option<SeccompExecutor>,
+}
+
+impl libcontainer::workload::Executor for ExecExecutor {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(|e| {
+            libcontainer::workload::ExecutorError::Other(format!("clearing the signal mask: {e}"))
+        })?;
+        match &self.seccomp {
+            Some(s) => s.exec(spec),
+            None => libcontainer::workload::default::DefaultExecutor {}.exec(spec),
+        }
     }
 
     fn validate(
