@@ -225,7 +225,6 @@ impl Cgroup {
 
     fn read(&self, controller: &str, file: &str) -> Option<String> {
         use nix::fcntl::OFlag;
-        use std::io::Read;
         let dir = self.dir_fd(controller)?;
         let fd = nix::fcntl::openat(
             &*dir,
@@ -234,10 +233,24 @@ impl Cgroup {
             nix::sys::stat::Mode::empty(),
         )
         .ok()?;
-        // Room for a whole memory.stat: one read, then the end.
-        let mut s = String::with_capacity(4096);
-        std::fs::File::from(fd).read_to_string(&mut s).ok()?;
-        Some(s)
+        // Plain reads into room for a whole memory.stat: one read, then
+        // the end (read_to_string would first stat and seek the file for
+        // a size that cgroupfs does not know).
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(len * 2, 0);
+            }
+            match nix::unistd::read(&fd, &mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+            }
+        }
+        buf.truncate(len);
+        String::from_utf8(buf).ok()
     }
 
     fn read_u64(&self, controller: &str, file: &str) -> Option<u64> {

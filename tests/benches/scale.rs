@@ -1,8 +1,10 @@
 //! Node scale: pods brought up one after another to 250 (one busybox
-//! `sleep` container each, no CNI network), and at 10, 50, 100, 150, 200
-//! and 250 running pods: the start of the next 5 pods, the kubelet's list
-//! and stats calls (50 of each, one after another), berthd's memory and the
-//! monitors', and the CPU berthd burns over 10 s idle.
+//! `sleep` container each, each pod in its own cgroup, no CNI network),
+//! and at 10, 50, 100, 150, 200 and 250 running pods: the start of the
+//! next 5 pods (and the mean of each of its steps, from berthd's metrics),
+//! the kubelet's list and stats calls (50 of each, one after another),
+//! berthd's memory and the monitors', and the CPU berthd burns over 10 s
+//! idle.
 //!
 //! ```sh
 //! cargo build --release -p berthd -p berth-runtime
@@ -39,7 +41,9 @@ async fn start(
     image: &str,
     i: usize,
 ) -> (String, f64) {
-    let config = berth_tests::bench::pod_config(b, &format!("s-{i}"), "/berth-bench/scale");
+    // Each pod its own cgroup, as the kubelet gives it.
+    let config =
+        berth_tests::bench::pod_config(b, &format!("s-{i}"), &format!("/berth-bench/scale/pod{i}"));
     let t = Instant::now();
     let pod = berth_tests::bench::start_pod(c, config, image, format!("s-{i}.log")).await;
     (pod, t.elapsed().as_secs_f64() * 1e3)
@@ -163,6 +167,7 @@ fn main() {
                 .await
                 .expect("remove");
         }
+        berth_tests::bench::remove_shared_parent("berth-bench/scale");
         berth_tests::bench::remove_shared_parent("berth-bench");
     });
 }
