@@ -56,6 +56,5 @@ fn main() {
             }
         }
         berth_tests::bench::remove_shared_parent("berth-bench/par");
-        berth_tests::bench::remove_shared_parent("berth-bench");
     });
 }

@@ -168,6 +168,5 @@ fn main() {
                 .expect("remove");
         }
         berth_tests::bench::remove_shared_parent("berth-bench/scale");
-        berth_tests::bench::remove_shared_parent("berth-bench");
     });
 }

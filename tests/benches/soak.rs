@@ -53,6 +53,5 @@ fn main() {
         );
         drop(c);
         berth_tests::bench::remove_shared_parent("berth-bench/soak");
-        berth_tests::bench::remove_shared_parent("berth-bench");
     });
 }

@@ -46,12 +46,17 @@ pub async fn registry_with_busybox(ns: &str) -> (Registry, String) {
     (reg, image)
 }
 
-/// Removes the cgroup `parent` the benchmark's pods shared, in every
-/// hierarchy: berth made it for the first pod and left it, still in use by
-/// the others, when that pod went.
+/// Removes the cgroup `parent` the benchmark's pods shared, and each of
+/// its ancestors up to its top that is left empty, in every hierarchy:
+/// berth made them for the first pod and left them, still in use by the
+/// others, when that pod went.
 pub fn remove_shared_parent(parent: &str) {
     for h in crate::cgroup::hierarchies() {
-        let _ = std::fs::remove_dir(h.join(crate::cgroup::rel(parent)));
+        let mut dir = crate::cgroup::rel(parent);
+        while !dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir(h.join(&dir));
+            dir.pop();
+        }
     }
 }
 

@@ -247,7 +247,4 @@ async fn the_metrics_endpoint_counts_real_work_in_prometheus_format() {
     .await
     .expect("remove");
     berth_tests::bench::remove_shared_parent(&parent);
-    for h in berth_tests::cgroup::hierarchies() {
-        let _ = std::fs::remove_dir(h.join(berth_tests::cgroup::top(&parent)));
-    }
 }

@@ -172,9 +172,6 @@ async fn cri_calls_and_their_steps_arrive_as_otlp_spans() {
     .await
     .expect("remove");
     berth_tests::bench::remove_shared_parent(&parent);
-    for h in berth_tests::cgroup::hierarchies() {
-        let _ = std::fs::remove_dir(h.join(berth_tests::cgroup::top(&parent)));
-    }
 }
 
 /// Only the standard environment: on with an endpoint, off again with

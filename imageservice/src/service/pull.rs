@@ -252,7 +252,7 @@ impl ImageService {
                 Ok::<(), Error>(())
             },
         ));
-        let unpacked = Unpacked::new(manifest.layers.len());
+        let done = LayersDone::new(manifest.layers.len());
         let unpack_all = join_all(
             manifest
                 .layers
@@ -261,7 +261,7 @@ impl ImageService {
                 .zip(arrivals)
                 .enumerate()
                 .map(|(i, ((layer, compression), arrival))| {
-                    let mark = Mark::new(&unpacked, i);
+                    let mark = Mark::new(&done, i);
                     let (diff_id, chain) = (&diff_ids[i], &chain_ids[i]);
                     let lowers: Vec<String> =
                         chain_ids[..i].iter().map(Digest::to_string).collect();
@@ -332,14 +332,14 @@ impl ImageService {
 
 /// Which of a pull's layers are unpacked, for the layers above that must
 /// read them (from blocking threads).
-struct Unpacked {
+struct LayersDone {
     done: std::sync::Mutex<Vec<Option<Result<(), String>>>>,
     changed: std::sync::Condvar,
 }
 
-impl Unpacked {
-    fn new(n: usize) -> std::sync::Arc<Unpacked> {
-        std::sync::Arc::new(Unpacked {
+impl LayersDone {
+    fn new(n: usize) -> std::sync::Arc<LayersDone> {
+        std::sync::Arc::new(LayersDone {
             done: std::sync::Mutex::new(vec![None; n]),
             changed: std::sync::Condvar::new(),
         })
@@ -369,12 +369,12 @@ impl Unpacked {
 /// Layer `i`'s outcome, to be told to the layers above: set once, or set
 /// to a failure when dropped unset (so no waiter ever hangs).
 struct Mark {
-    unpacked: std::sync::Arc<Unpacked>,
+    unpacked: std::sync::Arc<LayersDone>,
     i: usize,
 }
 
 impl Mark {
-    fn new(unpacked: &std::sync::Arc<Unpacked>, i: usize) -> Mark {
+    fn new(unpacked: &std::sync::Arc<LayersDone>, i: usize) -> Mark {
         Mark {
             unpacked: unpacked.clone(),
             i,

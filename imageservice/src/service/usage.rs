@@ -41,10 +41,10 @@ impl Count {
 /// count); and the store's mount point, found once (the mount table of a
 /// busy node is thousands of lines).
 #[derive(Default)]
-pub struct Snapshots(
-    Mutex<HashMap<String, (u64, Count)>>,
-    std::sync::OnceLock<PathBuf>,
-);
+pub struct Snapshots {
+    measured: Mutex<HashMap<String, (u64, Count)>>,
+    mountpoint: std::sync::OnceLock<PathBuf>,
+}
 
 impl Snapshots {
     /// The usage of the store at `root`.
@@ -60,7 +60,7 @@ impl Snapshots {
             }
         }
         Ok(Usage {
-            mountpoint: self.1.get_or_init(|| mountpoint_of(root)).clone(),
+            mountpoint: self.mountpoint.get_or_init(|| mountpoint_of(root)).clone(),
             bytes: total.bytes,
             inodes: total.inodes,
         })
@@ -69,7 +69,7 @@ impl Snapshots {
     fn snapshots(&self, dir: &Path) -> std::io::Result<Count> {
         let mut total = Count::default();
         total.add(&std::fs::symlink_metadata(dir)?);
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.measured.lock().unwrap_or_else(|e| e.into_inner());
         let mut seen = HashMap::with_capacity(known.len());
         for e in std::fs::read_dir(dir)? {
             let e = e?;
@@ -177,7 +177,7 @@ mod tests {
         std::fs::remove_dir_all(snaps.join("b")).unwrap();
         std::fs::rename(snaps.join(".tmp-c"), snaps.join("b")).unwrap();
         assert_eq!(got(&s), full(), "replaced");
-        assert_eq!(s.0.lock().unwrap().len(), 1);
+        assert_eq!(s.measured.lock().unwrap().len(), 1);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

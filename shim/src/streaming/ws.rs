@@ -189,80 +189,78 @@ async fn remotecommand(
     } else {
         ERROR
     };
-    if socket.send(codec.encode(first, &[])).await.is_err() {
-        // The client is gone already: the session ends as when it leaves
-        // later (its stdin ends, an exec's process is killed), not by an
-        // abort that could stop it half-way.
-        drop((stdin_tx, out_rx));
-        let _ = task.await;
-        return;
-    }
+    // A client gone already skips the loop: the session ends as when it
+    // leaves later (its stdin ends, an exec's process is killed), never by
+    // an abort that could stop it half-way.
+    let gone = socket.send(codec.encode(first, &[])).await.is_err();
     let mut stdin_tx = Some(stdin_tx);
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            m = socket.recv() => {
-                deadline.as_mut().reset(tokio::time::Instant::now() + idle);
-                let Some(Ok(m)) = m else {
-                    // The client is gone: its input ends.
-                    stdin_tx = None;
-                    break;
-                };
-                if matches!(m, Message::Close(_)) {
-                    stdin_tx = None;
-                    break;
-                }
-                let (ch, data) = match codec.decode(&m) {
-                    Ok(Some(cd)) => cd,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        let _ = socket.send(protocol_close(&e)).await;
+    if !gone {
+        loop {
+            tokio::select! {
+                m = socket.recv() => {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    let Some(Ok(m)) = m else {
+                        // The client is gone: its input ends.
+                        stdin_tx = None;
+                        break;
+                    };
+                    if matches!(m, Message::Close(_)) {
                         stdin_tx = None;
                         break;
                     }
-                };
-                match ch {
-                    STDIN => {
-                        if let Some(tx) = &stdin_tx
-                            && !data.is_empty()
-                            && tx.send(data).await.is_err()
-                        {
+                    let (ch, data) = match codec.decode(&m) {
+                        Ok(Some(cd)) => cd,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let _ = socket.send(protocol_close(&e)).await;
                             stdin_tx = None;
-                        }
-                    }
-                    RESIZE => {
-                        if let Some((w, h)) = codec::parse_resize(&data) {
-                            let _ = resize_tx.try_send((w, h));
-                        }
-                    }
-                    CLOSE if version >= Version::V5 && data.first() == Some(&STDIN) => {
-                        stdin_tx = None;
-                    }
-                    _ => {}
-                }
-            }
-            o = out_rx.recv() => {
-                deadline.as_mut().reset(tokio::time::Instant::now() + idle);
-                match o {
-                    Some((ch, data)) => {
-                        if socket.send(codec.encode(ch, &data)).await.is_err() {
                             break;
                         }
-                    }
-                    None => {
-                        let _ = socket.send(normal_close()).await;
-                        return;
+                    };
+                    match ch {
+                        STDIN => {
+                            if let Some(tx) = &stdin_tx
+                                && !data.is_empty()
+                                && tx.send(data).await.is_err()
+                            {
+                                stdin_tx = None;
+                            }
+                        }
+                        RESIZE => {
+                            if let Some((w, h)) = codec::parse_resize(&data) {
+                                let _ = resize_tx.try_send((w, h));
+                            }
+                        }
+                        CLOSE if version >= Version::V5 && data.first() == Some(&STDIN) => {
+                            stdin_tx = None;
+                        }
+                        _ => {}
                     }
                 }
-            }
-            _ = &mut deadline => {
-                tracing::info!("streaming session idle for {}s: closing", idle.as_secs());
-                let _ = socket.send(normal_close()).await;
-                // Ended as if the client had left: the session's own end
-                // (stdin closed, an exec's process killed) runs.
-                stdin_tx = None;
-                break;
+                o = out_rx.recv() => {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    match o {
+                        Some((ch, data)) => {
+                            if socket.send(codec.encode(ch, &data)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => {
+                            let _ = socket.send(normal_close()).await;
+                            return;
+                        }
+                    }
+                }
+                _ = &mut deadline => {
+                    tracing::info!("streaming session idle for {}s: closing", idle.as_secs());
+                    let _ = socket.send(normal_close()).await;
+                    // Ended as if the client had left: the session's own end
+                    // (stdin closed, an exec's process killed) runs.
+                    stdin_tx = None;
+                    break;
+                }
             }
         }
     }
