@@ -1,5 +1,5 @@
 # Build, install and package berth. `make build` then, as root, `make install`.
-#   make build        release binaries: target/release/berthd, target/release/berth-monitor
+#   make build        release binaries: target/release/berthd, berth-monitor, berth-pump
 #   make install      scripts/install.sh (PREFIX=/usr/local, DESTDIR= for a staging root)
 #   make uninstall    scripts/install.sh --uninstall: removes what the install recorded
 #   make image        the berth-deploy image for manifests/berth-deploy.yaml (IMAGE=...)
@@ -29,7 +29,7 @@ uninstall:
 image-context:
 	rm -rf "$(IMAGE_CONTEXT)"
 	mkdir -p "$(IMAGE_CONTEXT)/bin" "$(IMAGE_CONTEXT)/scripts" "$(IMAGE_CONTEXT)/manifests"
-	cp "$(BIN_DIR_SRC)/berthd" "$(BIN_DIR_SRC)/berth-monitor" "$(IMAGE_CONTEXT)/bin/"
+	cp "$(BIN_DIR_SRC)/berthd" "$(BIN_DIR_SRC)/berth-monitor" "$(BIN_DIR_SRC)/berth-pump" "$(IMAGE_CONTEXT)/bin/"
 	cp scripts/install.sh scripts/deploy.sh "$(IMAGE_CONTEXT)/scripts/"
 	cp manifests/berthd.service manifests/config.toml manifests/crictl.yaml manifests/10-berth.conflist "$(IMAGE_CONTEXT)/manifests/"
 

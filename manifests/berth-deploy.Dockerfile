@@ -13,7 +13,7 @@ FROM ${BASE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends curl \
  && rm -rf /var/lib/apt/lists/*
-COPY bin/berthd bin/berth-monitor /opt/berth/bin/
+COPY bin/berthd bin/berth-monitor bin/berth-pump /opt/berth/bin/
 COPY scripts/install.sh scripts/deploy.sh /opt/berth/scripts/
 COPY manifests/berthd.service manifests/config.toml manifests/crictl.yaml manifests/10-berth.conflist /opt/berth/manifests/
 ENV BIN_DIR_SRC=/opt/berth/bin

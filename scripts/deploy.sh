@@ -222,9 +222,9 @@ label_node() {
 do_install() {
   local before after args=(--no-systemd) i
   [ "${INSTALL_CNI:-false}" = true ] || args+=(--no-cni)
-  before=$( (cat "$host_root$prefix/bin/berthd" "$host_root$prefix/bin/berth-monitor" 2>/dev/null || true) | sha256sum)
+  before=$( (cat "$host_root$prefix/bin/berthd" "$host_root$prefix/bin/berth-monitor" "$host_root$prefix/bin/berth-pump" 2>/dev/null || true) | sha256sum)
   DESTDIR=$host_root PREFIX=$prefix "$src_dir/scripts/install.sh" "${args[@]}"
-  after=$(cat "$host_root$prefix/bin/berthd" "$host_root$prefix/bin/berth-monitor" | sha256sum)
+  after=$(cat "$host_root$prefix/bin/berthd" "$host_root$prefix/bin/berth-monitor" "$host_root$prefix/bin/berth-pump" | sha256sum)
 
   host systemctl daemon-reload
   host systemctl enable berthd

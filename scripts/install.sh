@@ -11,11 +11,11 @@
 #   PREFIX       the binaries go to $PREFIX/bin (default /usr/local)
 #   DESTDIR      a staging root put before every path written or removed
 #                (default: none, the real root)
-#   BIN_DIR_SRC  where berthd and berth-monitor are taken from
+#   BIN_DIR_SRC  where berthd, berth-monitor and berth-pump are taken from
 #                (default: target/release of this repository: `make build`)
 #
 # What an install writes:
-#   $PREFIX/bin/berthd, $PREFIX/bin/berth-monitor  always (replaced)
+#   $PREFIX/bin/berthd, $PREFIX/bin/berth-monitor, $PREFIX/bin/berth-pump  always (replaced)
 #   /etc/systemd/system/berthd.service             always (ExecStart under $PREFIX)
 #   /etc/berth/config.toml                         only if there is none
 #   /etc/cni/net.d/10-berth.conflist               only if /etc/cni/net.d holds no
@@ -154,7 +154,7 @@ has_cni_config() {
 
 do_install() {
   local b tmp unit cni
-  for b in berthd berth-monitor; do
+  for b in berthd berth-monitor berth-pump; do
     if [ ! -x "$bin_src/$b" ]; then
       echo "install.sh: $bin_src/$b is missing: run \`make build\` first, or set BIN_DIR_SRC" >&2
       exit 1
@@ -163,7 +163,7 @@ do_install() {
   load_manifest
   mkdirs "$(dirname "$manifest")"
 
-  for b in berthd berth-monitor; do
+  for b in berthd berth-monitor berth-pump; do
     put own "$bin_src/$b" "$prefix/bin/$b" 0755
   done
 

@@ -28,8 +28,8 @@ for tool in crictl busybox iptables ip findmnt python3; do
   command -v "$tool" >/dev/null || skip "no $tool on PATH"
 done
 berthd=${BERTHD_BIN:-$repo/target/debug/berthd}
-if [ ! -x "$berthd" ] || [ ! -x "$(dirname "$berthd")/berth-monitor" ]; then
-  echo "FAIL: $berthd or berth-monitor next to it is missing: cargo build --workspace first (or set BERTHD_BIN)"
+if [ ! -x "$berthd" ] || [ ! -x "$(dirname "$berthd")/berth-monitor" ] || [ ! -x "$(dirname "$berthd")/berth-pump" ]; then
+  echo "FAIL: $berthd, or berth-monitor or berth-pump next to it, is missing: cargo build --workspace first (or set BERTHD_BIN)"
   exit 1
 fi
 image=$BERTH_TEST_IMAGE

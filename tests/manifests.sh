@@ -287,6 +287,7 @@ fake_bins=$tmp/bins
 mkdir -p "$fake_bins"
 printf '#!/bin/sh\necho fake berthd\n' > "$fake_bins/berthd"
 printf '#!/bin/sh\necho fake berth-monitor\n' > "$fake_bins/berth-monitor"
+printf '#!/bin/sh\necho fake berth-pump\n' > "$fake_bins/berth-pump"
 chmod 0755 "$fake_bins"/*
 
 # snap ROOT: every path with its type and mode, and every file's sha256.
@@ -303,7 +304,7 @@ snap "$fresh" > "$tmp/fresh.before"
 step inst "$fresh"
 lands() {
   local r=$1 f
-  for f in usr/local/bin/berthd usr/local/bin/berth-monitor; do
+  for f in usr/local/bin/berthd usr/local/bin/berth-monitor usr/local/bin/berth-pump; do
     if [ ! -x "$r/$f" ] || ! cmp -s "$r/$f" "$fake_bins/${f##*/}"; then echo "$f"; return 1; fi
   done
   cmp -s "$r/etc/berth/config.toml" manifests/config.toml &&

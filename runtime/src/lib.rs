@@ -1,11 +1,13 @@
 //! What berthd and `berth-monitor` share: the contract between them
 //! ([`protocol`]: the monitor's command line, the control words, the
-//! attach frames, the state files), and the CRI log format the monitor
-//! writes.
+//! attach frames, the state files), the CRI log format the monitor
+//! writes, and how the monitor reaps its container and records its exit
+//! ([`reap`]).
 
 use std::path::{Path, PathBuf};
 
 pub mod protocol;
+pub mod reap;
 
 /// Is an OCI `linux.cgroupsPath` in the systemd driver's form,
 /// `slice:prefix:name`, as runc and libcontainer read it?
@@ -187,6 +189,22 @@ impl LogStream {
         out.extend_from_slice(format!("{} {} {tag} ", rfc3339_nano(now_ns), self.name).as_bytes());
         out.extend_from_slice(text);
         out.push(b'\n');
+    }
+}
+
+/// Sets the size of the terminal whose master is `tty` (an attach or exec
+/// client's resize).
+pub fn resize_terminal(tty: &impl std::os::fd::AsRawFd, size: protocol::Resize) {
+    let ws = nix::libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    unsafe {
+        nix::libc::ioctl(tty.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws);
     }
 }
 

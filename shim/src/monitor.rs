@@ -1,4 +1,5 @@
-//! Running `berth-monitor`: where its binary is, the sealed copy berthd
+//! Running `berth-monitor`: where its binary is (and `berth-pump`'s, which
+//! the monitor becomes once its container runs), the sealed copies berthd
 //! runs, and the one builder of its command lines (the arguments are
 //! [`berth_runtime::protocol::Invocation`]'s, which the monitor parses).
 
@@ -6,12 +7,16 @@ use std::path::{Path, PathBuf};
 
 use berth_runtime::protocol::Invocation;
 
-/// `berth-monitor`, installed next to `berthd`.
-pub fn path() -> PathBuf {
+pub const MONITOR: &str = "berth-monitor";
+pub const PUMP: &str = "berth-pump";
+
+/// The helper binary `name` ([`MONITOR`], [`PUMP`]), installed next to
+/// `berthd`.
+pub fn path(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("berth-monitor")))
-        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-monitor"))
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| Path::new("/usr/local/bin").join(name))
 }
 
 /// The one way berthd runs the monitor: as [`exe`], named `berth-monitor`
@@ -19,7 +24,7 @@ pub fn path() -> PathBuf {
 /// environment but for a standard `PATH`.
 pub fn command(inv: &Invocation) -> std::process::Command {
     let mut c = std::process::Command::new(exe());
-    std::os::unix::process::CommandExt::arg0(&mut c, "berth-monitor");
+    std::os::unix::process::CommandExt::arg0(&mut c, MONITOR);
     c.args(inv.to_args()).env_clear().env(
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -36,23 +41,35 @@ pub fn command(inv: &Invocation) -> std::process::Command {
 /// run (with a warning).
 pub fn exe() -> &'static Path {
     static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let path = path();
-        sealed_copy(&path).unwrap_or_else(|e| {
-            tracing::warn!("running {} itself, not a sealed copy: {e}", path.display());
-            path
-        })
-    })
+    EXE.get_or_init(|| sealed(MONITOR, "self"))
 }
 
-fn sealed_copy(path: &Path) -> Result<PathBuf, String> {
+/// The pump as the monitor runs it: a sealed copy as [`exe`] is (a
+/// container sharing the node's PID namespace can see the pump), named
+/// through berthd's pid, as the monitor opens it.
+pub fn pump() -> &'static Path {
+    static PUMP_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PUMP_EXE.get_or_init(|| sealed(PUMP, &std::process::id().to_string()))
+}
+
+/// `/proc/<proc>/fd/<n>` of a sealed copy of the helper `name`, or its
+/// path when no copy can be made.
+fn sealed(name: &str, proc: &str) -> PathBuf {
+    let path = path(name);
+    match sealed_copy(name, &path) {
+        Ok(fd) => PathBuf::from(format!("/proc/{proc}/fd/{fd}")),
+        Err(e) => {
+            tracing::warn!("running {} itself, not a sealed copy: {e}", path.display());
+            path
+        }
+    }
+}
+
+fn sealed_copy(name: &str, path: &Path) -> Result<i32, String> {
     use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::memfd::{MFdFlags, memfd_create};
-    let fd = memfd_create(
-        c"berth-monitor",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .map_err(|e| format!("memfd: {e}"))?;
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(|e| format!("memfd: {e}"))?;
     let mut copy = std::fs::File::from(fd);
     let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     std::io::copy(&mut file, &mut copy).map_err(|e| format!("copying {}: {e}", path.display()))?;
@@ -67,8 +84,7 @@ fn sealed_copy(path: &Path) -> Result<PathBuf, String> {
     )
     .map_err(|e| format!("sealing: {e}"))?;
     // Held open for as long as berthd runs; its children run it by path.
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(copy);
-    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(copy))
 }
 
 /// How many `berth-monitor` processes serve the berthd whose state

@@ -10,6 +10,8 @@
 //! tests/vm/run.sh "BERTH_TEST_CGROUP_DRIVER=systemd BERTHD_BIN=$PWD/target/release/berthd target/release/deps/pods-<hash>"
 //! # the same with every pod in its own user namespace:
 //! BERTH_BENCH_USERNS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
+//! # where one monitor's memory lies, mapping by mapping:
+//! BERTH_BENCH_MAPS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
 //! ```
 
 use std::time::Instant;
@@ -83,6 +85,12 @@ fn main() {
             avg(&rss),
             avg(&pss)
         );
+        // BERTH_BENCH_MAPS=1: where one monitor's memory lies, by mapping.
+        if std::env::var_os("BERTH_BENCH_MAPS").is_some()
+            && let Some(p) = mons.first()
+        {
+            print_maps(&std::fs::read_to_string(format!("/proc/{p}/smaps")).unwrap_or_default());
+        }
         for pod in pods {
             c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
                 .await
@@ -95,4 +103,31 @@ fn main() {
                 .status();
         }
     });
+}
+
+/// The mappings of an smaps file with resident pages: kB resident,
+/// proportional and private, and what is mapped.
+fn print_maps(smaps: &str) {
+    println!("{:>6} {:>6} {:>6}  mapping", "Rss", "Pss", "Priv");
+    let (mut name, mut rss, mut pss) = (String::new(), 0, 0);
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(key), Some(value)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if key.contains('-') && !key.ends_with(':') {
+            // A mapping's header: range perms offset dev inode [path].
+            let perms = value;
+            let path = line.split_whitespace().nth(5).unwrap_or("[anon]");
+            name = format!("{path} {perms}");
+            continue;
+        }
+        let kb: u64 = value.parse().unwrap_or(0);
+        match key {
+            "Rss:" => rss = kb,
+            "Pss:" => pss = kb,
+            "Private_Dirty:" if rss > 0 => println!("{rss:>6} {pss:>6} {kb:>6}  {name}"),
+            _ => {}
+        }
+    }
 }

@@ -99,6 +99,15 @@ pub async fn setup_opts(
 }
 
 impl Setup {
+    /// The pod's cgroup parent, as its config gives it.
+    pub fn cgroup_parent(&self) -> String {
+        self.pod_config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default()
+    }
+
     pub fn config(&self, name: &str, command: &[&str]) -> ContainerConfig {
         ContainerConfig {
             metadata: Some(ContainerMetadata {
@@ -186,12 +195,7 @@ impl Setup {
             mounts_under(self.b.dir.path())
         );
         // No cgroup: the pod's (berth made it) and its containers' are gone.
-        let cg = self
-            .pod_config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.clone())
-            .unwrap_or_default();
+        let cg = self.cgroup_parent();
         // The systemd driver: no berth scope is left in the pod's slices;
         // the slices are the kubelet's (here the test's) to stop.
         if crate::cgroup::systemd() {

@@ -66,12 +66,7 @@ async fn each_container_is_a_delegated_scope_in_the_pods_slice_and_goes_with_it(
         return;
     }
     let mut s = setup(busybox_config()).await;
-    let slice = s
-        .pod_config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .unwrap_or_default();
+    let slice = s.cgroup_parent();
     let a = s.run(s.config("a", &["sleep", "3600"])).await;
     let b = s.run(s.config("b", &["sleep", "3600"])).await;
     for id in [&a, &b] {
@@ -343,12 +338,7 @@ async fn a_shared_pid_pods_infra_process_is_in_the_pods_cgroup() {
         });
     })
     .await;
-    let parent = s
-        .pod_config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .unwrap_or_default();
+    let parent = s.cgroup_parent();
     let infra = std::fs::read_to_string(s.b.state.join("ns").join(&s.pod).join("infra.pid"))
         .expect("infra pid");
     let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", infra.trim())).expect("cgroup");

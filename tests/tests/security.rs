@@ -830,6 +830,82 @@ async fn a_container_cannot_reach_berths_binary_or_the_nodes_files() {
     s.remove_all().await;
 }
 
+/// A running container's monitor is `berth-pump`, and like the monitor it
+/// runs from a sealed in-memory copy: a container sharing the node's PID
+/// namespace that reaches it (or the monitor it holds open for the
+/// delete) through /proc finds nothing it can write. Once the container
+/// exits, the delete the pump hands to the monitor removes its cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_containers_pump_is_sealed_and_hands_over_the_delete() {
+    let mut s = setup(busybox_config()).await;
+    let id = s.run(s.config("long", &["sleep", "600"])).await;
+    let pumps: Vec<u32> = berth_tests::monitor_pids(&s.b.state)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .contains(&id)
+        })
+        .collect();
+    assert_eq!(pumps.len(), 1, "{pumps:?}");
+    let p = pumps[0];
+    let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
+    assert_eq!(comm.trim(), "berth-pump");
+    let exe = std::fs::read_link(format!("/proc/{p}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:berth-pump"),
+        "{exe:?}"
+    );
+    let mut held = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{p}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        if target.to_string_lossy().starts_with("/memfd:") {
+            held.push(fd.path());
+        }
+    }
+    assert_eq!(held.len(), 1, "the pump holds the monitor open: {held:?}");
+    for path in [
+        std::path::PathBuf::from(format!("/proc/{p}/exe")),
+        held[0].clone(),
+    ] {
+        // Opening may succeed (a sealed memfd that is not running); no
+        // byte may be written.
+        let w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"));
+        assert!(w.is_err(), "{} was written", path.display());
+    }
+    let cgroup = berth_tests::cgroup::container_dir(&s.cgroup_parent(), &id, "memory");
+    assert!(cgroup.is_dir(), "{}", cgroup.display());
+    s.c.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let status = s.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 137, "{status:?}");
+    // The monitor's delete ends with `deleted` in the state dir.
+    let deleted = s.b.state.join("containers").join(&id).join("deleted");
+    for _ in 0..100 {
+        if deleted.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(deleted.exists(), "no delete after the pump");
+    assert!(
+        !cgroup.exists(),
+        "{} outlived the container",
+        cgroup.display()
+    );
+    s.remove_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_rlimits_apply_under_every_handler() {
     for handler in ["", "runc"] {

@@ -28,13 +28,7 @@ fn value(v: &Option<UInt64Value>) -> Option<u64> {
 /// The container's memory cgroup directory (v1's memory hierarchy, or the
 /// one v2 directory).
 fn memory_cgroup(s: &Setup, id: &str) -> PathBuf {
-    let parent = s
-        .pod_config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .unwrap_or_default();
-    berth_tests::cgroup::container_dir(&parent, id, "memory")
+    berth_tests::cgroup::container_dir(&s.cgroup_parent(), id, "memory")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,13 @@
-//! How `berth-monitor` is invoked: its modes as one [`Invocation`], turned
-//! into a command line by [`Invocation::to_args`] (berthd, and the monitor
-//! re-executing itself) and back by [`Invocation::parse`] (the monitor).
+//! How `berth-monitor` and `berth-pump` are invoked: their modes as one
+//! [`Invocation`], turned into a command line by [`Invocation::to_args`]
+//! (berthd, and the two executing each other) and back by
+//! [`Invocation::parse`].
 //!
 //! ```text
-//! run  <id> <bundle> <state> <root> <log> [--stdin] [--stdin-once] [--runtime <bin>]
-//! pump <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
-//!      [--stdin-fd <n>] [--tty]
+//! run    <id> <bundle> <state> <root> <log> <pump> [--stdin] [--stdin-once] [--runtime <bin>]
+//! pump   <id> <bundle> <state> <root> <log> <pid> <monitor-fd> [--stdin] [--stdin-once]
+//!        [--runtime <bin>] [--stdin-fd <n>] [--tty] [--cgroup <path>]
+//! delete <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
 //! exec <id> <root> <process.json> [--runtime <bin>]
 //! pause <pid-file> [--userns <path>]
 //! pause-init <pid-file>
@@ -17,7 +19,8 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::PathBuf;
 
-/// A container as its monitor is given it (`run`, and `pump` after it).
+/// A container as its monitor is given it (`run`, `pump` after it, and
+/// `delete` at the end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
     pub id: String,
@@ -38,24 +41,38 @@ pub struct Container {
     pub runtime: Option<PathBuf>,
 }
 
-/// One run of `berth-monitor`.
+/// `berth-pump`'s invocation: its stdin is the container's stdout (or
+/// terminal), its stdout the container's stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pump {
+    pub container: Container,
+    /// The container's init.
+    pub pid: i32,
+    /// The descriptor left open for the container's stdin pipe.
+    pub stdin_fd: Option<i32>,
+    /// The container has a terminal (its master is our stdin).
+    pub tty: bool,
+    /// The container's `linux.cgroupsPath`, for its OOM kills.
+    pub cgroup: Option<String>,
+    /// The descriptor left open on `berth-monitor`, which the pump
+    /// executes as [`Invocation::Delete`] once the container has exited.
+    pub monitor_fd: i32,
+}
+
+/// One run of `berth-monitor` (or `berth-pump`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
     /// Create the container, start it on berthd's word, then become the
-    /// pump.
-    Run(Container),
-    /// The monitor once its container runs (re-executed by `Run`): its
-    /// stdin is the container's stdout (or terminal), its stdout the
-    /// container's stderr.
-    Pump {
-        container: Container,
-        /// The container's init.
-        pid: i32,
-        /// The descriptor left open for the container's stdin pipe.
-        stdin_fd: Option<i32>,
-        /// The container has a terminal (its master is our stdin).
-        tty: bool,
-    },
+    /// pump: `berth-pump`, at `pump` (berthd's sealed copy of it, opened
+    /// at once).
+    Run { container: Container, pump: PathBuf },
+    /// `berth-pump`, the monitor once its container runs (executed by
+    /// `Run`).
+    Pump(Pump),
+    /// Delete the exited container whose init was `pid` (executed by the
+    /// pump): kill what is left of it, remove its cgroup and the
+    /// runtime's state.
+    Delete { container: Container, pid: i32 },
     /// Run one more process in a running container (see
     /// [`super::exec`] for its descriptors).
     Exec {
@@ -90,8 +107,9 @@ impl fmt::Display for ArgsError {
 impl std::error::Error for ArgsError {}
 
 pub const USAGE: &str = "\
-  berth-monitor run <id> <bundle> <state> <root> <log> [--stdin] [--stdin-once] [--runtime <bin>]
-  berth-monitor pump <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>] [--stdin-fd <n>] [--tty]
+  berth-monitor run <id> <bundle> <state> <root> <log> <pump> [--stdin] [--stdin-once] [--runtime <bin>]
+  berth-pump pump <id> <bundle> <state> <root> <log> <pid> <monitor-fd> [--stdin] [--stdin-once] [--runtime <bin>] [--stdin-fd <n>] [--tty] [--cgroup <path>]
+  berth-monitor delete <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
   berth-monitor exec <id> <root> <process.json> [--runtime <bin>]
   berth-monitor pause <pid-file> [--userns <path>]
   berth-monitor pause-init <pid-file>";
@@ -105,26 +123,40 @@ impl Invocation {
     pub fn to_args(&self) -> Vec<OsString> {
         let mut a = Args::default();
         match self {
-            Invocation::Run(c) => {
+            Invocation::Run { container, pump } => {
                 a.word("run");
-                a.container(c);
-                a.container_flags(c);
+                a.container(container);
+                a.path(pump);
+                a.container_flags(container);
             }
-            Invocation::Pump {
+            Invocation::Pump(Pump {
                 container,
                 pid,
                 stdin_fd,
                 tty,
-            } => {
+                cgroup,
+                monitor_fd,
+            }) => {
                 a.word("pump");
                 a.container(container);
                 a.word(&pid.to_string());
+                a.word(&monitor_fd.to_string());
                 a.container_flags(container);
                 if let Some(fd) = stdin_fd {
                     a.word("--stdin-fd");
                     a.word(&fd.to_string());
                 }
                 a.flag("--tty", *tty);
+                if let Some(cg) = cgroup {
+                    a.word("--cgroup");
+                    a.word(cg);
+                }
+            }
+            Invocation::Delete { container, pid } => {
+                a.word("delete");
+                a.container(container);
+                a.word(&pid.to_string());
+                a.container_flags(container);
             }
             Invocation::Exec {
                 id,
@@ -159,27 +191,44 @@ impl Invocation {
         let mode = mode.to_str().unwrap_or("");
         match mode {
             "run" => {
-                let (pos, mut flags) = split(rest, 5)?;
-                let c = container(pos, &mut flags)?;
-                flags.done()?;
-                Ok(Invocation::Run(c))
-            }
-            "pump" => {
                 let (pos, mut flags) = split(rest, 6)?;
                 let container = container(&pos[..5], &mut flags)?;
+                flags.done()?;
+                Ok(Invocation::Run {
+                    container,
+                    pump: pos[5].clone().into(),
+                })
+            }
+            "pump" => {
+                let (pos, mut flags) = split(rest, 7)?;
+                let container = container(&pos[..5], &mut flags)?;
                 let pid = number(&pos[5], "pid")?;
+                let monitor_fd = number(&pos[6], "monitor-fd")?;
                 let stdin_fd = match flags.value("--stdin-fd")? {
                     Some(fd) => Some(number(&fd, "--stdin-fd")?),
                     None => None,
                 };
                 let tty = flags.flag("--tty");
+                let cgroup = match flags.value("--cgroup")? {
+                    Some(cg) => Some(text(&cg, "--cgroup")?),
+                    None => None,
+                };
                 flags.done()?;
-                Ok(Invocation::Pump {
+                Ok(Invocation::Pump(Pump {
                     container,
                     pid,
                     stdin_fd,
                     tty,
-                })
+                    cgroup,
+                    monitor_fd,
+                }))
+            }
+            "delete" => {
+                let (pos, mut flags) = split(rest, 6)?;
+                let container = container(&pos[..5], &mut flags)?;
+                let pid = number(&pos[5], "pid")?;
+                flags.done()?;
+                Ok(Invocation::Delete { container, pid })
             }
             "exec" => {
                 let (pos, mut flags) = split(rest, 3)?;

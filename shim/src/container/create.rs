@@ -170,16 +170,19 @@ impl Containers {
             .map_err(|e| format!("monitor log: {e}"))?;
         let run = {
             let c = rec.config();
-            Invocation::Run(MonitoredContainer {
-                id: id.clone(),
-                bundle: dir.clone(),
-                state: dir.clone(),
-                root: self.runtime_root(),
-                log: log_path.to_path_buf(),
-                stdin: c.stdin,
-                stdin_once: c.stdin && c.stdin_once,
-                runtime: rec.runtime.clone(),
-            })
+            Invocation::Run {
+                container: MonitoredContainer {
+                    id: id.clone(),
+                    bundle: dir.clone(),
+                    state: dir.clone(),
+                    root: self.runtime_root(),
+                    log: log_path.to_path_buf(),
+                    stdin: c.stdin,
+                    stdin_once: c.stdin && c.stdin_once,
+                    runtime: rec.runtime.clone(),
+                },
+                pump: crate::monitor::pump().to_path_buf(),
+            }
         };
         let mut child = tokio::process::Command::from(crate::monitor::command(&run))
             .stdin(std::process::Stdio::null())

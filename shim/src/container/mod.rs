@@ -76,7 +76,7 @@ impl Containers {
         root: &Path,
         state: &Path,
     ) -> Result<Containers, ContainerError> {
-        let monitor = crate::monitor::path();
+        let monitor = crate::monitor::path(crate::monitor::MONITOR);
         let c = Containers {
             records: Cached::open(db, CONTAINERS)?,
             seen: Default::default(),

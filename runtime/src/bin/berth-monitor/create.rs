@@ -1,6 +1,6 @@
 //! `berth-monitor run`: creates the container (CRI CREATED), waits for
 //! berthd's start word on the start FIFO (or a kill, or the init's early
-//! death), starts it and re-executes itself as the lean `pump`.
+//! death), starts it and executes `berth-pump` in its place.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -10,7 +10,10 @@ use berth_runtime::now_ns;
 use berth_runtime::protocol::state::{
     CREATE_ERROR, OCI_PID, PID, PID_START, START_FIFO, STARTED, write_atomic,
 };
-use berth_runtime::protocol::{Container, Control, Exit, Invocation};
+use berth_runtime::protocol::{Container, Control, Exit, Invocation, Pump};
+use berth_runtime::reap::{
+    drain_signals, reap, record_exit, record_oom_base, sigchld_fd, write_exit,
+};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
@@ -20,10 +23,12 @@ use nix::sys::wait::waitpid;
 use nix::unistd::pipe2;
 
 use super::engine::{Engine, External};
-use super::reap::{drain_signals, reap, record_exit, sigchld_fd, write_exit};
 
-pub fn run(a: &Container) -> Result<(), String> {
+pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
+    // berthd's copy of the pump: opened now, while berthd surely runs.
+    let pump = File::open(pump).map_err(|e| format!("berth-pump {}: {e}", pump.display()))?;
     super::bundle::known_syscalls_only(&a.bundle)?;
+    let cgroup = super::bundle::cgroups_path(&a.bundle);
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let tty = super::bundle::terminal(&a.bundle);
@@ -54,8 +59,9 @@ pub fn run(a: &Container) -> Result<(), String> {
                 };
                 // The systemd driver's `slice:prefix:name` path: libcontainer
                 // makes the container's scope through systemd's D-Bus API.
-                let systemd = super::bundle::cgroups_path(&a.bundle)
-                    .is_some_and(|p| berth_runtime::is_systemd_path(&p));
+                let systemd = cgroup
+                    .as_deref()
+                    .is_some_and(berth_runtime::is_systemd_path);
                 b.as_init(&a.bundle).with_systemd(systemd).with_detach(true)
             })
             .and_then(|b| b.build())
@@ -101,7 +107,7 @@ pub fn run(a: &Container) -> Result<(), String> {
     let pid = container.pid().ok_or("the runtime gave no init pid")?;
 
     let sigfd = sigchld_fd()?;
-    super::reap::record_oom_base(&a.bundle, &a.state);
+    record_oom_base(cgroup.as_deref(), &a.state);
     if let Some(start) = berth_runtime::protocol::state::process_start(pid.as_raw()) {
         write_atomic(&a.state, PID_START, start.to_string().as_bytes())
             .map_err(|e| format!("pid-start file: {e}"))?;
@@ -146,7 +152,7 @@ pub fn run(a: &Container) -> Result<(), String> {
         }
     };
     if let Some(exit) = early_exit {
-        record_exit(&a.bundle, &a.state, exit, false);
+        record_exit(cgroup.as_deref(), &a.state, exit, false);
         container.delete(&a.id, &a.state);
         return Ok(());
     }
@@ -167,9 +173,9 @@ pub fn run(a: &Container) -> Result<(), String> {
     write_atomic(&a.state, STARTED, now_ns().to_string().as_bytes())
         .map_err(|e| format!("started file: {e}"))?;
     // Running: libcontainer's code and heap are not needed until the end,
-    // so become a lean pump (the same pid, so the container stays our
-    // child): its pipes become our stdin and stdout. Only if exec fails do
-    // we go on here.
+    // so become the small pump (the same pid, so the container stays our
+    // child): its pipes become our stdin and stdout, and this binary stays
+    // open for it, for the delete. Only if exec fails do we go on here.
     drop((sigfd, fifo, log));
     // The stdin pipe's writing end survives the exec at its number.
     let stdin_fd = match &stdin_w {
@@ -191,14 +197,24 @@ pub fn run(a: &Container) -> Result<(), String> {
             std::process::Stdio::from(err_r),
         ),
     };
-    let pump = Invocation::Pump {
+    let myself = nix::fcntl::open(
+        "/proc/self/exe",
+        OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("/proc/self/exe: {e}"))?;
+    let inv = Invocation::Pump(Pump {
         container: a.clone(),
         pid: pid.as_raw(),
         stdin_fd,
         tty,
-    };
+        cgroup,
+        monitor_fd: myself.as_raw_fd(),
+    });
+    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", pump.as_raw_fd()));
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
     let e = std::os::unix::process::CommandExt::exec(
-        super::myself(&pump).stdin(pump_in).stdout(pump_out),
+        cmd.args(inv.to_args()).stdin(pump_in).stdout(pump_out),
     );
-    Err(format!("re-exec as the pump: {e}"))
+    Err(format!("executing berth-pump: {e}"))
 }

@@ -43,8 +43,8 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The created container of `c` again (in the pump, after the
-    /// re-exec), for its delete.
+    /// The created container of `c` again (executed by the pump), for its
+    /// delete.
     pub fn load(c: &Container, pid: Pid) -> Result<Engine, String> {
         match External::of(c) {
             Some(x) => Ok(Engine::Oci(x, pid)),
@@ -79,6 +79,17 @@ impl Engine {
             eprintln!("berth-monitor {id}: delete: {e}");
         }
         deleted(state);
+    }
+}
+
+/// `berth-monitor delete`: the pump's container has exited; delete it.
+pub fn delete_exited(c: &Container, pid: Pid) {
+    match Engine::load(c, pid) {
+        Ok(mut e) => e.delete(&c.id, &c.state),
+        Err(e) => {
+            eprintln!("berth-monitor {}: {e}", c.id);
+            deleted(&c.state);
+        }
     }
 }
 

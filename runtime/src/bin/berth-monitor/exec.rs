@@ -456,7 +456,7 @@ fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Re
                 }
             }
             if code.is_none() {
-                code = super::reap::reap(pid).map(|e| e.code);
+                code = berth_runtime::reap::reap(pid).map(|e| e.code);
                 if code.is_some() && master.is_none() {
                     break;
                 }
@@ -501,7 +501,7 @@ fn wait(pid: Pid, sigfd: SignalFd, master: Option<OwnedFd>, control: File) -> Re
                     match c.read_line(&mut line) {
                         Ok(n) if n > 0 => {
                             if let (Some(m), Some(r)) = (&master, Resize::parse(line.as_bytes())) {
-                                super::attach::resize(m, r);
+                                berth_runtime::resize_terminal(m, r);
                             }
                         }
                         _ => control = None,

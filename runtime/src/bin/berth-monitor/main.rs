@@ -1,9 +1,10 @@
 //! berth-monitor: one per container, started by berthd and detached from
 //! it (its own session), so the container outlives a berthd restart or
 //! crash. It creates the container with youki's libcontainer (or an
-//! external OCI runtime), holds its stdout/stderr and writes them to the
-//! CRI log, starts it when berthd says so, reaps it and records its exit,
-//! then deletes it.
+//! external OCI runtime) and starts it when berthd says so; then it
+//! becomes `berth-pump`, a small binary, which writes the container's
+//! output to the CRI log, reaps it and records its exit, and at the end
+//! executes this one again to delete the container.
 //!
 //! Single-threaded on purpose: libcontainer clones and runs Rust code in
 //! the child, which is only safe in a process with one thread.
@@ -11,9 +12,10 @@
 //! Its command line is [`berth_runtime::protocol::Invocation`]; the modes:
 //!
 //! - `run` ([`create`]): creates the container and waits, CREATED, for
-//!   berthd's start word; then re-executes itself as
-//! - `pump` ([`pump`]): copies the container's output to the log and to
-//!   attached clients ([`attach`]), reaps it, records its exit;
+//!   berthd's start word; then executes `berth-pump` (berthd's sealed copy,
+//!   opened at the start), which
+//! - `delete` ([`engine`]) ends: kills what is left of the exited
+//!   container, removes its cgroup and the runtime's state;
 //! - `exec` ([`exec`]): runs one more process in a running container;
 //! - `pause`, `pause-init` ([`pause`]): a pod's infra process, when the
 //!   pod shares one PID namespace.
@@ -22,15 +24,12 @@
 //! one whose spec asks for a terminal gets one (libcontainer's console
 //! socket), its output logged as stdout.
 
-mod attach;
 mod bundle;
 mod create;
 mod engine;
 mod exec;
 mod oci;
 mod pause;
-mod pump;
-mod reap;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -47,7 +46,7 @@ fn main() -> ExitCode {
         }
     };
     match inv {
-        Invocation::Run(c) => {
+        Invocation::Run { container: c, pump } => {
             // libcontainer says why it failed only through tracing: its
             // errors go to our stderr, the container's monitor.log.
             let _ = tracing_subscriber::fmt()
@@ -59,7 +58,7 @@ fn main() -> ExitCode {
             // reaches us.
             let _ = nix::unistd::setsid();
             let _ = std::env::set_current_dir("/");
-            match create::run(&c) {
+            match create::run(&c, &pump) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("berth-monitor {}: {e}", c.id);
@@ -67,12 +66,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Invocation::Pump {
-            container,
-            pid,
-            stdin_fd,
-            tty,
-        } => report(pump::pump_mode(&container, pid, stdin_fd, tty)),
+        Invocation::Delete { container, pid } => {
+            engine::delete_exited(&container, nix::unistd::Pid::from_raw(pid));
+            ExitCode::SUCCESS
+        }
+        Invocation::Pump { .. } => report(Err("pump is berth-pump's mode".into())),
         Invocation::Exec {
             id,
             root,

@@ -19,6 +19,13 @@ fn container(stdin: bool, once: bool, runtime: Option<&str>) -> Container {
     }
 }
 
+fn run(container: Container) -> Invocation {
+    Invocation::Run {
+        container,
+        pump: "/proc/77/fd/9".into(),
+    }
+}
+
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
@@ -26,19 +33,27 @@ fn os(args: &[&str]) -> Vec<OsString> {
 #[test]
 fn every_mode_round_trips() {
     let all = [
-        Invocation::Run(container(false, false, None)),
-        Invocation::Run(container(true, true, Some("/usr/bin/runc"))),
-        Invocation::Pump {
+        run(container(false, false, None)),
+        run(container(true, true, Some("/usr/bin/runc"))),
+        Invocation::Pump(Pump {
             container: container(true, false, None),
             pid: 4242,
             stdin_fd: Some(7),
             tty: false,
-        },
-        Invocation::Pump {
+            cgroup: Some("/kubepods/pod1/c1".into()),
+            monitor_fd: 5,
+        }),
+        Invocation::Pump(Pump {
             container: container(false, false, Some("/usr/bin/crun")),
             pid: 1,
             stdin_fd: None,
             tty: true,
+            cgroup: None,
+            monitor_fd: 3,
+        }),
+        Invocation::Delete {
+            container: container(false, true, Some("/usr/bin/runc")),
+            pid: 4242,
         },
         Invocation::Exec {
             id: "c1".into(),
@@ -72,7 +87,7 @@ fn every_mode_round_trips() {
 
 #[test]
 fn the_command_line_is_as_documented() {
-    let args = Invocation::Run(container(true, true, Some("/usr/bin/runc"))).to_args();
+    let args = run(container(true, true, Some("/usr/bin/runc"))).to_args();
     assert_eq!(
         args,
         os(&[
@@ -82,6 +97,7 @@ fn the_command_line_is_as_documented() {
             "/run/berth/containers/c1",
             "/run/berth/runtime",
             "/var/log/pods/p/c/0.log",
+            "/proc/77/fd/9",
             "--stdin",
             "--stdin-once",
             "--runtime",
@@ -100,44 +116,41 @@ fn paths_that_look_like_flags_or_hold_commas_stay_paths() {
     let mut c = container(false, false, Some("/opt/a,b/runc"));
     c.log = "--tty".into();
     c.bundle = PathBuf::from(OsString::from_vec(b"/b\xff".to_vec()));
-    let inv = Invocation::Run(c);
+    let inv = run(c);
     assert_eq!(Invocation::parse(&inv.to_args()), Ok(inv));
 }
 
 #[test]
 fn bad_command_lines_are_refused() {
-    let bad: &[&[&str]] = &[
-        &[],
-        &["nonsense"],
+    // Each a command line, its words split at spaces.
+    let bad: &[&str] = &[
+        "",
+        "nonsense",
         // An id alone was the old command line: a mode is required now.
-        &["c1", "/b", "/s", "/r", "/l"],
-        &["run", "c1", "/b", "/s", "/r"],
-        &["run", "", "/b", "/s", "/r", "/l"],
-        &["run", "c1", "/b", "/s", "/r", "/l", "--bogus"],
-        &["run", "c1", "/b", "/s", "/r", "/l", "--runtime"],
-        &["run", "c1", "/b", "/s", "/r", "/l", "--tty"],
-        &["pump", "c1", "/b", "/s", "/r", "/l", "notapid"],
-        &[
-            "pump",
-            "c1",
-            "/b",
-            "/s",
-            "/r",
-            "/l",
-            "12",
-            "--stdin-fd",
-            "x",
-        ],
-        &["pump", "c1", "/b", "/s", "/r", "/l", "12", "--stdin-fd"],
-        &["exec", "c1", "/root"],
-        &["exec", "c1", "/root", "/p.json", "extra"],
-        &["pause"],
-        &["pause", "/pid", "--userns"],
-        &["pause-init"],
-        &["pause-init", "/pid", "/more"],
+        "c1 /b /s /r /l",
+        "run c1 /b /s /r /l",
+        "run c1 /b /s /r /l /p --bogus",
+        "run c1 /b /s /r /l /p --runtime",
+        "run c1 /b /s /r /l /p --tty",
+        "pump c1 /b /s /r /l notapid 3",
+        "pump c1 /b /s /r /l 12",
+        "pump c1 /b /s /r /l 12 x",
+        "pump c1 /b /s /r /l 12 3 --stdin-fd x",
+        "pump c1 /b /s /r /l 12 3 --stdin-fd",
+        "pump c1 /b /s /r /l 12 3 --cgroup",
+        "delete c1 /b /s /r /l",
+        "delete c1 /b /s /r /l 12 --tty",
+        "exec c1 /root",
+        "exec c1 /root /p.json extra",
+        "pause",
+        "pause /pid --userns",
+        "pause-init",
+        "pause-init /pid /more",
     ];
-    for args in bad {
-        let e = Invocation::parse(&os(args)).expect_err(&format!("{args:?}"));
+    let empty_id: &[&str] = &["run", "", "/b", "/s", "/r", "/l", "/p"];
+    let split = bad.iter().map(|l| l.split_whitespace().collect::<Vec<_>>());
+    for args in split.chain([empty_id.to_vec()]) {
+        let e = Invocation::parse(&os(&args)).expect_err(&format!("{args:?}"));
         assert!(e.to_string().contains("usage:"), "{e}");
     }
     let non_utf8_id = vec![

@@ -19,7 +19,12 @@ const NETWORK_READY: &str = "NetworkReady";
 pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
     let config = &daemon.config;
     let cgroups = cgroup_mode(Path::new("/sys/fs/cgroup"));
-    let runtime = runtime_condition(cgroups, &config.state, daemon.containers.monitor());
+    let pump = crate::monitor::path(crate::monitor::PUMP);
+    let runtime = runtime_condition(
+        cgroups,
+        &config.state,
+        &[daemon.containers.monitor(), &pump],
+    );
     let network = cni::load(&config.cni.conf_dir, &config.cni.bin_dirs);
     let network_condition = match &network {
         Ok(_) => condition(NETWORK_READY, Ok(())),
@@ -115,7 +120,9 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> StatusResponse {
     }
 }
 
-fn runtime_condition(cgroups: Option<&str>, state: &Path, monitor: &Path) -> RuntimeCondition {
+/// `helpers`: the binaries berthd runs (berth-monitor, berth-pump).
+fn runtime_condition(cgroups: Option<&str>, state: &Path, helpers: &[&Path]) -> RuntimeCondition {
+    let missing = helpers.iter().find(|h| !h.is_file());
     let verdict = if cgroups.is_none() {
         Err((
             "CgroupsUnavailable",
@@ -126,12 +133,12 @@ fn runtime_condition(cgroups: Option<&str>, state: &Path, monitor: &Path) -> Run
             "StateDirMissing",
             format!("state directory {} is gone", state.display()),
         ))
-    } else if !monitor.is_file() {
+    } else if let Some(m) = missing {
         Err((
             "MonitorMissing",
             format!(
-                "{} is missing: install berth-monitor next to berthd",
-                monitor.display()
+                "{} is missing: install berth-monitor and berth-pump next to berthd",
+                m.display()
             ),
         ))
     } else {
@@ -198,14 +205,19 @@ mod tests {
 
     #[test]
     fn missing_cgroups_is_reported_first() {
-        let sh = Path::new("/bin/sh");
+        let sh: &[&Path] = &[Path::new("/bin/sh"), Path::new("/bin/true")];
         let c = runtime_condition(None, Path::new("/"), sh);
         assert!(!c.status);
         assert_eq!(c.reason, "CgroupsUnavailable");
         let c = runtime_condition(Some("v1"), Path::new("/nonexistent/berth"), sh);
         assert_eq!(c.reason, "StateDirMissing");
-        let c = runtime_condition(Some("v1"), Path::new("/"), Path::new("/nonexistent/m"));
+        let c = runtime_condition(
+            Some("v1"),
+            Path::new("/"),
+            &[Path::new("/bin/sh"), Path::new("/nonexistent/p")],
+        );
         assert_eq!(c.reason, "MonitorMissing");
+        assert!(c.message.contains("/nonexistent/p"), "{}", c.message);
         assert!(runtime_condition(Some("v1"), Path::new("/"), sh).status);
     }
 }

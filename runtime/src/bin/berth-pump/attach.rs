@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
@@ -122,7 +122,7 @@ impl Attach {
                     Channel::StdinEnd if self.once && c.wrote_stdin => self.input = None,
                     Channel::Resize => {
                         if let (Some(t), Some(r)) = (&self.tty, Resize::parse(&data)) {
-                            resize(t, r);
+                            berth_runtime::resize_terminal(t, r);
                         }
                     }
                     Channel::Reopen => req.reopen.push(i),
@@ -174,18 +174,4 @@ fn write_frame(sock: &mut UnixStream, frame: &[u8]) -> bool {
         }
     }
     true
-}
-
-pub fn resize(tty: &File, size: Resize) {
-    let ws = nix::libc::winsize {
-        ws_row: size.rows,
-        ws_col: size.cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
-    unsafe {
-        nix::libc::ioctl(tty.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws);
-    }
 }

@@ -1,10 +1,11 @@
 //! Reaping the container's init and recording how it ended (the state
-//! dir's `exit` file).
+//! dir's `exit` file): what `berth-monitor` and `berth-pump` share.
+//! `cgroups_path` is the container's `linux.cgroupsPath`.
 
 use std::path::Path;
 
-use berth_runtime::now_ns;
-use berth_runtime::protocol::state::Exit;
+use crate::now_ns;
+use crate::protocol::state::Exit;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -50,9 +51,8 @@ pub fn reap(init: Pid) -> Option<Exit> {
 /// Writes the exit file, noting whether the OOM killer struck the
 /// container's cgroup: seen as it happened (`oom_seen`), or read now
 /// (before the container's delete removes the cgroup).
-pub fn record_exit(bundle: &Path, state: &Path, mut exit: Exit, oom_seen: bool) {
-    let path = super::bundle::cgroups_path(bundle);
-    let own = path.as_deref().and_then(berth_runtime::read_oom_kills);
+pub fn record_exit(cgroups_path: Option<&str>, state: &Path, mut exit: Exit, oom_seen: bool) {
+    let own = cgroups_path.and_then(crate::read_oom_kills);
     // The cgroup already gone (systemd removes an empty scope at once, even
     // before the inotify watch was set when the kill came early): killed by
     // SIGKILL while the OOM kills in its parent (the pod's) rose since the
@@ -61,7 +61,7 @@ pub fn record_exit(bundle: &Path, state: &Path, mut exit: Exit, oom_seen: bool) 
         let base: Option<u64> = std::fs::read_to_string(state.join(OOM_BASE))
             .ok()
             .and_then(|s| s.trim().parse().ok());
-        let now = path.as_deref().and_then(berth_runtime::parent_oom_kills);
+        let now = cgroups_path.and_then(crate::parent_oom_kills);
         matches!((base, now), (Some(b), Some(n)) if n > b)
     };
     exit.oom_killed = oom_seen
@@ -75,11 +75,8 @@ pub const OOM_BASE: &str = "oom-base";
 
 /// Records [`OOM_BASE`] (v2; nothing on v1, whose cgroup stays until the
 /// container's delete).
-pub fn record_oom_base(bundle: &Path, state: &Path) {
-    if let Some(n) = super::bundle::cgroups_path(bundle)
-        .as_deref()
-        .and_then(berth_runtime::parent_oom_kills)
-    {
+pub fn record_oom_base(cgroups_path: Option<&str>, state: &Path) {
+    if let Some(n) = cgroups_path.and_then(crate::parent_oom_kills) {
         let _ = std::fs::write(state.join(OOM_BASE), n.to_string());
     }
 }
@@ -98,10 +95,10 @@ pub struct OomWatch {
 impl OomWatch {
     /// A watch on the container's `memory.events`; None on v1 (whose
     /// cgroup stays until the delete) or when the file is not there.
-    pub fn new(bundle: &Path) -> Option<OomWatch> {
-        let cgroups_path = super::bundle::cgroups_path(bundle)?;
+    pub fn new(cgroups_path: Option<&str>) -> Option<OomWatch> {
+        let cgroups_path = cgroups_path?.to_string();
         let file = Path::new("/sys/fs/cgroup")
-            .join(berth_runtime::cgroup_rel(&cgroups_path)?)
+            .join(crate::cgroup_rel(&cgroups_path)?)
             .join("memory.events");
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
         inotify.add_watch(&file, AddWatchFlags::IN_MODIFY).ok()?;
@@ -126,7 +123,7 @@ impl OomWatch {
                 break;
             }
         }
-        if berth_runtime::oom_kills(&self.cgroups_path) > 0 {
+        if crate::oom_kills(&self.cgroups_path) > 0 {
             self.seen = true;
         }
     }

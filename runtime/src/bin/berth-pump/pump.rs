@@ -1,27 +1,28 @@
-//! `berth-monitor pump`: the monitor once its container runs (re-executed
-//! by `run`). Its stdin is the container's stdout pipe (or the terminal's
-//! master), its stdout the container's stderr pipe. It copies both into
-//! the CRI log and to attached clients, serves the attach socket, reaps
-//! the init, records the exit and deletes the container.
+//! The pump: the monitor once its container runs (executed by
+//! `berth-monitor run`). Its stdin is the container's stdout pipe (or the
+//! terminal's master), its stdout the container's stderr pipe. It copies
+//! both into the CRI log and to attached clients, serves the attach
+//! socket, reaps the init, records the exit and has `berth-monitor`
+//! delete the container.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use berth_runtime::protocol::state::ATTACH_SOCKET;
-use berth_runtime::protocol::{Channel, Container, Exit};
+use berth_runtime::protocol::state::{ATTACH_SOCKET, DELETED, write_atomic};
+use berth_runtime::protocol::{Channel, Exit, Invocation, Pump};
+use berth_runtime::reap::{OomWatch, drain_signals, reap, record_exit, sigchld_fd};
 use berth_runtime::{LogStream, now_ns};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
 use super::attach::Attach;
-use super::engine::{Engine, deleted};
-use super::reap::{OomWatch, drain_signals, reap, record_exit, sigchld_fd};
 
-pub fn pump_mode(c: &Container, pid: i32, stdin_fd: Option<i32>, tty: bool) -> Result<(), String> {
-    let pid = Pid::from_raw(pid);
+pub fn pump_mode(p: &Pump) -> Result<(), String> {
+    let (c, tty, cgroup) = (&p.container, p.tty, p.cgroup.as_deref());
+    let pid = Pid::from_raw(p.pid);
     let sigfd = sigchld_fd()?;
     let out_r = std::io::stdin()
         .as_fd()
@@ -43,7 +44,7 @@ pub fn pump_mode(c: &Container, pid: i32, stdin_fd: Option<i32>, tty: bool) -> R
         let t = out_r.try_clone().map_err(|e| format!("terminal: {e}"))?;
         (Some(File::from(m)), Some(File::from(t)))
     } else {
-        let fd = stdin_fd.map(|fd| {
+        let fd = p.stdin_fd.map(|fd| {
             #[allow(unsafe_code)]
             // SAFETY: the monitor before the exec left this descriptor
             // open for us at this number; nothing else owns it.
@@ -58,7 +59,7 @@ pub fn pump_mode(c: &Container, pid: i32, stdin_fd: Option<i32>, tty: bool) -> R
     // The init may have exited between exec and the mask: reap first, and
     // still drain what it wrote.
     let already = reap(pid);
-    let mut oom = OomWatch::new(&c.bundle);
+    let mut oom = OomWatch::new(cgroup);
     let exit = pump(
         pid,
         out_r,
@@ -70,16 +71,26 @@ pub fn pump_mode(c: &Container, pid: i32, stdin_fd: Option<i32>, tty: bool) -> R
         oom.as_mut(),
     )?;
     let _ = std::fs::remove_file(c.state.join(ATTACH_SOCKET));
-    let oom_seen = oom.is_some_and(|o| o.seen);
-    record_exit(&c.bundle, &c.state, exit, oom_seen);
-    match Engine::load(c, pid) {
-        Ok(mut e) => e.delete(&c.id, &c.state),
-        Err(e) => {
-            eprintln!("berth-monitor {}: {e}", c.id);
-            deleted(&c.state);
-        }
-    }
-    Ok(())
+    let oom_seen = oom.as_ref().is_some_and(|o| o.seen);
+    record_exit(cgroup, &c.state, exit, oom_seen);
+    // The container is gone: `berth-monitor`, which made it, deletes it,
+    // with nothing of ours left open and no signal blocked.
+    drop((attach, sigfd, oom));
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    let delete = Invocation::Delete {
+        container: c.clone(),
+        pid: pid.as_raw(),
+    };
+    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", p.monitor_fd));
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
+    let e = std::os::unix::process::CommandExt::exec(cmd.args(delete.to_args()));
+    // Not deleted, but the monitor's work is over all the same.
+    let _ = write_atomic(&c.state, DELETED, b"");
+    Err(format!("executing berth-monitor delete: {e}"))
 }
 
 /// The CRI log file, which `ReopenContainerLog` makes the monitor open
@@ -132,7 +143,9 @@ fn pump(
             Channel::Stderr,
         ),
     ];
-    let mut buf = vec![0u8; 64 * 1024];
+    // A quarter of a pipe's buffer a read: a busy pipe takes four reads,
+    // and an idle pump keeps fewer pages.
+    let mut buf = vec![0u8; 16 * 1024];
     let mut entries = Vec::new();
     loop {
         // After the init is gone, give the pipes a moment to drain: a
