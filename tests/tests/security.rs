@@ -849,8 +849,16 @@ async fn a_running_containers_pump_is_sealed_and_hands_over_the_delete() {
         .collect();
     assert_eq!(pumps.len(), 1, "{pumps:?}");
     let p = pumps[0];
-    let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
-    assert_eq!(comm.trim(), "berth-pump");
+    // The monitor executes the pump after StartContainer has answered:
+    // wait for it to have named itself.
+    let comm = || std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    for _ in 0..600 {
+        if comm().trim() == "berth-pump" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(comm().trim(), "berth-pump");
     let exe = std::fs::read_link(format!("/proc/{p}/exe")).unwrap();
     assert!(
         exe.to_string_lossy().starts_with("/memfd:berth-pump"),
@@ -891,7 +899,7 @@ async fn a_running_containers_pump_is_sealed_and_hands_over_the_delete() {
     assert_eq!(status.exit_code, 137, "{status:?}");
     // The monitor's delete ends with `deleted` in the state dir.
     let deleted = s.b.state.join("containers").join(&id).join("deleted");
-    for _ in 0..100 {
+    for _ in 0..600 {
         if deleted.exists() {
             break;
         }
