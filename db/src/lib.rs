@@ -13,7 +13,7 @@
 
 pub mod crash;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -235,37 +235,80 @@ impl OpenNames<'_> {
 /// database only this process writes: every write goes through here, to
 /// the database first, then to memory; reads only take a read lock.
 /// Writes are serialised among themselves, so memory and the database
-/// always agree on the last write of a key.
+/// always agree on the last write of a key. Records may also be grouped
+/// by a key of their own ([`Cached::open_grouped`]; containers by pod),
+/// so that a group's records are found without a scan.
 pub struct Cached<V> {
     table: Table<V>,
     db: Arc<Database>,
-    records: RwLock<BTreeMap<String, Arc<V>>>,
+    records: RwLock<Records<V>>,
+    group: Option<fn(&V) -> String>,
     writing: Mutex<()>,
+}
+
+/// The records by key, and the keys of each group.
+struct Records<V> {
+    by_key: BTreeMap<String, Arc<V>>,
+    groups: HashMap<String, BTreeSet<String>>,
 }
 
 impl<V: Serialize + DeserializeOwned + Clone> Cached<V> {
     /// Creates the table if this is a new database, and reads it whole.
     pub fn open(db: Arc<Database>, table: Table<V>) -> Result<Cached<V>> {
+        Self::open_with(db, table, None)
+    }
+
+    /// As [`Cached::open`], with the records grouped by `group` (see
+    /// [`Cached::of_group`]). A record's group must not change.
+    pub fn open_grouped(
+        db: Arc<Database>,
+        table: Table<V>,
+        group: fn(&V) -> String,
+    ) -> Result<Cached<V>> {
+        Self::open_with(db, table, Some(group))
+    }
+
+    fn open_with(
+        db: Arc<Database>,
+        table: Table<V>,
+        group: Option<fn(&V) -> String>,
+    ) -> Result<Cached<V>> {
         table.init(&db)?;
-        let records = table
-            .entries(&db)?
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(v)))
-            .collect();
+        let mut records = Records {
+            by_key: BTreeMap::new(),
+            groups: HashMap::new(),
+        };
+        for (k, v) in table.entries(&db)? {
+            records.insert(group, k, Arc::new(v));
+        }
         Ok(Cached {
             table,
             db,
             records: RwLock::new(records),
+            group,
             writing: Mutex::new(()),
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<V>>> {
+    fn records(&self) -> std::sync::RwLockReadGuard<'_, Records<V>> {
         self.records.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn update(&self, f: impl FnOnce(&mut BTreeMap<String, Arc<V>>)) {
+    fn update(&self, f: impl FnOnce(&mut Records<V>)) {
         f(&mut self.records.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The records of group `g`, in key order (none when the records are
+    /// not grouped).
+    pub fn of_group(&self, g: &str) -> Vec<Arc<V>> {
+        let records = self.records();
+        records
+            .groups
+            .get(g)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| records.by_key.get(k).cloned())
+            .collect()
     }
 
     /// The database it reads and writes.
@@ -275,25 +318,25 @@ impl<V: Serialize + DeserializeOwned + Clone> Cached<V> {
 
     /// Every record, in key order; shared, not copied.
     pub fn all(&self) -> Vec<Arc<V>> {
-        self.read().values().cloned().collect()
+        self.records().by_key.values().cloned().collect()
     }
 
     /// How many records there are.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.records().by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.records().by_key.is_empty()
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<V>> {
-        self.read().get(key).cloned()
+        self.records().by_key.get(key).cloned()
     }
 
     /// The first record, in key order, that `pred` accepts.
     pub fn find_by(&self, pred: impl Fn(&V) -> bool) -> Option<Arc<V>> {
-        self.read().values().find(|v| pred(v)).cloned()
+        self.records().by_key.values().find(|v| pred(v)).cloned()
     }
 
     /// As [`Table::find`]: the record whose key is `prefix`, else the one
@@ -302,8 +345,8 @@ impl<V: Serialize + DeserializeOwned + Clone> Cached<V> {
         if prefix.is_empty() {
             return None;
         }
-        let records = self.read();
-        let mut rows = records.range::<str, _>((
+        let records = self.records();
+        let mut rows = records.by_key.range::<str, _>((
             std::ops::Bound::Included(prefix),
             std::ops::Bound::Unbounded,
         ));
@@ -322,9 +365,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cached<V> {
         let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         self.table.put(&self.db, key, rec)?;
         let rec = Arc::new(rec.clone());
-        self.update(|m| {
-            m.insert(key.to_string(), rec);
-        });
+        self.update(|m| m.insert(self.group, key.to_string(), rec));
         Ok(())
     }
 
@@ -332,10 +373,41 @@ impl<V: Serialize + DeserializeOwned + Clone> Cached<V> {
     pub fn delete(&self, key: &str) -> Result<()> {
         let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         self.table.delete(&self.db, key)?;
-        self.update(|m| {
-            m.remove(key);
-        });
+        self.update(|m| m.remove(self.group, key));
         Ok(())
+    }
+}
+
+impl<V> Records<V> {
+    fn insert(&mut self, group: Option<fn(&V) -> String>, key: String, rec: Arc<V>) {
+        if let Some(g) = group {
+            self.groups.entry(g(&rec)).or_default().insert(key.clone());
+        }
+        if let Some(old) = self.by_key.insert(key.clone(), rec) {
+            self.ungroup(group, &key, &old, true);
+        }
+    }
+
+    fn remove(&mut self, group: Option<fn(&V) -> String>, key: &str) {
+        if let Some(old) = self.by_key.remove(key) {
+            self.ungroup(group, key, &old, false);
+        }
+    }
+
+    /// Drops `key` from the group of `old`, its record that was; unless
+    /// `replaced` by one in the same group.
+    fn ungroup(&mut self, group: Option<fn(&V) -> String>, key: &str, old: &V, replaced: bool) {
+        let Some(g) = group else { return };
+        let was = g(old);
+        if replaced && self.by_key.get(key).is_some_and(|new| g(new) == was) {
+            return;
+        }
+        if let Some(keys) = self.groups.get_mut(&was) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.groups.remove(&was);
+            }
+        }
     }
 }
 

@@ -155,15 +155,22 @@ fn the_on_disk_format_is_the_old_one() {
     assert_eq!(v.value(), br#"{"id":"new","n":8}"#);
 }
 
+/// A fresh database file at the returned path (removed by the caller), to
+/// be shared by several tables.
+fn shared_db(name: &str) -> (PathBuf, Arc<Database>) {
+    let path =
+        std::env::temp_dir().join(format!("berth-db-test-{name}-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let db = Arc::new(Database::create(&path).expect("create"));
+    (path, db)
+}
+
 /// A cached table reads what the database held, finds as `Table::find`
 /// does, and writes through: a second one opened on the same database
 /// reads what the first wrote.
 #[test]
 fn a_cached_table_agrees_with_the_database() {
-    let path =
-        std::env::temp_dir().join(format!("berth-db-test-cached-{}.redb", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let db = Arc::new(Database::create(&path).expect("create"));
+    let (path, db) = shared_db("cached");
     RECS.init(&db).expect("init");
     RECS.put(&db, "abc", &rec("abc", 1)).expect("put");
     let cached = Cached::open(db.clone(), RECS).expect("open");
@@ -195,5 +202,48 @@ fn a_cached_table_agrees_with_the_database() {
     let again = Cached::open(db.clone(), RECS).expect("reopen");
     assert_eq!(again.len(), 3);
     drop((cached, again, db));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A grouped table finds each group's records without a scan, and keeps
+/// the groups right through puts, replacements (also into another group),
+/// deletes and a reopen; an ungrouped one has no groups.
+#[test]
+fn a_grouped_table_keeps_its_groups() {
+    let (path, db) = shared_db("grouped");
+    // Grouped by n.
+    let by_n = |r: &Rec| r.n.to_string();
+    let g = Cached::open_grouped(db.clone(), RECS, by_n).expect("open");
+    for (id, n) in [("a", 1), ("b", 2), ("c", 1), ("d", 1)] {
+        g.put(id, &rec(id, n)).expect("put");
+    }
+    let ids = |g: &Cached<Rec>, n: &str| -> Vec<String> {
+        g.of_group(n).iter().map(|r| r.id.clone()).collect()
+    };
+    assert_eq!(ids(&g, "1"), ["a", "c", "d"]);
+    assert_eq!(ids(&g, "2"), ["b"]);
+    g.put("c", &rec("c", 1)).expect("replace, same group");
+    g.put("a", &rec("a", 2)).expect("replace, other group");
+    g.delete("d").expect("delete");
+    g.delete("nothing").expect("delete of nothing");
+    assert_eq!(ids(&g, "1"), ["c"]);
+    assert_eq!(ids(&g, "2"), ["a", "b"]);
+    assert!(ids(&g, "3").is_empty());
+    let again = Cached::open_grouped(db.clone(), RECS, by_n).expect("reopen");
+    for n in ["1", "2", "3"] {
+        assert_eq!(ids(&again, n), ids(&g, n), "group {n}");
+        let scan: Vec<String> = g
+            .all()
+            .iter()
+            .filter(|r| r.n.to_string() == n)
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(ids(&g, n), scan, "group {n} against a scan");
+    }
+    g.delete("c").expect("delete");
+    assert!(!g.records().groups.contains_key("1"), "an empty group goes");
+    let plain = Cached::open(db.clone(), RECS).expect("open");
+    assert!(plain.of_group("2").is_empty());
+    drop((g, again, plain, db));
     let _ = std::fs::remove_file(&path);
 }

@@ -78,7 +78,7 @@ impl Containers {
     ) -> Result<Containers, ContainerError> {
         let monitor = crate::monitor::path(crate::monitor::MONITOR);
         let c = Containers {
-            records: Cached::open(db, CONTAINERS)?,
+            records: Cached::open_grouped(db, CONTAINERS, |c| c.pod_id.clone())?,
             seen: Default::default(),
             root: root.join("containers"),
             state: state.join("containers"),
@@ -103,11 +103,9 @@ impl Containers {
         Ok(self.records.all())
     }
 
-    /// The records of one pod.
+    /// The records of one pod (grouped by pod: no scan).
     pub fn of_pod(&self, pod_id: &str) -> Vec<Arc<ContainerRecord>> {
-        let mut all = self.records.all();
-        all.retain(|c| c.pod_id == pod_id);
-        all
+        self.records.of_group(pod_id)
     }
 
     /// By full id or unique prefix.

@@ -50,9 +50,9 @@ pub async fn create_container(
     let key = key_of(&config);
     if let Some(holder) = d
         .containers
-        .all()?
+        .of_pod(&pod.id)
         .into_iter()
-        .find(|c| c.pod_id == pod.id && key_of(c.config_ref()) == key)
+        .find(|c| key_of(c.config_ref()) == key)
     {
         // The kubelet retrying a call whose deadline ended: the container
         // that call made (and did not start) is its answer.

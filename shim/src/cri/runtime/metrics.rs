@@ -179,7 +179,6 @@ fn metric(name: &str, kind: MetricType, labels: &[String], value: u64, ts: i64) 
 /// The metrics of every ready pod and its running containers.
 pub async fn list_pod_sandbox_metrics(d: Arc<Daemon>) -> Result<Vec<PodSandboxMetrics>, Status> {
     let pods = d.pods.all().map_err(|e| Status::internal(e.to_string()))?;
-    let containers = d.containers.all()?;
     tokio::task::spawn_blocking(move || {
         let now = now_ns();
         let secs = (now / 1_000_000_000) as u64;
@@ -213,9 +212,10 @@ pub async fn list_pod_sandbox_metrics(d: Arc<Daemon>) -> Result<Vec<PodSandboxMe
                         }
                     }
                 }
-                let container_metrics = containers
+                let container_metrics = d
+                    .containers
+                    .of_pod(&pod.id)
                     .iter()
-                    .filter(|c| c.pod_id == pod.id)
                     .filter_map(|c| match d.containers.observe(&c.id) {
                         Observed::Running { started_ns } => Some((c, started_ns)),
                         _ => None,

@@ -9,15 +9,13 @@ use cri_api::v1::{PodSandboxStats, PodSandboxStatsFilter};
 use tonic::Status;
 
 use super::container_stats::stats_of;
-use std::collections::HashMap;
 
 use crate::container::{ContainerRecord, Observed};
 use crate::daemon::Daemon;
 use crate::par::ParMap;
 use crate::pod::{PodRecord, PodState};
 
-/// The pod's stats from its `containers`, which the caller reads (a list
-/// reads the container table once, not once per pod).
+/// The pod's stats from its `containers`.
 fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[Arc<ContainerRecord>]) -> PodSandboxStats {
     let running: Vec<&Arc<ContainerRecord>> = containers
         .iter()
@@ -32,15 +30,6 @@ fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[Arc<ContainerRecord>]) -
             .sum()
     };
     crate::stats::pod_stats(&d.sampler, &d.pods, pod, stats, pids)
-}
-
-/// Every container record, grouped by pod.
-fn by_pod(d: &Daemon) -> HashMap<String, Vec<Arc<ContainerRecord>>> {
-    let mut out: HashMap<String, Vec<Arc<ContainerRecord>>> = HashMap::new();
-    for c in d.containers.all().unwrap_or_default() {
-        out.entry(c.pod_id.clone()).or_default().push(c);
-    }
-    out
 }
 
 /// A pod that is not ready has no stats: `Unavailable`, as containerd
@@ -65,7 +54,6 @@ pub async fn list_pod_sandbox_stats(
     let f = filter.unwrap_or_default();
     let pods = d.pods.all().map_err(|e| Status::internal(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
-        let all = by_pod(&d);
         pods.iter()
             .filter(|p| p.state == PodState::Ready)
             .filter(|p| f.id.is_empty() || p.id.starts_with(&f.id))
@@ -77,7 +65,7 @@ pub async fn list_pod_sandbox_stats(
             })
             .collect::<Vec<_>>()
             .as_slice()
-            .par_map(|p| pod_stats(&d, p, all.get(&p.id).map_or(&[], Vec::as_slice)))
+            .par_map(|p| pod_stats(&d, p, &d.containers.of_pod(&p.id)))
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))

@@ -12,21 +12,19 @@ pub async fn remove_pod_sandbox(
 ) -> Result<RemovePodSandboxResponse, Status> {
     crate::cri::validate::id("RemovePodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
     if let Some((_turn, rec)) = d.pod_turn(&req.pod_sandbox_id).await? {
-        for c in d.containers.all()? {
-            if c.pod_id == rec.id {
-                d.containers.remove(&c).await?;
-                d.images
-                    .release(&c.id)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                crate::cri::events::stopped(d, &c.id, &rec.id);
-                crate::cri::events::emit(
-                    d,
-                    &c.id,
-                    ContainerEventType::ContainerDeletedEvent,
-                    &rec.id,
-                    None,
-                );
-            }
+        for c in d.containers.of_pod(&rec.id) {
+            d.containers.remove(&c).await?;
+            d.images
+                .release(&c.id)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            crate::cri::events::stopped(d, &c.id, &rec.id);
+            crate::cri::events::emit(
+                d,
+                &c.id,
+                ContainerEventType::ContainerDeletedEvent,
+                &rec.id,
+                None,
+            );
         }
         berth_db::crash::point("remove_pod:containers_removed");
         let pods = d.pods.clone();

@@ -17,11 +17,9 @@ pub async fn stop_pod_sandbox(
     crate::cri::validate::id("StopPodSandbox", "pod_sandbox_id", &req.pod_sandbox_id)?;
     if let Some((_turn, mut rec)) = d.pod_turn(&req.pod_sandbox_id).await? {
         // Its containers first (the kubelet has given them their grace).
-        for c in d.containers.all()? {
-            if c.pod_id == rec.id {
-                d.containers.stop(&c, std::time::Duration::ZERO).await?;
-                crate::cri::events::stopped(d, &c.id, &rec.id);
-            }
+        for c in d.containers.of_pod(&rec.id) {
+            d.containers.stop(&c, std::time::Duration::ZERO).await?;
+            crate::cri::events::stopped(d, &c.id, &rec.id);
         }
         berth_db::crash::point("stop_pod:containers_stopped");
         // NOTREADY once its containers are gone, as containerd does; the
