@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh run
 
 # A node with no pod network yet gets a private one (manifests/10-berth.conflist:
-# bridge + host-local 10.88.0.0/16 + portmap + bandwidth + loopback, from
+# bridge + host-local 10.88.0.0/16 + portmap + bandwidth; berth brings lo up), from
 # Debian's containernetworking-plugins).
 conf_dir=/etc/cni/net.d
 if ! ls "$conf_dir"/*.conf "$conf_dir"/*.conflist "$conf_dir"/*.json >/dev/null 2>&1; then

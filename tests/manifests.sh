@@ -256,7 +256,7 @@ elif what == "cni":
     c = json.loads((m / "10-berth.conflist").read_text())
     need(c["cniVersion"] == "1.0.0", f"cniVersion {c['cniVersion']}")
     types = [p["type"] for p in c["plugins"]]
-    need(types[0] == "bridge" and {"portmap", "loopback"} <= set(types), f"plugins {types}")
+    need(types[0] == "bridge" and "portmap" in types and "loopback" not in types, f"plugins {types}")
     b = c["plugins"][0]
     need(b["bridge"] == "berth0" and b["isGateway"] is True and b["ipMasq"] is True, f"bridge {b}")
     need(b["ipam"]["type"] == "host-local" and b["ipam"]["ranges"] == [[{"subnet": "10.88.0.0/16"}]], f"ipam {b['ipam']}")
@@ -270,7 +270,7 @@ check "berth-deploy.yaml: namespace, RBAC and DaemonSet references resolve; host
 check "kubelet-config.yaml: KubeletConfiguration fields only; berth's socket and cgroup driver" pycheck kubelet
 check "crictl.yaml: crictl's keys; berth's socket" pycheck crictl
 check "config.toml: parses; its commented defaults are the README's Configuration block" pycheck config
-check "10-berth.conflist: cniVersion 1.0.0, bridge berth0 (gateway, masquerade), host-local 10.88.0.0/16, portmap, loopback" pycheck cni
+check "10-berth.conflist: cniVersion 1.0.0, bridge berth0 (gateway, masquerade), host-local 10.88.0.0/16, portmap, no loopback (berth brings lo up)" pycheck cni
 
 # --- the systemd unit -------------------------------------------------------
 unit_directives() {

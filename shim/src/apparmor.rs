@@ -238,10 +238,13 @@ fn load(parser: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", parser.display()))?;
     let fed = child.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
     let deadline = Instant::now() + PARSER_TIMEOUT;
+    let pidfd = crate::wait::pidfd(nix::unistd::Pid::from_raw(child.id() as i32)).ok();
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) if Instant::now() < deadline => {
+                crate::wait::for_exit(pidfd.as_ref(), deadline)
+            }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -377,6 +377,7 @@ fn run_bounded(
         .spawn()
         .map_err(RunError::Spawn)?;
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pidfd = crate::wait::pidfd(group).ok();
     let deadline = std::time::Instant::now() + timeout;
     let kill = |child: &mut std::process::Child| {
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
@@ -417,7 +418,7 @@ fn run_bounded(
         match child.try_wait().map_err(RunError::Wait)? {
             Some(s) => break s,
             None if std::time::Instant::now() >= deadline => return Err(kill(&mut child)),
-            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+            None => crate::wait::for_exit(pidfd.as_ref(), deadline),
         }
     };
     let mut output = [Vec::new(), Vec::new()];

@@ -29,6 +29,7 @@ mod stats;
 mod stored;
 mod streaming;
 mod trace;
+mod wait;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

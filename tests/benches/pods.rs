@@ -1,6 +1,7 @@
 //! Pod start benchmark: RunPodSandbox + CreateContainer + StartContainer
-//! for 20 pods (one busybox `sleep` container each, no CNI network), then
-//! berthd's and the monitors' memory with the 20 running.
+//! for 20 pods (one busybox `sleep` container each, no CNI network unless
+//! asked), the mean of each step (from berthd's metrics), then berthd's
+//! and the monitors' memory with the 20 running.
 //!
 //! ```sh
 //! cargo build --release -p berthd -p berth-runtime
@@ -10,6 +11,8 @@
 //! tests/vm/run.sh "BERTH_TEST_CGROUP_DRIVER=systemd BERTHD_BIN=$PWD/target/release/berthd target/release/deps/pods-<hash>"
 //! # the same with every pod in its own user namespace:
 //! BERTH_BENCH_USERNS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
+//! # every pod on the default network (manifests/10-berth.conflist's chain):
+//! BERTH_BENCH_CNI=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
 //! # where one monitor's memory lies, mapping by mapping:
 //! BERTH_BENCH_MAPS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
 //! ```
@@ -23,7 +26,16 @@ const PODS: usize = 20;
 
 fn main() {
     berth_tests::bench::runtime().block_on(async {
-        let (_reg, b, image) = berth_tests::bench::berthd_with_busybox().await;
+        let (_reg, b, image) = berth_tests::bench::berthd_with_busybox_and(berth_tests::Options {
+            config: "[metrics]\naddress = \"127.0.0.1:0\"\n".into(),
+            ..Default::default()
+        })
+        .await;
+        // BERTH_BENCH_CNI=1: every pod on the default network (bridge,
+        // host-local, portmap, bandwidth, loopback), on a bridge of its own.
+        let cni = std::env::var_os("BERTH_BENCH_CNI").map(|_| berth_tests::net::TestNet::install_default(&b, 0, true));
+        let metrics = berth_tests::metrics::address(&b);
+        let before = berth_tests::metrics::samples(&berth_tests::metrics::get(&metrics));
         let mut c = b.runtime().await;
         // BERTH_BENCH_USERNS=1: every pod in a user namespace of its own.
         let userns = std::env::var_os("BERTH_BENCH_USERNS").is_some();
@@ -48,6 +60,7 @@ fn main() {
             times.push(t.elapsed().as_secs_f64() * 1e3);
             pods.push(pod);
         }
+        let after = berth_tests::metrics::samples(&berth_tests::metrics::get(&metrics));
         let mut sorted = times.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let pct = |p: f64| berth_tests::bench::percentile(&sorted, p);
@@ -56,12 +69,19 @@ fn main() {
             berth_tests::berthd_binary().display(),
             if userns { " (pods in user namespaces)" } else { "" }
         );
+        if let Some(net) = &cni {
+            println!("network: the default conflist's chain on bridge {}", net.bridge);
+        }
         println!(
             "RunPodSandbox+CreateContainer+StartContainer over {PODS} pods: median {:.1} ms, p90 {:.1} ms, min {:.1} ms, max {:.1} ms",
             pct(0.5),
             pct(0.9),
             sorted[0],
             sorted[sorted.len() - 1]
+        );
+        println!(
+            "mean of each step: {}",
+            berth_tests::metrics::step_means(&before, &after)
         );
         let pid = b.pid().as_raw();
         println!(

@@ -12,7 +12,6 @@
 //! BERTH_BENCH_PODS=100 ...   # stop at 100
 //! ```
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use berth_tests::bench::summary;
@@ -50,33 +49,6 @@ async fn start(
 }
 
 /// The mean time of each start stage and start RPC between two scrapes.
-fn steps(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> String {
-    let mean = |series: &str| {
-        let d = |suffix: &str| {
-            let k = series.replacen("{", &format!("{suffix}{{"), 1);
-            after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
-        };
-        let n = d("_count");
-        (n > 0.0).then(|| d("_sum") / n * 1e3)
-    };
-    let mut out = Vec::new();
-    for rpc in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
-        let s = format!(
-            "berth_grpc_request_duration_seconds{{rpc=\"/runtime.v1.RuntimeService/{rpc}\",code=\"Ok\"}}"
-        );
-        if let Some(ms) = mean(&s) {
-            out.push(format!("{rpc} {ms:.1} ms"));
-        }
-    }
-    for stage in ["namespaces", "network", "rootfs", "monitor"] {
-        let s = format!("berth_start_stage_duration_seconds{{stage=\"{stage}\"}}");
-        if let Some(ms) = mean(&s) {
-            out.push(format!("{stage} {ms:.1} ms"));
-        }
-    }
-    out.join(", ")
-}
-
 fn main() {
     let max: usize = std::env::var("BERTH_BENCH_PODS")
         .ok()
@@ -154,7 +126,10 @@ fn main() {
             }
             println!("  pod start (pods {}..{}): {}", n + 1, n + PROBE, summary(ms));
             let after = berth_tests::metrics::samples(&berth_tests::metrics::get(&metrics));
-            println!("    mean of each step: {}", steps(&before, &after));
+            println!(
+                "    mean of each step: {}",
+                berth_tests::metrics::step_means(&before, &after)
+            );
             // Back to n, so the next checkpoint counts from a round number.
             for pod in pods.split_off(n) {
                 c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })

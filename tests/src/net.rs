@@ -51,6 +51,40 @@ impl TestNet {
         net
     }
 
+    /// The network berth installs by default (`manifests/10-berth.conflist`:
+    /// bridge with host-local, portmap, bandwidth), on this test's own
+    /// bridge, subnet and IPAM directory, its plugins linked into berthd's
+    /// CNI bin dir; the bridge masquerades only if `masquerade`.
+    pub fn install_default(b: &Berthd, n: u32, masquerade: bool) -> TestNet {
+        let net = TestNet::install(b, n, &[]);
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/10-berth.conflist"),
+        )
+        .expect("manifests/10-berth.conflist");
+        let mut list: serde_json::Value = serde_json::from_str(&text).expect("conflist");
+        list["name"] = net.name.clone().into();
+        let plugins = list["plugins"].as_array_mut().expect("plugins");
+        for p in plugins.iter() {
+            let kind = p["type"].as_str().expect("type");
+            let link = b.dir.path().join("cni-bin").join(kind);
+            let _ = std::os::unix::fs::symlink(Path::new(PLUGINS).join(kind), link);
+        }
+        let bridge = &mut plugins[0];
+        bridge["bridge"] = net.bridge.clone().into();
+        if !masquerade {
+            bridge["ipMasq"] = false.into();
+        }
+        bridge["ipam"]["dataDir"] = serde_json::json!(net.ipam_dir);
+        bridge["ipam"]["ranges"] =
+            serde_json::json!([[{"subnet": format!("{}.0/24", net.subnet_prefix)}]]);
+        std::fs::write(
+            b.dir.path().join("net.d/10-test.conflist"),
+            list.to_string(),
+        )
+        .expect("conflist");
+        net
+    }
+
     /// IPs host-local has handed out and not released.
     pub fn allocated(&self) -> Vec<String> {
         let mut ips: Vec<String> = std::fs::read_dir(self.ipam_dir.join(&self.name))

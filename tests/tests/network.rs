@@ -841,28 +841,9 @@ async fn containers_reach_pods_by_ip_and_host_port_with_their_dns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_default_network_gives_pods_an_address() {
     let b = Berthd::start().await;
-    let net = TestNet::install(&b, 8, &[]);
-    for p in ["bandwidth", "loopback"] {
-        let _ = std::os::unix::fs::symlink(
-            Path::new(PLUGINS).join(p),
-            b.dir.path().join("cni-bin").join(p),
-        );
-    }
-    // manifests/10-berth.conflist, on this test's own bridge and subnet.
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/10-berth.conflist");
-    let mut list: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shipped).expect("read")).expect("json");
-    list["name"] = net.name.clone().into();
-    list["plugins"][0]["bridge"] = net.bridge.clone().into();
-    list["plugins"][0]["ipMasq"] = false.into();
-    list["plugins"][0]["ipam"]["dataDir"] = serde_json::json!(net.ipam_dir);
-    list["plugins"][0]["ipam"]["ranges"] =
-        serde_json::json!([[{"subnet": format!("{}.0/24", net.subnet_prefix)}]]);
-    std::fs::write(
-        b.dir.path().join("net.d/10-test.conflist"),
-        list.to_string(),
-    )
-    .expect("write");
+    // manifests/10-berth.conflist, on this test's own bridge and subnet;
+    // its loopback is berth's own.
+    let net = TestNet::install_default(&b, 8, false);
 
     let mut c = b.runtime().await;
     let id = run(&mut c, "default-net").await.expect("run");

@@ -218,7 +218,12 @@ impl Containers {
                 let _ = child.start_kill();
                 return Err("the container was not created within 60s".into());
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Until the monitor writes one of its answers, or exits.
+            let until = tokio::time::Instant::from_std(deadline);
+            tokio::select! {
+                _ = crate::wait::any_exists(&dir, &[PID, CREATE_ERROR], until) => {}
+                _ = child.wait() => {}
+            }
         }
         tokio::spawn(async move {
             let _ = child.wait().await;

@@ -2,7 +2,7 @@
 //! its monitor's deletion awaited, its directories released, its record
 //! forgotten; and, at start, containers whose monitor is gone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_runtime::protocol::state::{DELETED, Exit, PID};
 
@@ -63,9 +63,9 @@ impl Containers {
     /// monitor is gone without saying so, removes the (empty) cgroup.
     pub(super) async fn wait_deleted(&self, rec: &ContainerRecord) {
         let dir = self.state_dir(&rec.id);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !dir.join(DELETED).exists() && dir.join(PID).exists() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if dir.join(PID).exists() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            crate::wait::any_exists(&dir, &[DELETED], deadline).await;
         }
         if !dir.join(DELETED).exists() && !rec.cgroup.is_empty() {
             let rel = berth_runtime::cgroup_rel(&rec.cgroup).unwrap_or_default();

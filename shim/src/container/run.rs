@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use berth_runtime::protocol::Control;
@@ -124,15 +124,12 @@ impl Containers {
             .map_err(ContainerError::Start)?;
         berth_db::crash::point("start:told");
         let dir = self.state_dir(&rec.id);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !dir.join(STARTED).exists() && !dir.join(EXIT).exists() {
-            if Instant::now() > deadline {
-                return Err(ContainerError::Start(format!(
-                    "container {} did not start within 30s",
-                    rec.id
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        if !crate::wait::any_exists(&dir, &[STARTED, EXIT], deadline).await {
+            return Err(ContainerError::Start(format!(
+                "container {} did not start within 30s",
+                rec.id
+            )));
         }
         if let Observed::Exited { exit, .. } = self.observe(&rec.id)
             && !exit.message.is_empty()
@@ -260,16 +257,7 @@ pub(super) struct InitProcess(OwnedFd);
 
 impl InitProcess {
     fn open(pid: nix::unistd::Pid) -> nix::Result<Self> {
-        #[allow(unsafe_code)]
-        // SAFETY: pidfd_open takes a pid and flags and returns a new
-        // descriptor, owned here, or -1.
-        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
-        if fd < 0 {
-            return Err(nix::errno::Errno::last());
-        }
-        #[allow(unsafe_code)]
-        // SAFETY: a fresh descriptor that nothing else owns.
-        Ok(InitProcess(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        crate::wait::pidfd(pid).map(InitProcess)
     }
 
     /// Has it not exited? (A pidfd polls readable once its process has
