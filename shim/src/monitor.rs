@@ -23,9 +23,8 @@ pub fn path(name: &str) -> PathBuf {
 /// (its `argv[0]`, what `ps` shows), invoked as `inv`, with a clean
 /// environment but for a standard `PATH`.
 pub fn command(inv: &Invocation) -> std::process::Command {
-    let mut c = std::process::Command::new(exe());
-    std::os::unix::process::CommandExt::arg0(&mut c, MONITOR);
-    c.args(inv.to_args()).env_clear().env(
+    let mut c = inv.command(exe());
+    c.env_clear().env(
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );

@@ -119,6 +119,16 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ArgsError> {
 }
 
 impl Invocation {
+    /// The one way either binary is run as this invocation: `program`
+    /// (a path such as `/proc/self/fd/<n>`: berthd's sealed copies are
+    /// memfds), named `berth-monitor` (its `argv[0]`, what `ps` shows).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
+        std::os::unix::process::CommandExt::arg0(&mut c, "berth-monitor");
+        c.args(self.to_args());
+        c
+    }
+
     /// The arguments after `argv[0]`.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut a = Args::default();

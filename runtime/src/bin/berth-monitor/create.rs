@@ -211,10 +211,10 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
         cgroup,
         monitor_fd: myself.as_raw_fd(),
     });
-    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", pump.as_raw_fd()));
-    std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
     let e = std::os::unix::process::CommandExt::exec(
-        cmd.args(inv.to_args()).stdin(pump_in).stdout(pump_out),
+        inv.command(format!("/proc/self/fd/{}", pump.as_raw_fd()))
+            .stdin(pump_in)
+            .stdout(pump_out),
     );
     Err(format!("executing berth-pump: {e}"))
 }

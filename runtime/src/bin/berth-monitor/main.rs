@@ -94,10 +94,7 @@ fn main() -> ExitCode {
 /// berthd runs a sealed in-memory copy of it, which only /proc/self/exe
 /// names.
 fn myself(inv: &Invocation) -> std::process::Command {
-    let mut c = std::process::Command::new("/proc/self/exe");
-    std::os::unix::process::CommandExt::arg0(&mut c, "berth-monitor");
-    c.args(inv.to_args());
-    c
+    inv.command("/proc/self/exe")
 }
 
 fn report(r: Result<(), String>) -> ExitCode {

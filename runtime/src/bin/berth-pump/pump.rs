@@ -85,9 +85,9 @@ pub fn pump_mode(p: &Pump) -> Result<(), String> {
         container: c.clone(),
         pid: pid.as_raw(),
     };
-    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", p.monitor_fd));
-    std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
-    let e = std::os::unix::process::CommandExt::exec(cmd.args(delete.to_args()));
+    let e = std::os::unix::process::CommandExt::exec(
+        &mut delete.command(format!("/proc/self/fd/{}", p.monitor_fd)),
+    );
     // Not deleted, but the monitor's work is over all the same.
     let _ = write_atomic(&c.state, DELETED, b"");
     Err(format!("executing berth-monitor delete: {e}"))
