@@ -367,11 +367,39 @@ pub fn monitor_pids(state: &Path) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
+            let cmd = String::from_utf8_lossy(&cmdline(*pid)).into_owned();
             cmd.contains("berth-monitor") && cmd.contains(&state)
         })
         .collect()
+}
+
+/// `/proc/<pid>/cmdline`. A process that is executing a new program (the
+/// monitor becoming the pump) shows an empty one until the kernel has
+/// laid out its arguments; that is read again for up to 2 s. Kernel
+/// threads and zombies, always empty, are not.
+pub fn cmdline(pid: u32) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmd.is_empty() || Instant::now() > deadline {
+            return cmd;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return cmd;
+        };
+        // After the `(comm)`: state, ppid, pgrp, session, tty, tpgid, flags.
+        let mut f = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace();
+        let state = f.next().unwrap_or("Z");
+        let flags: u64 = f.nth(5).and_then(|v| v.parse().ok()).unwrap_or(0);
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        if state == "Z" || state == "X" || flags & PF_KTHREAD != 0 {
+            return cmd;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The kB figures of `key` (`VmRSS:`, `Pss:`) in a /proc file such as

@@ -839,18 +839,24 @@ async fn a_container_cannot_reach_berths_binary_or_the_nodes_files() {
 async fn a_running_containers_pump_is_sealed_and_hands_over_the_delete() {
     let mut s = setup(busybox_config()).await;
     let id = s.run(s.config("long", &["sleep", "600"])).await;
-    let pumps: Vec<u32> = berth_tests::monitor_pids(&s.b.state)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .unwrap_or_default()
-                .contains(&id)
-        })
-        .collect();
+    // The monitor executes the pump after StartContainer has answered;
+    // under emulation the kernel may take longer than `cmdline` waits.
+    let pumps = || -> Vec<u32> {
+        berth_tests::monitor_pids(&s.b.state)
+            .into_iter()
+            .filter(|p| String::from_utf8_lossy(&berth_tests::cmdline(*p)).contains(&id))
+            .collect()
+    };
+    for _ in 0..600 {
+        if pumps().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pumps = pumps();
     assert_eq!(pumps.len(), 1, "{pumps:?}");
     let p = pumps[0];
-    // The monitor executes the pump after StartContainer has answered:
-    // wait for it to have named itself.
+    // Wait for it to have named itself.
     let comm = || std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
     for _ in 0..600 {
         if comm().trim() == "berth-pump" {
