@@ -9,7 +9,6 @@ use std::process::Stdio;
 
 use berth_runtime::protocol::Invocation;
 use berth_runtime::protocol::exec::{CONTROL_FD, REPORT_FD, Report};
-use berth_runtime::protocol::state::OCI_ROOT;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
@@ -88,11 +87,7 @@ pub async fn spawn(
     let (rep_r, rep_w) = pipe()?;
     let inv = Invocation::Exec {
         id: rec.id.clone(),
-        root: match &rec.runtime {
-            // The external runtime keeps its state beside the bundle.
-            Some(_) => dir.join(OCI_ROOT),
-            None => cs.runtime_root(),
-        },
+        root: cs.runtime_root_of(rec),
         process: process_file.clone(),
         runtime: rec.runtime.clone(),
     };

@@ -34,10 +34,12 @@ root=$work/root
 echo "vm image: debootstrap bookworm from $mirror into $root" >&2
 # What the tests run inside: systemd and D-Bus (the systemd cgroup driver),
 # the kernel, the registry, busybox for test images, the CNI plugins, the
-# OCI runtimes berth hands off to, AppArmor, and the tools the tests call.
+# OCI runtimes berth hands off to, AppArmor, CRIU, and the tools the tests call.
 pkgs=systemd,systemd-sysv,dbus,kmod,linux-image-amd64,libseccomp2,iproute2,iptables
 pkgs+=,docker-registry,busybox-static,containernetworking-plugins,runc,crun
 pkgs+=,apparmor,openssl,apache2-utils,procps,util-linux,ca-certificates
+# CRIU, for CheckpointContainer (this host's kernel fails `criu check`).
+pkgs+=,criu
 debootstrap --variant=minbase --include="$pkgs" bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
   { tail -30 "$work/debootstrap.log" >&2; exit 1; }
 

@@ -24,14 +24,14 @@ for line in sys.stdin:
 files=("$@")
 # What touches cgroups, systemd and the kernel: the cgroup drivers, pods and
 # their cgroups, containers (OOM, PID namespaces, restarts), stats and
-# live resource updates, the security settings the kernel enforces, and
-# AppArmor (which the guest has and this host lacks).
-[ ${#files[@]} -gt 0 ] || files=(cgroups pods stats containers security apparmor)
+# live resource updates, the security settings the kernel enforces,
+# AppArmor and CRIU's checkpoints (which the guest has and this host lacks).
+[ ${#files[@]} -gt 0 ] || files=(cgroups pods stats containers security apparmor checkpoint)
 cmds=()
 for driver in ${BERTH_VM_DRIVERS:-cgroupfs systemd}; do
   for f in "${files[@]}"; do
     [ -n "${bin[$f]:-}" ] || { echo "lane: no test file $f" >&2; exit 2; }
-    cmds+=("BERTH_TEST_CGROUP_DRIVER=$driver ${bin[$f]#"$PWD/"} --test-threads=2")
+    cmds+=("BERTH_TEST_CGROUP_DRIVER=$driver BERTH_TEST_CRIU=1 ${bin[$f]#"$PWD/"} --test-threads=2")
   done
 done
 exec tests/vm/run.sh -- "${cmds[@]}"

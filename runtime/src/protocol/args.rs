@@ -59,6 +59,18 @@ pub struct Pump {
     pub monitor_fd: i32,
 }
 
+/// `berth-monitor checkpoint`: CRIU's images of container `id` into
+/// `images`, CRIU's log and statistics into `work`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub id: String,
+    /// libcontainer's state root, or the external runtime's.
+    pub root: PathBuf,
+    pub images: PathBuf,
+    pub work: PathBuf,
+    pub runtime: Option<PathBuf>,
+}
+
 /// One run of `berth-monitor` (or `berth-pump`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
@@ -83,6 +95,8 @@ pub enum Invocation {
         process: PathBuf,
         runtime: Option<PathBuf>,
     },
+    /// Checkpoint a running container with CRIU and leave it running.
+    Checkpoint(Checkpoint),
     /// Start a pod's infra process in a new PID namespace (owned by the
     /// user namespace at `userns`, if given); write its pid to `pid_file`.
     Pause {
@@ -111,6 +125,7 @@ pub const USAGE: &str = "\
   berth-pump pump <id> <bundle> <state> <root> <log> <pid> <monitor-fd> [--stdin] [--stdin-once] [--runtime <bin>] [--stdin-fd <n>] [--tty] [--cgroup <path>]
   berth-monitor delete <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
   berth-monitor exec <id> <root> <process.json> [--runtime <bin>]
+  berth-monitor checkpoint <id> <root> <image-dir> <work-dir> [--runtime <bin>]
   berth-monitor pause <pid-file> [--userns <path>]
   berth-monitor pause-init <pid-file>";
 
@@ -179,6 +194,14 @@ impl Invocation {
                 a.path(root);
                 a.path(process);
                 a.option("--runtime", runtime.as_ref());
+            }
+            Invocation::Checkpoint(c) => {
+                a.word("checkpoint");
+                a.word(&c.id);
+                for p in [&c.root, &c.images, &c.work] {
+                    a.path(p);
+                }
+                a.option("--runtime", c.runtime.as_ref());
             }
             Invocation::Pause { pid_file, userns } => {
                 a.word("pause");
@@ -250,6 +273,18 @@ impl Invocation {
                     process: pos[2].clone().into(),
                     runtime,
                 })
+            }
+            "checkpoint" => {
+                let (pos, mut flags) = split(rest, 4)?;
+                let runtime = flags.value("--runtime")?.map(PathBuf::from);
+                flags.done()?;
+                Ok(Invocation::Checkpoint(Checkpoint {
+                    id: text(&pos[0], "id")?,
+                    root: pos[1].clone().into(),
+                    images: pos[2].clone().into(),
+                    work: pos[3].clone().into(),
+                    runtime,
+                }))
             }
             "pause" => {
                 let (pos, mut flags) = split(rest, 1)?;

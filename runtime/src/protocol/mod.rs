@@ -18,7 +18,7 @@ pub mod exec;
 pub mod frame;
 pub mod state;
 
-pub use args::{ArgsError, Container, Invocation, Pump};
+pub use args::{ArgsError, Checkpoint, Container, Invocation, Pump};
 pub use control::Control;
 pub use frame::{Channel, Decoder, Frame, FrameError, Resize};
 pub use state::Exit;

@@ -18,6 +18,7 @@
 //! are 0700; each `<state>/containers/<id>` is 0700, or 0710 with its pod's
 //! root's group in a user namespace (see [`crate::dirs`]).
 
+pub mod checkpoint;
 mod create;
 mod record;
 mod remove;

@@ -87,7 +87,7 @@ traced! {
     container_id as "container_id": StartContainerRequest, StopContainerRequest,
         RemoveContainerRequest, ContainerStatusRequest, UpdateContainerResourcesRequest,
         ReopenContainerLogRequest, ExecSyncRequest, ExecRequest, AttachRequest,
-        ContainerStatsRequest;
+        ContainerStatsRequest, CheckpointContainerRequest;
 }
 
 macro_rules! traced_image {
@@ -103,12 +103,3 @@ macro_rules! traced_image {
 }
 
 traced_image!(PullImageRequest, ImageStatusRequest, RemoveImageRequest);
-
-/// The honest answer of an RPC that berth does not implement yet.
-pub fn unimplemented<T>(rpc: &str) -> CriResult<T> {
-    tracing::debug!(rpc, "unimplemented");
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented by berth {}",
-        env!("CARGO_PKG_VERSION")
-    )))
-}

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use berth_runtime::now_ns;
 use berth_runtime::protocol::state::{
@@ -32,14 +32,12 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let tty = super::bundle::terminal(&a.bundle);
-    // stdin: a pipe we keep the writing end of, or nothing.
-    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if a.stdin && !tty {
-        let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        (r, Some(w))
-    } else {
-        let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        (devnull.into(), None)
-    };
+    // stdin: a pipe we keep the writing end of, or nothing: a pipe whose
+    // writing end is closed, which reads as end of file as /dev/null does
+    // (the node's /dev/null, from a mount the container does not have,
+    // is a file CRIU cannot dump: no checkpoint).
+    let (stdin_r, stdin_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let stdin_w = (a.stdin && !tty).then_some(stdin_w);
     // A terminal: libcontainer sends its master end over this socket.
     let console = if tty {
         Some(super::exec::console_socket()?)

@@ -17,6 +17,8 @@
 //! - `delete` ([`engine`]) ends: kills what is left of the exited
 //!   container, removes its cgroup and the runtime's state;
 //! - `exec` ([`exec`]): runs one more process in a running container;
+//! - `checkpoint` ([`checkpoint`]): dumps a running container with CRIU
+//!   and leaves it running;
 //! - `pause`, `pause-init` ([`pause`]): a pod's infra process, when the
 //!   pod shares one PID namespace.
 //!
@@ -25,6 +27,7 @@
 //! socket), its output logged as stdout.
 
 mod bundle;
+mod checkpoint;
 mod create;
 mod engine;
 mod exec;
@@ -47,13 +50,7 @@ fn main() -> ExitCode {
     };
     match inv {
         Invocation::Run { container: c, pump } => {
-            // libcontainer says why it failed only through tracing: its
-            // errors go to our stderr, the container's monitor.log.
-            let _ = tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_max_level(tracing_subscriber::filter::LevelFilter::ERROR)
-                .with_ansi(false)
-                .try_init();
+            log_errors();
             // Our own session: a signal to berthd's process group never
             // reaches us.
             let _ = nix::unistd::setsid();
@@ -83,11 +80,25 @@ fn main() -> ExitCode {
                 ExitCode::from(255)
             }
         },
+        Invocation::Checkpoint(c) => {
+            log_errors();
+            report(checkpoint::checkpoint(&c))
+        }
         Invocation::Pause { pid_file, userns } => {
             report(pause::pause(&pid_file, userns.as_deref()))
         }
         Invocation::PauseInit { .. } => report(pause::pause_init()),
     }
+}
+
+/// libcontainer says why it failed only through tracing: its errors go to
+/// our stderr (the container's monitor.log, or berthd's reading).
+fn log_errors() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::ERROR)
+        .with_ansi(false)
+        .try_init();
 }
 
 /// A command that runs this binary again as `inv`. Not by its path:

@@ -105,6 +105,23 @@ impl Oci<'_> {
         )
     }
 
+    /// `checkpoint --leave-running`: CRIU's images into `images`, its log
+    /// into `work`.
+    pub fn checkpoint(&self, id: &str, images: &Path, work: &Path) -> Result<(), String> {
+        self.run(
+            "checkpoint",
+            self.command()
+                .arg("checkpoint")
+                .arg("--leave-running")
+                .arg("--file-locks")
+                .arg("--image-path")
+                .arg(images)
+                .arg("--work-path")
+                .arg(work)
+                .arg(id),
+        )
+    }
+
     /// `exec -d`: the process runs (with our stdio, or a terminal sent to
     /// `console`); returns its pid.
     pub fn exec(

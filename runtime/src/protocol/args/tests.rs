@@ -67,6 +67,20 @@ fn every_mode_round_trips() {
             process: "/p.json".into(),
             runtime: Some("/usr/bin/runc".into()),
         },
+        Invocation::Checkpoint(Checkpoint {
+            id: "c1".into(),
+            root: "/run/berth/runtime".into(),
+            images: "/var/lib/kubelet/checkpoints/.berth-checkpoint-1/checkpoint".into(),
+            work: "/var/lib/kubelet/checkpoints/.berth-checkpoint-1".into(),
+            runtime: None,
+        }),
+        Invocation::Checkpoint(Checkpoint {
+            id: "c1".into(),
+            root: "/run/berth/containers/c1/oci".into(),
+            images: "/i".into(),
+            work: "/w".into(),
+            runtime: Some("/usr/bin/runc".into()),
+        }),
         Invocation::Pause {
             pid_file: "/run/berth/ns/p/infra.pid".into(),
             userns: None,

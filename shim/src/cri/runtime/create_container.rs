@@ -31,6 +31,7 @@ pub async fn create_container(
         .map(crate::pod::userns_maps)
         .transpose()
         .map_err(|e| Status::invalid_argument(format!("CreateContainer: {e}")))?;
+    restore_refused(&config)?;
     let meta = config.metadata.clone().unwrap_or_default();
     if meta.name.is_empty() {
         return Err(Status::invalid_argument(
@@ -337,4 +338,19 @@ fn target_pid_ns(d: &Daemon, c: &cri_api::v1::ContainerConfig) -> Option<std::pa
     )
     .ok()?;
     Some(format!("/proc/{}/ns/pid", pid.trim()).into())
+}
+
+/// An image that names a checkpoint archive (a file on the node, as
+/// CRI-O takes it) asks for a restore, which berth does not do: it says so
+/// instead of calling the path an unknown image.
+fn restore_refused(config: &cri_api::v1::ContainerConfig) -> Result<(), Status> {
+    let image = config.image.as_ref().map_or("", |i| i.image.as_str());
+    if image.starts_with('/') && std::path::Path::new(image).is_file() {
+        return Err(Status::unimplemented(format!(
+            "CreateContainer: {image} is a checkpoint archive; restoring a container from a \
+             checkpoint is not implemented by berth {} (CheckpointContainer is)",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! CRI RuntimeService: the trait impl forwards each RPC to its own file.
 
+mod checkpoint_container;
 mod container_stats;
 pub(super) mod container_status;
 mod create_container;
@@ -32,7 +33,7 @@ use cri_api::v1::*;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response};
 
-use super::{CriResult, to_the_end, unimplemented};
+use super::{CriResult, to_the_end};
 use crate::daemon::Daemon;
 
 /// A list sent as a stream of at most 500 items per message, every item
@@ -288,12 +289,18 @@ impl RuntimeService for RuntimeSvc {
             StreamPodSandboxStatsResponse { pod_sandbox_stats }
         })))
     }
-    // Not built yet: answers Unimplemented, naming itself.
     async fn checkpoint_container(
         &self,
-        _: Request<CheckpointContainerRequest>,
+        r: Request<CheckpointContainerRequest>,
     ) -> CriResult<CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        // The dump goes on to its end (or its own timeout) and cleans up
+        // after itself when the caller gives up.
+        let (d, req) = (self.daemon.clone(), crate::cri::take(r));
+        to_the_end("CheckpointContainer", async move {
+            checkpoint_container::checkpoint_container(&d, req).await?;
+            Ok(CheckpointContainerResponse {})
+        })
+        .await
     }
     async fn get_container_events(
         &self,
