@@ -10,6 +10,7 @@
 //! cargo build --release -p berthd -p berth-runtime
 //! BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench scale
 //! BERTH_BENCH_PODS=100 ...   # stop at 100
+//! BERTH_BENCH_STRACE=/tmp/st ...   # strace -f -T each probe into /tmp/st/<pods>/
 //! ```
 
 use std::time::{Duration, Instant};
@@ -118,6 +119,28 @@ fn main() {
             // The next pods' start, at this many, and where its time goes
             // (berthd's own histograms, read before and after).
             let before = berth_tests::metrics::samples(&berth_tests::metrics::get(&metrics));
+            // What libcontainer reads whole at every start (see
+            // docs/benchmarks.md): the node's mount table.
+            let table = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+            println!(
+                "  node mount table: {} lines, {:.0} KiB",
+                table.iter().filter(|b| **b == b'\n').count(),
+                table.len() as f64 / 1024.0
+            );
+            // With BERTH_BENCH_STRACE=<dir>: the probe's starts traced,
+            // berthd and every process it starts, one file per process.
+            let trace = std::env::var("BERTH_BENCH_STRACE").ok().map(|dir| {
+                let dir = format!("{dir}/{n}");
+                std::fs::create_dir_all(&dir).expect("trace dir");
+                let out = format!("{dir}/t");
+                let child = std::process::Command::new("strace")
+                    .args(["-f", "-ff", "-ttt", "-T", "-o", &out, "-p", &pid.to_string()])
+                    .spawn()
+                    .expect("strace");
+                // strace attaches to each of berthd's threads.
+                std::thread::sleep(Duration::from_secs(2));
+                child
+            });
             let mut ms = Vec::new();
             for _ in 0..PROBE {
                 let (pod, t) = start(&b, &mut c, &image, pods.len()).await;
@@ -125,6 +148,11 @@ fn main() {
                 ms.push(t);
             }
             println!("  pod start (pods {}..{}): {}", n + 1, n + PROBE, summary(ms));
+            if let Some(mut t) = trace {
+                let strace = nix::unistd::Pid::from_raw(t.id() as i32);
+                let _ = nix::sys::signal::kill(strace, nix::sys::signal::Signal::SIGINT);
+                let _ = t.wait();
+            }
             let after = berth_tests::metrics::samples(&berth_tests::metrics::get(&metrics));
             println!(
                 "    mean of each step: {}",
