@@ -1,6 +1,6 @@
 //! CheckpointContainer: a running container dumped with CRIU into the
 //! kubelet's checkpoint archive and left running, under the builtin
-//! handler and runc; bad requests refused precisely with nothing left
+//! handler and runc, and with a terminal; bad requests refused precisely with nothing left
 //! behind; a restore asked through CreateContainer answered Unimplemented.
 //!
 //! CRIU works in the VM lane's Debian guest, which sets BERTH_TEST_CRIU=1
@@ -150,7 +150,7 @@ async fn without_criu_a_checkpoint_fails_and_the_container_runs_on() {
 async fn checkpoint_a_counter(handler: &str) {
     let mut s = setup_on(handler, busybox_config(), |_| {}).await;
     let out = berth_tests::TempDir::new("checkpoint");
-    let script = "echo hello > /new.txt; rm /bin/ls; busybox ln -s /new.txt /link; \
+    let script = "echo started; echo hello > /new.txt; rm /bin/ls; busybox ln -s /new.txt /link; \
                   i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done";
     let id = s.run(s.config("counter", &["sh", "-c", script])).await;
     // Let it count.
@@ -179,6 +179,7 @@ async fn checkpoint_a_counter(handler: &str) {
         "spec.dump",
         "rootfs-diff.tar",
         "deleted.files",
+        "container.log",
     ] {
         assert!(
             all.contains_key(want),
@@ -216,6 +217,8 @@ async fn checkpoint_a_counter(handler: &str) {
         Some(3),
         "{descriptors}"
     );
+    let log = String::from_utf8_lossy(&all["container.log"].1).into_owned();
+    assert!(log.contains(" stdout F started"), "{log:?}");
     let deleted = json("deleted.files");
     assert_eq!(deleted, serde_json::json!(["/bin/ls"]));
     let diff = entries(&all["rootfs-diff.tar"].1);
@@ -257,4 +260,33 @@ async fn a_running_container_is_checkpointed_and_runs_on_under_every_handler() {
     for handler in ["", "runc"] {
         checkpoint_a_counter(handler).await;
     }
+}
+
+/// A container with a terminal (its master held by the pump): CRIU dumps
+/// the slave end as an orphaned pty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_with_a_terminal_is_checkpointed() {
+    if !criu_expected() {
+        eprintln!("SKIPPED: CRIU works in the VM lane's guest (BERTH_TEST_CRIU=1)");
+        return;
+    }
+    let mut s = setup(busybox_config()).await;
+    let out = berth_tests::TempDir::new("checkpoint");
+    let mut config = s.config("tty", &["sh", "-c", "while true; do sleep 1; done"]);
+    config.tty = true;
+    config.stdin = true;
+    let id = s.run(config).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loc = out.path().join("tty.tar");
+    checkpoint(&mut s, &id, &loc.display().to_string(), 600)
+        .await
+        .expect("checkpoint a terminal");
+    assert!(
+        entries(&std::fs::read(&loc).expect("archive")).contains_key("checkpoint/tty-info.img")
+    );
+    assert_eq!(
+        s.status(&id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    s.remove_all().await;
 }

@@ -11,7 +11,8 @@
 //!   namespace the way containerd's is (`io.kubernetes.cri.*`);
 //! - `rootfs-diff.tar`, `deleted.files`: what it changed in its writable
 //!   layer: files added or modified, and paths deleted (overlay
-//!   whiteouts), bind mount targets left out.
+//!   whiteouts), bind mount targets left out;
+//! - `container.log`: its CRI log so far.
 //!
 //! The archive is a plain tar, root's alone (0600: it holds the
 //! container's memory), written beside `location` and renamed onto it
@@ -243,6 +244,13 @@ fn metadata(
         &staging.join("spec.dump"),
         &serde_json::to_vec_pretty(&spec).map_err(bad)?,
     )?;
+    // Its output so far, as containerd's archive carries it (the log is
+    // the pump's file in the kubelet's log directory; gone after a
+    // rotation that removed it, which is no error).
+    match std::fs::copy(&rec.log_path, staging.join("container.log")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     rootfs_diff(upper, &binds, staging)
 }
 
