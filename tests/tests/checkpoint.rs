@@ -290,3 +290,42 @@ async fn a_container_with_a_terminal_is_checkpointed() {
     );
     s.remove_all().await;
 }
+
+/// A dump that outlives its timeout: the call ends DeadlineExceeded at
+/// once, no archive appears, and the dump, left to finish (never killed
+/// midway), removes its files when it ends; the container runs on. The
+/// container holds 32 MiB written in memory so that its dump takes
+/// longer than one second (it takes tens under the VM lane's emulation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_past_its_timeout_leaves_nothing_and_the_container_runs_on() {
+    if !criu_expected() {
+        eprintln!("SKIPPED: CRIU works in the VM lane's guest (BERTH_TEST_CRIU=1)");
+        return;
+    }
+    let mut s = setup(busybox_config()).await;
+    let out = berth_tests::TempDir::new("checkpoint");
+    // 32 MiB held in a shell variable by the container's init, then idle.
+    let script = "x=$(yes xxxxxxxxxxxxxxx | head -c 33554432); echo ready; sleep 1000";
+    let id = s.run(s.config("big", &["sh", "-c", script])).await;
+    s.wait_log("big", "ready").await;
+    let loc = out.path().join("big.tar");
+    let e = checkpoint(&mut s, &id, &loc.display().to_string(), 1)
+        .await
+        .expect_err("past its timeout");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    // The dump goes on; when it ends, nothing of it is left.
+    let mut left = listing(out.path());
+    for _ in 0..600 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = listing(out.path());
+    }
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        s.status(&id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    s.remove_all().await;
+}

@@ -103,7 +103,10 @@ impl Containers {
                         CheckpointError::Failed(format!("writing {}: {e}", location.display()))
                     })
             });
-        let _ = std::fs::remove_dir_all(&staging);
+        // A dump past its time removes its own files when it ends.
+        if !matches!(made, Err(CheckpointError::Deadline(_))) {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
         let _ = std::fs::remove_file(&partial);
         made
     }
@@ -136,25 +139,33 @@ impl Containers {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(false)
             .spawn()
             .map_err(|e| failed("berth-monitor checkpoint", e))?;
         let mut stderr = child.stderr.take().expect("piped");
-        let dump = async {
+        // The dump is never killed: CRIU stopped in the middle could leave
+        // its parasite in the container's processes. Past the timeout it
+        // goes on alone, and its files go when it ends.
+        let mut dump = tokio::spawn(async move {
             let mut err = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(
                 &mut tokio::io::AsyncReadExt::take(&mut stderr, MAX_ERR),
                 &mut err,
             )
             .await;
-            let status = child.wait().await;
-            (status, err)
-        };
-        let (status, err) = match tokio::time::timeout(timeout, dump).await {
-            Ok(r) => r,
+            (child.wait().await, err)
+        });
+        let (status, err) = match tokio::time::timeout(timeout, &mut dump).await {
+            Ok(r) => r.map_err(|e| CheckpointError::Failed(e.to_string()))?,
             Err(_) => {
+                let staging = staging.to_path_buf();
+                tokio::spawn(async move {
+                    let _ = dump.await;
+                    let _ = tokio::fs::remove_dir_all(&staging).await;
+                });
                 return Err(CheckpointError::Deadline(format!(
-                    "the dump of container {} did not end within {} s",
+                    "the dump of container {} did not end within {} s; it goes on, \
+                     and what it wrote is removed when it ends",
                     rec.id,
                     timeout.as_secs()
                 )));
