@@ -80,11 +80,12 @@ impl Containers {
         location: &Path,
         timeout: Duration,
     ) -> Result<(), CheckpointError> {
-        if !matches!(self.observe(&rec.id), Observed::Running { .. }) {
+        let now = self.observe(&rec.id);
+        if !matches!(now, Observed::Running { .. }) {
             return Err(CheckpointError::Refused(format!(
                 "container {} is {}: only a running container can be checkpointed",
                 rec.id,
-                super::name(&self.observe(&rec.id))
+                super::name(&now)
             )));
         }
         let dir = location
@@ -93,22 +94,28 @@ impl Containers {
         let n = crate::ids::random_id().map_err(|e| CheckpointError::Failed(e.to_string()))?;
         let staging = dir.join(format!(".berth-checkpoint-{}", &n[..16]));
         let partial = dir.join(format!(".berth-checkpoint-{}.tar", &n[..16]));
-        let made = self
-            .stage(rec, pod, &staging, timeout)
-            .await
-            .and_then(|()| {
+        let staged = self.stage(rec, pod, &staging, timeout).await;
+        // A dump past its time removes its own files when it ends.
+        if let Err(e @ CheckpointError::Deadline(_)) = staged {
+            return Err(e);
+        }
+        // The archive holds the container's memory: written, like the
+        // staging directory's removal, off the async workers.
+        let location = location.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let made = staged.and_then(|()| {
                 archive(&staging, &partial)
-                    .and_then(|()| std::fs::rename(&partial, location))
+                    .and_then(|()| std::fs::rename(&partial, &location))
                     .map_err(|e| {
                         CheckpointError::Failed(format!("writing {}: {e}", location.display()))
                     })
             });
-        // A dump past its time removes its own files when it ends.
-        if !matches!(made, Err(CheckpointError::Deadline(_))) {
             let _ = std::fs::remove_dir_all(&staging);
-        }
-        let _ = std::fs::remove_file(&partial);
-        made
+            let _ = std::fs::remove_file(&partial);
+            made
+        })
+        .await
+        .map_err(|e| CheckpointError::Failed(e.to_string()))?
     }
 
     /// Everything the archive holds, in `staging`.
@@ -265,13 +272,17 @@ fn metadata(
     rootfs_diff(upper, &binds, staging)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// A new file, root's alone (never an existing one).
+fn create_private(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?
-        .write_all(bytes)
+        .open(path)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    create_private(path)?.write_all(bytes)
 }
 
 /// `rootfs-diff.tar` and `deleted.files` (each only if not empty) from
@@ -281,11 +292,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn rootfs_diff(upper: &Path, skip: &HashSet<String>, staging: &Path) -> std::io::Result<()> {
     let root: OwnedFd = std::fs::File::open(upper)?.into();
     let tar_path = staging.join("rootfs-diff.tar");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tar_path)?;
+    let file = create_private(&tar_path)?;
     let mut d = Diff {
         tar: tar::Builder::new(std::io::BufWriter::new(file)),
         deleted: Vec::new(),
@@ -401,11 +408,7 @@ fn header(st: &FileStat, kind: tar::EntryType) -> tar::Header {
 
 /// The staging directory as a plain tar at `out` (0600, new).
 fn archive(staging: &Path, out: &Path) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)?;
+    let file = create_private(out)?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
     tar.follow_symlinks(false);
     let mut names: Vec<_> = std::fs::read_dir(staging)?
