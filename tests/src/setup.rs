@@ -289,3 +289,39 @@ pub fn log_messages(text: &str) -> Vec<&str> {
 pub fn busybox_config() -> ImageConfig {
     ImageConfig::for_platform(&Platform::linux_amd64()).cmd(["/bin/sh"])
 }
+
+/// runc, held at one subcommand: a RuntimeClass handler named "gated"
+/// whose `verb` touches `<dir>/<verb>-started`, waits (up to 30 s) for
+/// `<dir>/go`, then runs runc and writes its exit status to
+/// `<dir>/<verb>-status`. The options to pass to [`setup_opts`].
+pub fn gated_runc(dir: &std::path::Path, verb: &str) -> crate::Options {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = dir.join("gated-runc");
+    let script = format!(
+        r#"#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = {verb} ]; then
+    touch {d}/{verb}-started
+    i=0
+    while [ ! -e {d}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+    /usr/sbin/runc "$@"
+    rc=$?
+    echo $rc > {d}/{verb}-status
+    exit $rc
+  fi
+done
+exec /usr/sbin/runc "$@"
+"#,
+        d = dir.display()
+    );
+    std::fs::write(&runtime, script).expect("gated runtime");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755))
+        .expect("gated runtime");
+    crate::Options {
+        config: format!(
+            "[runtimes.gated]\ntype = \"oci\"\npath = \"{}\"\n",
+            runtime.display()
+        ),
+        ..Default::default()
+    }
+}

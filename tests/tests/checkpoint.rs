@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use berth_tests::setup::{Setup, busybox_config, setup, setup_on};
+use berth_tests::setup::{Setup, busybox_config, setup, setup_on, setup_opts};
 use cri_api::v1::*;
 use tonic::Code;
 
@@ -294,34 +294,54 @@ async fn a_container_with_a_terminal_is_checkpointed() {
 /// A dump that outlives its timeout: the call ends DeadlineExceeded at
 /// once, no archive appears, and the dump, left to finish (never killed
 /// midway), removes its files when it ends; the container runs on. The
-/// container holds 32 MiB written in memory so that its dump takes
-/// longer than one second (it takes tens under the VM lane's emulation).
+/// dump is made slow, on any machine, by a runc held at `checkpoint`
+/// until the test says go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_past_its_timeout_leaves_nothing_and_the_container_runs_on() {
     if !criu_expected() {
         eprintln!("SKIPPED: CRIU works in the VM lane's guest (BERTH_TEST_CRIU=1)");
         return;
     }
-    let mut s = setup(busybox_config()).await;
+    let gate = berth_tests::TempDir::new("gated-runc");
+    let opts = berth_tests::setup::gated_runc(gate.path(), "checkpoint");
+    let mut s = setup_opts(opts, "gated", busybox_config(), |_| {}).await;
     let out = berth_tests::TempDir::new("checkpoint");
-    // 32 MiB held in a shell variable by the container's init, then idle.
-    let script = "x=$(yes xxxxxxxxxxxxxxx | head -c 33554432); echo ready; sleep 1000";
-    let id = s.run(s.config("big", &["sh", "-c", script])).await;
-    s.wait_log("big", "ready").await;
-    let loc = out.path().join("big.tar");
+    let id = s.run(s.config("held", &["sleep", "1000"])).await;
+    let loc = out.path().join("held.tar");
     let e = checkpoint(&mut s, &id, &loc.display().to_string(), 1)
         .await
         .expect_err("past its timeout");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
-    // The dump goes on; when it ends, nothing of it is left.
+    let started = gate.path().join("checkpoint-started");
+    for _ in 0..600 {
+        if started.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.exists(), "runc checkpoint never ran");
+    // The dump goes on: its staging directory is there, and no archive.
+    let left = listing(out.path());
+    assert!(
+        left.len() == 1 && left[0].starts_with(".berth-checkpoint-"),
+        "{left:?}"
+    );
+    std::fs::write(gate.path().join("go"), "").expect("checkpoint test");
+    // It ends, dumped whole; then nothing of it is left.
+    let status = gate.path().join("checkpoint-status");
     let mut left = listing(out.path());
     for _ in 0..600 {
-        if left.is_empty() {
+        if left.is_empty() && status.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         left = listing(out.path());
     }
+    assert_eq!(
+        std::fs::read_to_string(&status).ok().as_deref(),
+        Some("0\n"),
+        "runc checkpoint"
+    );
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(
         s.status(&id).await.state,

@@ -839,38 +839,8 @@ async fn a_log_without_a_log_directory_survives_a_berthd_restart() {
 async fn a_create_container_whose_caller_gave_up_finishes_and_its_retry_gets_it() {
     // runc, but `create` waits until the test says go.
     let dir = berth_tests::TempDir::new("slow-runtime");
-    let runtime = dir.path().join("slow-runc");
-    std::fs::write(
-        &runtime,
-        format!(
-            r#"#!/bin/sh
-for a in "$@"; do
-  if [ "$a" = create ]; then
-    touch {d}/creating
-    i=0
-    while [ ! -e {d}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-    break
-  fi
-done
-exec /usr/sbin/runc "$@"
-"#,
-            d = dir.path().display()
-        ),
-    )
-    .expect("runtime");
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let opts = berth_tests::Options {
-        config: format!(
-            "[runtimes.slow]\ntype = \"oci\"\npath = \"{}\"\n",
-            runtime.display()
-        ),
-        ..Default::default()
-    };
-    let mut s = setup_opts(opts, "slow", busybox_config(), |_| {}).await;
+    let opts = berth_tests::setup::gated_runc(dir.path(), "create");
+    let mut s = setup_opts(opts, "gated", busybox_config(), |_| {}).await;
     let request = CreateContainerRequest {
         pod_sandbox_id: s.pod.clone(),
         config: Some(s.config("app", &["/bin/echo", "ran"])),
@@ -883,13 +853,13 @@ exec /usr/sbin/runc "$@"
         async move { c.create_container(request).await }
     });
     for _ in 0..400 {
-        if dir.path().join("creating").exists() {
+        if dir.path().join("create-started").exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        dir.path().join("creating").exists(),
+        dir.path().join("create-started").exists(),
         "runc create never ran"
     );
     first.abort();
