@@ -1,7 +1,9 @@
 //! CheckpointContainer: a running container dumped with CRIU into the
 //! kubelet's checkpoint archive and left running, under the builtin
-//! handler and runc, and with a terminal; bad requests refused precisely with nothing left
-//! behind; a restore asked through CreateContainer answered Unimplemented.
+//! handler and runc, and with a terminal; a dump held past its timeout
+//! and a sparse terabyte in the writable layer, each leaving nothing; bad
+//! requests refused precisely with nothing left behind; a restore asked
+//! through CreateContainer answered Unimplemented.
 //!
 //! CRIU works in the VM lane's Debian guest, which sets BERTH_TEST_CRIU=1
 //! and there the dump must succeed. This host's kernel fails `criu
@@ -13,7 +15,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use berth_tests::setup::{Setup, busybox_config, setup, setup_on, setup_opts};
+use berth_tests::setup::{Setup, busybox_config, setup, setup_on, setup_opts, setup_with};
 use cri_api::v1::*;
 use tonic::Code;
 
@@ -65,6 +67,23 @@ fn entries(bytes: &[u8]) -> HashMap<String, (tar::EntryType, Vec<u8>)> {
 
 fn criu_expected() -> bool {
     std::env::var("BERTH_TEST_CRIU").as_deref() == Ok("1")
+}
+
+async fn assert_running(s: &mut Setup, id: &str) {
+    assert_eq!(
+        s.status(id).await.state,
+        ContainerState::ContainerRunning as i32,
+        "container {id}"
+    );
+}
+
+/// Whether the test is skipped here, CRIU working only in the VM lane.
+fn skipped_without_criu() -> bool {
+    if criu_expected() {
+        return false;
+    }
+    eprintln!("SKIPPED: CRIU works in the VM lane's guest (BERTH_TEST_CRIU=1)");
+    true
 }
 
 fn criu_installed() -> bool {
@@ -139,10 +158,7 @@ async fn without_criu_a_checkpoint_fails_and_the_container_runs_on() {
     assert_eq!(e.code(), Code::Internal, "{e}");
     assert!(e.message().contains("criu is not installed"), "{e}");
     assert!(listing(out.path()).is_empty(), "{:?}", listing(out.path()));
-    assert_eq!(
-        s.status(&id).await.state,
-        ContainerState::ContainerRunning as i32
-    );
+    assert_running(&mut s, &id).await;
     s.remove_all().await;
 }
 
@@ -244,17 +260,13 @@ async fn checkpoint_a_counter(handler: &str) {
         }
     }
     assert!(moved, "{handler:?}: the counter stopped at {before:?}");
-    assert_eq!(
-        s.status(&id).await.state,
-        ContainerState::ContainerRunning as i32
-    );
+    assert_running(&mut s, &id).await;
     s.remove_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_container_is_checkpointed_and_runs_on_under_every_handler() {
-    if !criu_expected() {
-        eprintln!("SKIPPED: CRIU works in the VM lane's guest (BERTH_TEST_CRIU=1)");
+    if skipped_without_criu() {
         return;
     }
     for handler in ["", "runc"] {
@@ -266,8 +278,7 @@ async fn a_running_container_is_checkpointed_and_runs_on_under_every_handler() {
 /// the slave end as an orphaned pty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_with_a_terminal_is_checkpointed() {
-    if !criu_expected() {
-        eprintln!("SKIPPED: CRIU works in the VM lane's guest (BERTH_TEST_CRIU=1)");
+    if skipped_without_criu() {
         return;
     }
     let mut s = setup(busybox_config()).await;
@@ -284,10 +295,7 @@ async fn a_container_with_a_terminal_is_checkpointed() {
     assert!(
         entries(&std::fs::read(&loc).expect("archive")).contains_key("checkpoint/tty-info.img")
     );
-    assert_eq!(
-        s.status(&id).await.state,
-        ContainerState::ContainerRunning as i32
-    );
+    assert_running(&mut s, &id).await;
     s.remove_all().await;
 }
 
@@ -295,11 +303,11 @@ async fn a_container_with_a_terminal_is_checkpointed() {
 /// once, no archive appears, and the dump, left to finish (never killed
 /// midway), removes its files when it ends; the container runs on. The
 /// dump is made slow, on any machine, by a runc held at `checkpoint`
-/// until the test says go.
+/// until the test says go. While it is held, a second checkpoint of the
+/// container is refused; once it ended, one is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_past_its_timeout_leaves_nothing_and_the_container_runs_on() {
-    if !criu_expected() {
-        eprintln!("SKIPPED: CRIU works in the VM lane's guest (BERTH_TEST_CRIU=1)");
+    if skipped_without_criu() {
         return;
     }
     let gate = berth_tests::TempDir::new("gated-runc");
@@ -326,6 +334,14 @@ async fn a_dump_past_its_timeout_leaves_nothing_and_the_container_runs_on() {
         left.len() == 1 && left[0].starts_with(".berth-checkpoint-"),
         "{left:?}"
     );
+    // A second while it is held (the kubelet's retry) is refused, and
+    // leaves nothing of its own.
+    let e = checkpoint(&mut s, &id, &loc.display().to_string(), 600)
+        .await
+        .expect_err("one dump at a time");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("under way"), "{e}");
+    assert_eq!(listing(out.path()), left);
     std::fs::write(gate.path().join("go"), "").expect("checkpoint test");
     // It ends, dumped whole; then nothing of it is left.
     let status = gate.path().join("checkpoint-status");
@@ -343,9 +359,100 @@ async fn a_dump_past_its_timeout_leaves_nothing_and_the_container_runs_on() {
         "runc checkpoint"
     );
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(
-        s.status(&id).await.state,
-        ContainerState::ContainerRunning as i32
-    );
+    // The container is free again: a checkpoint now is made.
+    checkpoint(&mut s, &id, &loc.display().to_string(), 600)
+        .await
+        .expect("the next checkpoint");
+    assert_eq!(listing(out.path()), ["held.tar"]);
+    assert_running(&mut s, &id).await;
     s.remove_all().await;
+}
+
+/// A tenant's sparse terabyte in its writable layer: the checkpoint is
+/// refused (FailedPrecondition, naming the file) rather than written out
+/// to the node's disk; nothing is left and the container runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_terabyte_is_refused_and_leaves_nothing() {
+    if skipped_without_criu() {
+        return;
+    }
+    let mut s = setup(busybox_config()).await;
+    let out = berth_tests::TempDir::new("checkpoint");
+    let script = "truncate -s 1099511627776 /holes && echo ready; sleep 1000";
+    let id = s.run(s.config("sparse", &["sh", "-c", script])).await;
+    s.wait_log("sparse", "ready").await;
+    let loc = out.path().join("sparse.tar");
+    let e = checkpoint(&mut s, &id, &loc.display().to_string(), 600)
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("/holes is sparse"), "{e}");
+    assert!(listing(out.path()).is_empty(), "{:?}", listing(out.path()));
+    assert_running(&mut s, &id).await;
+    s.remove_all().await;
+}
+
+/// A container in a pod sharing one PID namespace (with berth's infra
+/// process, its PID 1, and the pod's other container): dumped, and
+/// everything in the pod runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_in_a_pod_sharing_one_pid_namespace_is_checkpointed() {
+    if skipped_without_criu() {
+        return;
+    }
+    let mut s = setup_with(busybox_config(), |p| {
+        p.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    let out = berth_tests::TempDir::new("checkpoint");
+    let a = s.run(s.config("a", &["sleep", "1000"])).await;
+    let b = s.run(s.config("b", &["sleep", "1000"])).await;
+    let loc = out.path().join("a.tar");
+    checkpoint(&mut s, &a, &loc.display().to_string(), 600)
+        .await
+        .expect("checkpoint in a shared PID namespace");
+    let all = entries(&std::fs::read(&loc).expect("archive"));
+    for want in ["checkpoint/inventory.img", "checkpoint/pstree.img"] {
+        assert!(all.contains_key(want), "no {want}");
+    }
+    for id in [&a, &b] {
+        assert_running(&mut s, id).await;
+    }
+    s.remove_all().await;
+}
+
+/// A container in a pod with a user namespace of its own, under both
+/// handlers: dumped (its masked paths declared external, or CRIU finds
+/// their mounts' peers out of its reach), and it runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_in_a_user_namespace_is_checkpointed_under_every_handler() {
+    if skipped_without_criu() {
+        return;
+    }
+    for handler in ["", "runc"] {
+        let mut s = setup_on(handler, busybox_config(), |p| {
+            p.linux
+                .get_or_insert_with(Default::default)
+                .security_context = Some(berth_tests::setup::userns_pod(200000));
+        })
+        .await;
+        let out = berth_tests::TempDir::new("checkpoint");
+        let id = s.run(s.config("c", &["sleep", "1000"])).await;
+        let loc = out.path().join("c.tar");
+        checkpoint(&mut s, &id, &loc.display().to_string(), 600)
+            .await
+            .unwrap_or_else(|e| panic!("{handler:?}: {e}"));
+        let all = entries(&std::fs::read(&loc).expect("archive"));
+        assert!(all.contains_key("checkpoint/inventory.img"), "{handler:?}");
+        assert_running(&mut s, &id).await;
+        s.remove_all().await;
+    }
 }

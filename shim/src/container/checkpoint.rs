@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_runtime::protocol::{Checkpoint, Invocation};
 use nix::fcntl::{OFlag, openat, readlinkat};
@@ -49,6 +49,74 @@ pub enum CheckpointError {
 const MAX_DEPTH: usize = 128;
 /// How much of the monitor's error output is kept.
 const MAX_ERR: u64 = 64 << 10;
+/// How far a file in the writable layer may be sparse (its size past the
+/// disk it takes): further, and the archive is refused rather than
+/// written out to the holes' size (a tenant's `truncate -s 1T` would
+/// otherwise fill the node's disk).
+const MAX_HOLES: u64 = 1 << 20;
+
+/// The containers a dump is running on: one at a time each (a second
+/// CRIU would find the first's parasite in the processes).
+#[derive(Default)]
+pub struct Dumps(std::sync::Arc<std::sync::Mutex<HashSet<String>>>);
+
+/// A container's dump under way; the container is free again when it
+/// drops (when the dump's process has ended, even past the timeout).
+struct Dumping(Dumps, String);
+
+impl Dumps {
+    fn begin(&self, id: &str) -> Option<Dumping> {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(id.to_string())
+            .then(|| Dumping(Dumps(self.0.clone()), id.to_string()))
+    }
+}
+
+impl Drop for Dumping {
+    fn drop(&mut self) {
+        let mut set = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.1);
+    }
+}
+
+/// Reads until a deadline, then fails `TimedOut`: the archive's every
+/// read of the tenant's files, and of the dump, is bounded in time by the
+/// call's timeout.
+struct Until<R> {
+    inner: R,
+    deadline: Instant,
+}
+
+impl<R: Read> Read for Until<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        past(self.deadline)?;
+        self.inner.read(buf)
+    }
+}
+
+fn past(deadline: Instant) -> std::io::Result<()> {
+    if Instant::now() >= deadline {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the checkpoint's timeout passed",
+        ));
+    }
+    Ok(())
+}
+
+/// What the container's files make impossible to archive.
+fn refused(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Unsupported, why)
+}
+
+/// An I/O failure of the checkpoint, by its cause.
+fn failed(what: &str, e: std::io::Error) -> CheckpointError {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => CheckpointError::Deadline(format!("{what}: {e}")),
+        std::io::ErrorKind::Unsupported => CheckpointError::Refused(format!("{what}: {e}")),
+        _ => CheckpointError::Failed(format!("{what}: {e}")),
+    }
+}
 
 /// The pod a container belongs to, as the archive names it.
 #[derive(Clone)]
@@ -72,7 +140,8 @@ impl Containers {
     }
 
     /// Dumps running `rec` into a checkpoint archive at `location` (an
-    /// absolute path whose directory exists), within `timeout`.
+    /// absolute path whose directory exists), within `timeout`: the dump,
+    /// the writable layer's changes and the archive all within it.
     pub async fn checkpoint(
         &self,
         rec: &ContainerRecord,
@@ -80,6 +149,10 @@ impl Containers {
         location: &Path,
         timeout: Duration,
     ) -> Result<(), CheckpointError> {
+        // A timeout too far to count is no bound.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(u32::MAX.into()));
         let now = self.observe(&rec.id);
         if !matches!(now, Observed::Running { .. }) {
             return Err(CheckpointError::Refused(format!(
@@ -94,7 +167,7 @@ impl Containers {
         let n = crate::ids::random_id().map_err(|e| CheckpointError::Failed(e.to_string()))?;
         let staging = dir.join(format!(".berth-checkpoint-{}", &n[..16]));
         let partial = dir.join(format!(".berth-checkpoint-{}.tar", &n[..16]));
-        let staged = self.stage(rec, pod, &staging, timeout).await;
+        let staged = self.stage(rec, pod, &staging, deadline).await;
         // A dump past its time removes its own files when it ends.
         if let Err(e @ CheckpointError::Deadline(_)) = staged {
             return Err(e);
@@ -102,12 +175,16 @@ impl Containers {
         // The archive holds the container's memory: written, like the
         // staging directory's removal, off the async workers.
         let location = location.to_path_buf();
+        let id = rec.id.clone();
         tokio::task::spawn_blocking(move || {
             let made = staged.and_then(|()| {
-                archive(&staging, &partial)
+                archive(&staging, &partial, deadline)
                     .and_then(|()| std::fs::rename(&partial, &location))
                     .map_err(|e| {
-                        CheckpointError::Failed(format!("writing {}: {e}", location.display()))
+                        failed(
+                            &format!("container {id}: writing {}", location.display()),
+                            e,
+                        )
                     })
             });
             let _ = std::fs::remove_dir_all(&staging);
@@ -124,10 +201,14 @@ impl Containers {
         rec: &ContainerRecord,
         pod: &PodNames,
         staging: &Path,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<(), CheckpointError> {
-        let failed =
-            |what: &str, e: std::io::Error| CheckpointError::Failed(format!("{what}: {e}"));
+        let dumping = self.dumping.begin(&rec.id).ok_or_else(|| {
+            CheckpointError::Refused(format!(
+                "a checkpoint of container {} is under way: try again when it ends",
+                rec.id
+            ))
+        })?;
         let images = staging.join("checkpoint");
         for d in [staging, &images] {
             std::fs::DirBuilder::new()
@@ -160,9 +241,14 @@ impl Containers {
                 &mut err,
             )
             .await;
-            (child.wait().await, err)
+            // Not read further: a monitor with more to say gets EPIPE
+            // rather than blocking on a full pipe.
+            drop(stderr);
+            let status = child.wait().await;
+            drop(dumping);
+            (status, err)
         });
-        let (status, err) = match tokio::time::timeout(timeout, &mut dump).await {
+        let (status, err) = match tokio::time::timeout_at(deadline.into(), &mut dump).await {
             Ok(r) => r.map_err(|e| CheckpointError::Failed(e.to_string()))?,
             Err(_) => {
                 let staging = staging.to_path_buf();
@@ -171,10 +257,9 @@ impl Containers {
                     let _ = tokio::fs::remove_dir_all(&staging).await;
                 });
                 return Err(CheckpointError::Deadline(format!(
-                    "the dump of container {} did not end within {} s; it goes on, \
-                     and what it wrote is removed when it ends",
-                    rec.id,
-                    timeout.as_secs()
+                    "the dump of container {} did not end within the timeout; it goes \
+                     on, and what it wrote is removed when it ends",
+                    rec.id
                 )));
             }
         };
@@ -197,10 +282,13 @@ impl Containers {
         let upper = self.upper_dir(&rec.id);
         let staging = staging.to_path_buf();
         let pod = pod.clone();
-        tokio::task::spawn_blocking(move || metadata(&rec, &pod, &state, &upper, &staging))
-            .await
-            .map_err(|e| CheckpointError::Failed(e.to_string()))?
-            .map_err(|e| failed("checkpoint metadata", e))
+        let what = format!("container {}", rec.id);
+        tokio::task::spawn_blocking(move || {
+            metadata(&rec, &pod, &state, &upper, &staging, deadline)
+        })
+        .await
+        .map_err(|e| CheckpointError::Failed(e.to_string()))?
+        .map_err(|e| failed(&what, e))
     }
 }
 
@@ -211,6 +299,7 @@ fn metadata(
     state: &Path,
     upper: &Path,
     staging: &Path,
+    deadline: Instant,
 ) -> std::io::Result<()> {
     let bad = |e: serde_json::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let name = rec
@@ -265,11 +354,24 @@ fn metadata(
     // Its output so far, as containerd's archive carries it (the log is
     // the pump's file in the kubelet's log directory; gone after a
     // rotation that removed it, which is no error).
-    match std::fs::copy(&rec.log_path, staging.join("container.log")) {
+    match File::open(&rec.log_path) {
+        Ok(log) => {
+            // As long as it is now: the pump goes on appending to it.
+            let len = log.metadata()?.len();
+            let mut to = create_private(&staging.join("container.log"))?;
+            std::io::copy(
+                &mut Until {
+                    inner: log,
+                    deadline,
+                }
+                .take(len),
+                &mut to,
+            )?;
+        }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+        Err(_) => {}
     }
-    rootfs_diff(upper, &binds, staging)
+    rootfs_diff(upper, &binds, staging, deadline)
 }
 
 /// A new file, root's alone (never an existing one).
@@ -289,7 +391,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// the writable layer at `upper`. The layer is the tenant's: it is walked
 /// by descriptor, never following a link, so a path swapped for a
 /// symlink while we read cannot lead out of it.
-fn rootfs_diff(upper: &Path, skip: &HashSet<String>, staging: &Path) -> std::io::Result<()> {
+fn rootfs_diff(
+    upper: &Path,
+    skip: &HashSet<String>,
+    staging: &Path,
+    deadline: Instant,
+) -> std::io::Result<()> {
     let root: OwnedFd = std::fs::File::open(upper)?.into();
     let tar_path = staging.join("rootfs-diff.tar");
     let file = create_private(&tar_path)?;
@@ -298,6 +405,7 @@ fn rootfs_diff(upper: &Path, skip: &HashSet<String>, staging: &Path) -> std::io:
         deleted: Vec::new(),
         added: 0,
         skip,
+        deadline,
     };
     d.walk(root, "", 0)?;
     let Diff {
@@ -322,14 +430,15 @@ struct Diff<'a> {
     deleted: Vec<String>,
     added: usize,
     skip: &'a HashSet<String>,
+    deadline: Instant,
 }
 
 impl Diff<'_> {
     /// Adds what is under `dir` (the layer's `rel`, "" at its root).
     fn walk(&mut self, dir: OwnedFd, rel: &str, depth: usize) -> std::io::Result<()> {
         if depth > MAX_DEPTH {
-            return Err(std::io::Error::other(format!(
-                "the writable layer nests deeper than {MAX_DEPTH} directories at {rel}"
+            return Err(refused(format!(
+                "its writable layer nests deeper than {MAX_DEPTH} directories at {rel}"
             )));
         }
         let mut names: Vec<std::ffi::OsString> =
@@ -338,9 +447,10 @@ impl Diff<'_> {
                 .collect::<Result<_, _>>()?;
         names.sort();
         for name in names {
+            past(self.deadline)?;
             let Some(n) = name.to_str() else {
-                return Err(std::io::Error::other(format!(
-                    "{rel}/{}: not UTF-8",
+                return Err(refused(format!(
+                    "its writable layer's {rel}/{} is not named in UTF-8",
                     name.to_string_lossy()
                 )));
             };
@@ -374,12 +484,23 @@ impl Diff<'_> {
                 }
                 let mut h = header(&st, tar::EntryType::Regular);
                 let size = st.st_size as u64;
+                let disk = (st.st_blocks as u64).saturating_mul(512);
+                if size > disk.saturating_add(MAX_HOLES) {
+                    return Err(refused(format!(
+                        "its writable layer's {path} is sparse ({size} bytes in {disk} \
+                         on disk): berth archives no file with more than {MAX_HOLES} \
+                         bytes of holes"
+                    )));
+                }
                 h.set_size(size);
                 // It may shrink while read: the entry is padded to its size.
-                let body = File::from(f)
-                    .take(size)
-                    .chain(std::io::repeat(0))
-                    .take(size);
+                let body = Until {
+                    inner: File::from(f),
+                    deadline: self.deadline,
+                }
+                .take(size)
+                .chain(std::io::repeat(0))
+                .take(size);
                 self.tar.append_data(&mut h, &path[1..], body)?;
                 self.added += 1;
             } else if kind == SFlag::S_IFLNK {
@@ -396,6 +517,40 @@ impl Diff<'_> {
     }
 }
 
+/// `dir`'s entries, sorted, as `rel/...` in `tar`: directories and
+/// regular files (what CRIU and berth write there), each read by
+/// `deadline`.
+fn append_all<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    rel: &Path,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let (p, name) = (dir.join(&name), rel.join(&name));
+        let meta = std::fs::symlink_metadata(&p)?;
+        if meta.is_dir() {
+            // Named `dir/`, as tar(1) names directories.
+            tar.append_dir(name.join(""), &p)?;
+            append_all(tar, &p, &name, deadline)?;
+        } else if meta.is_file() {
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata(&meta);
+            let body = Until {
+                inner: File::open(&p)?,
+                deadline,
+            }
+            .take(meta.len());
+            tar.append_data(&mut h, &name, body)?;
+        }
+    }
+    Ok(())
+}
+
 fn header(st: &FileStat, kind: tar::EntryType) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
@@ -406,23 +561,12 @@ fn header(st: &FileStat, kind: tar::EntryType) -> tar::Header {
     h
 }
 
-/// The staging directory as a plain tar at `out` (0600, new).
-fn archive(staging: &Path, out: &Path) -> std::io::Result<()> {
+/// The staging directory as a plain tar at `out` (0600, new), by
+/// `deadline`.
+fn archive(staging: &Path, out: &Path, deadline: Instant) -> std::io::Result<()> {
     let file = create_private(out)?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    tar.follow_symlinks(false);
-    let mut names: Vec<_> = std::fs::read_dir(staging)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()?;
-    names.sort();
-    for name in names {
-        let p = staging.join(&name);
-        if p.is_dir() {
-            tar.append_dir_all(&name, &p)?;
-        } else {
-            tar.append_path_with_name(&p, &name)?;
-        }
-    }
+    append_all(&mut tar, staging, Path::new(""), deadline)?;
     let file = tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()
 }
@@ -430,6 +574,10 @@ fn archive(staging: &Path, out: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(600)
+    }
 
     fn scratch(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("berth-{tag}-{}", std::process::id()));
@@ -483,7 +631,7 @@ mod tests {
         )
         .unwrap();
         let skip: HashSet<String> = ["/etc/hosts".to_string()].into();
-        rootfs_diff(&upper, &skip, &staging).unwrap();
+        rootfs_diff(&upper, &skip, &staging, later()).unwrap();
         let diff = read_tar(&staging.join("rootfs-diff.tar"));
         assert_eq!(
             diff.keys().collect::<Vec<_>>(),
@@ -510,12 +658,68 @@ mod tests {
         let (upper, staging) = (top.join("upper"), top.join("staging"));
         std::fs::create_dir_all(upper.join("empty/dirs")).unwrap();
         std::fs::create_dir_all(&staging).unwrap();
-        rootfs_diff(&upper, &HashSet::new(), &staging).unwrap();
+        rootfs_diff(&upper, &HashSet::new(), &staging, later()).unwrap();
         assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
         let deep: PathBuf = std::iter::repeat_n("d", MAX_DEPTH + 2).collect();
         std::fs::create_dir_all(upper.join(deep)).unwrap();
-        let e = rootfs_diff(&upper, &HashSet::new(), &staging).unwrap_err();
+        let e = rootfs_diff(&upper, &HashSet::new(), &staging, later()).unwrap_err();
         assert!(e.to_string().contains("deeper than"), "{e}");
+        assert!(matches!(failed("c", e), CheckpointError::Refused(_)));
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    /// A tenant's `truncate -s 1T`: refused at once, never written out.
+    #[test]
+    fn a_sparse_file_is_refused_and_a_small_hole_is_carried() {
+        let top = scratch("rootfs-diff-sparse");
+        let (upper, staging) = (top.join("upper"), top.join("staging"));
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&staging).unwrap();
+        let f = File::create(upper.join("small-hole")).unwrap();
+        f.set_len(MAX_HOLES / 2).unwrap();
+        rootfs_diff(&upper, &HashSet::new(), &staging, later()).unwrap();
+        let diff = read_tar(&staging.join("rootfs-diff.tar"));
+        assert_eq!(diff["small-hole"].1.len() as u64, MAX_HOLES / 2);
+        std::fs::remove_dir_all(&staging).unwrap();
+        std::fs::create_dir_all(&staging).unwrap();
+        let f = File::create(upper.join("big")).unwrap();
+        f.set_len(1 << 40).unwrap();
+        let e = rootfs_diff(&upper, &HashSet::new(), &staging, later()).unwrap_err();
+        assert!(e.to_string().contains("/big is sparse"), "{e}");
+        assert!(matches!(failed("c", e), CheckpointError::Refused(_)));
+        assert!(
+            std::fs::metadata(staging.join("rootfs-diff.tar"))
+                .unwrap()
+                .len()
+                < 1 << 20
+        );
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn one_dump_at_a_time_for_each_container() {
+        let dumps = Dumps::default();
+        let a = dumps.begin("a").unwrap();
+        assert!(dumps.begin("a").is_none());
+        let b = dumps.begin("b").unwrap();
+        drop(a);
+        assert!(dumps.begin("a").is_some());
+        drop(b);
+    }
+
+    /// Past the deadline, the layer's files and the dump are read no more.
+    #[test]
+    fn past_the_deadline_nothing_more_is_read() {
+        let top = scratch("checkpoint-deadline");
+        let (upper, staging) = (top.join("upper"), top.join("staging"));
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(upper.join("f"), "x").unwrap();
+        let gone = Instant::now();
+        let e = rootfs_diff(&upper, &HashSet::new(), &staging, gone).unwrap_err();
+        assert!(matches!(failed("c", e), CheckpointError::Deadline(_)));
+        let e = archive(&upper, &top.join("c.tar"), gone).unwrap_err();
+        assert!(matches!(failed("c", e), CheckpointError::Deadline(_)));
         std::fs::remove_dir_all(&top).unwrap();
     }
 
@@ -528,7 +732,7 @@ mod tests {
         std::fs::write(staging.join("checkpoint/inventory.img"), "i").unwrap();
         std::fs::write(staging.join("config.dump"), "{}").unwrap();
         let out = top.join("c.tar");
-        archive(&staging, &out).unwrap();
+        archive(&staging, &out, later()).unwrap();
         assert_eq!(
             std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
             0o600
@@ -538,7 +742,7 @@ mod tests {
         assert_eq!(all["checkpoint/inventory.img"].1, b"i");
         assert_eq!(all["config.dump"].1, b"{}");
         // Never over an existing file (the caller renames it into place).
-        assert!(archive(&staging, &out).is_err());
+        assert!(archive(&staging, &out, later()).is_err());
         std::fs::remove_dir_all(&top).unwrap();
     }
 }

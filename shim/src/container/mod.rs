@@ -69,6 +69,8 @@ pub struct Containers {
     root: PathBuf,
     state: PathBuf,
     monitor: PathBuf,
+    /// The containers a CRIU dump is running on (see checkpoint.rs).
+    dumping: checkpoint::Dumps,
 }
 
 impl Containers {
@@ -84,6 +86,7 @@ impl Containers {
             root: root.join("containers"),
             state: state.join("containers"),
             monitor,
+            dumping: Default::default(),
         };
         c.clean_half_made()?;
         c.lost_monitors()?;

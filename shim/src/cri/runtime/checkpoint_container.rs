@@ -1,6 +1,6 @@
 //! CRI `CheckpointContainer` (the kubelet's checkpoint API, KEP-2008): a
 //! running container dumped with CRIU into an archive at `location`, and
-//! left running. `timeout` (seconds) bounds the dump; 0 means 5 minutes.
+//! left running. `timeout` (seconds) bounds the whole call; 0 means 5 minutes.
 //!
 //! Restoring from such an archive through CreateContainer (which CRI-O
 //! does, and containerd did until 2.4 removed it in favour of a RestorePod
