@@ -893,6 +893,56 @@ async fn a_create_container_whose_caller_gave_up_finishes_and_its_retry_gets_it(
     s.remove_all().await;
 }
 
+/// systemd dropping off D-Bus while the container's scope was being made
+/// (what systemd does when its bus stalls) fails the attempt, not the
+/// CreateContainer: berthd makes the container once more. Here runc's
+/// first `create` fails with that error, as a runtime reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_lost_systemds_bus_is_made_again() {
+    let dir = berth_tests::TempDir::new("bus-dropped");
+    let runtime = dir.path().join("runc-bus-dropped");
+    std::fs::write(
+        &runtime,
+        format!(
+            r#"#!/bin/sh
+log=; prev=
+for a in "$@"; do
+  [ "$prev" = --log ] && log=$a
+  prev=$a
+done
+for a in "$@"; do
+  if [ "$a" = create ] && [ ! -e {d}/dropped ]; then
+    touch {d}/dropped
+    echo '{{"level":"error","msg":"unable to start unit: Message recipient disconnected from message bus without replying"}}' >> "$log"
+    exit 1
+  fi
+done
+exec /usr/sbin/runc "$@"
+"#,
+            d = dir.path().display()
+        ),
+    )
+    .expect("runtime");
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let opts = berth_tests::Options {
+        config: format!(
+            "[runtimes.dropped]\ntype = \"oci\"\npath = \"{}\"\n",
+            runtime.display()
+        ),
+        ..Default::default()
+    };
+    let mut s = setup_opts(opts, "dropped", busybox_config(), |_| {}).await;
+    let id = s.run(s.config("app", &["/bin/echo", "made"])).await;
+    assert!(dir.path().join("dropped").exists(), "the first create ran");
+    assert_eq!(s.wait_exited(&id).await.exit_code, 0);
+    assert!(s.log("app").contains(" stdout F made"), "{}", s.log("app"));
+    s.remove_all().await;
+}
+
 /// A container whose monitor died and whose process was reaped leaves its
 /// pid to be reused. StopContainer must not signal whatever holds that
 /// pid now: berthd holds the init by a pidfd, and takes the process at the

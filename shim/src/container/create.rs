@@ -30,6 +30,10 @@ pub struct NewContainer<'a> {
     pub userns: Option<&'a (PathBuf, IdMaps)>,
 }
 
+/// How D-Bus reports a call whose recipient (systemd) left the bus before
+/// it answered.
+const BUS_DROPPED: &str = "disconnected from message bus without replying";
+
 impl Containers {
     /// Mounts the rootfs, writes the bundle and starts the monitor, which
     /// creates the container; returns once it is CREATED. On error nothing
@@ -81,7 +85,7 @@ impl Containers {
             .map_err(ContainerError::Create)?;
         let started = std::time::Instant::now();
         tracing::Instrument::instrument(
-            self.start_monitor(&rec, &new.log_path),
+            self.start_monitor_again_if_dropped(&rec, &new.log_path),
             tracing::debug_span!("stage", otel.name = "monitor"),
         )
         .await
@@ -160,6 +164,31 @@ impl Containers {
         crate::dirs::private(&self.runtime_root(), None)
             .map_err(|e| format!("runtime root: {e}"))?;
         Ok(())
+    }
+
+    /// [`Self::start_monitor`], once more if systemd dropped its D-Bus
+    /// connection while it made the container's scope (it does when its
+    /// bus stalls, e.g. in a storm of mount events: systemd issue 32381),
+    /// as runc retries when its own connection drops. The failed attempt
+    /// cleaned up after itself; if it left the runtime's state, or the
+    /// scope, the second attempt fails saying so.
+    async fn start_monitor_again_if_dropped(
+        &self,
+        rec: &ContainerRecord,
+        log_path: &Path,
+    ) -> Result<(), String> {
+        match self.start_monitor(rec, log_path).await {
+            Err(e) if e.contains(BUS_DROPPED) => {
+                tracing::warn!(container = %rec.id, "creating again: {e}");
+                let dir = self.state_dir(&rec.id);
+                for f in [CREATE_ERROR, MONITOR_LOG] {
+                    let _ = std::fs::remove_file(dir.join(f));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.start_monitor(rec, log_path).await
+            }
+            r => r,
+        }
     }
 
     /// Starts the monitor and waits (60 s at most) until it has created the
