@@ -290,16 +290,36 @@ pub fn busybox_config() -> ImageConfig {
     ImageConfig::for_platform(&Platform::linux_amd64()).cmd(["/bin/sh"])
 }
 
+/// The options for a RuntimeClass handler `name` that runs `path`.
+pub fn handler(name: &str, path: &std::path::Path) -> crate::Options {
+    crate::Options {
+        config: format!(
+            "[runtimes.{name}]\ntype = \"oci\"\npath = \"{}\"\n",
+            path.display()
+        ),
+        ..Default::default()
+    }
+}
+
+/// A RuntimeClass handler `name` whose runtime is a shell script in `dir`:
+/// `prologue`, then runc with the same arguments.
+pub fn wrapped_runc(dir: &std::path::Path, name: &str, prologue: &str) -> crate::Options {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = dir.join(format!("{name}-runc"));
+    let script = format!("#!/bin/sh\n{prologue}exec /usr/sbin/runc \"$@\"\n");
+    std::fs::write(&runtime, script).expect("wrapped runtime");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755))
+        .expect("wrapped runtime");
+    handler(name, &runtime)
+}
+
 /// runc, held at one subcommand: a RuntimeClass handler named "gated"
 /// whose `verb` touches `<dir>/<verb>-started`, waits (up to 30 s) for
 /// `<dir>/go`, then runs runc and writes its exit status to
 /// `<dir>/<verb>-status`. The options to pass to [`setup_opts`].
 pub fn gated_runc(dir: &std::path::Path, verb: &str) -> crate::Options {
-    use std::os::unix::fs::PermissionsExt;
-    let runtime = dir.join("gated-runc");
-    let script = format!(
-        r#"#!/bin/sh
-for a in "$@"; do
+    let prologue = format!(
+        r#"for a in "$@"; do
   if [ "$a" = {verb} ]; then
     touch {d}/{verb}-started
     i=0
@@ -310,18 +330,8 @@ for a in "$@"; do
     exit $rc
   fi
 done
-exec /usr/sbin/runc "$@"
 "#,
         d = dir.display()
     );
-    std::fs::write(&runtime, script).expect("gated runtime");
-    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755))
-        .expect("gated runtime");
-    crate::Options {
-        config: format!(
-            "[runtimes.gated]\ntype = \"oci\"\npath = \"{}\"\n",
-            runtime.display()
-        ),
-        ..Default::default()
-    }
+    wrapped_runc(dir, "gated", &prologue)
 }

@@ -745,13 +745,7 @@ async fn an_external_runtime_whose_path_holds_a_comma_runs_containers() {
     std::fs::create_dir_all(&bin_dir).expect("runtime dir");
     let runc = bin_dir.join("runc");
     std::os::unix::fs::symlink("/usr/sbin/runc", &runc).expect("runc link");
-    let opts = berth_tests::Options {
-        config: format!(
-            "[runtimes.comma]\ntype = \"oci\"\npath = \"{}\"\n",
-            runc.display()
-        ),
-        ..Default::default()
-    };
+    let opts = berth_tests::setup::handler("comma", &runc);
     let mut s = setup_opts(opts, "comma", busybox_config(), |_| {}).await;
     let id = s
         .create(s.config("app", &["/bin/echo", "ran"]))
@@ -900,12 +894,8 @@ async fn a_create_container_whose_caller_gave_up_finishes_and_its_retry_gets_it(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_that_lost_systemds_bus_is_made_again() {
     let dir = berth_tests::TempDir::new("bus-dropped");
-    let runtime = dir.path().join("runc-bus-dropped");
-    std::fs::write(
-        &runtime,
-        format!(
-            r#"#!/bin/sh
-log=; prev=
+    let prologue = format!(
+        r#"log=; prev=
 for a in "$@"; do
   [ "$prev" = --log ] && log=$a
   prev=$a
@@ -917,24 +907,10 @@ for a in "$@"; do
     exit 1
   fi
 done
-exec /usr/sbin/runc "$@"
 "#,
-            d = dir.path().display()
-        ),
-    )
-    .expect("runtime");
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let opts = berth_tests::Options {
-        config: format!(
-            "[runtimes.dropped]\ntype = \"oci\"\npath = \"{}\"\n",
-            runtime.display()
-        ),
-        ..Default::default()
-    };
+        d = dir.path().display()
+    );
+    let opts = berth_tests::setup::wrapped_runc(dir.path(), "dropped", &prologue);
     let mut s = setup_opts(opts, "dropped", busybox_config(), |_| {}).await;
     let id = s.run(s.config("app", &["/bin/echo", "made"])).await;
     assert!(dir.path().join("dropped").exists(), "the first create ran");

@@ -82,6 +82,7 @@ fn dump(
         .ok_or_else(|| format!("container {id} has no pid"))?
         .as_raw();
     let spec = Spec::load(c.bundle().join("config.json")).map_err(|e| e.to_string())?;
+    let linux = spec.linux().clone().unwrap_or_default();
     let mut criu = rust_criu::Criu::new().map_err(|e| e.to_string())?;
     let version = criu.get_criu_version().map_err(|e| e.to_string())?;
     if version < CRIU_MINIMUM {
@@ -105,44 +106,33 @@ fn dump(
             }
         }
     }
-    for p in spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.masked_paths().clone())
-        .unwrap_or_default()
-    {
+    for p in linux.masked_paths().iter().flatten() {
         match std::fs::metadata(format!("/proc/{pid}/root{p}")) {
-            Ok(m) if !m.is_dir() => criu.set_external_mount(p, "/dev/null".into()),
+            Ok(m) if !m.is_dir() => criu.set_external_mount(p.clone(), "/dev/null".into()),
             _ => {}
         }
     }
     // In a user namespace the device nodes are the node's, bound in:
     // libcontainer's defaults and the spec's own.
-    let devices = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().clone())
-        .unwrap_or_default();
     for d in DEFAULT_DEVICES.iter().map(|d| d.to_string()).chain(
-        devices
+        linux
+            .devices()
             .iter()
+            .flatten()
             .map(|d| d.path().to_string_lossy().into_owned()),
     ) {
         criu.set_external_mount(d.clone(), d);
     }
     // The pod's network and PID namespaces are berth's, made before the
     // container: external, as runc and libcontainer declare them.
-    let namespaces = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
     for (kind, name) in [
         (LinuxNamespaceType::Network, "net"),
         (LinuxNamespaceType::Pid, "pid"),
     ] {
-        let Some(path) = namespaces
+        let Some(path) = linux
+            .namespaces()
             .iter()
+            .flatten()
             .find(|n| n.typ() == kind)
             .and_then(|n| n.path().clone())
         else {
