@@ -2,8 +2,11 @@
 //! kubelet's checkpoint archive and left running, under the builtin
 //! handler and runc, and with a terminal; a dump held past its timeout
 //! and a sparse terabyte in the writable layer, each leaving nothing; bad
-//! requests refused precisely with nothing left behind; a restore asked
-//! through CreateContainer answered Unimplemented.
+//! requests refused precisely with nothing left behind. Restores through
+//! CreateContainer: of dumps made under either handler, into a runc pod;
+//! and those that cannot be made (no archive, an image not here, the
+//! builtin handler, a terminal, a hostile archive) refused, leaving
+//! nothing.
 //!
 //! CRIU works in the VM lane's Debian guest, which sets BERTH_TEST_CRIU=1
 //! and there the dump must succeed. This host's kernel fails `criu
@@ -127,17 +130,211 @@ async fn bad_checkpoint_requests_are_refused_and_leave_nothing() {
     }
     assert!(listing(out.path()).is_empty(), "{:?}", listing(out.path()));
 
-    // An image naming an archive on the node asks for a restore.
-    let archive = out.path().join("from-elsewhere.tar");
-    std::fs::write(&archive, b"").expect("checkpoint test");
-    let mut restore = s.config("restored", &[]);
-    restore.image = Some(ImageSpec {
+    s.remove_all().await;
+}
+
+/// A tar of `entries` (name, bytes), names as given (`..` too).
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, bytes) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o600);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *bytes).expect("checkpoint test");
+    }
+    b.into_inner().expect("checkpoint test")
+}
+
+/// A container config whose image is the archive at `archive`: a restore.
+fn restore_config(s: &Setup, name: &str, archive: &std::path::Path) -> ContainerConfig {
+    let mut c = s.config(name, &[]);
+    c.image = Some(ImageSpec {
         image: archive.display().to_string(),
         ..Default::default()
     });
-    let e = s.create(restore).await.expect_err("refused");
-    assert_eq!(e.code(), Code::Unimplemented, "{e}");
-    assert!(e.message().contains("checkpoint"), "{e}");
+    c
+}
+
+/// A second pod in `s`'s berthd, under `handler`.
+async fn pod_on(s: &mut Setup, name: &str, handler: &str) -> String {
+    let mut config = s.pod_config.clone();
+    if let Some(m) = config.metadata.as_mut() {
+        m.name = name.into();
+        m.uid = format!("{name}-uid");
+    }
+    s.c.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: handler.into(),
+    })
+    .await
+    .expect("pod")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+async fn remove_pod(s: &mut Setup, pod: &str) {
+    s.c.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("remove pod");
+}
+
+async fn create_in(
+    s: &mut Setup,
+    pod: &str,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    s.c.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: Some(s.pod_config.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+/// What berthd holds of containers on the node: their directories and
+/// mounts.
+fn held(s: &Setup) -> Vec<String> {
+    let mut v = Vec::new();
+    for d in [s.b.state.join("containers"), s.b.root.join("containers")] {
+        if d.is_dir() {
+            v.extend(listing(&d));
+        }
+    }
+    v.extend(berth_tests::mounts_under(&s.b.state));
+    v
+}
+
+/// Restores that cannot be made (no archive, an image not here, a
+/// handler or a terminal berth cannot restore, a hostile writable layer,
+/// images CRIU cannot use) are each refused precisely and leave nothing:
+/// no container, directory or mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_that_cannot_be_made_are_refused_and_leave_nothing() {
+    let mut s = setup(busybox_config()).await;
+    let out = berth_tests::TempDir::new("restore");
+    let runc_pod = pod_on(&mut s, "runc-pod", "runc").await;
+    let before = held(&s);
+    let config = serde_json::json!({"rootfsImageName": s.image, "rootfsImageRef": ""}).to_string();
+    let spec = br#"{"process":{"terminal":false}}"#;
+    let archive = out.path().join("a.tar");
+    let cases: Vec<(&str, Vec<u8>, Code, &str)> = vec![
+        (
+            "builtin",
+            Vec::new(),
+            Code::InvalidArgument,
+            "not a checkpoint archive",
+        ),
+        (
+            "builtin",
+            tar_of(&[
+                ("config.dump", b"{}"),
+                ("spec.dump", spec),
+                ("checkpoint/inventory.img", b"x"),
+            ]),
+            Code::InvalidArgument,
+            "names no image",
+        ),
+        (
+            "builtin",
+            tar_of(&[
+                ("config.dump", config.as_bytes()),
+                ("spec.dump", spec),
+                ("checkpoint/inventory.img", b"x"),
+            ]),
+            Code::Unimplemented,
+            "type \"oci\"",
+        ),
+        (
+            "runc",
+            tar_of(&[
+                (
+                    "config.dump",
+                    br#"{"rootfsImageName":"elsewhere/app:1","rootfsImageRef":"sha256:0123"}"#,
+                ),
+                ("spec.dump", spec),
+                ("checkpoint/inventory.img", b"x"),
+            ]),
+            Code::NotFound,
+            "pull it first",
+        ),
+        (
+            "runc",
+            tar_of(&[
+                ("config.dump", config.as_bytes()),
+                ("spec.dump", br#"{"process":{"terminal":true}}"#),
+                ("checkpoint/inventory.img", b"x"),
+            ]),
+            Code::Unimplemented,
+            "terminal",
+        ),
+        (
+            "runc",
+            tar_of(&[
+                ("config.dump", config.as_bytes()),
+                ("spec.dump", spec),
+                ("checkpoint/inventory.img", b"x"),
+                ("checkpoint/../../../escaped", b"x"),
+            ]),
+            Code::FailedPrecondition,
+            "not a CRIU image name",
+        ),
+        (
+            "runc",
+            tar_of(&[
+                ("config.dump", config.as_bytes()),
+                ("spec.dump", spec),
+                ("checkpoint/inventory.img", b"x"),
+                ("rootfs-diff.tar", &tar_of(&[("../../escaped", b"x")])),
+            ]),
+            Code::FailedPrecondition,
+            "rootfs-diff.tar",
+        ),
+        (
+            "runc",
+            tar_of(&[
+                ("config.dump", config.as_bytes()),
+                ("spec.dump", spec),
+                ("checkpoint/inventory.img", b"not CRIU's"),
+                ("rootfs-diff.tar", &tar_of(&[("new.txt", b"x")])),
+                ("deleted.files", br#"["/bin/ls"]"#),
+            ]),
+            Code::FailedPrecondition,
+            "runc restore",
+        ),
+    ];
+    for (handler, bytes, code, why) in cases {
+        std::fs::write(&archive, &bytes).expect("checkpoint test");
+        let pod = if handler == "runc" {
+            runc_pod.clone()
+        } else {
+            s.pod.clone()
+        };
+        let config = restore_config(&s, "restored", &archive);
+        let e = create_in(&mut s, &pod, config).await.expect_err("refused");
+        assert_eq!(e.code(), code, "{why}: {e}");
+        assert!(e.message().contains(why), "{why}: {e}");
+        eprintln!("{handler}: {e}");
+        assert_eq!(held(&s), before, "{why}");
+        assert!(!out.path().join("escaped").exists());
+        assert!(!s.b.state.join("escaped").exists() && !s.b.root.join("escaped").exists());
+    }
+    let listed =
+        s.c.list_containers(ListContainersRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    remove_pod(&mut s, &runc_pod).await;
     s.remove_all().await;
 }
 
@@ -453,6 +650,111 @@ async fn a_container_in_a_user_namespace_is_checkpointed_under_every_handler() {
         let all = entries(&std::fs::read(&loc).expect("archive"));
         assert!(all.contains_key("checkpoint/inventory.img"), "{handler:?}");
         assert_running(&mut s, &id).await;
+        s.remove_all().await;
+    }
+}
+
+/// The ticks container `name` has logged.
+fn ticks(s: &Setup, name: &str) -> Vec<u64> {
+    berth_tests::setup::log_messages(&s.log(name))
+        .iter()
+        .filter_map(|m| m.strip_prefix("tick ")?.parse().ok())
+        .collect()
+}
+
+/// A counter checkpointed (under the builtin handler, and under runc) and
+/// restored through CreateContainer into a pod run by runc: CREATED with
+/// its processes stopped (nothing logged), then started, counting on
+/// from where it was rather than from 1, into its own new log; its
+/// writable layer's changes (a file added, one deleted) are in its rootfs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointed_counter_is_restored_and_counts_on() {
+    if skipped_without_criu() {
+        return;
+    }
+    for dumped_under in ["", "runc"] {
+        let mut s = setup_on(dumped_under, busybox_config(), |_| {}).await;
+        let out = berth_tests::TempDir::new("restore");
+        let script = "echo hello > /new.txt; rm /bin/ls; \
+                      i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done";
+        let id = s.run(s.config("counter", &["sh", "-c", script])).await;
+        s.wait_log("counter", "tick 3").await;
+        let loc = out.path().join("counter.tar");
+        checkpoint(&mut s, &id, &loc.display().to_string(), 600)
+            .await
+            .unwrap_or_else(|e| panic!("{dumped_under:?}: {e}"));
+        let pod = match dumped_under {
+            "runc" => s.pod.clone(),
+            _ => pod_on(&mut s, "restore-pod", "runc").await,
+        };
+        let config = restore_config(&s, "restored", &loc);
+        let rid = create_in(&mut s, &pod, config)
+            .await
+            .unwrap_or_else(|e| panic!("restore of a dump under {dumped_under:?}: {e}"));
+        let status = s.status(&rid).await;
+        assert_eq!(status.state, ContainerState::ContainerCreated as i32);
+        assert_eq!(status.image.map(|i| i.image), Some(s.image.clone()));
+        let rootfs = s.b.state.join("containers").join(&rid).join("rootfs");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("new.txt"))
+                .ok()
+                .as_deref(),
+            Some("hello\n")
+        );
+        assert!(!rootfs.join("bin/ls").exists() && rootfs.join("bin/sh").exists());
+        // CRIU's images (the container's memory) are gone once restored.
+        for d in [&s.b.state, &s.b.root] {
+            let images = d.join("containers").join(&rid).join("restore");
+            assert!(!images.exists(), "{}", images.display());
+        }
+        // Stopped while CREATED: it says nothing.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(ticks(&s, "restored"), Vec::<u64>::new());
+        s.c.start_container(StartContainerRequest {
+            container_id: rid.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("start of the restored container: {e}"));
+        for _ in 0..300 {
+            if ticks(&s, "restored").len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let restored = ticks(&s, "restored");
+        eprintln!("{dumped_under:?}: restored ticks {restored:?}");
+        assert!(restored.len() >= 2, "{}", s.log("restored"));
+        assert!(restored[0] > 3, "it counted from scratch: {restored:?}");
+        assert_eq!(restored[1], restored[0] + 1, "{restored:?}");
+        assert_running(&mut s, &rid).await;
+        // In its own cgroup, and its new pod's network namespace.
+        let pid = std::fs::read_to_string(s.b.state.join("containers").join(&rid).join("pid"))
+            .expect("the restored container's pid");
+        let proc = std::path::Path::new("/proc").join(pid.trim());
+        let cgroup = std::fs::read_to_string(proc.join("cgroup")).expect("its cgroup");
+        assert!(cgroup.contains(&format!("berth-{rid}")), "{cgroup}");
+        let ino = |p: std::path::PathBuf| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).expect("a netns"))
+        };
+        assert_eq!(
+            ino(proc.join("ns/net")),
+            ino(s.b.state.join("ns").join(&pod).join("net"))
+        );
+        // It stops as any other.
+        s.c.stop_container(StopContainerRequest {
+            container_id: rid.clone(),
+            timeout: 10,
+        })
+        .await
+        .expect("stop the restored container");
+        assert_eq!(
+            s.status(&rid).await.state,
+            ContainerState::ContainerExited as i32
+        );
+        assert_running(&mut s, &id).await;
+        if pod != s.pod {
+            remove_pod(&mut s, &pod).await;
+        }
         s.remove_all().await;
     }
 }

@@ -43,6 +43,14 @@ pub const OCI_ROOT: &str = "oci";
 pub const OCI_LOG: &str = "oci.log";
 /// An external OCI runtime's `--pid-file` for the init.
 pub const OCI_PID: &str = "oci.pid";
+/// A container restored from a checkpoint: CRIU's images, unpacked from
+/// the archive by berthd. The monitor restores (rather than creates) the
+/// container when it is there.
+pub const RESTORE: &str = "restore";
+/// The CRIU configuration berthd writes for a restore (the runtime's
+/// `org.criu.config`): the restored processes are left stopped until the
+/// start, so a restored container is CREATED as any other.
+pub const CRIU_CONF: &str = "criu.conf";
 
 /// The address of the attach socket in the state directory open as
 /// `dir`: through the directory's descriptor, because the state dir's own

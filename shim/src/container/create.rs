@@ -28,6 +28,8 @@ pub struct NewContainer<'a> {
     pub runtime: Option<&'a Path>,
     /// The pod's user namespace: its pin, and its ID maps.
     pub userns: Option<&'a (PathBuf, IdMaps)>,
+    /// The checkpoint archive it is restored from; None: a new container.
+    pub restore: Option<super::restore::Restore<'a>>,
 }
 
 /// How D-Bus reports a call whose recipient (systemd) left the bus before
@@ -74,13 +76,20 @@ impl Containers {
         spec_for: impl FnOnce(&Path, &[(usize, PathBuf)]) -> Result<(Spec, i32), crate::spec::Error>,
     ) -> Result<ContainerRecord, ContainerError> {
         let stage = crate::trace::Stage::start("rootfs");
-        let (rootfs, sources) = self
-            .mount_rootfs(&rec, new)
-            .map_err(ContainerError::Create)?;
+        // A restore unpacks its archive here: off the async workers' turn.
+        let (rootfs, sources) = match new.restore {
+            Some(_) => tokio::task::block_in_place(|| self.mount_rootfs(&rec, new)),
+            None => self.mount_rootfs(&rec, new),
+        }
+        .map_err(ContainerError::Create)?;
         stage.done();
         berth_db::crash::point("create:rootfs");
-        let (spec, stop_signal) = spec_for(&rootfs, &sources)?;
+        let (mut spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
+        if new.restore.is_some() {
+            super::restore::configure(&mut spec, &self.state_dir(&rec.id))
+                .map_err(ContainerError::Create)?;
+        }
         self.write_bundle(&mut rec, &spec, &rootfs, new)
             .map_err(ContainerError::Create)?;
         let started = std::time::Instant::now();
@@ -91,6 +100,9 @@ impl Containers {
         .await
         .map_err(ContainerError::Create)?;
         crate::metrics::stage("monitor", started.elapsed());
+        if new.restore.is_some() {
+            super::restore::done(&self.state_dir(&rec.id), &self.root.join(&rec.id));
+        }
         // The systemd driver's cpuset, which the runtime was not given (see
         // spec::resources): into the scope's files before the start.
         if berth_runtime::is_systemd_path(&rec.cgroup) {

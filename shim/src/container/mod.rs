@@ -3,7 +3,9 @@
 //! opens the table and the directories; by concern: `record.rs` (the
 //! record, what the monitor's files say), `rootfs.rs` (the overlay rootfs,
 //! image volumes, idmapped staging), `create.rs` (bundle and monitor
-//! start), `run.rs` (start, stop, the monitor's state), `remove.rs`.
+//! start), `run.rs` (start, stop, the monitor's state), `remove.rs`,
+//! `checkpoint.rs` (CheckpointContainer's archive), `restore.rs` (a
+//! container made again from one).
 //!
 //! ```text
 //! <root>/containers/<id>/{upper,work}   the writable layer
@@ -22,6 +24,7 @@ pub mod checkpoint;
 mod create;
 mod record;
 mod remove;
+pub mod restore;
 mod rootfs;
 mod run;
 

@@ -123,6 +123,16 @@ impl Containers {
             }
             None => lowers.to_vec(),
         };
+        // A restore: the checkpointed writable layer, before the mount.
+        let deleted = match &new.restore {
+            Some(r) => super::restore::unpack(r, &dir, &layer, lowers),
+            None => Ok(Vec::new()),
+        };
+        let deleted = deleted.inspect_err(|_| {
+            if userns.is_some() {
+                crate::idmap::unstage(&staged_layers);
+            }
+        })?;
         let lower = lowerdir(&staged_layers);
         let mounted = mount(
             Some("overlay"),
@@ -142,6 +152,8 @@ impl Containers {
             crate::idmap::unstage(&staged_layers);
         }
         mounted.map_err(|e| format!("mounting the rootfs: {e}"))?;
+        super::restore::delete_in(&rootfs, &deleted)
+            .map_err(|e| format!("restoring the writable layer: {e}"))?;
         // Image volumes: each image's layers, read-only, at vol-<n>.
         let mut sources = Vec::new();
         for (n, v) in volumes.iter().enumerate() {

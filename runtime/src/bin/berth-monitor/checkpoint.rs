@@ -37,19 +37,24 @@ pub fn checkpoint(c: &Checkpoint) -> Result<(), String> {
             log: &work.join("runtime.log"),
         }
         .checkpoint(id, images, work),
-        None => dump(id, root, images, work).map_err(|e| {
-            // CRIU says why in its log: its first error is the cause (the
-            // last is "Dumping FAILED.", which says none).
-            let log = std::fs::read_to_string(work.join("dump.log")).unwrap_or_default();
-            let why = log
-                .lines()
-                .find(|l| l.contains("Error (") && !l.ends_with("Dumping FAILED."))
-                .or_else(|| log.lines().rev().find(|l| l.contains("Error")))
-                .map(|l| format!(" (dump.log: {})", l.trim()))
-                .unwrap_or_default();
-            format!("criu dump: {e}{why}")
-        }),
+        None => dump(id, root, images, work)
+            .map_err(|e| format!("criu dump: {e}{}", criu_error(&work.join("dump.log")))),
     }
+}
+
+/// Why CRIU failed, from its log (` (dump.log: ...)`), or nothing: its
+/// first error is the cause (the last, "Dumping FAILED." or "Restoring
+/// FAILED.", says none).
+pub fn criu_error(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .find(|l| l.contains("Error (") && !l.ends_with("FAILED."))
+        .or_else(|| text.lines().rev().find(|l| l.contains("Error")))
+        .map(|l| {
+            let name = log.file_name().unwrap_or_default().to_string_lossy();
+            format!(" ({name}: {})", l.trim())
+        })
+        .unwrap_or_default()
 }
 
 /// The oldest CRIU whose dump berth asks for (crun's and libcontainer's

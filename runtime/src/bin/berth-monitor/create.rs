@@ -1,6 +1,11 @@
 //! `berth-monitor run`: creates the container (CRI CREATED), waits for
 //! berthd's start word on the start FIFO (or a kill, or the init's early
 //! death), starts it and executes `berth-pump` in its place.
+//!
+//! A container restored from a checkpoint (CRIU's images in the state
+//! directory's `restore/`) is made by the external runtime's `restore`
+//! instead, its processes left stopped: CREATED as any other, until the
+//! start continues them.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -8,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use berth_runtime::now_ns;
 use berth_runtime::protocol::state::{
-    CREATE_ERROR, OCI_PID, PID, PID_START, START_FIFO, STARTED, write_atomic,
+    CREATE_ERROR, OCI_PID, PID, PID_START, RESTORE, START_FIFO, STARTED, write_atomic,
 };
 use berth_runtime::protocol::{Container, Control, Exit, Invocation, Pump};
 use berth_runtime::reap::{
@@ -44,7 +49,11 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
     } else {
         None
     };
+    let restore = a.state.join(RESTORE);
     let built: Result<Engine, String> = match External::of(a) {
+        None if restore.is_dir() => {
+            Err("restoring from a checkpoint needs an external runtime (runc)".into())
+        }
         None => ContainerBuilder::new(a.id.clone(), SyscallType::default())
             .validate_id()
             .and_then(|b| b.with_root_path(&a.root))
@@ -65,6 +74,19 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
             .and_then(|b| b.build())
             .map(|c| Engine::Lib(Box::new(c)))
             .map_err(|e| e.to_string()),
+        // A restore: berthd refuses one with a terminal.
+        Some(x) if restore.is_dir() && !tty => super::oci::subreaper().and_then(|()| {
+            x.oci()
+                .restore(
+                    &a.id,
+                    &a.bundle,
+                    &a.state.join(OCI_PID),
+                    (stdin_r, out_w, err_w),
+                    &restore,
+                    &a.state,
+                )
+                .map(|pid| Engine::Restored(x, pid))
+        }),
         Some(x) => super::oci::subreaper().and_then(|()| {
             let stdio = (!tty).then_some((stdin_r, out_w, err_w));
             x.oci()

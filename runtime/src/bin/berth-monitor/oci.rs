@@ -46,6 +46,17 @@ impl Oci<'_> {
         )
     }
 
+    /// [`Self::command`] for the container of `bundle`. The systemd
+    /// driver: the runtime makes the container's scope through systemd
+    /// (runc and crun remember it for later commands).
+    fn command_for(&self, bundle: &Path) -> Command {
+        let mut c = self.command();
+        if super::bundle::cgroups_path(bundle).is_some_and(|p| berth_runtime::is_systemd_path(&p)) {
+            c.arg("--systemd-cgroup");
+        }
+        c
+    }
+
     fn run(&self, what: &str, c: &mut Command) -> Result<(), String> {
         let status = c
             .status()
@@ -58,7 +69,6 @@ impl Oci<'_> {
     }
 
     /// `create`: the container exists, its init waits for `start`.
-    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &self,
         id: &str,
@@ -67,12 +77,7 @@ impl Oci<'_> {
         console: Option<&Path>,
         stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>,
     ) -> Result<Pid, String> {
-        let mut c = self.command();
-        // The systemd driver: the runtime makes the container's scope
-        // through systemd (runc and crun remember it for later commands).
-        if super::bundle::cgroups_path(bundle).is_some_and(|p| berth_runtime::is_systemd_path(&p)) {
-            c.arg("--systemd-cgroup");
-        }
+        let mut c = self.command_for(bundle);
         c.arg("create")
             .arg("--bundle")
             .arg(bundle)
@@ -82,15 +87,45 @@ impl Oci<'_> {
             c.arg("--console-socket").arg(sock);
         }
         c.arg(id);
-        match stdio {
-            // The init inherits these from the runtime.
-            Some((i, o, e)) => c.stdin(i).stdout(o).stderr(e),
-            None => c
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        };
+        with_stdio(&mut c, stdio);
         self.run("create", &mut c)?;
+        read_pid(pid_file)
+    }
+
+    /// `restore --detach`: the container made again from CRIU's `images`
+    /// (CRIU's `restore.log` in `work`), its processes left stopped (the
+    /// bundle's `org.criu.config` says so) until [`continue_all`]. The
+    /// restored init's stdio pipes become `stdio`: the runtime maps the
+    /// pipes `descriptors.json` names onto its own stdio.
+    pub fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: (OwnedFd, OwnedFd, OwnedFd),
+        images: &Path,
+        work: &Path,
+    ) -> Result<Pid, String> {
+        let mut c = self.command_for(bundle);
+        c.arg("restore")
+            .arg("--detach")
+            .arg("--file-locks")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg("--image-path")
+            .arg(images)
+            .arg("--work-path")
+            .arg(work)
+            .arg(id);
+        with_stdio(&mut c, Some(stdio));
+        self.run("restore", &mut c).map_err(|e| {
+            format!(
+                "{e}{}",
+                super::checkpoint::criu_error(&work.join("restore.log"))
+            )
+        })?;
         read_pid(pid_file)
     }
 
@@ -145,6 +180,45 @@ impl Oci<'_> {
         self.run("exec", &mut c)?;
         read_pid(pid_file)
     }
+}
+
+/// The init inherits these from the runtime; none: nothing.
+fn with_stdio(c: &mut Command, stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>) {
+    match stdio {
+        Some((i, o, e)) => c.stdin(i).stdout(o).stderr(e),
+        None => c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    };
+}
+
+/// Continues the restored processes CRIU left stopped: the init and all
+/// its descendants (none can fork while stopped, so the walk is whole).
+pub fn continue_all(init: Pid) -> Result<(), String> {
+    let mut todo = vec![init];
+    let mut all = Vec::new();
+    while let Some(p) = todo.pop() {
+        all.push(p);
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse().ok())
+                    .map(Pid::from_raw),
+            );
+        }
+    }
+    // Children first: the init, continued last, finds them running.
+    for p in all.iter().rev() {
+        nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGCONT)
+            .map_err(|e| format!("continuing restored process {p}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn read_pid(file: &Path) -> Result<Pid, String> {

@@ -2,9 +2,8 @@
 //! running container dumped with CRIU into an archive at `location`, and
 //! left running. `timeout` (seconds) bounds the whole call; 0 means 5 minutes.
 //!
-//! Restoring from such an archive through CreateContainer (which CRI-O
-//! does, and containerd did until 2.4 removed it in favour of a RestorePod
-//! API to come) is not built: CreateContainer says so.
+//! Restoring from such an archive is CreateContainer's, as with CRI-O
+//! (see `container::restore`).
 
 use std::path::Path;
 use std::time::Duration;

@@ -31,7 +31,13 @@ pub async fn create_container(
         .map(crate::pod::userns_maps)
         .transpose()
         .map_err(|e| Status::invalid_argument(format!("CreateContainer: {e}")))?;
-    restore_refused(&config)?;
+    // An image naming a checkpoint archive on the node asks for a restore.
+    let restore = crate::container::restore::asked(&config);
+    let archived = restore
+        .as_deref()
+        .map(crate::container::restore::read)
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("CreateContainer: {e}")))?;
     let meta = config.metadata.clone().unwrap_or_default();
     if meta.name.is_empty() {
         return Err(Status::invalid_argument(
@@ -71,18 +77,24 @@ pub async fn create_container(
             pod.id, holder.id
         )));
     }
-    let image_name = config
-        .image
-        .as_ref()
-        .map(|i| i.image.clone())
-        .unwrap_or_default();
-    let image = d
-        .images
-        .find(&image_name)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .ok_or_else(|| {
-            Status::not_found(format!("image {image_name:?} not found: pull it first"))
-        })?;
+    let (image_name, image) = match &archived {
+        Some(a) => restore_image(d, &pod, a)?,
+        None => {
+            let name = config
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default();
+            let image = d
+                .images
+                .find(&name)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .ok_or_else(|| {
+                    Status::not_found(format!("image {name:?} not found: pull it first"))
+                })?;
+            (name, image)
+        }
+    };
     let image_config = d
         .images
         .config(&image)
@@ -213,7 +225,11 @@ pub async fn create_container(
         Status::new(s.code(), format!("CreateContainer: {}", s.message()))
     })?;
     berth_db::crash::point("create:leased");
-    let (cid, cfg) = (id.clone(), config.clone());
+    let (cid, mut cfg) = (id.clone(), config.clone());
+    // A restore's spec names the image, not the archive.
+    if let Some(i) = cfg.image.as_mut().filter(|_| archived.is_some()) {
+        i.image = image_name.clone();
+    }
     let pod_maps = ctx.user_ns.as_ref().map(|(_, m)| *m);
     let userns_pin = ctx.user_ns.clone();
     let spec_for = move |rootfs: &std::path::Path, sources: &[(usize, std::path::PathBuf)]| {
@@ -242,6 +258,7 @@ pub async fn create_container(
         let sig = crate::spec::stop_signal(&stop_signal)?;
         Ok((spec, sig))
     };
+    let limits = d.config.images.limits();
     let rec = d
         .containers
         .create(
@@ -256,6 +273,12 @@ pub async fn create_container(
                 log_path,
                 runtime: runtime.as_deref(),
                 userns: userns_pin.as_ref(),
+                restore: restore
+                    .as_deref()
+                    .map(|archive| crate::container::restore::Restore {
+                        archive,
+                        limits: &limits,
+                    }),
             },
             spec_for,
         )
@@ -340,17 +363,49 @@ fn target_pid_ns(d: &Daemon, c: &cri_api::v1::ContainerConfig) -> Option<std::pa
     Some(format!("/proc/{}/ns/pid", pid.trim()).into())
 }
 
-/// An image that names a checkpoint archive (a file on the node, as
-/// CRI-O takes it) asks for a restore, which berth does not do: it says so
-/// instead of calling the path an unknown image.
-fn restore_refused(config: &cri_api::v1::ContainerConfig) -> Result<(), Status> {
-    let image = config.image.as_ref().map_or("", |i| i.image.as_str());
-    if image.starts_with('/') && std::path::Path::new(image).is_file() {
+/// A restore's image: the one its archive's container ran, pulled
+/// already, under a handler that can restore.
+fn restore_image(
+    d: &Daemon,
+    pod: &crate::pod::PodRecord,
+    a: &crate::container::restore::Archived,
+) -> Result<(String, berth_imageservice::db::ImageRecord), Status> {
+    if !matches!(
+        d.config.runtimes.get(&pod.runtime_handler),
+        Some(crate::config::RuntimeHandler::Oci { .. })
+    ) {
         return Err(Status::unimplemented(format!(
-            "CreateContainer: {image} is a checkpoint archive; restoring a container from a \
-             checkpoint is not implemented by berth {} (CheckpointContainer is)",
-            env!("CARGO_PKG_VERSION")
+            "CreateContainer: restoring a container from a checkpoint is implemented through an \
+             external OCI runtime (a handler of type \"oci\", such as runc), not pod {}'s \
+             handler {:?}: youki's libcontainer has no restore",
+            pod.id, pod.runtime_handler
         )));
     }
-    Ok(())
+    if a.terminal {
+        return Err(Status::unimplemented(
+            "CreateContainer: restoring a container that had a terminal is not implemented",
+        ));
+    }
+    let mut found = None;
+    for name in [&a.image_ref, &a.image_name] {
+        found = d
+            .images
+            .find(name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let image = found.ok_or_else(|| {
+        Status::not_found(format!(
+            "CreateContainer: the checkpoint's image {:?} ({}) not found: pull it first",
+            a.image_name, a.image_ref
+        ))
+    })?;
+    let name = if a.image_name.is_empty() {
+        image.id.clone()
+    } else {
+        a.image_name.clone()
+    };
+    Ok((name, image))
 }
