@@ -200,8 +200,8 @@ async fn create_in(
     .map(|r| r.into_inner().container_id)
 }
 
-/// What berthd holds of containers on the node: their directories and
-/// mounts.
+/// What berthd holds of containers on the node: their directories,
+/// mounts and cgroups.
 fn held(s: &Setup) -> Vec<String> {
     let mut v = Vec::new();
     for d in [s.b.state.join("containers"), s.b.root.join("containers")] {
@@ -210,6 +210,19 @@ fn held(s: &Setup) -> Vec<String> {
         }
     }
     v.extend(berth_tests::mounts_under(&s.b.state));
+    // Containers' cgroups, in every hierarchy.
+    let rel = berth_tests::cgroup::rel(&s.cgroup_parent());
+    for h in berth_tests::cgroup::hierarchies() {
+        let pod = h.join(&rel);
+        if pod.is_dir() {
+            v.extend(
+                listing(&pod)
+                    .into_iter()
+                    .filter(|n| n.starts_with("berth-"))
+                    .map(|n| format!("{}/{n}", pod.display())),
+            );
+        }
+    }
     v
 }
 
@@ -248,10 +261,14 @@ async fn restores_that_cannot_be_made_are_refused_and_leave_nothing() {
             tar_of(&[
                 ("config.dump", config.as_bytes()),
                 ("spec.dump", spec),
-                ("checkpoint/inventory.img", b"x"),
+                ("checkpoint/inventory.img", b"not CRIU's"),
+                (
+                    "checkpoint/descriptors.json",
+                    br#"["pipe:[1]","pipe:[2]","pipe:[3]"]"#,
+                ),
             ]),
-            Code::Unimplemented,
-            "type \"oci\"",
+            Code::FailedPrecondition,
+            "criu",
         ),
         (
             "runc",
@@ -662,17 +679,19 @@ fn ticks(s: &Setup, name: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A counter checkpointed (under the builtin handler, and under runc) and
-/// restored through CreateContainer into a pod run by runc: CREATED with
-/// its processes stopped (nothing logged), then started, counting on
-/// from where it was rather than from 1, into its own new log; its
-/// writable layer's changes (a file added, one deleted) are in its rootfs.
+/// A counter checkpointed and restored through CreateContainer, under
+/// each handler and across them (into the same pod, and into another):
+/// CREATED with its processes stopped (nothing logged), then started,
+/// counting on from where it was rather than from 1, into its own new
+/// log, in its own cgroup and its pod's network namespace; its writable
+/// layer's changes (a file added, one deleted) are in its rootfs; it
+/// stops as any other, and exec works in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointed_counter_is_restored_and_counts_on() {
     if skipped_without_criu() {
         return;
     }
-    for dumped_under in ["", "runc"] {
+    for (dumped_under, restored_under) in [("", ""), ("runc", "runc"), ("", "runc"), ("runc", "")] {
         let mut s = setup_on(dumped_under, busybox_config(), |_| {}).await;
         let out = berth_tests::TempDir::new("restore");
         let script = "echo hello > /new.txt; rm /bin/ls; \
@@ -683,14 +702,15 @@ async fn a_checkpointed_counter_is_restored_and_counts_on() {
         checkpoint(&mut s, &id, &loc.display().to_string(), 600)
             .await
             .unwrap_or_else(|e| panic!("{dumped_under:?}: {e}"));
-        let pod = match dumped_under {
-            "runc" => s.pod.clone(),
-            _ => pod_on(&mut s, "restore-pod", "runc").await,
+        let pod = if dumped_under == restored_under {
+            s.pod.clone()
+        } else {
+            pod_on(&mut s, "restore-pod", restored_under).await
         };
         let config = restore_config(&s, "restored", &loc);
-        let rid = create_in(&mut s, &pod, config)
-            .await
-            .unwrap_or_else(|e| panic!("restore of a dump under {dumped_under:?}: {e}"));
+        let rid = create_in(&mut s, &pod, config).await.unwrap_or_else(|e| {
+            panic!("restore of a dump under {dumped_under:?} under {restored_under:?}: {e}")
+        });
         let status = s.status(&rid).await;
         assert_eq!(status.state, ContainerState::ContainerCreated as i32);
         assert_eq!(status.image.map(|i| i.image), Some(s.image.clone()));
@@ -722,7 +742,7 @@ async fn a_checkpointed_counter_is_restored_and_counts_on() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let restored = ticks(&s, "restored");
-        eprintln!("{dumped_under:?}: restored ticks {restored:?}");
+        eprintln!("{dumped_under:?} -> {restored_under:?}: restored ticks {restored:?}");
         assert!(restored.len() >= 2, "{}", s.log("restored"));
         assert!(restored[0] > 3, "it counted from scratch: {restored:?}");
         assert_eq!(restored[1], restored[0] + 1, "{restored:?}");
@@ -733,6 +753,15 @@ async fn a_checkpointed_counter_is_restored_and_counts_on() {
         let proc = std::path::Path::new("/proc").join(pid.trim());
         let cgroup = std::fs::read_to_string(proc.join("cgroup")).expect("its cgroup");
         assert!(cgroup.contains(&format!("berth-{rid}")), "{cgroup}");
+        // Its monitor (its parent), which made the cgroup, is not in it.
+        let stat = std::fs::read_to_string(proc.join("stat")).expect("its stat");
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|f| f.split_whitespace().nth(1))
+            .expect("its parent");
+        let monitor = std::fs::read_to_string(format!("/proc/{ppid}/cgroup")).expect("monitor");
+        assert!(!monitor.contains(&rid), "{monitor}");
         let ino = |p: std::path::PathBuf| {
             std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).expect("a netns"))
         };
@@ -740,6 +769,16 @@ async fn a_checkpointed_counter_is_restored_and_counts_on() {
             ino(proc.join("ns/net")),
             ino(s.b.state.join("ns").join(&pod).join("net"))
         );
+        let exec =
+            s.c.exec_sync(ExecSyncRequest {
+                container_id: rid.clone(),
+                cmd: vec!["cat".into(), "/new.txt".into()],
+                timeout: 60,
+            })
+            .await
+            .expect("exec in the restored container")
+            .into_inner();
+        assert_eq!((exec.exit_code, exec.stdout), (0, b"hello\n".to_vec()));
         // It stops as any other.
         s.c.stop_container(StopContainerRequest {
             container_id: rid.clone(),

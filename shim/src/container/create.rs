@@ -87,7 +87,7 @@ impl Containers {
         let (mut spec, stop_signal) = spec_for(&rootfs, &sources)?;
         rec.stop_signal = stop_signal;
         if new.restore.is_some() {
-            super::restore::configure(&mut spec, &self.state_dir(&rec.id))
+            super::restore::configure(&mut spec, &self.state_dir(&rec.id), &rootfs)
                 .map_err(ContainerError::Create)?;
         }
         self.write_bundle(&mut rec, &spec, &rootfs, new)

@@ -8,9 +8,10 @@
 //! from `rootfs-diff.tar` (through the image unpacker, with its bounds:
 //! the archive may come from another node, and its layer is the tenant's)
 //! and `deleted.files`, and puts CRIU's images where the state
-//! directory's `restore` leads. There the monitor finds them and has the
-//! external runtime restore the container, its processes left stopped
-//! (`criu.conf`) until StartContainer continues them; then the images go.
+//! directory's `restore` leads. There the monitor finds them and restores
+//! the container (through the external runtime, or its own `criu
+//! restore` under libcontainer), its processes left stopped (`criu.conf`
+//! for runc) until StartContainer continues them; then the images go.
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -192,7 +193,30 @@ pub(super) fn done(state: &Path, layer: &Path) {
 /// there only on cgroup v1: CRIU would put them back in the checkpointed
 /// container's). The spec names it to the runtime (runc's
 /// `org.criu.config`), whose options it overrides.
-pub(super) fn configure(spec: &mut crate::spec::Spec, state: &Path) -> Result<(), String> {
+///
+/// The mount points of the spec's mounts are made in `rootfs` too, as a
+/// create makes them: the writable layer the archive brought leaves out
+/// bind mount targets, and CRIU mounts only onto what is there.
+pub(super) fn configure(
+    spec: &mut crate::spec::Spec,
+    state: &Path,
+    rootfs: &Path,
+) -> Result<(), String> {
+    for m in spec.mounts().iter().flatten() {
+        let file = m
+            .source()
+            .as_ref()
+            .filter(|_| {
+                m.typ().as_deref() == Some("bind")
+                    || m.options()
+                        .iter()
+                        .flatten()
+                        .any(|o| o == "bind" || o == "rbind")
+            })
+            .is_some_and(|s| s.metadata().is_ok_and(|m| !m.is_dir()));
+        mount_point(rootfs, m.destination(), file)
+            .map_err(|e| format!("mount point {}: {e}", m.destination().display()))?;
+    }
     let cgroup = spec
         .linux()
         .as_ref()
@@ -206,6 +230,51 @@ pub(super) fn configure(spec: &mut crate::spec::Spec, state: &Path) -> Result<()
     a.insert("org.criu.config".into(), conf.display().to_string());
     spec.set_annotations(Some(a));
     Ok(())
+}
+
+/// Makes `path` (a directory, or an empty `file`) inside `rootfs` if it
+/// is not there, its missing parents as directories; each component is
+/// opened without following a link (a link on the way is refused: the
+/// rootfs is the tenant's).
+fn mount_point(rootfs: &Path, path: &Path, file: bool) -> Result<(), String> {
+    let parts: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some((last, dirs)) = parts.split_last() else {
+        return Ok(());
+    };
+    let mut at: OwnedFd = std::fs::File::open(rootfs)
+        .map_err(|e| e.to_string())?
+        .into();
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mode = Mode::from_bits_truncate(0o755);
+    for p in dirs {
+        match nix::sys::stat::mkdirat(at.as_fd(), *p, mode) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        at = openat(at.as_fd(), *p, dir_flags, Mode::empty())
+            .map_err(|e| format!("{}: {e}", Path::new(p).display()))?;
+    }
+    let made = if file {
+        openat(
+            at.as_fd(),
+            *last,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(drop)
+    } else {
+        nix::sys::stat::mkdirat(at.as_fd(), *last, mode)
+    };
+    match made {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Removes `deleted` (paths in the image the checkpointed container had
@@ -383,6 +452,24 @@ mod tests {
             assert!(e.contains("not a CRIU image name"), "{e}");
             assert!(!t.path().join("escape").exists());
         }
+    }
+
+    #[test]
+    fn mount_points_are_made_inside_the_rootfs() {
+        let t = tmp("mountpoints");
+        let root = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc")).unwrap();
+        mount_point(&root, Path::new("/run/secrets/token"), true).unwrap();
+        mount_point(&root, Path::new("/dev/shm"), false).unwrap();
+        assert!(root.join("run/secrets/token").is_file() && root.join("dev/shm").is_dir());
+        // Made again: there already.
+        mount_point(&root, Path::new("/run/secrets/token"), true).unwrap();
+        assert!(mount_point(&root, Path::new("/etc/hostname"), true).is_err());
+        assert!(mount_point(&root, Path::new("/etc/x/y"), false).is_err());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

@@ -23,13 +23,7 @@ pub fn checkpoint(c: &Checkpoint) -> Result<(), String> {
         work,
         runtime,
     } = c;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if !std::env::split_paths(&path).any(|d| d.join("criu").is_file()) {
-        return Err(format!(
-            "criu is not installed (not found on PATH {}): install CRIU (Debian: criu)",
-            path.to_string_lossy()
-        ));
-    }
+    criu_installed()?;
     match runtime.as_deref() {
         Some(bin) => Oci {
             bin,
@@ -40,6 +34,18 @@ pub fn checkpoint(c: &Checkpoint) -> Result<(), String> {
         None => dump(id, root, images, work)
             .map_err(|e| format!("criu dump: {e}{}", criu_error(&work.join("dump.log")))),
     }
+}
+
+/// CRIU is on `PATH`, or why not.
+pub fn criu_installed() -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if !std::env::split_paths(&path).any(|d| d.join("criu").is_file()) {
+        return Err(format!(
+            "criu is not installed (not found on PATH {}): install CRIU (Debian: criu)",
+            path.to_string_lossy()
+        ));
+    }
+    Ok(())
 }
 
 /// Why CRIU failed, from its log (` (dump.log: ...)`), or nothing: its
@@ -74,7 +80,7 @@ fn dump(
     work: &std::path::Path,
 ) -> Result<(), String> {
     use libcontainer::container::ContainerStatus;
-    use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
+    use libcontainer::oci_spec::runtime::Spec;
     use std::os::fd::AsRawFd;
 
     let c = libcontainer::container::Container::load(root.join(id))
@@ -97,12 +103,7 @@ fn dump(
     }
     for m in spec.mounts().iter().flatten() {
         let dest = m.destination().to_string_lossy().into_owned();
-        let bind = m.typ().as_deref() == Some("bind")
-            || m.options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind");
-        if bind {
+        if is_bind(m) {
             criu.set_external_mount(dest.clone(), dest);
         } else if m.typ().as_deref() == Some("cgroup") {
             // Under cgroup v1 the container sees the node's hierarchies.
@@ -130,19 +131,7 @@ fn dump(
     }
     // The pod's network and PID namespaces are berth's, made before the
     // container: external, as runc and libcontainer declare them.
-    for (kind, name) in [
-        (LinuxNamespaceType::Network, "net"),
-        (LinuxNamespaceType::Pid, "pid"),
-    ] {
-        let Some(path) = linux
-            .namespaces()
-            .iter()
-            .flatten()
-            .find(|n| n.typ() == kind)
-            .and_then(|n| n.path().clone())
-        else {
-            continue;
-        };
+    for (name, path) in pod_namespaces(&linux) {
         let ino = std::fs::metadata(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?
             .ino();
@@ -181,8 +170,41 @@ fn dump(
     criu.dump().map_err(|e| e.to_string())
 }
 
+/// The namespaces berth made before the container, by the spec's paths:
+/// the pod's network namespace, and a PID namespace the pod shares.
+/// CRIU takes them as external (`extRootNetNS`, `extRootPidNS`), as runc
+/// and libcontainer declare them.
+pub fn pod_namespaces(
+    linux: &libcontainer::oci_spec::runtime::Linux,
+) -> Vec<(&'static str, std::path::PathBuf)> {
+    use libcontainer::oci_spec::runtime::LinuxNamespaceType;
+    [
+        (LinuxNamespaceType::Network, "net"),
+        (LinuxNamespaceType::Pid, "pid"),
+    ]
+    .into_iter()
+    .filter_map(|(kind, name)| {
+        let ns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .find(|n| n.typ() == kind)?;
+        Some((name, ns.path().clone()?))
+    })
+    .collect()
+}
+
+/// A bind mount, by its type or its options.
+pub fn is_bind(m: &libcontainer::oci_spec::runtime::Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
 /// The device nodes libcontainer gives every container.
-const DEFAULT_DEVICES: [&str; 6] = [
+pub const DEFAULT_DEVICES: [&str; 6] = [
     "/dev/null",
     "/dev/zero",
     "/dev/full",
@@ -192,7 +214,7 @@ const DEFAULT_DEVICES: [&str; 6] = [
 ];
 
 /// The node's cgroup v1 hierarchies under /sys/fs/cgroup (none under v2).
-fn v1_cgroup_mounts() -> Vec<String> {
+pub fn v1_cgroup_mounts() -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()

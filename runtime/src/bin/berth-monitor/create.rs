@@ -4,8 +4,9 @@
 //!
 //! A container restored from a checkpoint (CRIU's images in the state
 //! directory's `restore/`) is made by the external runtime's `restore`
-//! instead, its processes left stopped: CREATED as any other, until the
-//! start continues them.
+//! instead, or by CRIU itself under libcontainer ([`super::restore`]),
+//! its processes left stopped: CREATED as any other, until the start
+//! continues them.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -51,8 +52,10 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
     };
     let restore = a.state.join(RESTORE);
     let built: Result<Engine, String> = match External::of(a) {
-        None if restore.is_dir() => {
-            Err("restoring from a checkpoint needs an external runtime (runc)".into())
+        // A restore: berthd refuses one with a terminal.
+        None if restore.is_dir() && !tty => {
+            super::restore::restore(a, &restore, (stdin_r, out_w, err_w))
+                .map(|c| Engine::Restored(Box::new(Engine::Lib(Box::new(c)))))
         }
         None => ContainerBuilder::new(a.id.clone(), SyscallType::default())
             .validate_id()
@@ -85,7 +88,7 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
                     &restore,
                     &a.state,
                 )
-                .map(|pid| Engine::Restored(x, pid))
+                .map(|pid| Engine::Restored(Box::new(Engine::Oci(x, pid))))
         }),
         Some(x) => super::oci::subreaper().and_then(|()| {
             let stdio = (!tty).then_some((stdin_r, out_w, err_w));

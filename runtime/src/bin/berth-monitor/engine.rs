@@ -40,9 +40,8 @@ pub enum Engine {
     Lib(Box<libcontainer::container::Container>),
     /// The init's pid.
     Oci(External, Pid),
-    /// Restored from a checkpoint by the external runtime, its processes
-    /// stopped until the start; the init's pid.
-    Restored(External, Pid),
+    /// Restored from a checkpoint, its processes stopped until the start.
+    Restored(Box<Engine>),
 }
 
 impl Engine {
@@ -60,7 +59,8 @@ impl Engine {
     pub fn pid(&self) -> Option<Pid> {
         match self {
             Engine::Lib(c) => c.pid().map(|p| Pid::from_raw(p.as_raw())),
-            Engine::Oci(_, p) | Engine::Restored(_, p) => Some(*p),
+            Engine::Oci(_, p) => Some(*p),
+            Engine::Restored(e) => e.pid(),
         }
     }
 
@@ -68,7 +68,10 @@ impl Engine {
         match self {
             Engine::Lib(c) => c.start().map_err(|e| e.to_string()),
             Engine::Oci(x, _) => x.oci().start(id),
-            Engine::Restored(_, p) => super::oci::continue_all(*p),
+            Engine::Restored(e) => match e.pid() {
+                Some(p) => super::oci::continue_all(p),
+                None => Err("the restored container has no pid".into()),
+            },
         }
     }
 
@@ -77,7 +80,8 @@ impl Engine {
     pub fn delete(&mut self, id: &str, state: &Path) {
         let r = match self {
             Engine::Lib(c) => c.delete(true).map_err(|e| e.to_string()),
-            Engine::Oci(x, _) | Engine::Restored(x, _) => x.oci().delete(id),
+            Engine::Oci(x, _) => x.oci().delete(id),
+            Engine::Restored(e) => return e.delete(id, state),
         };
         if let Err(e) = r {
             eprintln!("berth-monitor {id}: delete: {e}");

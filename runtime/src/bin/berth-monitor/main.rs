@@ -18,7 +18,9 @@
 //!   container, removes its cgroup and the runtime's state;
 //! - `exec` ([`exec`]): runs one more process in a running container;
 //! - `checkpoint` ([`checkpoint`]): dumps a running container with CRIU
-//!   and leaves it running;
+//!   and leaves it running; `run` of a container with CRIU's images in
+//!   its state restores it instead of creating it (an external runtime's
+//!   `restore`, or [`restore`] under libcontainer);
 //! - `pause`, `pause-init` ([`pause`]): a pod's infra process, when the
 //!   pod shares one PID namespace.
 //!
@@ -33,6 +35,7 @@ mod engine;
 mod exec;
 mod oci;
 mod pause;
+mod restore;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -78,7 +78,7 @@ pub async fn create_container(
         )));
     }
     let (image_name, image) = match &archived {
-        Some(a) => restore_image(d, &pod, a)?,
+        Some(a) => restore_image(d, a)?,
         None => {
             let name = config
                 .image
@@ -364,23 +364,11 @@ fn target_pid_ns(d: &Daemon, c: &cri_api::v1::ContainerConfig) -> Option<std::pa
 }
 
 /// A restore's image: the one its archive's container ran, pulled
-/// already, under a handler that can restore.
+/// already.
 fn restore_image(
     d: &Daemon,
-    pod: &crate::pod::PodRecord,
     a: &crate::container::restore::Archived,
 ) -> Result<(String, berth_imageservice::db::ImageRecord), Status> {
-    if !matches!(
-        d.config.runtimes.get(&pod.runtime_handler),
-        Some(crate::config::RuntimeHandler::Oci { .. })
-    ) {
-        return Err(Status::unimplemented(format!(
-            "CreateContainer: restoring a container from a checkpoint is implemented through an \
-             external OCI runtime (a handler of type \"oci\", such as runc), not pod {}'s \
-             handler {:?}: youki's libcontainer has no restore",
-            pod.id, pod.runtime_handler
-        )));
-    }
     if a.terminal {
         return Err(Status::unimplemented(
             "CreateContainer: restoring a container that had a terminal is not implemented",
