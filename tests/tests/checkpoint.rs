@@ -797,3 +797,86 @@ async fn a_checkpointed_counter_is_restored_and_counts_on() {
         s.remove_all().await;
     }
 }
+
+/// The README's crictl example of a checkpoint and its restore, run as it
+/// stands (where crictl is on `PATH`, and CRIU works): the restored
+/// counter logs on from where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_crictl_restore() {
+    if skipped_without_criu() {
+        return;
+    }
+    let crictl = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| d.join("crictl").is_file()));
+    if crictl.is_none() {
+        eprintln!("SKIPPED: no crictl on PATH");
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README");
+    let start = readme
+        .find("```sh\nmkdir -p /var/lib/berth-checkpoints")
+        .expect("the README's restore example");
+    let block = &readme[start + "```sh\n".len()..];
+    let block = &block[..block.find("```").expect("its end")];
+    let mut s = setup(busybox_config()).await;
+    let script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done";
+    let cid = s.run(s.config("counter", &["sh", "-c", script])).await;
+    s.wait_log("counter", "tick 3").await;
+    let dir = berth_tests::TempDir::new("readme");
+    let logs = s.b.dir.path().join("restore-logs");
+    let pod = serde_json::json!({
+        "metadata": {"name": "restore-pod", "uid": "restore-pod-uid", "namespace": "default"},
+        "log_directory": logs,
+        "linux": {"cgroup_parent": s.cgroup_parent()},
+    });
+    std::fs::write(dir.path().join("restore-pod.json"), pod.to_string()).expect("pod.json");
+    let out = std::process::Command::new("bash")
+        .arg("-euc")
+        .arg(format!("{block}\necho \"RID=$RID\""))
+        .current_dir(dir.path())
+        .env("CID", &cid)
+        .env(
+            "CONTAINER_RUNTIME_ENDPOINT",
+            format!("unix://{}", s.b.socket.display()),
+        )
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RID="))
+        .expect("RID")
+        .to_string();
+    let mut first = None;
+    for _ in 0..300 {
+        let log = std::fs::read_to_string(logs.join("counter.log")).unwrap_or_default();
+        first = berth_tests::setup::log_messages(&log)
+            .iter()
+            .find_map(|m| m.strip_prefix("tick ")?.parse::<u64>().ok());
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("the restored counter's ticks");
+    assert!(first > 3, "it counted from scratch: {first}");
+    assert_running(&mut s, &rid).await;
+    let _ = std::fs::remove_file("/var/lib/berth-checkpoints/counter.tar");
+    let first_pod = s.pod.clone();
+    let pods =
+        s.c.list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .expect("pods")
+            .into_inner()
+            .items;
+    for p in pods.iter().filter(|p| p.id != first_pod) {
+        remove_pod(&mut s, &p.id).await;
+    }
+    s.remove_all().await;
+}
