@@ -4,9 +4,9 @@
 //! and a sparse terabyte in the writable layer, each leaving nothing; bad
 //! requests refused precisely with nothing left behind. Restores through
 //! CreateContainer: of dumps made under either handler, into a runc pod;
-//! and those that cannot be made (no archive, an image not here, the
-//! builtin handler, a terminal, a hostile archive) refused, leaving
-//! nothing.
+//! and those that cannot be made (no archive, an image not here, a
+//! terminal under the builtin handler, a hostile archive) refused,
+//! leaving nothing.
 //!
 //! CRIU works in the VM lane's Debian guest, which sets BERTH_TEST_CRIU=1
 //! and there the dump must succeed. This host's kernel fails `criu
@@ -227,7 +227,7 @@ fn held(s: &Setup) -> Vec<String> {
 }
 
 /// Restores that cannot be made (no archive, an image not here, a
-/// handler or a terminal berth cannot restore, a hostile writable layer,
+/// terminal under the builtin handler, a hostile writable layer,
 /// images CRIU cannot use) are each refused precisely and leave nothing:
 /// no container, directory or mount.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,14 +284,14 @@ async fn restores_that_cannot_be_made_are_refused_and_leave_nothing() {
             "pull it first",
         ),
         (
-            "runc",
+            "builtin",
             tar_of(&[
                 ("config.dump", config.as_bytes()),
                 ("spec.dump", br#"{"process":{"terminal":true}}"#),
                 ("checkpoint/inventory.img", b"x"),
             ]),
             Code::Unimplemented,
-            "terminal",
+            "had a terminal is implemented through an external OCI runtime",
         ),
         (
             "runc",
@@ -879,4 +879,59 @@ async fn readme_crictl_restore() {
         remove_pod(&mut s, &p.id).await;
     }
     s.remove_all().await;
+}
+
+/// A container with a terminal, checkpointed under each handler and
+/// restored under runc (which hands the restored terminal's master over
+/// the console socket, as at a create): it goes on counting, on its
+/// terminal, into its new log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_with_a_terminal_is_restored_under_runc() {
+    if skipped_without_criu() {
+        return;
+    }
+    for dumped_under in ["", "runc"] {
+        let mut s = setup_on(dumped_under, busybox_config(), |_| {}).await;
+        let out = berth_tests::TempDir::new("restore-tty");
+        let script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done";
+        let mut config = s.config("counter", &["sh", "-c", script]);
+        config.tty = true;
+        config.stdin = true;
+        let id = s.run(config).await;
+        s.wait_log("counter", "tick 3").await;
+        let loc = out.path().join("tty.tar");
+        checkpoint(&mut s, &id, &loc.display().to_string(), 600)
+            .await
+            .unwrap_or_else(|e| panic!("{dumped_under:?}: {e}"));
+        let pod = match dumped_under {
+            "runc" => s.pod.clone(),
+            _ => pod_on(&mut s, "restore-pod", "runc").await,
+        };
+        let mut config = restore_config(&s, "restored", &loc);
+        config.tty = true;
+        config.stdin = true;
+        let rid = create_in(&mut s, &pod, config)
+            .await
+            .unwrap_or_else(|e| panic!("restore of a dump under {dumped_under:?}: {e}"));
+        s.c.start_container(StartContainerRequest {
+            container_id: rid.clone(),
+        })
+        .await
+        .expect("start the restored container");
+        for _ in 0..300 {
+            if ticks(&s, "restored").len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let restored = ticks(&s, "restored");
+        eprintln!("{dumped_under:?}: restored ticks {restored:?}");
+        assert!(restored.len() >= 2, "{}", s.log("restored"));
+        assert!(restored[0] > 3, "it counted from scratch: {restored:?}");
+        assert_running(&mut s, &rid).await;
+        if pod != s.pod {
+            remove_pod(&mut s, &pod).await;
+        }
+        s.remove_all().await;
+    }
 }

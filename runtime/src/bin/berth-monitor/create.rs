@@ -52,11 +52,11 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
     };
     let restore = a.state.join(RESTORE);
     let built: Result<Engine, String> = match External::of(a) {
-        // A restore: berthd refuses one with a terminal.
-        None if restore.is_dir() && !tty => {
-            super::restore::restore(a, &restore, (stdin_r, out_w, err_w))
-                .map(|c| Engine::Restored(Box::new(Engine::Lib(Box::new(c)))))
+        None if restore.is_dir() && tty => {
+            Err("restoring a container with a terminal needs an external runtime (runc)".into())
         }
+        None if restore.is_dir() => super::restore::restore(a, &restore, (stdin_r, out_w, err_w))
+            .map(|c| Engine::Restored(Box::new(Engine::Lib(Box::new(c))))),
         None => ContainerBuilder::new(a.id.clone(), SyscallType::default())
             .validate_id()
             .and_then(|b| b.with_root_path(&a.root))
@@ -77,16 +77,14 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
             .and_then(|b| b.build())
             .map(|c| Engine::Lib(Box::new(c)))
             .map_err(|e| e.to_string()),
-        // A restore: berthd refuses one with a terminal.
-        Some(x) if restore.is_dir() && !tty => super::oci::subreaper().and_then(|()| {
+        Some(x) if restore.is_dir() => super::oci::subreaper().and_then(|()| {
             x.oci()
                 .restore(
                     &a.id,
                     &a.bundle,
-                    &a.state.join(OCI_PID),
-                    (stdin_r, out_w, err_w),
-                    &restore,
                     &a.state,
+                    console.as_ref().map(|c| c.1.as_path()),
+                    (!tty).then_some((stdin_r, out_w, err_w)),
                 )
                 .map(|pid| Engine::Restored(Box::new(Engine::Oci(x, pid))))
         }),

@@ -92,41 +92,47 @@ impl Oci<'_> {
         read_pid(pid_file)
     }
 
-    /// `restore --detach`: the container made again from CRIU's `images`
-    /// (CRIU's `restore.log` in `work`), its processes left stopped (the
-    /// bundle's `org.criu.config` says so) until [`continue_all`]. The
-    /// restored init's stdio pipes become `stdio`: the runtime maps the
-    /// pipes `descriptors.json` names onto its own stdio.
+    /// `restore --detach`: the container made again from CRIU's images in
+    /// the state directory `state` (CRIU's `restore.log` there too), its
+    /// processes left stopped (the bundle's `org.criu.config` says so)
+    /// until [`continue_all`]. The restored init's stdio pipes become
+    /// `stdio`: the runtime maps the pipes `descriptors.json` names onto
+    /// its own stdio; its terminal's new master goes to `console`, as at a
+    /// create.
     pub fn restore(
         &self,
         id: &str,
         bundle: &Path,
-        pid_file: &Path,
-        stdio: (OwnedFd, OwnedFd, OwnedFd),
-        images: &Path,
-        work: &Path,
+        state: &Path,
+        console: Option<&Path>,
+        stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>,
     ) -> Result<Pid, String> {
+        use berth_runtime::protocol::state::{OCI_PID, RESTORE};
+        let pid_file = state.join(OCI_PID);
         let mut c = self.command_for(bundle);
-        c.arg("restore")
-            .arg("--detach")
+        c.arg("restore");
+        if let Some(sock) = console {
+            c.arg("--console-socket").arg(sock);
+        }
+        c.arg("--detach")
             .arg("--file-locks")
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(pid_file)
+            .arg(&pid_file)
             .arg("--image-path")
-            .arg(images)
+            .arg(state.join(RESTORE))
             .arg("--work-path")
-            .arg(work)
+            .arg(state)
             .arg(id);
-        with_stdio(&mut c, Some(stdio));
+        with_stdio(&mut c, stdio);
         self.run("restore", &mut c).map_err(|e| {
             format!(
                 "{e}{}",
-                super::checkpoint::criu_error(&work.join("restore.log"))
+                super::checkpoint::criu_error(&state.join("restore.log"))
             )
         })?;
-        read_pid(pid_file)
+        read_pid(&pid_file)
     }
 
     pub fn start(&self, id: &str) -> Result<(), String> {

@@ -78,7 +78,7 @@ pub async fn create_container(
         )));
     }
     let (image_name, image) = match &archived {
-        Some(a) => restore_image(d, a)?,
+        Some(a) => restore_image(d, &pod, a)?,
         None => {
             let name = config
                 .image
@@ -367,12 +367,20 @@ fn target_pid_ns(d: &Daemon, c: &cri_api::v1::ContainerConfig) -> Option<std::pa
 /// already.
 fn restore_image(
     d: &Daemon,
+    pod: &crate::pod::PodRecord,
     a: &crate::container::restore::Archived,
 ) -> Result<(String, berth_imageservice::db::ImageRecord), Status> {
-    if a.terminal {
-        return Err(Status::unimplemented(
-            "CreateContainer: restoring a container that had a terminal is not implemented",
-        ));
+    let oci = matches!(
+        d.config.runtimes.get(&pod.runtime_handler),
+        Some(crate::config::RuntimeHandler::Oci { .. })
+    );
+    if a.terminal && !oci {
+        return Err(Status::unimplemented(format!(
+            "CreateContainer: restoring a container that had a terminal is implemented through \
+             an external OCI runtime (a handler of type \"oci\", such as runc), not pod {}'s \
+             handler {:?}",
+            pod.id, pod.runtime_handler
+        )));
     }
     let mut found = None;
     for name in [&a.image_ref, &a.image_name] {
