@@ -13,6 +13,7 @@
 //! restore` under libcontainer), its processes left stopped (`criu.conf`
 //! for runc) until StartContainer continues them; then the images go.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -191,8 +192,9 @@ pub(super) fn done(state: &Path, layer: &Path) {
 /// The restore's CRIU configuration: its processes left stopped until the
 /// start, and its cgroups made below the new container's (runc maps them
 /// there only on cgroup v1: CRIU would put them back in the checkpointed
-/// container's). The spec names it to the runtime (runc's
-/// `org.criu.config`), whose options it overrides.
+/// container's). The spec names it to runc (`org.criu.config`), whose
+/// options it overrides; under libcontainer the monitor gives it to
+/// `criu --config`.
 ///
 /// The mount points of the spec's mounts are made in `rootfs` too, as a
 /// create makes them: the writable layer the archive brought leaves out
@@ -232,12 +234,38 @@ pub(super) fn configure(
     Ok(())
 }
 
+/// Opens `dirs` below `root` one by one, each without following a link
+/// (a link on the way fails: the rootfs is the tenant's). A missing one
+/// is made when `make`, else ends the walk: `None`.
+fn walk(root: &Path, dirs: &[&OsStr], make: bool) -> Result<Option<OwnedFd>, String> {
+    let mut at: OwnedFd = std::fs::File::open(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .into();
+    for p in dirs {
+        if make {
+            match nix::sys::stat::mkdirat(at.as_fd(), *p, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        at = match openat(
+            at.as_fd(),
+            *p,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) if !make => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", Path::new(p).display())),
+        };
+    }
+    Ok(Some(at))
+}
+
 /// Makes `path` (a directory, or an empty `file`) inside `rootfs` if it
-/// is not there, its missing parents as directories; each component is
-/// opened without following a link (a link on the way is refused: the
-/// rootfs is the tenant's).
+/// is not there, its missing parents as directories (see [`walk`]).
 fn mount_point(rootfs: &Path, path: &Path, file: bool) -> Result<(), String> {
-    let parts: Vec<&std::ffi::OsStr> = path
+    let parts: Vec<&OsStr> = path
         .components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n),
@@ -247,19 +275,7 @@ fn mount_point(rootfs: &Path, path: &Path, file: bool) -> Result<(), String> {
     let Some((last, dirs)) = parts.split_last() else {
         return Ok(());
     };
-    let mut at: OwnedFd = std::fs::File::open(rootfs)
-        .map_err(|e| e.to_string())?
-        .into();
-    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mode = Mode::from_bits_truncate(0o755);
-    for p in dirs {
-        match nix::sys::stat::mkdirat(at.as_fd(), *p, mode) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        at = openat(at.as_fd(), *p, dir_flags, Mode::empty())
-            .map_err(|e| format!("{}: {e}", Path::new(p).display()))?;
-    }
+    let at = walk(rootfs, dirs, true)?.expect("made");
     let made = if file {
         openat(
             at.as_fd(),
@@ -269,7 +285,7 @@ fn mount_point(rootfs: &Path, path: &Path, file: bool) -> Result<(), String> {
         )
         .map(drop)
     } else {
-        nix::sys::stat::mkdirat(at.as_fd(), *last, mode)
+        nix::sys::stat::mkdirat(at.as_fd(), *last, Mode::from_bits_truncate(0o755))
     };
     match made {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
@@ -279,14 +295,11 @@ fn mount_point(rootfs: &Path, path: &Path, file: bool) -> Result<(), String> {
 
 /// Removes `deleted` (paths in the image the checkpointed container had
 /// deleted) from the mounted `rootfs`, each resolved inside it without
-/// following a link; one already gone is no error.
+/// following a link (see [`walk`]); one already gone is no error.
 pub(super) fn delete_in(rootfs: &Path, deleted: &[String]) -> Result<(), String> {
-    let root: OwnedFd = std::fs::File::open(rootfs)
-        .map_err(|e| format!("{}: {e}", rootfs.display()))?
-        .into();
-    'paths: for d in deleted {
+    for d in deleted {
         let bad = || format!("deleted.files: {d:?} is not a path in the container");
-        let parts: Vec<&std::ffi::OsStr> = Path::new(d)
+        let parts: Vec<&OsStr> = Path::new(d)
             .components()
             .filter(|c| *c != Component::RootDir && *c != Component::CurDir)
             .map(|c| match c {
@@ -297,19 +310,10 @@ pub(super) fn delete_in(rootfs: &Path, deleted: &[String]) -> Result<(), String>
         let Some((last, dirs)) = parts.split_last() else {
             return Err(bad());
         };
-        let mut at = root.try_clone().map_err(|e| e.to_string())?;
-        for p in dirs {
-            match openat(
-                at.as_fd(),
-                *p,
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => at = fd,
-                Err(nix::errno::Errno::ENOENT) => continue 'paths,
-                Err(e) => return Err(format!("deleting {d:?}: {e}")),
-            }
-        }
+        let Some(at) = walk(rootfs, dirs, false).map_err(|e| format!("deleting {d:?}: {e}"))?
+        else {
+            continue;
+        };
         let st = match fstatat(at.as_fd(), *last, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(nix::errno::Errno::ENOENT) => continue,

@@ -120,13 +120,7 @@ fn dump(
     }
     // In a user namespace the device nodes are the node's, bound in:
     // libcontainer's defaults and the spec's own.
-    for d in DEFAULT_DEVICES.iter().map(|d| d.to_string()).chain(
-        linux
-            .devices()
-            .iter()
-            .flatten()
-            .map(|d| d.path().to_string_lossy().into_owned()),
-    ) {
+    for d in device_paths(&linux) {
         criu.set_external_mount(d.clone(), d);
     }
     // The pod's network and PID namespaces are berth's, made before the
@@ -203,8 +197,23 @@ pub fn is_bind(m: &libcontainer::oci_spec::runtime::Mount) -> bool {
             .any(|o| o == "bind" || o == "rbind")
 }
 
+/// The container's device nodes: libcontainer's defaults and the spec's.
+pub fn device_paths(linux: &libcontainer::oci_spec::runtime::Linux) -> Vec<String> {
+    DEFAULT_DEVICES
+        .iter()
+        .map(|d| d.to_string())
+        .chain(
+            linux
+                .devices()
+                .iter()
+                .flatten()
+                .map(|d| d.path().to_string_lossy().into_owned()),
+        )
+        .collect()
+}
+
 /// The device nodes libcontainer gives every container.
-pub const DEFAULT_DEVICES: [&str; 6] = [
+const DEFAULT_DEVICES: [&str; 6] = [
     "/dev/null",
     "/dev/zero",
     "/dev/full",

@@ -69,7 +69,7 @@ impl Engine {
             Engine::Lib(c) => c.start().map_err(|e| e.to_string()),
             Engine::Oci(x, _) => x.oci().start(id),
             Engine::Restored(e) => match e.pid() {
-                Some(p) => super::oci::continue_all(p),
+                Some(p) => super::restore::continue_all(p),
                 None => Err("the restored container has no pid".into()),
             },
         }

@@ -95,7 +95,7 @@ impl Oci<'_> {
     /// `restore --detach`: the container made again from CRIU's images in
     /// the state directory `state` (CRIU's `restore.log` there too), its
     /// processes left stopped (the bundle's `org.criu.config` says so)
-    /// until [`continue_all`]. The restored init's stdio pipes become
+    /// until [`super::restore::continue_all`]. The restored init's stdio pipes become
     /// `stdio`: the runtime maps the pipes `descriptors.json` names onto
     /// its own stdio; its terminal's new master goes to `console`, as at a
     /// create.
@@ -199,35 +199,7 @@ fn with_stdio(c: &mut Command, stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>) {
     };
 }
 
-/// Continues the restored processes CRIU left stopped: the init and all
-/// its descendants (none can fork while stopped, so the walk is whole).
-pub fn continue_all(init: Pid) -> Result<(), String> {
-    let mut todo = vec![init];
-    let mut all = Vec::new();
-    while let Some(p) = todo.pop() {
-        all.push(p);
-        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
-            .into_iter()
-            .flatten();
-        for t in tasks.flatten() {
-            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            todo.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse().ok())
-                    .map(Pid::from_raw),
-            );
-        }
-    }
-    // Children first: the init, continued last, finds them running.
-    for p in all.iter().rev() {
-        nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGCONT)
-            .map_err(|e| format!("continuing restored process {p}: {e}"))?;
-    }
-    Ok(())
-}
-
-fn read_pid(file: &Path) -> Result<Pid, String> {
+pub fn read_pid(file: &Path) -> Result<Pid, String> {
     std::fs::read_to_string(file)
         .ok()
         .and_then(|p| p.trim().parse().ok())

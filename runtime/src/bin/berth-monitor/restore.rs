@@ -5,7 +5,7 @@
 //!
 //! - its cgroup is made by libcgroups (a systemd scope under the systemd
 //!   driver) with the monitor in it while CRIU runs, so CRIU and what it
-//!   restores start there (`--cgroup-root` keeps them there); the monitor
+//!   restores start there (the `cgroup-root` keeps them there); the monitor
 //!   then goes back to its own cgroups;
 //! - its rootfs is berthd's overlay, its bind mounts (and the masked
 //!   paths, device nodes and v1 cgroup hierarchies the dump declared
@@ -13,17 +13,20 @@
 //! - its pod's network (and a shared PID) namespace are inherited by CRIU
 //!   from the monitor, and so are its new stdio pipes, in place of the
 //!   pipes `descriptors.json` names;
-//! - its processes are left stopped (`--leave-stopped`): the start
-//!   continues them, as under runc.
+//! - its processes are left stopped and its cgroups rooted in the new
+//!   container's, by berthd's `criu.conf` (which runc reads too): the
+//!   start continues them, as under runc.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use berth_runtime::protocol::Container;
+use berth_runtime::protocol::state::{CRIU_CONF, OCI_PID};
 use libcgroups::common::CgroupManager;
 use libcontainer::container::ContainerStatus;
 use libcontainer::oci_spec::runtime::Spec;
+use nix::unistd::Pid;
 
 /// Restores container `a` from CRIU's `images`; its init's stdio become
 /// `stdio`. Returns libcontainer's record of it.
@@ -41,11 +44,6 @@ pub fn restore(
         .cgroups_path()
         .as_ref()
         .is_some_and(|p| berth_runtime::is_systemd_path(&p.to_string_lossy()));
-    let cgroup_root = linux
-        .cgroups_path()
-        .as_ref()
-        .and_then(|p| berth_runtime::cgroup_rel(&p.to_string_lossy()))
-        .ok_or("the container has no cgroup to restore into")?;
     let rootfs = a.bundle.join(
         spec.root()
             .as_ref()
@@ -83,14 +81,15 @@ pub fn restore(
         .args([
             "--restore-detached",
             "--restore-sibling",
-            "--leave-stopped",
             "--file-locks",
             "--manage-cgroups=soft",
         ])
-        .arg("--cgroup-root")
-        .arg(Path::new("/").join(&cgroup_root))
+        // berthd's, as runc reads it: processes left stopped, the cgroup
+        // root the new container's.
+        .arg("--config")
+        .arg(a.state.join(CRIU_CONF))
         .arg("--pidfile")
-        .arg(a.state.join(berth_runtime::protocol::state::OCI_PID));
+        .arg(a.state.join(OCI_PID));
     for (key, to) in external_mounts(&spec) {
         c.arg("--ext-mount-map").arg(format!("{key}:{to}"));
     }
@@ -123,13 +122,9 @@ pub fn restore(
     });
     return_to(&mine);
     drop(keep);
-    let recorded = restored.and_then(|()| {
-        let pid = std::fs::read_to_string(a.state.join(berth_runtime::protocol::state::OCI_PID))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .ok_or("criu wrote no pid")?;
-        record(a, pid, systemd, &config)
-    });
+    let recorded = restored
+        .and_then(|()| super::oci::read_pid(&a.state.join(OCI_PID)))
+        .and_then(|pid| record(a, pid.as_raw(), systemd, &config));
     if recorded.is_err() {
         let _ = cgroup.remove();
         let _ = std::fs::remove_dir_all(a.root.join(&a.id));
@@ -202,20 +197,8 @@ fn external_mounts(spec: &Spec) -> Vec<(String, String)> {
         }
     }
     v.push(("/dev/null".into(), "/dev/null".into()));
-    let devices = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().clone())
-        .unwrap_or_default();
-    for d in super::checkpoint::DEFAULT_DEVICES
-        .iter()
-        .map(|d| d.to_string())
-        .chain(
-            devices
-                .iter()
-                .map(|d| d.path().to_string_lossy().into_owned()),
-        )
-    {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for d in super::checkpoint::device_paths(&linux) {
         v.push((d.clone(), d));
     }
     for mp in super::checkpoint::v1_cgroup_mounts() {
@@ -264,4 +247,32 @@ fn return_to(cgroups: &[PathBuf]) {
             eprintln!("berth-monitor: back to {}: {e}", p.display());
         }
     }
+}
+
+/// Continues the restored processes CRIU left stopped: the init and all
+/// its descendants (none can fork while stopped, so the walk is whole).
+pub fn continue_all(init: Pid) -> Result<(), String> {
+    let mut todo = vec![init];
+    let mut all = Vec::new();
+    while let Some(p) = todo.pop() {
+        all.push(p);
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse().ok())
+                    .map(Pid::from_raw),
+            );
+        }
+    }
+    // Children first: the init, continued last, finds them running.
+    for p in all.iter().rev() {
+        nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGCONT)
+            .map_err(|e| format!("continuing restored process {p}: {e}"))?;
+    }
+    Ok(())
 }
