@@ -15,6 +15,8 @@
 //! BERTH_BENCH_CNI=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
 //! # where one monitor's memory lies, mapping by mapping:
 //! BERTH_BENCH_MAPS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
+//! # the same with containers that write to their logs ten times a second:
+//! BERTH_BENCH_CHATTY=1 BERTH_BENCH_MAPS=1 BERTHD_BIN=$PWD/target/release/berthd cargo bench -p berth-tests --bench pods
 //! ```
 
 use std::time::Instant;

@@ -135,6 +135,9 @@ pub async fn start_container(
 }
 
 /// A pod running one busybox `sleep 1000` from `image`; the pod's id.
+/// With `BERTH_BENCH_CHATTY=1` the container instead writes a line to its
+/// log ten times a second, so its monitor's pages are those of a pump at
+/// work rather than an idle one.
 pub async fn start_pod(
     c: &mut RuntimeServiceClient<Channel>,
     pod_config: PodSandboxConfig,
@@ -142,8 +145,16 @@ pub async fn start_pod(
     log_path: String,
 ) -> String {
     let pod = run_pod(c, &pod_config).await;
-    let sleep = ["/bin/sleep", "1000"];
-    start_container(c, &pod, &pod_config, image, "sleep", &sleep, log_path).await;
+    let command: &[&str] = if std::env::var_os("BERTH_BENCH_CHATTY").is_some() {
+        &[
+            "/bin/sh",
+            "-c",
+            "while :; do echo tick; echo tock >&2; sleep 0.1; done",
+        ]
+    } else {
+        &["/bin/sleep", "1000"]
+    };
+    start_container(c, &pod, &pod_config, image, "sleep", command, log_path).await;
     pod
 }
 

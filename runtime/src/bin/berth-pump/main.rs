@@ -13,6 +13,7 @@
 
 mod attach;
 mod pump;
+mod trim;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -60,6 +60,8 @@ pub fn pump_mode(p: &Pump) -> Result<(), String> {
     // still drain what it wrote.
     let already = reap(pid);
     let mut oom = OomWatch::new(cgroup);
+    // Set up: what start-up mapped is not needed again.
+    super::trim::trim();
     let exit = pump(
         pid,
         out_r,
