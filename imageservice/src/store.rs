@@ -131,6 +131,7 @@ impl Store {
             })?;
         Ok(BlobWriter {
             file,
+            followers: None,
             tmp: Some(tmp),
             dest: self.blob_path(digest),
             digest: digest.clone(),
@@ -198,6 +199,8 @@ impl Store {
 /// renamed into place by `commit`; removed if dropped before that.
 pub struct BlobWriter {
     file: tokio::fs::File,
+    /// Readers of the blob as it arrives ([`BlobWriter::follow`]).
+    followers: Option<Arc<Progress>>,
     tmp: Option<PathBuf>,
     dest: PathBuf,
     digest: Digest,
@@ -233,7 +236,36 @@ impl BlobWriter {
             .map_err(|source| IngestError::Io {
                 digest: self.digest.clone(),
                 source,
+            })?;
+        if let Some(p) = &self.followers {
+            p.tell(None);
+        }
+        Ok(())
+    }
+
+    /// A reader of the blob as it is written, for unpacking a layer while
+    /// it downloads. It reads what has reached the file, waits (blocking)
+    /// for more, and ends only once the blob is complete and verified; if
+    /// the blob turns out wrong or the download stops, its read fails.
+    /// What it returned before then is unverified: whatever is made from
+    /// it must be kept only once the read has ended.
+    pub fn follow(&mut self) -> io::Result<BlobReader> {
+        let tmp = self.tmp.as_deref().unwrap_or(Path::new(""));
+        let file = std::fs::File::open(tmp)?;
+        let progress = self
+            .followers
+            .get_or_insert_with(|| {
+                Arc::new(Progress {
+                    state: Mutex::new((0, None)),
+                    changed: std::sync::Condvar::new(),
+                })
             })
+            .clone();
+        Ok(BlobReader {
+            file,
+            at: 0,
+            progress,
+        })
     }
 
     pub fn written(&self) -> u64 {
@@ -241,6 +273,22 @@ impl BlobWriter {
     }
 
     pub async fn commit(mut self) -> Result<(), IngestError> {
+        // Every write in the file before the end is told, whichever it is.
+        let flushed = self.file.flush().await;
+        let r = match flushed {
+            Ok(()) => self.verify_and_rename().await,
+            Err(source) => Err(IngestError::Io {
+                digest: self.digest.clone(),
+                source,
+            }),
+        };
+        if let (Some(p), Ok(())) = (&self.followers, &r) {
+            p.tell(Some(Ok(())));
+        }
+        r
+    }
+
+    async fn verify_and_rename(&mut self) -> Result<(), IngestError> {
         if self.written != self.want {
             return Err(IngestError::Size {
                 digest: self.digest.clone(),
@@ -267,8 +315,85 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
+        // Not committed: a follower's read fails (after a commit, this
+        // changes nothing).
+        if let Some(p) = &self.followers {
+            p.tell(Some(Err(format!(
+                "the download of blob {} did not complete",
+                self.digest
+            ))));
+        }
         if let Some(tmp) = self.tmp.take() {
             let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// How far a followed download is: a count of writes (for waking
+/// readers) and, once it has ended, how.
+struct Progress {
+    state: Mutex<(u64, Option<Result<(), String>>)>,
+    changed: std::sync::Condvar,
+}
+
+impl Progress {
+    /// Another write reached the file, or (`end`) the download ended; the
+    /// first end told is the one that counts.
+    fn tell(&self, end: Option<Result<(), String>>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 += 1;
+        if st.1.is_none() {
+            st.1 = end;
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// Reads a blob while it downloads ([`BlobWriter::follow`]); blocking.
+pub struct BlobReader {
+    file: std::fs::File,
+    at: u64,
+    progress: Arc<Progress>,
+}
+
+impl io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut st = self
+            .progress
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            // What was told before this read. A write told may still be on
+            // its way to the file (tokio's file hands it to a blocking
+            // thread), so finding nothing new waits for the next telling;
+            // once the end is told, everything is in the file (the commit
+            // flushed it first).
+            let (writes, end) = (st.0, st.1.clone());
+            drop(st);
+            let n = self.file.read_at(buf, self.at)?;
+            if n > 0 || buf.is_empty() {
+                self.at += n as u64;
+                return Ok(n);
+            }
+            match end {
+                Some(Ok(())) => return Ok(0),
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => {}
+            }
+            st = self
+                .progress
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            while st.0 == writes {
+                st = self
+                    .progress
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
         }
     }
 }
@@ -322,6 +447,55 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = Store::open(&dir, FreeSpace::Bytes(0)).unwrap();
         (dir, s)
+    }
+
+    /// A follower reads each write as it lands, blocks for more, and ends
+    /// only with the verified blob; a wrong blob, or a download given up,
+    /// fails its read instead of ending it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_reads_the_blob_as_it_arrives_and_ends_only_verified() {
+        use std::io::Read;
+        let (dir, s) = store("follow");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let read_all = |mut r: BlobReader| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).map(|_| got)
+            })
+        };
+
+        // Verified: everything, then the end.
+        let digest = Digest::of(&data);
+        let mut w = s.writer(&digest, data.len() as u64).await.unwrap();
+        let reader = read_all(w.follow().unwrap());
+        for chunk in data.chunks(7_000) {
+            w.write(chunk).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(
+            !reader.is_finished(),
+            "it ended before the blob was verified"
+        );
+        w.commit().await.unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), data);
+
+        // Every byte there, but not the digest's: the read fails.
+        let wrong = Digest::of(b"something else");
+        let mut w = s.writer(&wrong, data.len() as u64).await.unwrap();
+        let reader = read_all(w.follow().unwrap());
+        w.write(&data).await.unwrap();
+        let e = w.commit().await.unwrap_err();
+        assert!(matches!(e, IngestError::Mismatch { .. }), "{e}");
+        let e = reader.join().unwrap().unwrap_err();
+        assert!(e.to_string().contains("did not complete"), "{e}");
+
+        // Given up half-way (the pull stopped): the read fails too.
+        let mut w = s.writer(&digest, data.len() as u64).await.unwrap();
+        let reader = read_all(w.follow().unwrap());
+        w.write(&data[..1000]).await.unwrap();
+        drop(w);
+        assert!(reader.join().unwrap().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

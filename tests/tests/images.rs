@@ -668,6 +668,76 @@ async fn a_corrupted_blob_is_rejected_and_nothing_kept() {
     assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
 }
 
+/// A layer is unpacked while it downloads; served under its digest but
+/// compressed anew, its files and DiffID are right and only the blob's
+/// digest is wrong, which is known once the last byte has arrived. What
+/// was unpacked from it is thrown away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_unpacked_as_it_arrives_is_not_kept_when_its_blob_is_wrong() {
+    use std::io::{Read, Write};
+    let reg = Registry::start();
+    let pushed = fixtures::push_busybox(&reg, "test/recompressed", "1", Compression::Gzip).await;
+    let layer = &pushed.layers[0].digest;
+    let path = reg.blob_data_path(layer);
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).expect("blob"))
+        .read_to_end(&mut tar)
+        .expect("the layer inflates");
+    // Compressed anew, then brought to the manifest's size with empty gzip
+    // members carrying comments (a layer's gzip stream may have several
+    // members): a valid stream of the same tar that only the blob's digest
+    // can tell apart.
+    let want = std::fs::metadata(&path).expect("blob").len() as usize;
+    let member = |data: &[u8], comment: Option<usize>| {
+        let mut b = flate2::GzBuilder::new();
+        if let Some(n) = comment {
+            b = b.comment(vec![b'x'; n]);
+        }
+        let mut gz = b.write(Vec::new(), flate2::Compression::best());
+        gz.write_all(data).expect("deflate");
+        gz.finish().expect("deflate")
+    };
+    let mut served = member(&tar, None);
+    // An empty member with an empty comment; a comment of n bytes adds n.
+    let empty = member(&[], Some(0)).len();
+    assert!(
+        served.len() + 2 * empty <= want,
+        "recompressed {} bytes, the blob {want}",
+        served.len()
+    );
+    while served.len() < want {
+        // Each comment within what a gzip reader takes (64 KiB), the last
+        // member left room for at least its bare self.
+        let left = want - served.len();
+        let take = if left > 60_000 + 2 * empty {
+            60_000
+        } else {
+            left
+        };
+        served.extend(member(&[], Some(take - empty)));
+    }
+    assert_eq!(served.len(), want);
+    assert_ne!(
+        served,
+        std::fs::read(&path).expect("blob"),
+        "the same bytes"
+    );
+    reg.replace_blob(layer, &served);
+
+    let b = Berthd::start().await;
+    let mut c = b.image().await;
+    let e = pull(&mut c, &reg.image("test/recompressed:1"))
+        .await
+        .expect_err("a blob that is not its digest");
+    assert_eq!(e.code(), Code::DataLoss, "{e}");
+    assert!(e.message().contains(layer.as_str()), "{}", e.message());
+    assert!(list(&mut c).await.is_empty());
+    assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
+    // Thrown away by the unpack itself, not left for the failed pull's
+    // garbage collection.
+    assert!(!b.log().contains("layer unpacked"), "{}", b.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_fetch_each_blob_once() {
     let reg = Registry::start();

@@ -15,6 +15,14 @@ use crate::unpack::{self, Compression};
 
 use super::ImageService;
 
+/// Where a layer's unpack reads its blob from.
+pub(super) enum Source {
+    /// The store, where it is complete and verified.
+    Stored,
+    /// The download, as it arrives ([`crate::store::BlobWriter::follow`]).
+    Arriving(crate::store::BlobReader),
+}
+
 pub(super) struct PullCtx<'a> {
     pub(super) svc: &'a ImageService,
     pub(super) hosts: &'a [RegistryHost],
@@ -72,11 +80,37 @@ impl PullCtx<'_> {
     /// registry must not hold up the others): each writes its own temp
     /// file, and committing a verified blob that is already there again
     /// is harmless.
-    #[tracing::instrument(level = "debug", skip_all, fields(blob = %desc.digest, host = %host.host))]
     pub(super) async fn fetch_blob(
         &self,
         host: &RegistryHost,
         desc: &Descriptor,
+    ) -> Result<(), Error> {
+        self.fetch_blob_followed(host, desc, None).await
+    }
+
+    /// [`PullCtx::fetch_blob`], telling `follow` how to read the blob as
+    /// soon as it can be read: a reader of the download once it begins, or
+    /// the stored blob if it was there (nothing told if the fetch fails
+    /// before either).
+    pub(super) async fn fetch_blob_followed(
+        &self,
+        host: &RegistryHost,
+        desc: &Descriptor,
+        mut follow: Option<tokio::sync::oneshot::Sender<Source>>,
+    ) -> Result<(), Error> {
+        let r = self.fetch_blob_into(host, desc, &mut follow).await;
+        if let (Some(f), Ok(())) = (follow, &r) {
+            let _ = f.send(Source::Stored);
+        }
+        r
+    }
+
+    #[tracing::instrument(name = "fetch_blob", level = "debug", skip_all, fields(blob = %desc.digest, host = %host.host))]
+    async fn fetch_blob_into(
+        &self,
+        host: &RegistryHost,
+        desc: &Descriptor,
+        follow: &mut Option<tokio::sync::oneshot::Sender<Source>>,
     ) -> Result<(), Error> {
         let digest = self.digest(&desc.digest)?;
         let store = &self.svc.store;
@@ -127,6 +161,15 @@ impl PullCtx<'_> {
             .writer(&digest, size)
             .await
             .map_err(|e| self.corrupt(e))?;
+        if let Some(f) = follow.take() {
+            // Without a reader the layer is unpacked once stored.
+            match w.follow() {
+                Ok(r) => {
+                    let _ = f.send(Source::Arriving(r));
+                }
+                Err(_) => *follow = Some(f),
+            }
+        }
         let mut logged = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(reg_err)? {
             w.write(&chunk).await.map_err(|e| self.corrupt(e))?;
@@ -144,15 +187,21 @@ impl PullCtx<'_> {
     #[tracing::instrument(level = "debug", skip_all, fields(layer = %layer.digest))]
     pub(super) async fn unpack(
         &self,
+        (source, compression): (Source, Compression),
         layer: &Descriptor,
-        compression: Compression,
         diff_id: &Digest,
         chain: &Digest,
         lower_chain_ids: &[String],
         lowers_ready: std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
     ) -> Result<(), Error> {
         let store = &self.svc.store;
-        let _guard = store.lock(chain.as_str()).await;
+        // One unpack of a layer at a time, for a stored blob; one read as
+        // it downloads takes the lock only to commit, so a registry that
+        // trickles the blob holds up no other pull's unpack of it.
+        let mut guard = match source {
+            Source::Stored => Some(store.lock(chain.as_str()).await),
+            Source::Arriving(_) => None,
+        };
         if store.has_snapshot(chain) {
             return Ok(());
         }
@@ -176,7 +225,21 @@ impl PullCtx<'_> {
         let dest = tmp.clone();
         let limits = self.svc.limits.clone();
         let result = tokio::task::spawn_blocking(move || {
-            unpack::unpack_layer_over(&blob, compression, &dest, &lowers, &*lowers_ready, &limits)
+            // Read to the blob's verified end, or failed: what is unpacked
+            // from a blob that turns out wrong is never kept.
+            let mut arriving = match source {
+                Source::Stored => None,
+                Source::Arriving(r) => Some(r),
+            };
+            unpack::unpack_layer_over(
+                &blob,
+                arriving.as_mut().map(|r| r as &mut dyn std::io::Read),
+                compression,
+                &dest,
+                &lowers,
+                &*lowers_ready,
+                &limits,
+            )
         })
         .await
         .map_err(|e| layer_err(format!("unpacking panicked: {e}"), false));
@@ -205,7 +268,17 @@ impl PullCtx<'_> {
         };
         match outcome {
             Ok(()) => {
+                if guard.is_none() {
+                    guard = Some(store.lock(chain.as_str()).await);
+                }
+                if store.has_snapshot(chain) {
+                    // Another pull's unpack of the layer committed first.
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    drop(guard);
+                    return Ok(());
+                }
                 store.commit_snapshot(&tmp, chain)?;
+                drop(guard);
                 tracing::debug!(
                     image = %self.image,
                     blob = %layer.digest,
@@ -216,6 +289,7 @@ impl PullCtx<'_> {
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
+                tracing::debug!(image = %self.image, blob = %layer.digest, "layer not unpacked: {e}");
                 Err(e)
             }
         }

@@ -20,7 +20,7 @@ use crate::registry::Credentials;
 use crate::unpack::Compression;
 
 use super::ImageService;
-use super::fetch::PullCtx;
+use super::fetch::{PullCtx, Source};
 
 impl ImageService {
     /// Pulls `image` and records it; returns the record. A failed pull
@@ -237,21 +237,22 @@ impl ImageService {
             chain_ids.push(Digest::chain(chain_ids.last(), &diff_id));
             diff_ids.push(diff_id);
         }
-        // Each layer is unpacked as soon as it has arrived, side by side
-        // with the others; one that must read the layers below (a missing
-        // parent directory, a hard link to a lower file) waits for them.
+        // Each layer is unpacked as it arrives, side by side with the
+        // others, reading its download as it is written (a stored blob from
+        // the store); one that must read the layers below (a missing parent
+        // directory, a hard link to a lower file) waits for them.
         let (arrived, arrivals): (Vec<_>, Vec<_>) = manifest
             .layers
             .iter()
-            .map(|_| tokio::sync::oneshot::channel::<()>())
+            .map(|_| tokio::sync::oneshot::channel::<Source>())
             .unzip();
-        let fetch_all = try_join_all(manifest.layers.iter().zip(arrived).map(
-            |(l, arrived)| async {
-                ctx.fetch_blob(host, l).await?;
-                let _ = arrived.send(());
-                Ok::<(), Error>(())
-            },
-        ));
+        let fetch_all = try_join_all(
+            manifest
+                .layers
+                .iter()
+                .zip(arrived)
+                .map(|(l, arrived)| ctx.fetch_blob_followed(host, l, Some(arrived))),
+        );
         let done = LayersDone::new(manifest.layers.len());
         let unpack_all = join_all(
             manifest
@@ -268,13 +269,13 @@ impl ImageService {
                     let ctx = &ctx;
                     async move {
                         // Not fetched: the download's error is the pull's.
-                        if arrival.await.is_err() {
+                        let Ok(source) = arrival.await else {
                             mark.set(Err("it was not fetched".into()));
                             return Ok(());
-                        }
+                        };
                         let below = mark.below();
                         let r = ctx
-                            .unpack(layer, compression, diff_id, chain, &lowers, below)
+                            .unpack((source, compression), layer, diff_id, chain, &lowers, below)
                             .await;
                         mark.set(r.as_ref().map(drop).map_err(|e| e.to_string()));
                         r

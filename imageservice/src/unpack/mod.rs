@@ -201,7 +201,7 @@ pub fn unpack_layer(
     lowers: &[PathBuf],
     limits: &Limits,
 ) -> Result<Unpacked, UnpackError> {
-    unpack_layer_over(blob, compression, dest, lowers, &|| Ok(()), limits)
+    unpack_layer_over(blob, None, compression, dest, lowers, &|| Ok(()), limits)
 }
 
 /// [`unpack_layer`] while the `lowers` may still be unpacking: they are
@@ -210,8 +210,14 @@ pub fn unpack_layer(
 /// to wait until they are all there (it says why not if one failed).
 /// Layers that bring their own parents and links never wait, so a
 /// pull's layers unpack side by side.
+///
+/// With `arriving`, the blob is read from it rather than from `blob`
+/// (which then only names it in errors): a blob still downloading. The
+/// stream is read to its end, so a reader that fails at the end (the blob
+/// turned out wrong) fails the unpack.
 pub fn unpack_layer_over(
     blob: &Path,
+    arriving: Option<&mut dyn Read>,
     compression: Compression,
     dest: &Path,
     lowers: &[PathBuf],
@@ -238,9 +244,12 @@ pub fn unpack_layer_over(
         path: blob.to_owned(),
         source,
     };
-    let file = File::open(blob).map_err(blob_err)?;
+    let file: Box<dyn Read + '_> = match arriving {
+        Some(r) => Box::new(r),
+        None => Box::new(File::open(blob).map_err(blob_err)?),
+    };
     // Everything below streams: no layer is ever held in memory as a whole.
-    let reader: Box<dyn Read> = match compression {
+    let reader: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(BufReader::new(file)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(blob_err)?),

@@ -707,6 +707,7 @@ fn only_a_layer_that_reads_the_lowers_waits_for_them() {
         .blob(&s.0, Compression::None);
     unpack_layer_over(
         &own,
+        None,
         Compression::None,
         &s.dir("d1"),
         &lowers,
@@ -720,6 +721,7 @@ fn only_a_layer_that_reads_the_lowers_waits_for_them() {
         .blob(&s.0, Compression::None);
     unpack_layer_over(
         &needs,
+        None,
         Compression::None,
         &s.dir("d2"),
         &lowers,
@@ -731,6 +733,7 @@ fn only_a_layer_that_reads_the_lowers_waits_for_them() {
     let failed = || Err("layer 0 below failed: boom".to_string());
     let err = unpack_layer_over(
         &needs,
+        None,
         Compression::None,
         &s.dir("d3"),
         &lowers,
