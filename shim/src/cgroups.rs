@@ -233,9 +233,12 @@ impl Cgroup {
             nix::sys::stat::Mode::empty(),
         )
         .ok()?;
-        // Plain reads into room for a whole memory.stat: one read, then
-        // the end (read_to_string would first stat and seek the file for
-        // a size that cgroupfs does not know).
+        // Plain reads into room for a whole memory.stat (read_to_string
+        // would first stat and seek the file for a size that cgroupfs does
+        // not know). Every file read here is one record of a seq file,
+        // which a read hands over whole when there is room for it: a read
+        // that leaves room is the whole file, and the read that would
+        // return its end is not needed.
         let mut buf = vec![0u8; 4096];
         let mut len = 0;
         loop {
@@ -244,7 +247,12 @@ impl Cgroup {
             }
             match nix::unistd::read(&fd, &mut buf[len..]) {
                 Ok(0) => break,
-                Ok(n) => len += n,
+                Ok(n) => {
+                    len += n;
+                    if len < buf.len() {
+                        break;
+                    }
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return None,
             }
@@ -270,7 +278,9 @@ impl Cgroup {
         }
     }
 
-    pub fn memory(&self) -> Option<Memory> {
+    /// Memory figures; the swap ones only with `swap` (a pod's stats have
+    /// none, and they cost two reads).
+    pub fn memory(&self, swap: bool) -> Option<Memory> {
         let mut m = Memory::default();
         match self.mode {
             Mode::V1 => {
@@ -285,7 +295,7 @@ impl Cgroup {
                 m.limit = self
                     .read_u64("memory", "memory.limit_in_bytes")
                     .filter(|l| *l < V1_UNLIMITED);
-                if let Some(memsw) = swap_accounted()
+                if let Some(memsw) = (swap && swap_accounted())
                     .then(|| self.read_u64("memory", "memory.memsw.usage_in_bytes"))
                     .flatten()
                 {
@@ -305,8 +315,10 @@ impl Cgroup {
                 m.page_faults = v("pgfault");
                 m.major_page_faults = v("pgmajfault");
                 m.limit = self.read_u64("memory", "memory.max");
-                m.swap_usage = self.read_u64("memory", "memory.swap.current");
-                m.swap_limit = self.read_u64("memory", "memory.swap.max");
+                if swap {
+                    m.swap_usage = self.read_u64("memory", "memory.swap.current");
+                    m.swap_limit = self.read_u64("memory", "memory.swap.max");
+                }
             }
         }
         Some(m)

@@ -104,7 +104,7 @@ pub fn container_stats(
     let now = now_ns();
     let config = rec.config_ref();
     let cg = container_cgroup(cs, rec).filter(|c| running && c.exists());
-    let mem = cg.as_ref().and_then(Cgroup::memory);
+    let mem = cg.as_ref().and_then(|c| c.memory(true));
     let (bytes, inodes) = crate::cgroups::disk_usage(&cs.upper_dir(&rec.id));
     ContainerStats {
         attributes: Some(ContainerAttributes {
@@ -156,7 +156,7 @@ pub fn pod_stats(
     let (cpu, mem, processes) = match &cg {
         Some(cg) => (
             sampler.cpu(&pod.id, Some(cg), now),
-            memory(Some(cg), cg.memory().as_ref(), now),
+            memory(Some(cg), cg.memory(false).as_ref(), now),
             cg.pids().unwrap_or_else(pids),
         ),
         None => {

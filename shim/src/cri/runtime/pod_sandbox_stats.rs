@@ -8,8 +8,6 @@ use std::sync::Arc;
 use cri_api::v1::{PodSandboxStats, PodSandboxStatsFilter};
 use tonic::Status;
 
-use super::container_stats::stats_of;
-
 use crate::container::{ContainerRecord, Observed};
 use crate::daemon::Daemon;
 use crate::par::ParMap;
@@ -21,7 +19,11 @@ fn pod_stats(d: &Daemon, pod: &PodRecord, containers: &[Arc<ContainerRecord>]) -
         .iter()
         .filter(|c| matches!(d.containers.observe(&c.id), Observed::Running { .. }))
         .collect();
-    let stats = running.iter().map(|c| stats_of(d, c)).collect();
+    // Already seen running: not observed again.
+    let stats = running
+        .iter()
+        .map(|c| crate::stats::container_stats(&d.sampler, &d.containers, c, true))
+        .collect();
     // Read only for a pod without a cgroup of its own.
     let pids = || {
         running
