@@ -128,6 +128,14 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
     let pid = container.pid().ok_or("the runtime gave no init pid")?;
 
     let sigfd = sigchld_fd()?;
+    // Listening before the pid file says "created": berthd answers
+    // CreateContainer as soon as it sees that file, and StartContainer's
+    // word, which may follow at once, finds no reader otherwise (ENXIO).
+    let mut fifo = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(a.state.join(START_FIFO))
+        .map_err(|e| format!("start fifo: {e}"))?;
     record_oom_base(cgroup.as_deref(), &a.state);
     if let Some(start) = berth_runtime::protocol::state::process_start(pid.as_raw()) {
         write_atomic(&a.state, PID_START, start.to_string().as_bytes())
@@ -137,11 +145,6 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("pid file: {e}"))?;
 
     // CREATED: wait for berthd's word, or for the init to die first.
-    let mut fifo = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(a.state.join(START_FIFO))
-        .map_err(|e| format!("start fifo: {e}"))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
