@@ -108,12 +108,18 @@ impl Store {
 
     /// Serialises work on one piece of content (a blob, a snapshot).
     pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            map.retain(|_, m| Arc::strong_count(m) > 1);
-            map.entry(key.to_string()).or_default().clone()
-        };
-        m.lock_owned().await
+        self.lock_of(key).lock_owned().await
+    }
+
+    /// [`Store::lock`] if nobody holds it now.
+    pub fn try_lock(&self, key: &str) -> Option<OwnedMutexGuard<()>> {
+        self.lock_of(key).try_lock_owned().ok()
+    }
+
+    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, m| Arc::strong_count(m) > 1);
+        map.entry(key.to_string()).or_default().clone()
     }
 
     /// Starts writing the blob `digest` of `size` bytes.
@@ -164,8 +170,27 @@ impl Store {
         Ok(p)
     }
 
-    pub fn commit_snapshot(&self, tmp: &Path, chain: &Digest) -> io::Result<()> {
-        std::fs::rename(tmp, self.snapshot_path(chain))
+    /// Whether `tmp` became the snapshot: false if another unpack of the
+    /// same layer committed first (then `tmp` is removed; the contents are
+    /// the same, both being checked against the same DiffID).
+    pub fn commit_snapshot(&self, tmp: &Path, chain: &Digest) -> io::Result<bool> {
+        // Never over one that is there, even empty (a layer of no files):
+        // a container may run on it.
+        let to = self.snapshot_path(chain);
+        match nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            tmp,
+            nix::fcntl::AT_FDCWD,
+            &to,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EEXIST) => {
+                let _ = std::fs::remove_dir_all(tmp);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every blob digest and snapshot chain ID on disk.

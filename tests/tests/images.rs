@@ -759,6 +759,14 @@ async fn concurrent_pulls_fetch_each_blob_once() {
         1,
         "the layer was downloaded more than once"
     );
+    // And unpacked once: the pulls that find it downloaded wait for the
+    // unpack that read the download, and find its snapshot.
+    assert_eq!(
+        b.log().matches("layer unpacked").count(),
+        pushed.layers.len(),
+        "{}",
+        b.log()
+    );
     assert_eq!(list(&mut b.image().await).await.len(), 1);
 }
 

@@ -195,12 +195,17 @@ impl PullCtx<'_> {
         lowers_ready: std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
     ) -> Result<(), Error> {
         let store = &self.svc.store;
-        // One unpack of a layer at a time, for a stored blob; one read as
-        // it downloads takes the lock only to commit, so a registry that
-        // trickles the blob holds up no other pull's unpack of it.
-        let mut guard = match source {
+        if store.has_snapshot(chain) {
+            return Ok(());
+        }
+        // One unpack of a layer at a time: the others wait for it and find
+        // the snapshot made. But an unpack that reads a download does not
+        // wait for another one (that registry may trickle the blob for as
+        // long as it is let): it goes ahead side by side, and the first to
+        // commit wins.
+        let guard = match source {
             Source::Stored => Some(store.lock(chain.as_str()).await),
-            Source::Arriving(_) => None,
+            Source::Arriving(_) => store.try_lock(chain.as_str()),
         };
         if store.has_snapshot(chain) {
             return Ok(());
@@ -268,22 +273,18 @@ impl PullCtx<'_> {
         };
         match outcome {
             Ok(()) => {
-                if guard.is_none() {
-                    guard = Some(store.lock(chain.as_str()).await);
-                }
-                if store.has_snapshot(chain) {
-                    // Another pull's unpack of the layer committed first.
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    drop(guard);
-                    return Ok(());
-                }
-                store.commit_snapshot(&tmp, chain)?;
+                let ours = store.commit_snapshot(&tmp, chain)?;
                 drop(guard);
                 tracing::debug!(
                     image = %self.image,
                     blob = %layer.digest,
                     ms = started.elapsed().as_millis() as u64,
-                    "layer unpacked"
+                    "{}",
+                    if ours {
+                        "layer unpacked"
+                    } else {
+                        "layer unpacked by another pull first"
+                    }
                 );
                 Ok(())
             }
