@@ -453,6 +453,130 @@ async fn a_trickled_blob_is_cancelled_and_holds_up_no_pull_from_another_host() {
     );
 }
 
+/// Layers are unpacked while they download, and each such unpack keeps a
+/// blocking thread for as long as its download lasts. A registry that
+/// trickles every layer of a many-layer image must get only a few of those
+/// threads (twice the cores, at least 4); its other layers wait for their
+/// blobs to be stored, which here never comes. An honest pull of the same
+/// image from another registry meanwhile goes ahead, and is unpacked once
+/// stored, since the places are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_many_layer_image_holds_only_a_few_threads() {
+    const LAYERS: usize = 12;
+    let reg = Registry::start();
+    let mut image = fixtures::busybox_image(
+        fixtures::ManifestKind::Oci,
+        Compression::Gzip,
+        &fixtures::Platform::linux_amd64(),
+    );
+    for i in 1..LAYERS {
+        image = image.layer(
+            fixtures::Layer::new()
+                .dir("etc", 0o755)
+                .file(&format!("etc/layer-{i}"), format!("{i}\n"), 0o644)
+                .build(Compression::Gzip),
+        );
+    }
+    let pushed = fixtures::push_image(&reg, "test/app", "1", &image).await;
+    assert_eq!(pushed.layers.len(), LAYERS);
+    let read = |d: &str| std::fs::read(reg.blob_data_path(d)).expect("blob from the registry");
+    let manifest = read(&pushed.manifest_digest);
+    let config = read(&pushed.config_digest);
+    let layers: Vec<(String, Vec<u8>)> = pushed
+        .layers
+        .iter()
+        .map(|l| (format!("/v2/test/app/blobs/{}", l.digest), read(&l.digest)))
+        .collect();
+    let (media_type, config_path) = (
+        pushed.manifest_media_type.clone(),
+        format!("/v2/test/app/blobs/{}", pushed.config_digest),
+    );
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let reached_tx = Mutex::new(reached_tx);
+    let fake = Fake::start(Arc::new(move |r: &Seen| {
+        if r.path == "/v2/test/app/manifests/1" {
+            return Reply::Full {
+                status: "200 OK",
+                headers: vec![("Content-Type", media_type.clone())],
+                body: manifest.clone(),
+            };
+        }
+        if r.path == config_path {
+            return Reply::Full {
+                status: "200 OK",
+                headers: vec![],
+                body: config.clone(),
+            };
+        }
+        match layers.iter().find(|(p, _)| *p == r.path) {
+            Some((_, body)) => {
+                let _ = reached_tx.lock().expect("lock").send(());
+                Reply::Trickle {
+                    headers: vec![],
+                    body: body.clone(),
+                    every: Duration::from_millis(50),
+                }
+            }
+            None => not_found(),
+        }
+    }))
+    .await;
+    // 20 bytes a second passes the progress check: the trickle goes on
+    // for as long as the test.
+    let b = Berthd::start_with(Options {
+        registry: "pull_progress_timeout = \"10m\"\npull_min_rate = 1\nrequest_timeout = \"10m\""
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    hosts_toml(&b, "many.invalid", &format!("http://{}", fake.addr()), "");
+
+    let mut c = b.image().await;
+    let hostile = tokio::spawn(async move {
+        c.pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: "many.invalid/test/app:1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+    });
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..LAYERS {
+            reached
+                .recv_timeout(STUCK)
+                .expect("the hostile pull asked for every layer");
+        }
+    })
+    .await
+    .expect("join");
+    // Every download has begun: an unpack given a place begins at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let places = (2 * cores).max(4);
+    let unpacking = || b.log().matches("unpacking").count();
+    assert!(
+        unpacking() <= places.min(LAYERS - 1),
+        "{} layers unpacking from a trickled download (places: {places})",
+        unpacking()
+    );
+
+    // The same image from the honest registry: its layers have no places
+    // left, so they are unpacked once stored.
+    let mut c = b.image().await;
+    let id = pull(&mut c, &reg.image("test/app:1"), None)
+        .await
+        .expect("the same image from another host");
+    assert_eq!(id, pushed.config_digest);
+    assert!(
+        !hostile.is_finished(),
+        "the trickled pull ended: {:?}",
+        hostile.await
+    );
+    hostile.abort();
+}
+
 /// Asks for basic auth over plain HTTP and notes who sends it.
 async fn asks_for_basic_auth() -> Fake {
     Fake::start(Arc::new(|r: &Seen| {

@@ -187,7 +187,7 @@ impl PullCtx<'_> {
     #[tracing::instrument(level = "debug", skip_all, fields(layer = %layer.digest))]
     pub(super) async fn unpack(
         &self,
-        (source, compression): (Source, Compression),
+        (source, compression, host): (Source, Compression, &str),
         layer: &Descriptor,
         diff_id: &Digest,
         chain: &Digest,
@@ -198,14 +198,16 @@ impl PullCtx<'_> {
         if store.has_snapshot(chain) {
             return Ok(());
         }
-        // One unpack of a layer at a time: the others wait for it and find
-        // the snapshot made. But an unpack that reads a download does not
-        // wait for another one (that registry may trickle the blob for as
-        // long as it is let): it goes ahead side by side, and the first to
+        // One unpack of a layer at a time per host: the pulls from that
+        // host wait for it and find the snapshot made. A host's unpack
+        // never waits for another host's (that registry may trickle the
+        // blob for as long as it is let), and one reading a download never
+        // waits at all: those go ahead side by side, and the first to
         // commit wins.
+        let key = format!("unpack {chain} from {host}");
         let guard = match source {
-            Source::Stored => Some(store.lock(chain.as_str()).await),
-            Source::Arriving(_) => store.try_lock(chain.as_str()),
+            Source::Stored => Some(store.lock(&key).await),
+            Source::Arriving(_) => store.try_lock(&key),
         };
         if store.has_snapshot(chain) {
             return Ok(());

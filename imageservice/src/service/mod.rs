@@ -55,6 +55,19 @@ pub struct ImageService {
     /// collects it, so RemoveImage never waits for a pull.
     gc_pending: std::sync::atomic::AtomicBool,
     snapshots_usage: usage::Snapshots,
+    /// Places for layers unpacked while they download: each keeps a
+    /// blocking thread for as long as its download lasts, which a registry
+    /// decides; a layer without a place is unpacked once stored.
+    arriving: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many layers berthd unpacks while they download, at once: twice the
+/// cores (the unpacks are bound by the CPU), at least 4.
+fn arriving_unpacks() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .saturating_mul(2)
+        .max(4)
 }
 
 impl ImageService {
@@ -79,6 +92,7 @@ impl ImageService {
             gc_lock: tokio::sync::RwLock::new(()),
             gc_pending: std::sync::atomic::AtomicBool::new(false),
             snapshots_usage: Default::default(),
+            arriving: Arc::new(tokio::sync::Semaphore::new(arriving_unpacks())),
         };
         svc.collect_garbage_now()?;
         Ok(svc)

@@ -246,22 +246,30 @@ impl ImageService {
             .iter()
             .map(|_| tokio::sync::oneshot::channel::<Source>())
             .unzip();
-        let fetch_all = try_join_all(
-            manifest
-                .layers
-                .iter()
-                .zip(arrived)
-                .map(|(l, arrived)| ctx.fetch_blob_followed(host, l, Some(arrived))),
-        );
+        let (stored, storeds): (Vec<_>, Vec<_>) = manifest
+            .layers
+            .iter()
+            .map(|_| tokio::sync::oneshot::channel::<()>())
+            .unzip();
+        let fetch_all = try_join_all(manifest.layers.iter().zip(arrived).zip(stored).map(
+            |((l, arrived), stored)| {
+                let ctx = &ctx;
+                async move {
+                    ctx.fetch_blob_followed(host, l, Some(arrived)).await?;
+                    let _ = stored.send(());
+                    Ok::<(), Error>(())
+                }
+            },
+        ));
         let done = LayersDone::new(manifest.layers.len());
         let unpack_all = join_all(
             manifest
                 .layers
                 .iter()
                 .zip(compressions)
-                .zip(arrivals)
+                .zip(arrivals.into_iter().zip(storeds))
                 .enumerate()
-                .map(|(i, ((layer, compression), arrival))| {
+                .map(|(i, ((layer, compression), (arrival, stored)))| {
                     let mark = Mark::new(&done, i);
                     let (diff_id, chain) = (&diff_ids[i], &chain_ids[i]);
                     let lowers: Vec<String> =
@@ -273,9 +281,35 @@ impl ImageService {
                             mark.set(Err("it was not fetched".into()));
                             return Ok(());
                         };
+                        // Read as it downloads only with a place (see
+                        // `ImageService::arriving`); without one, once
+                        // stored.
+                        let (source, _place) = match source {
+                            Source::Stored => (Source::Stored, None),
+                            Source::Arriving(r) => tokio::select! {
+                                biased;
+                                p = ctx.svc.arriving.clone().acquire_owned() => {
+                                    (Source::Arriving(r), p.ok())
+                                }
+                                s = stored => match s {
+                                    Ok(()) => (Source::Stored, None),
+                                    Err(_) => {
+                                        mark.set(Err("it was not fetched".into()));
+                                        return Ok(());
+                                    }
+                                },
+                            },
+                        };
                         let below = mark.below();
                         let r = ctx
-                            .unpack((source, compression), layer, diff_id, chain, &lowers, below)
+                            .unpack(
+                                (source, compression, &host.host),
+                                layer,
+                                diff_id,
+                                chain,
+                                &lowers,
+                                below,
+                            )
                             .await;
                         mark.set(r.as_ref().map(drop).map_err(|e| e.to_string()));
                         r
