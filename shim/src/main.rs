@@ -29,6 +29,7 @@ mod stats;
 mod stored;
 mod streaming;
 mod trace;
+mod tree;
 mod wait;
 
 use std::io::IsTerminal;

@@ -70,9 +70,11 @@ pub async fn run(config: Config, mut reload: Reload) -> anyhow::Result<()> {
     let mut pods = crate::pod::Pods::open(db.clone(), &config.state, config.cni.clone())
         .context("cannot open the pod store")?;
     pods.systemd_cgroup = config.cgroup_driver == crate::config::CgroupDriver::Systemd;
-    let containers = crate::container::Containers::open(db.clone(), &config.root, &config.state)
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("cannot open the container store")?;
+    let mut containers =
+        crate::container::Containers::open(db.clone(), &config.root, &config.state)
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("cannot open the container store")?;
+    containers.aside = crate::tree::own(&config.state);
     // Leases of containers that no longer exist (berthd died between
     // leasing and recording, or between removing and releasing).
     for holder in images.lease_holders() {

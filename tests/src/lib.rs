@@ -330,15 +330,25 @@ impl Drop for Berthd {
     }
 }
 
-/// Mount points under `dir`, in mount order.
+/// Mount points under `dir` (not `dir` itself: berthd's state directory
+/// is a bind mount of itself), in mount order.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
+        .filter(|m| Path::new(m).starts_with(dir) && Path::new(m) != dir)
         .map(str::to_string)
         .collect()
+}
+
+/// Detaches every mount under berthd's `state` and the directory's own
+/// (the tree of them), as a reboot loses them.
+pub fn unmount_state(state: &Path) {
+    for m in mounts_under(state).iter().rev() {
+        nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).expect("umount");
+    }
+    let _ = nix::mount::umount2(state, nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// A gRPC channel over a unix socket.

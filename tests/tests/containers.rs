@@ -357,6 +357,56 @@ async fn a_pods_containers_share_its_network_and_long_lines_are_split() {
     s.remove_all().await;
 }
 
+/// The mount namespace of a process, as its link names it.
+fn mount_ns(pid: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_are_made_with_the_nodes_pod_mounts_set_aside() {
+    let mut s = setup(busybox_config()).await;
+    // berthd's state directory is a bind mount of itself: the one mount
+    // over every pod's mounts, which each monitor detaches in a mount
+    // namespace of its own while it makes its container.
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let state = s.b.state.display().to_string();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(state.as_str())),
+        "{state} is not a mount"
+    );
+    // What the container needs from the tree was kept: its rootfs, its
+    // pod's namespaces (the pod's hostname) and /dev/shm.
+    let id = s
+        .run(s.config(
+            "app",
+            &[
+                "/bin/sh",
+                "-c",
+                "hostname; grep -c ' /dev/shm ' /proc/mounts; exec sleep 60",
+            ],
+        ))
+        .await;
+    let monitors = berth_tests::monitor_pids(&s.b.state);
+    assert_eq!(monitors.len(), 1);
+    // Then the monitor went back to the node's namespace (as the pump).
+    assert_eq!(mount_ns(&monitors[0].to_string()), mount_ns("self"));
+    let dir = s.b.state.join("containers").join(&id);
+    let said = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+    assert!(!said.contains("not set aside"), "{said}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !s.log("app").contains(" stdout F 1") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = s.log("app");
+    assert!(log.contains(" stdout F podhost"), "{log}");
+    assert!(log.contains(" stdout F 1"), "{log}");
+    s.remove_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_over_its_memory_limit_is_oom_killed() {
     let mut s = setup(busybox_config()).await;
@@ -793,9 +843,7 @@ async fn after_a_node_reboot_a_container_is_exited_with_a_reason() {
     for pid in pids {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
     }
-    for m in mounts_under(&s.b.state).iter().rev() {
-        nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).expect("umount");
-    }
+    berth_tests::unmount_state(&s.b.state);
     std::fs::remove_dir_all(&s.b.state).expect("state");
     s.b.restart().await;
     s.c = s.b.runtime().await;

@@ -911,9 +911,7 @@ async fn after_a_node_reboot_a_pod_is_not_ready_and_its_network_is_released() {
     // A reboot, as far as berth can tell: berthd gone without a word, and
     // <state> (a tmpfs under /run on a node) gone with every mount in it.
     b.stop_with(Signal::SIGKILL);
-    for m in mounts_under(&b.state).iter().rev() {
-        nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).expect("umount");
-    }
+    berth_tests::unmount_state(&b.state);
     std::fs::remove_dir_all(&b.state).expect("state");
     let dels = || {
         std::fs::read_to_string(&log)

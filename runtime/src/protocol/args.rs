@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! run    <id> <bundle> <state> <root> <log> <pump> [--stdin] [--stdin-once] [--runtime <bin>]
+//!        [--aside <tree>]
 //! pump   <id> <bundle> <state> <root> <log> <pid> <monitor-fd> [--stdin] [--stdin-once]
 //!        [--runtime <bin>] [--stdin-fd <n>] [--tty] [--cgroup <path>]
 //! delete <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
@@ -77,7 +78,13 @@ pub enum Invocation {
     /// Create the container, start it on berthd's word, then become the
     /// pump: `berth-pump`, at `pump` (berthd's sealed copy of it, opened
     /// at once).
-    Run { container: Container, pump: PathBuf },
+    Run {
+        container: Container,
+        pump: PathBuf,
+        /// berthd's tree of pod mounts (a bind mount of itself), which the
+        /// monitor sets aside while it makes the container.
+        aside: Option<PathBuf>,
+    },
     /// `berth-pump`, the monitor once its container runs (executed by
     /// `Run`).
     Pump(Pump),
@@ -121,7 +128,7 @@ impl fmt::Display for ArgsError {
 impl std::error::Error for ArgsError {}
 
 pub const USAGE: &str = "\
-  berth-monitor run <id> <bundle> <state> <root> <log> <pump> [--stdin] [--stdin-once] [--runtime <bin>]
+  berth-monitor run <id> <bundle> <state> <root> <log> <pump> [--stdin] [--stdin-once] [--runtime <bin>] [--aside <tree>]
   berth-pump pump <id> <bundle> <state> <root> <log> <pid> <monitor-fd> [--stdin] [--stdin-once] [--runtime <bin>] [--stdin-fd <n>] [--tty] [--cgroup <path>]
   berth-monitor delete <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
   berth-monitor exec <id> <root> <process.json> [--runtime <bin>]
@@ -148,11 +155,16 @@ impl Invocation {
     pub fn to_args(&self) -> Vec<OsString> {
         let mut a = Args::default();
         match self {
-            Invocation::Run { container, pump } => {
+            Invocation::Run {
+                container,
+                pump,
+                aside,
+            } => {
                 a.word("run");
                 a.container(container);
                 a.path(pump);
                 a.container_flags(container);
+                a.option("--aside", aside.as_ref());
             }
             Invocation::Pump(Pump {
                 container,
@@ -226,10 +238,12 @@ impl Invocation {
             "run" => {
                 let (pos, mut flags) = split(rest, 6)?;
                 let container = container(&pos[..5], &mut flags)?;
+                let aside = flags.value("--aside")?.map(PathBuf::from);
                 flags.done()?;
                 Ok(Invocation::Run {
                     container,
                     pump: pos[5].clone().into(),
+                    aside,
                 })
             }
             "pump" => {

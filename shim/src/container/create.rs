@@ -223,6 +223,7 @@ impl Containers {
                     runtime: rec.runtime.clone(),
                 },
                 pump: crate::monitor::pump().to_path_buf(),
+                aside: self.aside.clone(),
             }
         };
         let mut child = tokio::process::Command::from(crate::monitor::command(&run))

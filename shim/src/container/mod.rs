@@ -74,6 +74,9 @@ pub struct Containers {
     monitor: PathBuf,
     /// The containers a CRIU dump is running on (see checkpoint.rs).
     dumping: checkpoint::Dumps,
+    /// The tree of pod mounts the monitors set aside (see tree.rs), if
+    /// the state directory is one.
+    pub aside: Option<PathBuf>,
 }
 
 impl Containers {
@@ -90,6 +93,7 @@ impl Containers {
             state: state.join("containers"),
             monitor,
             dumping: Default::default(),
+            aside: None,
         };
         c.clean_half_made()?;
         c.lost_monitors()?;

@@ -28,9 +28,14 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::waitpid;
 use nix::unistd::pipe2;
 
+use super::aside::NotAside;
 use super::engine::{Engine, External};
 
-pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
+pub fn run(
+    a: &Container,
+    pump: &std::path::Path,
+    aside: Option<&std::path::Path>,
+) -> Result<(), String> {
     // berthd's copy of the pump: opened now, while berthd surely runs.
     let pump = File::open(pump).map_err(|e| format!("berth-pump {}: {e}", pump.display()))?;
     super::bundle::known_syscalls_only(&a.bundle)?;
@@ -51,6 +56,26 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
         None
     };
     let restore = a.state.join(RESTORE);
+    // Under libcontainer, the container is made with the node's pod
+    // mounts set aside (see `aside`); CRIU's restore and an external
+    // runtime see the node's table as it is.
+    let lib = External::of(a).is_none() && !restore.is_dir();
+    let aside = match aside
+        .filter(|_| lib)
+        .map(|t| super::aside::set_aside(t, &a.bundle))
+    {
+        None => None,
+        Some(Ok(x)) => Some(x),
+        Some(Err(NotAside::Skipped(e))) => {
+            eprintln!("berth-monitor {}: mounts not set aside: {e}", a.id);
+            None
+        }
+        Some(Err(NotAside::Stuck(e))) => {
+            let msg = format!("setting the node's mounts aside: {e}");
+            let _ = write_atomic(&a.state, CREATE_ERROR, msg.as_bytes());
+            return Err(msg);
+        }
+    };
     let built: Result<Engine, String> = match External::of(a) {
         None if restore.is_dir() && tty => {
             Err("restoring a container with a terminal needs an external runtime (runc)".into())
@@ -101,6 +126,11 @@ pub fn run(a: &Container, pump: &std::path::Path) -> Result<(), String> {
                 .map(|pid| Engine::Oci(x, pid))
         }),
     };
+    if let Some(Err(e)) = aside.map(super::aside::Aside::back) {
+        // Not fatal: the pump keeps this namespace's copies of the pod's
+        // mounts alive until it ends.
+        eprintln!("berth-monitor {}: {e}", a.id);
+    }
     let mut container = match built {
         Ok(c) => c,
         Err(e) => {

@@ -11,7 +11,8 @@
 //!
 //! Its command line is [`berth_runtime::protocol::Invocation`]; the modes:
 //!
-//! - `run` ([`create`]): creates the container and waits, CREATED, for
+//! - `run` ([`create`]): creates the container (with the node's pod
+//!   mounts set aside, [`aside`]) and waits, CREATED, for
 //!   berthd's start word; then executes `berth-pump` (berthd's sealed copy,
 //!   opened at the start), which
 //! - `delete` ([`engine`]) ends: kills what is left of the exited
@@ -28,6 +29,7 @@
 //! one whose spec asks for a terminal gets one (libcontainer's console
 //! socket), its output logged as stdout.
 
+mod aside;
 mod bundle;
 mod checkpoint;
 mod create;
@@ -52,13 +54,17 @@ fn main() -> ExitCode {
         }
     };
     match inv {
-        Invocation::Run { container: c, pump } => {
+        Invocation::Run {
+            container: c,
+            pump,
+            aside,
+        } => {
             log_errors();
             // Our own session: a signal to berthd's process group never
             // reaches us.
             let _ = nix::unistd::setsid();
             let _ = std::env::set_current_dir("/");
-            match create::run(&c, &pump) {
+            match create::run(&c, &pump, aside.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("berth-monitor {}: {e}", c.id);

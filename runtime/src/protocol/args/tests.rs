@@ -19,10 +19,11 @@ fn container(stdin: bool, once: bool, runtime: Option<&str>) -> Container {
     }
 }
 
-fn run(container: Container) -> Invocation {
+fn run(container: Container, aside: Option<&str>) -> Invocation {
     Invocation::Run {
         container,
         pump: "/proc/77/fd/9".into(),
+        aside: aside.map(Into::into),
     }
 }
 
@@ -33,8 +34,11 @@ fn os(args: &[&str]) -> Vec<OsString> {
 #[test]
 fn every_mode_round_trips() {
     let all = [
-        run(container(false, false, None)),
-        run(container(true, true, Some("/usr/bin/runc"))),
+        run(container(false, false, None), None),
+        run(
+            container(true, true, Some("/usr/bin/runc")),
+            Some("/run/berth"),
+        ),
         Invocation::Pump(Pump {
             container: container(true, false, None),
             pid: 4242,
@@ -101,7 +105,11 @@ fn every_mode_round_trips() {
 
 #[test]
 fn the_command_line_is_as_documented() {
-    let args = run(container(true, true, Some("/usr/bin/runc"))).to_args();
+    let args = run(
+        container(true, true, Some("/usr/bin/runc")),
+        Some("/run/berth"),
+    )
+    .to_args();
     assert_eq!(
         args,
         os(&[
@@ -116,6 +124,8 @@ fn the_command_line_is_as_documented() {
             "--stdin-once",
             "--runtime",
             "/usr/bin/runc",
+            "--aside",
+            "/run/berth",
         ])
     );
     let args = Invocation::PauseInit {
@@ -130,7 +140,7 @@ fn paths_that_look_like_flags_or_hold_commas_stay_paths() {
     let mut c = container(false, false, Some("/opt/a,b/runc"));
     c.log = "--tty".into();
     c.bundle = PathBuf::from(OsString::from_vec(b"/b\xff".to_vec()));
-    let inv = run(c);
+    let inv = run(c, None);
     assert_eq!(Invocation::parse(&inv.to_args()), Ok(inv));
 }
 

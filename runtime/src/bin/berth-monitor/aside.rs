@@ -1,0 +1,287 @@
+//! Setting the node's pod mounts aside while the container is made.
+//!
+//! libcontainer and libcgroups read the whole mount table several times
+//! per container (`/proc/self/mountinfo`, in the monitor and in the
+//! container's init), and every pod adds about five mounts to it, so a
+//! start got slower with each pod on the node. berthd keeps every pod's
+//! mounts (rootfs overlays, image volumes, namespace pins, `/dev/shm`)
+//! under its state directory and makes that directory a bind mount of
+//! itself (the *tree*). The monitor then takes a mount namespace of its
+//! own, keeps a copy of the few mounts its container's spec names, and
+//! detaches the tree in one call: the directory underneath is the same
+//! one (its files are all there), without the pods' mounts. The copies
+//! are attached again where they were, the container is made in that
+//! small table, and the monitor goes back to the node's namespace.
+//!
+//! Anything unexpected (the tree is not a bind of its own directory, a
+//! copy cannot be made) leaves the node's namespace as it was: the
+//! container is made there, as before.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+/// The node's mount namespace, to go back to once the container is made.
+pub struct Aside {
+    home: OwnedFd,
+}
+
+impl Aside {
+    /// Back to the node's mount namespace: the pump and the rest of the
+    /// container's life need nothing from this one (and must not keep
+    /// its copies of the pod's mounts alive).
+    pub fn back(self) -> Result<(), String> {
+        setns(&self.home, CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("back to the node's mount namespace: {e}"))
+    }
+}
+
+/// Why the mounts were not set aside; `Stuck` means the process is in a
+/// namespace that is not the node's and could not go back: the container
+/// must not be made.
+pub enum NotAside {
+    Skipped(String),
+    Stuck(String),
+}
+
+/// Sets aside every mount under `tree` but those the spec in `bundle`
+/// names (its rootfs, mount sources, namespace paths).
+pub fn set_aside(tree: &Path, bundle: &Path) -> Result<Aside, NotAside> {
+    let skip = |e: String| NotAside::Skipped(e);
+    let needed = needed_paths(bundle).map_err(skip)?;
+    let keep = outermost_mounts(tree, &needed, is_mount_root);
+    let before =
+        std::fs::metadata(bundle).map_err(|e| skip(format!("{}: {e}", bundle.display())))?;
+    let home = nix::fcntl::open(
+        "/proc/self/ns/mnt",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| skip(format!("/proc/self/ns/mnt: {e}")))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| skip(format!("unshare: {e}")))?;
+    let aside = Aside { home };
+    match detach_keeping(tree, &keep, bundle, &before) {
+        Ok(()) => Ok(aside),
+        Err(e) => match aside.back() {
+            Ok(()) => Err(NotAside::Skipped(e)),
+            Err(b) => Err(NotAside::Stuck(format!("{e}; {b}"))),
+        },
+    }
+}
+
+/// In a namespace of our own: copies of the `keep` mounts, the tree
+/// detached, the copies attached where they were.
+fn detach_keeping(
+    tree: &Path,
+    keep: &[PathBuf],
+    bundle: &Path,
+    before: &std::fs::Metadata,
+) -> Result<(), String> {
+    // Private first: a detach under a shared mount would reach its peers,
+    // the node's own namespace among them.
+    mount(
+        None::<&str>,
+        tree,
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making {} private: {e}", tree.display()))?;
+    let copies = keep
+        .iter()
+        .map(|k| clone_tree(k).map(|fd| (k, fd)))
+        .collect::<Result<Vec<_>, String>>()?;
+    umount2(tree, MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detaching {}: {e}", tree.display()))?;
+    // The directory under the tree must be the tree's own: a bind of itself.
+    match std::fs::metadata(bundle) {
+        Ok(m) if m.dev() == before.dev() && m.ino() == before.ino() => {}
+        _ => return Err(format!("{} is not a bind mount of itself", tree.display())),
+    }
+    for (at, fd) in copies {
+        attach(&fd, at)?;
+    }
+    Ok(())
+}
+
+fn cstr(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
+}
+
+/// A detached copy of the mount at `at` and those under it.
+#[allow(unsafe_code)]
+fn clone_tree(at: &Path) -> Result<OwnedFd, String> {
+    let path = cstr(at)?;
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: a plain syscall on a NUL-terminated path; the descriptor it
+    // returns is owned at once.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(format!(
+            "copying the mount {}: {}",
+            at.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor the kernel just gave us, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[allow(unsafe_code)]
+fn attach(tree: &OwnedFd, at: &Path) -> Result<(), String> {
+    let dst = cstr(at)?;
+    // SAFETY: a plain syscall on a descriptor we own and NUL-terminated
+    // paths that live across it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "attaching {} again: {}",
+            at.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `p` (not followed if a symbolic link) is the root of a mount.
+#[allow(unsafe_code)]
+fn is_mount_root(p: &Path) -> bool {
+    let Ok(path) = cstr(p) else { return false };
+    // SAFETY: statx writes into the zeroed struct it is given.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            &mut st,
+        )
+    };
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    r == 0 && st.stx_attributes_mask & root != 0 && st.stx_attributes & root != 0
+}
+
+/// The absolute paths the spec names: its rootfs, its mounts' sources,
+/// its namespaces' paths.
+fn needed_paths(bundle: &Path) -> Result<Vec<PathBuf>, String> {
+    let config = bundle.join(berth_runtime::protocol::state::CONFIG);
+    let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let spec: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut paths = Vec::new();
+    if let Some(root) = spec.pointer("/root/path").and_then(|p| p.as_str()) {
+        paths.push(bundle.join(root));
+    }
+    let strings = |list: &str, field: &str| -> Vec<PathBuf> {
+        spec.pointer(list)
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.get(field)?.as_str())
+            .map(PathBuf::from)
+            .collect()
+    };
+    paths.extend(strings("/mounts", "source"));
+    paths.extend(strings("/linux/namespaces", "path"));
+    paths.retain(|p| p.is_absolute());
+    Ok(paths)
+}
+
+/// The mounts to keep: for each needed path under `tree`, the outermost
+/// mount root between the tree and it (its copy takes the mounts under
+/// it along); none for a path on the tree itself. No mount twice, none
+/// inside another.
+fn outermost_mounts(
+    tree: &Path,
+    needed: &[PathBuf],
+    is_mount_root: impl Fn(&Path) -> bool,
+) -> Vec<PathBuf> {
+    let mut keep: Vec<PathBuf> = Vec::new();
+    for p in needed {
+        let Ok(rest) = p.strip_prefix(tree) else {
+            continue;
+        };
+        let mut at = tree.to_path_buf();
+        for c in rest.components() {
+            at.push(c);
+            if is_mount_root(&at) {
+                keep.push(at);
+                break;
+            }
+        }
+    }
+    keep.sort();
+    keep.dedup();
+    let all = keep.clone();
+    keep.retain(|k| !all.iter().any(|o| o != k && k.starts_with(o)));
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_needed_path_keeps_its_outermost_mount_under_the_tree() {
+        let mounts = [
+            "/s/containers/a/rootfs",
+            "/s/containers/a/vol-0",
+            "/s/containers/a/vol-0/inner",
+            "/s/ns/p/net",
+            "/s/pods/p/shm",
+            "/other/m",
+        ];
+        let is_root = |p: &Path| mounts.iter().any(|m| Path::new(m) == p);
+        let needed: Vec<PathBuf> = [
+            "/s/containers/a/rootfs",
+            "/s/containers/a/vol-0/inner/sub/dir",
+            "/s/ns/p/net",
+            "/s/ns/p/net",
+            "/s/pods/p/shm",
+            "/s/pods/p/hosts",
+            "/other/m/x",
+            "/s",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let keep = outermost_mounts(Path::new("/s"), &needed, is_root);
+        assert_eq!(
+            keep,
+            [
+                "/s/containers/a/rootfs",
+                "/s/containers/a/vol-0",
+                "/s/ns/p/net",
+                "/s/pods/p/shm"
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn a_mount_inside_another_kept_is_taken_along_not_twice() {
+        let is_root = |p: &Path| p == Path::new("/s/c") || p == Path::new("/s/c/d/e");
+        let needed = [PathBuf::from("/s/c/d/e/f"), PathBuf::from("/s/c/x")];
+        assert_eq!(
+            outermost_mounts(Path::new("/s"), &needed, is_root),
+            [PathBuf::from("/s/c")]
+        );
+    }
+}
