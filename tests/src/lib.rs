@@ -89,6 +89,9 @@ pub struct Options {
     /// Environment for this start only (not for [`Berthd::restart`]), e.g.
     /// `BERTH_CRASH_AT`.
     pub env: Vec<(String, String)>,
+    /// The state directory on a mount of its own that is shared, as
+    /// systemd makes every mount of a node (here they are private).
+    pub shared_state: bool,
 }
 
 /// A running berthd with its own directories.
@@ -143,7 +146,10 @@ impl Berthd {
             child: None,
             socket: d.join("run/berth.sock"),
             root: d.join("root"),
-            state: d.join("state"),
+            state: match opts.shared_state {
+                true => shared_mount(&d.join("node")).join("state"),
+                false => d.join("state"),
+            },
             config_file,
             stderr_file: d.join("berthd.log"),
             dir,
@@ -328,6 +334,30 @@ impl Drop for Berthd {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
+}
+
+/// A tmpfs mounted at `dir` (made), shared: its copies in other mount
+/// namespaces are its peers.
+pub fn shared_mount(dir: &Path) -> PathBuf {
+    use nix::mount::{MsFlags, mount};
+    std::fs::create_dir_all(dir).expect("mount point");
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .expect("tmpfs");
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .expect("shared");
+    dir.to_path_buf()
 }
 
 /// Mount points under `dir` (not `dir` itself: berthd's state directory

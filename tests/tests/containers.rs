@@ -357,6 +357,126 @@ async fn a_pods_containers_share_its_network_and_long_lines_are_split() {
     s.remove_all().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_mounts_aside_reaches_nothing_of_a_node_whose_mounts_are_shared() {
+    // systemd makes every mount shared: a monitor's copy of the mount
+    // under berthd's tree is then a peer of the node's, and what the
+    // monitor detaches or puts back there must not reach the node.
+    let opts = berth_tests::Options {
+        shared_state: true,
+        ..Default::default()
+    };
+    let mut s = setup_opts(opts, "", busybox_config(), |_| {}).await;
+    let id = s
+        .run(s.config("app", &["/bin/sh", "-c", "hostname; exec sleep 60"]))
+        .await;
+    s.wait_log("app", " stdout F podhost").await;
+    let rootfs = s.b.state.join("containers").join(&id).join("rootfs");
+    let seen = mounts_under(&s.b.state);
+    let rootfs = rootfs.display().to_string();
+    assert_eq!(
+        seen.iter().filter(|m| **m == rootfs).count(),
+        1,
+        "the node sees copies of the container's rootfs: {seen:?}"
+    );
+    let said = monitor_said(&s, &id);
+    assert!(!said.contains("not set aside"), "{said}");
+    s.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_propagation_works_from_the_mount_under_berthds_tree() {
+    // Volumes on the very mount berthd's tree sits on, which a monitor
+    // makes a slave while it sets mounts aside: the node's mounts still
+    // reach a HostToContainer volume there, and a Bidirectional one (its
+    // container made in the node's namespace) still reaches the node.
+    let opts = berth_tests::Options {
+        shared_state: true,
+        ..Default::default()
+    };
+    let mut s = setup_opts(opts, "", busybox_config(), |p| {
+        p.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        });
+    })
+    .await;
+    let node = s.b.state.parent().expect("the shared mount").to_path_buf();
+    let vol = node.join("vol");
+    std::fs::create_dir_all(vol.join("later")).expect("vol");
+    std::fs::create_dir_all(vol.join("back")).expect("vol");
+    let volume = |at: &str, p: MountPropagation| Mount {
+        container_path: at.into(),
+        host_path: vol.display().to_string(),
+        propagation: p as i32,
+        ..Default::default()
+    };
+    let mut watcher = s.config(
+        "watcher",
+        &[
+            "/bin/sh",
+            "-c",
+            "echo up; for i in $(seq 100); do grep -q ' /mnt/h/later ' /proc/mounts && echo seen && break; sleep 0.1; done; exec sleep 60",
+        ],
+    );
+    watcher.mounts = vec![volume(
+        "/mnt/h",
+        MountPropagation::PropagationHostToContainer,
+    )];
+    let w = s.run(watcher).await;
+    s.wait_log("watcher", " stdout F up").await;
+    let said = monitor_said(&s, &w);
+    assert!(!said.contains("not set aside"), "{said}");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &vol.join("later"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("a mount on the node");
+    s.wait_log("watcher", " stdout F seen").await;
+
+    let mut maker = s.config(
+        "maker",
+        &[
+            "/bin/sh",
+            "-c",
+            "mount -t tmpfs none /mnt/b/back && echo made; exec sleep 60",
+        ],
+    );
+    maker.mounts = vec![volume("/mnt/b", MountPropagation::PropagationBidirectional)];
+    maker.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let m = s.run(maker).await;
+    s.wait_log("maker", " stdout F made").await;
+    let back = vol.join("back").display().to_string();
+    assert!(
+        mounts_under(&vol).contains(&back),
+        "the container's mount did not reach the node: {:?}",
+        mounts_under(&vol)
+    );
+    let said = monitor_said(&s, &m);
+    assert!(said.contains("shared mount propagation"), "{said}");
+    for at in mounts_under(&vol).iter().rev() {
+        let _ = nix::mount::umount2(at.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    s.remove_all().await;
+}
+
+/// What the container's monitor wrote to its log.
+fn monitor_said(s: &berth_tests::setup::Setup, id: &str) -> String {
+    let dir = s.b.state.join("containers").join(id);
+    std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default()
+}
+
 /// The mount namespace of a process, as its link names it.
 fn mount_ns(pid: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
@@ -394,8 +514,7 @@ async fn containers_are_made_with_the_nodes_pod_mounts_set_aside() {
     assert_eq!(monitors.len(), 1);
     // Then the monitor went back to the node's namespace (as the pump).
     assert_eq!(mount_ns(&monitors[0].to_string()), mount_ns("self"));
-    let dir = s.b.state.join("containers").join(&id);
-    let said = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+    let said = monitor_said(&s, &id);
     assert!(!said.contains("not set aside"), "{said}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !s.log("app").contains(" stdout F 1") && std::time::Instant::now() < deadline {

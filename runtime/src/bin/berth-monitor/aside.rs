@@ -13,9 +13,12 @@
 //! are attached again where they were, the container is made in that
 //! small table, and the monitor goes back to the node's namespace.
 //!
-//! Anything unexpected (the tree is not a bind of its own directory, a
-//! copy cannot be made) leaves the node's namespace as it was: the
-//! container is made there, as before.
+//! The mount the tree sits on is made a slave in that namespace first, so
+//! that neither the detach nor the copies reach the node's namespace
+//! where mounts are shared; a spec asking for shared propagation, which
+//! that would cut off, is made in the node's namespace. So is one where
+//! anything is unexpected (the tree is not a bind of its own directory,
+//! a copy cannot be made): the node's namespace is left as it was.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -55,6 +58,9 @@ pub fn set_aside(tree: &Path, bundle: &Path) -> Result<Aside, NotAside> {
     let skip = |e: String| NotAside::Skipped(e);
     let needed = needed_paths(bundle).map_err(skip)?;
     let keep = outermost_mounts(tree, &needed, is_mount_root);
+    let Some(under) = tree.ancestors().skip(1).find(|a| is_mount_root(a)) else {
+        return Err(skip(format!("no mount under {}", tree.display())));
+    };
     let before =
         std::fs::metadata(bundle).map_err(|e| skip(format!("{}: {e}", bundle.display())))?;
     let home = nix::fcntl::open(
@@ -65,7 +71,7 @@ pub fn set_aside(tree: &Path, bundle: &Path) -> Result<Aside, NotAside> {
     .map_err(|e| skip(format!("/proc/self/ns/mnt: {e}")))?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| skip(format!("unshare: {e}")))?;
     let aside = Aside { home };
-    match detach_keeping(tree, &keep, bundle, &before) {
+    match detach_keeping(tree, under, &keep, bundle, &before) {
         Ok(()) => Ok(aside),
         Err(e) => match aside.back() {
             Ok(()) => Err(NotAside::Skipped(e)),
@@ -78,12 +84,27 @@ pub fn set_aside(tree: &Path, bundle: &Path) -> Result<Aside, NotAside> {
 /// detached, the copies attached where they were.
 fn detach_keeping(
     tree: &Path,
+    under: &Path,
     keep: &[PathBuf],
     bundle: &Path,
     before: &std::fs::Metadata,
 ) -> Result<(), String> {
-    // Private first: a detach under a shared mount would reach its peers,
-    // the node's own namespace among them.
+    // The mount the tree sits on (`/run`, or `/`) is, on a systemd node,
+    // shared with the node's namespace: the detach and the copies put
+    // back on it would reach the node's namespace too (the copies hidden
+    // under berthd's tree there). A slave here still receives the node's
+    // mounts, and sends nothing back. (Only sources on that very mount
+    // lose the way back from a container, which shared propagation
+    // needs: a spec that asks for it is not set aside.)
+    mount(
+        None::<&str>,
+        under,
+        None::<&str>,
+        MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making {} a slave: {e}", under.display()))?;
+    // The tree private, so that nothing under it propagates either.
     mount(
         None::<&str>,
         tree,
@@ -179,12 +200,16 @@ fn is_mount_root(p: &Path) -> bool {
 }
 
 /// The absolute paths the spec names: its rootfs, its mounts' sources,
-/// its namespaces' paths.
+/// its namespaces' paths. An error for a spec that asks for shared
+/// propagation (a Kubernetes `Bidirectional` mount).
 fn needed_paths(bundle: &Path) -> Result<Vec<PathBuf>, String> {
     let config = bundle.join(berth_runtime::protocol::state::CONFIG);
     let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
     let spec: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+    if shares_mounts(&spec) {
+        return Err("the spec asks for shared mount propagation".into());
+    }
     let mut paths = Vec::new();
     if let Some(root) = spec.pointer("/root/path").and_then(|p| p.as_str()) {
         paths.push(bundle.join(root));
@@ -202,6 +227,23 @@ fn needed_paths(bundle: &Path) -> Result<Vec<PathBuf>, String> {
     paths.extend(strings("/linux/namespaces", "path"));
     paths.retain(|p| p.is_absolute());
     Ok(paths)
+}
+
+fn shares_mounts(spec: &serde_json::Value) -> bool {
+    let shared = |o: &str| o == "shared" || o == "rshared";
+    let root = spec
+        .pointer("/linux/rootfsPropagation")
+        .and_then(|p| p.as_str())
+        .is_some_and(shared);
+    let mounts = spec
+        .pointer("/mounts")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("options")?.as_array())
+        .flatten()
+        .any(|o| o.as_str().is_some_and(shared));
+    root || mounts
 }
 
 /// The mounts to keep: for each needed path under `tree`, the outermost
@@ -273,6 +315,22 @@ mod tests {
             ]
             .map(PathBuf::from)
         );
+    }
+
+    #[test]
+    fn a_spec_with_shared_propagation_is_seen() {
+        let plain = serde_json::json!({
+            "linux": {"rootfsPropagation": "rslave"},
+            "mounts": [{"destination": "/v", "source": "/s", "options": ["rbind", "rslave"]}]
+        });
+        assert!(!shares_mounts(&plain));
+        let volume = serde_json::json!({
+            "mounts": [{"destination": "/v", "source": "/s", "options": ["rbind", "rshared", "ro"]}]
+        });
+        assert!(shares_mounts(&volume));
+        assert!(shares_mounts(
+            &serde_json::json!({"linux": {"rootfsPropagation": "shared"}})
+        ));
     }
 
     #[test]
