@@ -149,12 +149,46 @@ pub fn check_parent(driver: crate::config::CgroupDriver, parent: &str) -> Result
 /// One cgroup, by its path relative to every hierarchy. Its directories
 /// are opened once each, on first read, and files read relative to them:
 /// a stats call reads several files of each cgroup, and the path walk
-/// through cgroupfs is most of what a read costs.
+/// through cgroupfs is most of what a read costs. One made [`Cgroup::kept`]
+/// also keeps the files it read open and reads them again from offset 0
+/// (a cgroup file is a seq file, shown afresh by a read there): opening
+/// and closing a cgroupfs file costs more than reading it.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     mode: Mode,
     rel: PathBuf,
     dirs: [std::sync::OnceLock<Option<std::sync::Arc<std::os::fd::OwnedFd>>>; DIR_SLOTS],
+    /// The files kept open (None: none are).
+    kept: Option<std::sync::Arc<std::sync::Mutex<Vec<KeptFile>>>>,
+}
+
+/// A cgroup file kept open, by controller and name; it counts against
+/// [`kept_budget`] while it lives.
+#[derive(Debug)]
+struct KeptFile {
+    controller: &'static str,
+    name: String,
+    fd: std::os::fd::OwnedFd,
+}
+
+/// Files kept open by every [`Cgroup`], and how many may be: half the
+/// descriptors berthd may open (`RLIMIT_NOFILE`'s soft limit), so that a
+/// berthd started with a shell's 1,024 keeps 512 and opens the rest on
+/// each read as before; 65,536 at most.
+static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn kept_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(0, |(soft, _)| (soft / 2).min(65_536) as usize)
+    })
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        KEPT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The controllers whose directories a [`Cgroup`] keeps open (v1 has one
@@ -176,6 +210,36 @@ pub struct Memory {
     pub swap_limit: Option<u64>,
 }
 
+/// A cgroup file's text, read from offset 0 (so a file kept open is
+/// shown afresh). Plain reads into room for a whole memory.stat
+/// (read_to_string would first stat and seek the file for a size that
+/// cgroupfs does not know). Every file read here is one record of a seq
+/// file, which a read hands over whole when there is room for it: a read
+/// that leaves room is the whole file, and the read that would return its
+/// end is not needed.
+fn read_whole(fd: &std::os::fd::OwnedFd) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match nix::sys::uio::pread(fd, &mut buf[len..], len as i64) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    break;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
+}
+
 impl Cgroup {
     /// The cgroup of an OCI `cgroupsPath` of either driver, or of a pod's
     /// cgroup parent (a path, or a systemd slice).
@@ -184,7 +248,15 @@ impl Cgroup {
             mode: mode(),
             rel: berth_runtime::cgroup_rel(path)?,
             dirs: Default::default(),
+            kept: None,
         })
+    }
+
+    /// This cgroup, keeping the files it reads open (for one held between
+    /// stats calls).
+    pub fn kept(mut self) -> Cgroup {
+        self.kept = Some(Default::default());
+        self
     }
 
     /// The directory of `controller` (v1) or the cgroup (v2).
@@ -223,8 +295,21 @@ impl Cgroup {
         }
     }
 
-    fn read(&self, controller: &str, file: &str) -> Option<String> {
+    fn read(&self, controller: &'static str, file: &str) -> Option<String> {
         use nix::fcntl::OFlag;
+        if let Some(kept) = &self.kept {
+            let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = kept
+                .iter()
+                .position(|k| k.controller == controller && k.name == file)
+            {
+                match read_whole(&kept[i].fd) {
+                    Some(text) => return Some(text),
+                    // Gone (the cgroup was removed): opened again below.
+                    None => drop(kept.swap_remove(i)),
+                }
+            }
+        }
         let dir = self.dir_fd(controller)?;
         let fd = nix::fcntl::openat(
             &*dir,
@@ -233,35 +318,25 @@ impl Cgroup {
             nix::sys::stat::Mode::empty(),
         )
         .ok()?;
-        // Plain reads into room for a whole memory.stat (read_to_string
-        // would first stat and seek the file for a size that cgroupfs does
-        // not know). Every file read here is one record of a seq file,
-        // which a read hands over whole when there is room for it: a read
-        // that leaves room is the whole file, and the read that would
-        // return its end is not needed.
-        let mut buf = vec![0u8; 4096];
-        let mut len = 0;
-        loop {
-            if len == buf.len() {
-                buf.resize(len * 2, 0);
-            }
-            match nix::unistd::read(&fd, &mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    len += n;
-                    if len < buf.len() {
-                        break;
-                    }
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return None,
+        let text = read_whole(&fd)?;
+        if let Some(kept) = &self.kept {
+            use std::sync::atomic::Ordering;
+            if KEPT.fetch_add(1, Ordering::Relaxed) < kept_budget() {
+                kept.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(KeptFile {
+                        controller,
+                        name: file.to_string(),
+                        fd,
+                    });
+            } else {
+                KEPT.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        buf.truncate(len);
-        String::from_utf8(buf).ok()
+        Some(text)
     }
 
-    fn read_u64(&self, controller: &str, file: &str) -> Option<u64> {
+    fn read_u64(&self, controller: &'static str, file: &str) -> Option<u64> {
         self.read(controller, file)?.trim().parse().ok()
     }
 
@@ -327,7 +402,7 @@ impl Cgroup {
     /// Pressure stall information of `resource` (`cpu`, `memory`, `io`):
     /// v2's `<resource>.pressure` (v1 has none per cgroup). Totals in
     /// microseconds, as the kernel counts them.
-    pub fn psi(&self, resource: &str) -> Option<PsiStats> {
+    pub fn psi(&self, resource: &'static str) -> Option<PsiStats> {
         if self.mode != Mode::V2 {
             return None;
         }
@@ -753,6 +828,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kept_cgroup_reads_its_open_files_afresh_and_lets_a_removed_one_go() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let rel = format!("/berth-unit-kept-{}", std::process::id());
+        let cg = Cgroup::new(&rel).expect("path").kept();
+        let dir = cg.dir("memory");
+        std::fs::create_dir(&dir).expect("a cgroup");
+        let limit = |cg: &Cgroup| match cg.mode {
+            Mode::V1 => cg.read_u64("memory", "memory.limit_in_bytes"),
+            Mode::V2 => cg.read_u64("memory", "memory.max").or(Some(u64::MAX)),
+        };
+        let count = |cg: &Cgroup| cg.kept.as_ref().map_or(0, |k| k.lock().unwrap().len());
+        let file = match cg.mode {
+            Mode::V1 => "memory.limit_in_bytes",
+            Mode::V2 => "memory.max",
+        };
+        std::fs::write(dir.join(file), "67108864").expect("limit");
+        assert_eq!(limit(&cg), Some(64 << 20));
+        assert_eq!(count(&cg), 1, "the file is kept open");
+        // Read again through the same descriptor: the new value.
+        std::fs::write(dir.join(file), "33554432").expect("limit");
+        assert_eq!(limit(&cg), Some(32 << 20));
+        assert_eq!(count(&cg), 1);
+        // Removed: the kept file reads nothing and is let go.
+        std::fs::remove_dir(&dir).expect("rmdir");
+        assert_eq!(cg.read("memory", file), None);
+        assert_eq!(count(&cg), 0);
+    }
+
+    #[test]
     fn parents_in_the_drivers_forms() {
         use crate::config::CgroupDriver::{Cgroupfs, Systemd};
         let ok = |d, p: &str| check_parent(d, p).unwrap();
@@ -806,6 +912,7 @@ mod tests {
             mode: Mode::V2,
             rel: "p/c".into(),
             dirs: Default::default(),
+            kept: None,
         };
         let r = LinuxContainerResources {
             cpu_shares: 1024,
@@ -835,6 +942,7 @@ mod tests {
             mode: Mode::V1,
             rel: "p/c".into(),
             dirs: Default::default(),
+            kept: None,
         };
         let w: Vec<String> = v1
             .writes_for(&LinuxContainerResources {

@@ -23,9 +23,12 @@ fn v(value: u64) -> Option<UInt64Value> {
 
 /// The last CPU sample of each container or pod, so that `usage_nano_cores`
 /// is the rate since the previous call, as the kubelet expects.
+/// Also holds each measured container's and pod's cgroup, its files kept
+/// open between calls (see [`Cgroup::kept`]).
 #[derive(Default)]
 pub struct Sampler {
     last: Mutex<HashMap<String, (i64, u64)>>,
+    cgroups: Mutex<HashMap<String, std::sync::Arc<Cgroup>>>,
 }
 
 impl Sampler {
@@ -40,10 +43,34 @@ impl Sampler {
         Some((du * 1_000_000_000 / dt) as u64)
     }
 
-    /// Forgets samples of what no longer exists.
+    /// Forgets samples (and cgroups) of what no longer exists.
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         last.retain(|k, _| keep(k));
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        cgroups.retain(|k, _| keep(k));
+    }
+
+    /// The cgroup of `key` held since an earlier call, else `make`'s if it
+    /// exists (then held, its files kept open).
+    fn cgroup(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Option<Cgroup>,
+    ) -> Option<std::sync::Arc<Cgroup>> {
+        let held = |s: &Self| {
+            let cgroups = s.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+            cgroups.get(key).cloned()
+        };
+        if let Some(cg) = held(self) {
+            return Some(cg);
+        }
+        let cg = std::sync::Arc::new(make()?.kept());
+        if !cg.exists() {
+            return None;
+        }
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        Some(cgroups.entry(key.to_string()).or_insert(cg).clone())
     }
 
     fn cpu(&self, key: &str, cg: Option<&Cgroup>, now: i64) -> CpuUsage {
@@ -103,8 +130,11 @@ pub fn container_stats(
 ) -> ContainerStats {
     let now = now_ns();
     let config = rec.config_ref();
-    let cg = container_cgroup(cs, rec).filter(|c| running && c.exists());
-    let mem = cg.as_ref().and_then(|c| c.memory(true));
+    let cg = running
+        .then(|| sampler.cgroup(&rec.id, || container_cgroup(cs, rec)))
+        .flatten();
+    let cg = cg.as_deref();
+    let mem = cg.and_then(|c| c.memory(true));
     let (bytes, inodes) = crate::cgroups::disk_usage(&cs.upper_dir(&rec.id));
     ContainerStats {
         attributes: Some(ContainerAttributes {
@@ -113,8 +143,8 @@ pub fn container_stats(
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         }),
-        cpu: Some(sampler.cpu(&rec.id, cg.as_ref(), now)),
-        memory: Some(memory(cg.as_ref(), mem.as_ref(), now)),
+        cpu: Some(sampler.cpu(&rec.id, cg, now)),
+        memory: Some(memory(cg, mem.as_ref(), now)),
         writable_layer: Some(FilesystemUsage {
             timestamp: now,
             fs_id: Some(FilesystemIdentifier {
@@ -131,7 +161,7 @@ pub fn container_stats(
                 .and_then(v),
             swap_usage_bytes: mem.as_ref().and_then(|m| m.swap_usage).and_then(v),
         }),
-        io: io(cg.as_ref(), now),
+        io: io(cg, now),
     }
 }
 
@@ -147,13 +177,10 @@ pub fn pod_stats(
 ) -> PodSandboxStats {
     let now = now_ns();
     let config = pod.config_ref();
-    let cg = config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.as_str())
-        .and_then(Cgroup::new)
-        .filter(Cgroup::exists);
-    let (cpu, mem, processes) = match &cg {
+    let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str());
+    let cg = sampler.cgroup(&pod.id, || parent.and_then(Cgroup::new));
+    let cg = cg.as_deref();
+    let (cpu, mem, processes) = match cg {
         Some(cg) => (
             sampler.cpu(&pod.id, Some(cg), now),
             memory(Some(cg), cg.memory(false).as_ref(), now),
@@ -214,7 +241,7 @@ pub fn pod_stats(
                 process_count: v(processes),
             }),
             containers,
-            io: io(cg.as_ref(), now),
+            io: io(cg, now),
         }),
         windows: None,
     }

@@ -24,6 +24,20 @@ pub async fn container_stats(d: Arc<Daemon>, id: String) -> Result<ContainerStat
         .map_err(|e| Status::internal(e.to_string()))
 }
 
+/// Forgets the samples and cgroups held for containers (`all` of them)
+/// and pods that no longer exist.
+pub(super) fn forget_gone(d: &Daemon, all: &[Arc<ContainerRecord>]) {
+    let known: std::collections::HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
+    let pods: std::collections::HashSet<String> = d
+        .pods
+        .all()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.id.clone())
+        .collect();
+    d.sampler.retain(&|k| known.contains(k) || pods.contains(k));
+}
+
 pub async fn list_container_stats(
     d: Arc<Daemon>,
     filter: Option<ContainerStatsFilter>,
@@ -31,15 +45,7 @@ pub async fn list_container_stats(
     let f = filter.unwrap_or_default();
     let all = d.containers.all()?;
     tokio::task::spawn_blocking(move || {
-        let known: std::collections::HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
-        let pods: std::collections::HashSet<String> = d
-            .pods
-            .all()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| p.id.clone())
-            .collect();
-        d.sampler.retain(&|k| known.contains(k) || pods.contains(k));
+        forget_gone(&d, &all);
         let mut out: Vec<ContainerStats> = all
             .iter()
             .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))

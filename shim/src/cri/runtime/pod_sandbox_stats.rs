@@ -56,6 +56,9 @@ pub async fn list_pod_sandbox_stats(
     let f = filter.unwrap_or_default();
     let pods = d.pods.all().map_err(|e| Status::internal(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
+        if let Ok(all) = d.containers.all() {
+            super::container_stats::forget_gone(&d, &all);
+        }
         pods.iter()
             .filter(|p| p.state == PodState::Ready)
             .filter(|p| f.id.is_empty() || p.id.starts_with(&f.id))
