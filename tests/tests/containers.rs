@@ -368,9 +368,22 @@ async fn setting_mounts_aside_reaches_nothing_of_a_node_whose_mounts_are_shared(
     };
     let mut s = setup_opts(opts, "", busybox_config(), |_| {}).await;
     let id = s
-        .run(s.config("app", &["/bin/sh", "-c", "hostname; exec sleep 60"]))
+        .run(s.config(
+            "app",
+            &[
+                "/bin/sh",
+                "-c",
+                "grep ' /etc/resolv.conf ' /proc/self/mountinfo; hostname; exec sleep 60",
+            ],
+        ))
         .await;
     s.wait_log("app", " stdout F podhost").await;
+    // The container's binds of the pod's files are private, as the node's
+    // tree makes them, not slaves of the shared mount under it (CRIU
+    // could not restore that sharing).
+    let log = s.log("app");
+    let line = log.lines().find(|l| l.contains("resolv.conf")).expect(&log);
+    assert!(!line.contains("master:"), "{line}");
     let rootfs = s.b.state.join("containers").join(&id).join("rootfs");
     let seen = mounts_under(&s.b.state);
     let rootfs = rootfs.display().to_string();

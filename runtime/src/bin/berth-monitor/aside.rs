@@ -9,9 +9,10 @@
 //! itself (the *tree*). The monitor then takes a mount namespace of its
 //! own, keeps a copy of the few mounts its container's spec names, and
 //! detaches the tree in one call: the directory underneath is the same
-//! one (its files are all there), without the pods' mounts. The copies
-//! are attached again where they were, the container is made in that
-//! small table, and the monitor goes back to the node's namespace.
+//! one (its files are all there), without the pods' mounts. It binds
+//! that directory on itself again (a tree without the pods' mounts),
+//! attaches the copies where they were, makes the container in that
+//! small table, and goes back to the node's namespace.
 //!
 //! The mount the tree sits on is made a slave in that namespace first, so
 //! that neither the detach nor the copies reach the node's namespace
@@ -124,6 +125,28 @@ fn detach_keeping(
         Ok(m) if m.dev() == before.dev() && m.ino() == before.ino() => {}
         _ => return Err(format!("{} is not a bind mount of itself", tree.display())),
     }
+    // The directory bound on itself again, private, the copies on it: the
+    // container's binds of files there (its pod's resolv.conf, hosts) are
+    // private, as the node's tree makes them, and not slaves of the mount
+    // under it (CRIU restores a bind's sharing from the node's side: one
+    // it cannot find there fails the restore).
+    mount(
+        Some(tree),
+        tree,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .and_then(|()| {
+        mount(
+            None::<&str>,
+            tree,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+    })
+    .map_err(|e| format!("binding {} on itself: {e}", tree.display()))?;
     for (at, fd) in copies {
         attach(&fd, at)?;
     }
