@@ -41,7 +41,9 @@ pub fn own(state: &Path) -> Option<PathBuf> {
             return None;
         }
     };
-    match found(&table, state) {
+    // The table names mounts by their real paths (`/var/run` is `/run`).
+    let real = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+    match found(&table, &real) {
         Found::SelfBind => Some(state.to_path_buf()),
         Found::Other(why) => {
             tracing::info!(

@@ -92,6 +92,9 @@ pub struct Options {
     /// The state directory on a mount of its own that is shared, as
     /// systemd makes every mount of a node (here they are private).
     pub shared_state: bool,
+    /// The state directory named through a symbolic link on the way, as
+    /// `/var/run` is `/run`.
+    pub state_link: bool,
 }
 
 /// A running berthd with its own directories.
@@ -146,9 +149,19 @@ impl Berthd {
             child: None,
             socket: d.join("run/berth.sock"),
             root: d.join("root"),
-            state: match opts.shared_state {
-                true => shared_mount(&d.join("node")).join("state"),
-                false => d.join("state"),
+            state: {
+                let parent = match opts.shared_state {
+                    true => shared_mount(&d.join("node")),
+                    false => d.to_path_buf(),
+                };
+                match opts.state_link {
+                    true => {
+                        let link = d.join("link");
+                        std::os::unix::fs::symlink(&parent, &link).expect("symlink");
+                        link.join("state")
+                    }
+                    false => parent.join("state"),
+                }
             },
             config_file,
             stderr_file: d.join("berthd.log"),
@@ -363,6 +376,9 @@ pub fn shared_mount(dir: &Path) -> PathBuf {
 /// Mount points under `dir` (not `dir` itself: berthd's state directory
 /// is a bind mount of itself), in mount order.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
+    // The table names mounts by their real paths.
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = real.as_path();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()

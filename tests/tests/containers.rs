@@ -362,11 +362,16 @@ async fn setting_mounts_aside_reaches_nothing_of_a_node_whose_mounts_are_shared(
     // systemd makes every mount shared: a monitor's copy of the mount
     // under berthd's tree is then a peer of the node's, and what the
     // monitor detaches or puts back there must not reach the node.
+    // Its state named through a symbolic link, as `/var/run/berth` would
+    // be: the table has the real path.
     let opts = berth_tests::Options {
         shared_state: true,
+        state_link: true,
         ..Default::default()
     };
     let mut s = setup_opts(opts, "", busybox_config(), |_| {}).await;
+    let real = std::fs::canonicalize(&s.b.state).expect("state");
+    assert_ne!(real, s.b.state);
     let id = s
         .run(s.config(
             "app",
@@ -384,14 +389,24 @@ async fn setting_mounts_aside_reaches_nothing_of_a_node_whose_mounts_are_shared(
     let log = s.log("app");
     let line = log.lines().find(|l| l.contains("resolv.conf")).expect(&log);
     assert!(!line.contains("master:"), "{line}");
-    let rootfs = s.b.state.join("containers").join(&id).join("rootfs");
-    let seen = mounts_under(&s.b.state);
+    let rootfs = real.join("containers").join(&id).join("rootfs");
+    let seen = mounts_under(&real);
     let rootfs = rootfs.display().to_string();
     assert_eq!(
         seen.iter().filter(|m| **m == rootfs).count(),
         1,
         "the node sees copies of the container's rootfs: {seen:?}"
     );
+    // A restarted berthd finds its tree, and binds no second one on it.
+    s.b.stop_with(nix::sys::signal::Signal::SIGTERM);
+    s.b.restart().await;
+    s.c = s.b.runtime().await;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let at_state = table
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(real.to_str().expect("utf-8")))
+        .count();
+    assert_eq!(at_state, 1, "{table}");
     let said = monitor_said(&s, &id);
     assert!(!said.contains("not set aside"), "{said}");
     s.remove_all().await;

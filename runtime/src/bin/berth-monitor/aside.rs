@@ -59,7 +59,10 @@ pub fn set_aside(tree: &Path, bundle: &Path) -> Result<Aside, NotAside> {
     let skip = |e: String| NotAside::Skipped(e);
     let needed = needed_paths(bundle).map_err(skip)?;
     let keep = outermost_mounts(tree, &needed, is_mount_root);
-    let Some(under) = tree.ancestors().skip(1).find(|a| is_mount_root(a)) else {
+    // By its real path: a symbolic link on the way (`/var/run`) is not
+    // the mount under it.
+    let real = std::fs::canonicalize(tree).map_err(|e| skip(format!("{}: {e}", tree.display())))?;
+    let Some(under) = real.ancestors().skip(1).find(|a| is_mount_root(a)) else {
         return Err(skip(format!("no mount under {}", tree.display())));
     };
     let before =
