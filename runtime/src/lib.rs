@@ -1,11 +1,12 @@
 //! What berthd and `berth-monitor` share: the contract between them
 //! ([`protocol`]: the monitor's command line, the control words, the
 //! attach frames, the state files), the CRI log format the monitor
-//! writes, and how the monitor reaps its container and records its exit
-//! ([`reap`]).
+//! writes, how the monitor reaps its container and records its exit
+//! ([`reap`]), and the mount calls both make ([`mounts`]).
 
 use std::path::{Path, PathBuf};
 
+pub mod mounts;
 pub mod protocol;
 pub mod reap;
 

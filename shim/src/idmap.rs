@@ -10,17 +10,13 @@
 //! overlay or the container's bind mount holds what it needs of it, so
 //! the staging mount is detached again right after ([`unstage`]).
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, umount2};
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// `struct mount_attr` (include/uapi/linux/mount.h).
 #[repr(C)]
@@ -31,36 +27,15 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-fn cstr(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
-}
-
 /// Mounts at `at` (an existing file or directory, as `source` is) a copy
 /// of `source` idmapped through the user namespace pinned at `userns`;
 /// `recursive` takes its submounts along. On error nothing is mounted.
 #[allow(unsafe_code)]
 pub fn stage(source: &Path, at: &Path, userns: &Path, recursive: bool) -> Result<(), String> {
-    let (src, dst) = (cstr(source)?, cstr(at)?);
     let ns = std::fs::File::open(userns).map_err(|e| format!("{}: {e}", userns.display()))?;
     let rec = if recursive { AT_RECURSIVE } else { 0 };
-    // SAFETY: plain syscalls on NUL-terminated paths and a struct that
-    // lives across the call; the returned descriptor is owned at once.
-    let tree = unsafe {
-        let fd = libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec,
-        );
-        if fd < 0 {
-            return Err(format!(
-                "open_tree {}: {}",
-                source.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        OwnedFd::from_raw_fd(fd as i32)
-    };
+    let tree = berth_runtime::mounts::clone_tree(source, recursive)
+        .map_err(|e| format!("open_tree {}: {e}", source.display()))?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
@@ -68,7 +43,8 @@ pub fn stage(source: &Path, at: &Path, userns: &Path, recursive: bool) -> Result
         userns_fd: ns.as_raw_fd() as u64,
     };
     let empty = c"";
-    // SAFETY: as above.
+    // SAFETY: a plain syscall on a descriptor we own and a struct that
+    // lives across it.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -86,25 +62,13 @@ pub fn stage(source: &Path, at: &Path, userns: &Path, recursive: bool) -> Result
             std::io::Error::last_os_error()
         ));
     }
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            dst.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(format!(
-            "attaching the idmapped {} at {}: {}",
+    berth_runtime::mounts::attach(&tree, at).map_err(|e| {
+        format!(
+            "attaching the idmapped {} at {}: {e}",
             source.display(),
-            at.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
+            at.display()
+        )
+    })?;
     Ok(())
 }
 

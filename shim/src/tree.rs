@@ -15,8 +15,6 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MsFlags, mount};
-
 /// What is mounted at and under a directory, from the mount table.
 #[derive(Debug, PartialEq, Eq)]
 enum Found {
@@ -53,22 +51,7 @@ pub fn own(state: &Path) -> Option<PathBuf> {
             None
         }
         Found::Bare => {
-            let made = mount(
-                Some(state),
-                state,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .and_then(|()| {
-                mount(
-                    None::<&str>,
-                    state,
-                    None::<&str>,
-                    MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-            });
+            let made = berth_runtime::mounts::bind_on_itself(state);
             match made {
                 Ok(()) => Some(state.to_path_buf()),
                 Err(e) => {

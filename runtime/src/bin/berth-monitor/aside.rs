@@ -21,13 +21,12 @@
 //! anything is unexpected (the tree is not a bind of its own directory,
 //! a copy cannot be made): the node's namespace is left as it was.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use berth_runtime::mounts::{attach, bind_on_itself, clone_tree, is_mount_root, propagation};
+use nix::mount::{MntFlags, MsFlags, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 
 /// The node's mount namespace, to go back to once the container is made.
@@ -53,11 +52,16 @@ pub enum NotAside {
     Stuck(String),
 }
 
-/// Sets aside every mount under `tree` but those the spec in `bundle`
+/// Sets aside every mount under `tree` but those `spec` (the bundle's)
 /// names (its rootfs, mount sources, namespace paths).
-pub fn set_aside(tree: &Path, bundle: &Path) -> Result<Aside, NotAside> {
+pub fn set_aside(
+    tree: &Path,
+    bundle: &Path,
+    spec: Option<&serde_json::Value>,
+) -> Result<Aside, NotAside> {
     let skip = |e: String| NotAside::Skipped(e);
-    let needed = needed_paths(bundle).map_err(skip)?;
+    let spec = spec.ok_or_else(|| skip(format!("no spec in {}", bundle.display())))?;
+    let needed = needed_paths(bundle, spec).map_err(skip)?;
     let keep = outermost_mounts(tree, &needed, is_mount_root);
     // By its real path: a symbolic link on the way (`/var/run`) is not
     // the mount under it.
@@ -100,26 +104,18 @@ fn detach_keeping(
     // mounts, and sends nothing back. (Only sources on that very mount
     // lose the way back from a container, which shared propagation
     // needs: a spec that asks for it is not set aside.)
-    mount(
-        None::<&str>,
-        under,
-        None::<&str>,
-        MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making {} a slave: {e}", under.display()))?;
+    propagation(under, MsFlags::MS_SLAVE)
+        .map_err(|e| format!("making {} a slave: {e}", under.display()))?;
     // The tree private, so that nothing under it propagates either.
-    mount(
-        None::<&str>,
-        tree,
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making {} private: {e}", tree.display()))?;
+    propagation(tree, MsFlags::MS_REC | MsFlags::MS_PRIVATE)
+        .map_err(|e| format!("making {} private: {e}", tree.display()))?;
     let copies = keep
         .iter()
-        .map(|k| clone_tree(k).map(|fd| (k, fd)))
+        .map(|k| {
+            clone_tree(k, true)
+                .map(|fd| (k, fd))
+                .map_err(|e| format!("copying the mount {}: {e}", k.display()))
+        })
         .collect::<Result<Vec<_>, String>>()?;
     umount2(tree, MntFlags::MNT_DETACH)
         .map_err(|e| format!("detaching {}: {e}", tree.display()))?;
@@ -133,107 +129,18 @@ fn detach_keeping(
     // private, as the node's tree makes them, and not slaves of the mount
     // under it (CRIU restores a bind's sharing from the node's side: one
     // it cannot find there fails the restore).
-    mount(
-        Some(tree),
-        tree,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .and_then(|()| {
-        mount(
-            None::<&str>,
-            tree,
-            None::<&str>,
-            MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-    })
-    .map_err(|e| format!("binding {} on itself: {e}", tree.display()))?;
+    bind_on_itself(tree).map_err(|e| format!("binding {} on itself: {e}", tree.display()))?;
     for (at, fd) in copies {
-        attach(&fd, at)?;
+        attach(&fd, at).map_err(|e| format!("attaching {} again: {e}", at.display()))?;
     }
     Ok(())
-}
-
-fn cstr(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
-}
-
-/// A detached copy of the mount at `at` and those under it.
-#[allow(unsafe_code)]
-fn clone_tree(at: &Path) -> Result<OwnedFd, String> {
-    let path = cstr(at)?;
-    let flags = libc::OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | libc::AT_RECURSIVE as libc::c_uint;
-    // SAFETY: a plain syscall on a NUL-terminated path; the descriptor it
-    // returns is owned at once.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(format!(
-            "copying the mount {}: {}",
-            at.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: a descriptor the kernel just gave us, owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-#[allow(unsafe_code)]
-fn attach(tree: &OwnedFd, at: &Path) -> Result<(), String> {
-    let dst = cstr(at)?;
-    // SAFETY: a plain syscall on a descriptor we own and NUL-terminated
-    // paths that live across it.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            dst.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(format!(
-            "attaching {} again: {}",
-            at.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
-/// Whether `p` (not followed if a symbolic link) is the root of a mount.
-#[allow(unsafe_code)]
-fn is_mount_root(p: &Path) -> bool {
-    let Ok(path) = cstr(p) else { return false };
-    // SAFETY: statx writes into the zeroed struct it is given.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    let r = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            0,
-            &mut st,
-        )
-    };
-    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    r == 0 && st.stx_attributes_mask & root != 0 && st.stx_attributes & root != 0
 }
 
 /// The absolute paths the spec names: its rootfs, its mounts' sources,
 /// its namespaces' paths. An error for a spec that asks for shared
 /// propagation (a Kubernetes `Bidirectional` mount).
-fn needed_paths(bundle: &Path) -> Result<Vec<PathBuf>, String> {
-    let config = bundle.join(berth_runtime::protocol::state::CONFIG);
-    let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-    let spec: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
-    if shares_mounts(&spec) {
+fn needed_paths(bundle: &Path, spec: &serde_json::Value) -> Result<Vec<PathBuf>, String> {
+    if shares_mounts(spec) {
         return Err("the spec asks for shared mount propagation".into());
     }
     let mut paths = Vec::new();

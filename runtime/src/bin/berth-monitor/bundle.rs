@@ -4,23 +4,24 @@ use std::path::Path;
 
 use berth_runtime::protocol::state::{CONFIG, write_atomic};
 
-fn spec(bundle: &Path) -> Option<serde_json::Value> {
+/// The bundle's config.json, read once by whoever needs several of its
+/// fields.
+pub fn spec(bundle: &Path) -> Option<serde_json::Value> {
     let text = std::fs::read(bundle.join(CONFIG)).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
-/// `linux.cgroupsPath` of the bundle's config.json.
-pub fn cgroups_path(bundle: &Path) -> Option<String> {
-    spec(bundle)?
-        .pointer("/linux/cgroupsPath")?
+/// `linux.cgroupsPath` of a spec.
+pub fn cgroups_path(spec: &serde_json::Value) -> Option<String> {
+    spec.pointer("/linux/cgroupsPath")?
         .as_str()
         .map(str::to_string)
 }
 
 /// Whether the spec asks for a terminal (`process.terminal`).
-pub fn terminal(bundle: &Path) -> bool {
-    spec(bundle)
-        .and_then(|s| s.pointer("/process/terminal").and_then(|t| t.as_bool()))
+pub fn terminal(spec: &serde_json::Value) -> bool {
+    spec.pointer("/process/terminal")
+        .and_then(|t| t.as_bool())
         .unwrap_or(false)
 }
 

@@ -39,10 +39,11 @@ pub fn run(
     // berthd's copy of the pump: opened now, while berthd surely runs.
     let pump = File::open(pump).map_err(|e| format!("berth-pump {}: {e}", pump.display()))?;
     super::bundle::known_syscalls_only(&a.bundle)?;
-    let cgroup = super::bundle::cgroups_path(&a.bundle);
+    let spec = super::bundle::spec(&a.bundle);
+    let cgroup = spec.as_ref().and_then(super::bundle::cgroups_path);
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let tty = super::bundle::terminal(&a.bundle);
+    let tty = spec.as_ref().is_some_and(super::bundle::terminal);
     // stdin: a pipe we keep the writing end of, or nothing: a pipe whose
     // writing end is closed, which reads as end of file as /dev/null does
     // (the node's /dev/null, from a mount the container does not have,
@@ -59,10 +60,11 @@ pub fn run(
     // Under libcontainer, the container is made with the node's pod
     // mounts set aside (see `aside`); CRIU's restore and an external
     // runtime see the node's table as it is.
-    let lib = External::of(a).is_none() && !restore.is_dir();
+    let external = External::of(a);
+    let lib = external.is_none() && !restore.is_dir();
     let aside = match aside
         .filter(|_| lib)
-        .map(|t| super::aside::set_aside(t, &a.bundle))
+        .map(|t| super::aside::set_aside(t, &a.bundle, spec.as_ref()))
     {
         None => None,
         Some(Ok(x)) => Some(x),
@@ -76,7 +78,7 @@ pub fn run(
             return Err(msg);
         }
     };
-    let built: Result<Engine, String> = match External::of(a) {
+    let built: Result<Engine, String> = match external {
         None if restore.is_dir() && tty => {
             Err("restoring a container with a terminal needs an external runtime (runc)".into())
         }

@@ -51,7 +51,8 @@ impl Oci<'_> {
     /// (runc and crun remember it for later commands).
     fn command_for(&self, bundle: &Path) -> Command {
         let mut c = self.command();
-        if super::bundle::cgroups_path(bundle).is_some_and(|p| berth_runtime::is_systemd_path(&p)) {
+        let cgroup = super::bundle::spec(bundle).and_then(|s| super::bundle::cgroups_path(&s));
+        if cgroup.is_some_and(|p| berth_runtime::is_systemd_path(&p)) {
             c.arg("--systemd-cgroup");
         }
         c
