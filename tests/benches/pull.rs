@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use berth_tests::fixtures::{self, Compression, ImageConfig, Layer, ManifestKind, Platform};
 use berth_tests::registry::Registry;
-use berth_tests::{Berthd, connect, proc_kb};
+use berth_tests::{Berthd, connect, cpu_seconds, proc_kb};
 use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::{ImageSpec, PullImageRequest, RemoveImageRequest};
 
@@ -109,7 +109,12 @@ fn main() {
             total as f64 / 1e6
         );
         println!("berthd: {}", berth_tests::berthd_binary().display());
-        println!("run  pull_s  MB/s   rss_idle_MiB  peak_rss_MiB  second_pull_ms");
+        // CPU seconds berthd and the registry spent on the pull, and how
+        // many of the machine's cores the two kept busy on average.
+        println!(
+            "run  pull_s  MB/s   rss_idle_MiB  peak_rss_MiB  second_pull_ms  berthd_cpu_s  registry_cpu_s  cores_busy"
+        );
+        let reg_pid = reg.pid().expect("registry runs");
         let req = || PullImageRequest {
             image: Some(ImageSpec {
                 image: name.clone(),
@@ -122,9 +127,11 @@ fn main() {
             let pid = b.pid().as_raw();
             let idle = proc_kb(&format!("/proc/{}/status", pid), "VmRSS:");
             let mut c = b.image().await;
+            let cpu0 = (cpu_seconds(pid), cpu_seconds(reg_pid));
             let t = Instant::now();
             c.pull_image(req()).await.expect("pull");
             let secs = t.elapsed().as_secs_f64();
+            let cpu = (cpu_seconds(pid) - cpu0.0, cpu_seconds(reg_pid) - cpu0.1);
             let peak = proc_kb(&format!("/proc/{}/status", pid), "VmHWM:");
             if run == 1 {
                 timeline(&b.log());
@@ -133,10 +140,13 @@ fn main() {
             c.pull_image(req()).await.expect("second pull");
             let again = t.elapsed().as_secs_f64() * 1e3;
             println!(
-                "{run:>3}  {secs:>6.2}  {:>5.0}  {:>12.1}  {:>12.1}  {again:>14.1}",
+                "{run:>3}  {secs:>6.2}  {:>5.0}  {:>12.1}  {:>12.1}  {again:>14.1}  {:>12.2}  {:>14.2}  {:>10.2}",
                 pushed.layers_size() as f64 / 1e6 / secs,
                 idle as f64 / 1024.0,
                 peak as f64 / 1024.0,
+                cpu.0,
+                cpu.1,
+                (cpu.0 + cpu.1) / secs,
             );
         }
 

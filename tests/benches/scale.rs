@@ -16,23 +16,12 @@
 use std::time::{Duration, Instant};
 
 use berth_tests::bench::summary;
-use berth_tests::{monitor_pids, proc_kb};
+use berth_tests::{cpu_seconds, monitor_pids, proc_kb};
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::*;
 
 const CALLS: usize = 50;
 const PROBE: usize = 5;
-
-/// berthd's user + system CPU time so far, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime
-    // are the 12th and 13th of those.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
-}
 
 /// Pod `i` with its container started; its id and the time taken in ms.
 async fn start(
@@ -78,9 +67,9 @@ fn main() {
             }
             println!("== {n} pods running");
             // The CPU berthd uses with nothing asked of it.
-            let t0 = cpu_ticks(pid);
+            let t0 = cpu_seconds(pid);
             tokio::time::sleep(Duration::from_secs(10)).await;
-            let idle = (cpu_ticks(pid) - t0) as f64 / 100.0 / 10.0 * 100.0;
+            let idle = (cpu_seconds(pid) - t0) / 10.0 * 100.0;
             println!("  berthd idle CPU: {idle:.1}% of a core (over 10 s)");
             macro_rules! calls {
                 ($name:literal, $call:expr) => {{

@@ -469,6 +469,19 @@ pub fn proc_kb(path: &str, key: &str) -> u64 {
         .sum()
 }
 
+/// A process's user + system CPU time so far, in seconds (all its
+/// threads; 0 if it is gone).
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime
+    // are the 12th and 13th of those, in clock ticks (USER_HZ, 100 on
+    // Linux whatever the kernel's own tick).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (n(11) + n(12)) as f64 / 100.0
+}
+
 /// Runs `openssl` (Debian's package) in `dir`; returns its stdout.
 pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")

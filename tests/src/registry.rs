@@ -223,6 +223,11 @@ impl Registry {
         self.port
     }
 
+    /// The registry server's process, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
     /// The basic-auth credentials the registry requires, if any.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))

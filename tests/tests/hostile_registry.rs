@@ -456,7 +456,7 @@ async fn a_trickled_blob_is_cancelled_and_holds_up_no_pull_from_another_host() {
 /// Layers are unpacked while they download, and each such unpack keeps a
 /// blocking thread for as long as its download lasts. A registry that
 /// trickles every layer of a many-layer image must get only a few of those
-/// threads (twice the cores, at least 4); its other layers wait for their
+/// threads (twice the cores, at least 8); its other layers wait for their
 /// blobs to be stored, which here never comes. An honest pull of the same
 /// image from another registry meanwhile goes ahead, and is unpacked once
 /// stored, since the places are taken.
@@ -554,7 +554,7 @@ async fn a_trickled_many_layer_image_holds_only_a_few_threads() {
     // Every download has begun: an unpack given a place begins at once.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let places = (2 * cores).max(4);
+    let places = (2 * cores).max(8);
     let unpacking = || b.log().matches("unpacking").count();
     assert!(
         unpacking() <= places.min(LAYERS - 1),

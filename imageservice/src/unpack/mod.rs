@@ -82,6 +82,10 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Holes are found at this granularity (the usual filesystem block).
 const BLOCK: usize = 4096;
 static ZEROS: [u8; BLOCK] = [0; BLOCK];
+/// How much of the blob is read at once: large enough that a layer of
+/// many megabytes is a few thousand reads and inflate calls, not tens of
+/// thousands (std's default buffer is 8 KiB).
+const READ_AHEAD: usize = 128 << 10;
 /// Free space is checked again after this many bytes written.
 const FREE_SPACE_CHECK_EVERY: u64 = 16 << 20;
 
@@ -250,8 +254,10 @@ pub fn unpack_layer_over(
     };
     // Everything below streams: no layer is ever held in memory as a whole.
     let reader: Box<dyn Read + '_> = match compression {
-        Compression::None => Box::new(BufReader::new(file)),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Compression::None => Box::new(BufReader::with_capacity(READ_AHEAD, file)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            READ_AHEAD, file,
+        ))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(blob_err)?),
     };
     let over = Rc::new(Cell::new(false));
