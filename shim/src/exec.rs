@@ -90,6 +90,10 @@ pub async fn spawn(
         root: cs.runtime_root_of(rec),
         process: process_file.clone(),
         runtime: rec.runtime.clone(),
+        // The other pods' mounts set aside while the process is made, as
+        // for the container (see tree.rs): libcgroups reads the mount
+        // table whole.
+        aside: cs.aside.clone(),
     };
     let mut command = tokio::process::Command::from(crate::monitor::command(&inv));
     command

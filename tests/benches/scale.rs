@@ -2,7 +2,8 @@
 //! `sleep` container each, each pod in its own cgroup, no CNI network),
 //! and at 10, 50, 100, 150, 200 and 250 running pods: the start of the
 //! next 5 pods (and the mean of each of its steps, from berthd's metrics),
-//! the kubelet's list and stats calls (50 of each, one after another),
+//! the kubelet's list and stats calls and an exec probe (`ExecSync` of
+//! `true`; 50 of each, one after another),
 //! berthd's memory and the monitors', and the CPU berthd burns over 10 s
 //! idle.
 //!
@@ -92,6 +93,24 @@ fn main() {
                 "ListPodSandboxStats",
                 c.list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
             );
+            // An exec probe, as the kubelet runs one: `true` in the first
+            // pod's container.
+            let first = c
+                .list_containers(ListContainersRequest::default())
+                .await
+                .expect("ListContainers")
+                .into_inner()
+                .containers
+                .into_iter()
+                .min_by_key(|k| k.created_at)
+                .expect("a container")
+                .id;
+            let exec = || ExecSyncRequest {
+                container_id: first.clone(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            };
+            calls!("ExecSync", c.exec_sync(exec()));
             let mons = monitor_pids(&b.state);
             let pss: u64 = mons
                 .iter()

@@ -554,6 +554,74 @@ async fn containers_are_made_with_the_nodes_pod_mounts_set_aside() {
     s.remove_all().await;
 }
 
+/// An exec's process is made with the other pods' mounts set aside too
+/// (libcgroups reads the whole table to join the container's cgroup), and
+/// its monitor is back in the node's namespace while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_is_made_with_the_nodes_pod_mounts_set_aside() {
+    let mut s = setup(busybox_config()).await;
+    let id = s.run(s.config("app", &["sleep", "60"])).await;
+    let exec = |cmd: &str, timeout| ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+        timeout,
+    };
+    // In the container's namespaces: its hostname and its /dev/shm.
+    let r =
+        s.c.exec_sync(exec("hostname; grep -c ' /dev/shm ' /proc/mounts", 10))
+            .await
+            .expect("exec")
+            .into_inner();
+    assert_eq!(
+        (r.exit_code, String::from_utf8_lossy(&r.stdout).as_ref()),
+        (0, "podhost\n1\n"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // A lasting exec: its monitor waits in the node's namespace.
+    let state = s.b.state.clone();
+    let waiting = move || {
+        berth_tests::monitor_pids(&state)
+            .into_iter()
+            .filter(|pid| {
+                let args = berth_tests::cmdline(*pid);
+                args.split(|b| *b == 0).nth(1) == Some(b"exec".as_slice())
+            })
+            .collect::<Vec<_>>()
+    };
+    // The first exec's monitor may still be on its way out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !waiting().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = s.b.runtime().await;
+    let sleep = exec("sleep 5", 20);
+    let long = tokio::spawn(async move { c.exec_sync(sleep).await });
+    // The monitor, and for a moment its forks on their way into the
+    // container (the same command line): the lowest pid.
+    let mut pids = waiting();
+    while pids.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pids = waiting();
+    }
+    let monitor = *pids.iter().min().expect("an exec monitor");
+    // Asked to set the tree aside (a skip would be in its log, below).
+    let args = String::from_utf8_lossy(&berth_tests::cmdline(monitor)).replace('\0', " ");
+    assert!(args.contains(" --aside "), "{args}");
+    let monitor = monitor.to_string();
+    let node = mount_ns("self");
+    while mount_ns(&monitor) != node && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mount_ns(&monitor), node);
+    assert!(!long.is_finished(), "the exec ended: {:?}", long.await);
+    let r = long.await.expect("join").expect("exec").into_inner();
+    assert_eq!(r.exit_code, 0);
+    let said = monitor_said(&s, &id);
+    assert!(!said.contains("not set aside"), "{said}");
+    s.remove_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_over_its_memory_limit_is_oom_killed() {
     let mut s = setup(busybox_config()).await;

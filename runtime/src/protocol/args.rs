@@ -9,7 +9,7 @@
 //! pump   <id> <bundle> <state> <root> <log> <pid> <monitor-fd> [--stdin] [--stdin-once]
 //!        [--runtime <bin>] [--stdin-fd <n>] [--tty] [--cgroup <path>]
 //! delete <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
-//! exec <id> <root> <process.json> [--runtime <bin>]
+//! exec <id> <root> <process.json> [--runtime <bin>] [--aside <tree>]
 //! pause <pid-file> [--userns <path>]
 //! pause-init <pid-file>
 //! ```
@@ -101,6 +101,9 @@ pub enum Invocation {
         /// The OCI process to run (JSON).
         process: PathBuf,
         runtime: Option<PathBuf>,
+        /// berthd's tree of pod mounts, set aside while the process is
+        /// made, as for `Run`.
+        aside: Option<PathBuf>,
     },
     /// Checkpoint a running container with CRIU and leave it running.
     Checkpoint(Checkpoint),
@@ -131,7 +134,7 @@ pub const USAGE: &str = "\
   berth-monitor run <id> <bundle> <state> <root> <log> <pump> [--stdin] [--stdin-once] [--runtime <bin>] [--aside <tree>]
   berth-pump pump <id> <bundle> <state> <root> <log> <pid> <monitor-fd> [--stdin] [--stdin-once] [--runtime <bin>] [--stdin-fd <n>] [--tty] [--cgroup <path>]
   berth-monitor delete <id> <bundle> <state> <root> <log> <pid> [--stdin] [--stdin-once] [--runtime <bin>]
-  berth-monitor exec <id> <root> <process.json> [--runtime <bin>]
+  berth-monitor exec <id> <root> <process.json> [--runtime <bin>] [--aside <tree>]
   berth-monitor checkpoint <id> <root> <image-dir> <work-dir> [--runtime <bin>]
   berth-monitor pause <pid-file> [--userns <path>]
   berth-monitor pause-init <pid-file>";
@@ -200,12 +203,14 @@ impl Invocation {
                 root,
                 process,
                 runtime,
+                aside,
             } => {
                 a.word("exec");
                 a.word(id);
                 a.path(root);
                 a.path(process);
                 a.option("--runtime", runtime.as_ref());
+                a.option("--aside", aside.as_ref());
             }
             Invocation::Checkpoint(c) => {
                 a.word("checkpoint");
@@ -280,12 +285,14 @@ impl Invocation {
             "exec" => {
                 let (pos, mut flags) = split(rest, 3)?;
                 let runtime = flags.value("--runtime")?.map(PathBuf::from);
+                let aside = flags.value("--aside")?.map(PathBuf::from);
                 flags.done()?;
                 Ok(Invocation::Exec {
                     id: text(&pos[0], "id")?,
                     root: pos[1].clone().into(),
                     process: pos[2].clone().into(),
                     runtime,
+                    aside,
                 })
             }
             "checkpoint" => {

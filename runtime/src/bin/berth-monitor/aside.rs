@@ -12,7 +12,8 @@
 //! one (its files are all there), without the pods' mounts. It binds
 //! that directory on itself again (a tree without the pods' mounts),
 //! attaches the copies where they were, makes the container in that
-//! small table, and goes back to the node's namespace.
+//! small table, and goes back to the node's namespace. `berth-monitor
+//! exec` does the same while it makes an exec's process.
 //!
 //! The mount the tree sits on is made a slave in that namespace first, so
 //! that neither the detach nor the copies reach the node's namespace

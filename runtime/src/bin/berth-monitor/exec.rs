@@ -20,6 +20,7 @@ use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use super::aside::NotAside;
 use berth_runtime::protocol::Resize;
 use berth_runtime::protocol::exec::{CONTROL_FD, REPORT_FD, Report};
 use libcontainer::container::builder::ContainerBuilder;
@@ -35,12 +36,13 @@ pub fn exec_mode(
     root: &Path,
     process: &Path,
     runtime: Option<&Path>,
+    aside: Option<&Path>,
 ) -> Result<i32, String> {
     #[allow(unsafe_code)]
     // SAFETY: berthd hands these descriptors over; nothing else owns them.
     let (control, mut report) =
         unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(REPORT_FD)) };
-    match run(id, root, process, runtime, control) {
+    match run(id, root, process, runtime, aside, control) {
         Ok((pid, wait)) => {
             let _ = report.write_all(Report::Pid(pid.as_raw()).to_line().as_bytes());
             drop(report);
@@ -60,6 +62,7 @@ fn run(
     root: &Path,
     process_file: &Path,
     runtime: Option<&Path>,
+    aside: Option<&Path>,
     control: File,
 ) -> Result<(Pid, Wait), String> {
     let process = process_file;
@@ -135,16 +138,45 @@ fn run(
     }
     let container = libcontainer::container::Container::load(root.join(id))
         .map_err(|e| format!("container {id}: {e}"))?;
-    join_user_namespace(&container, id)?;
+    let joined = join_user_namespace(&container, id)?;
     // libcontainer's tenant also leaves the container's seccomp filter
     // out: it is applied by our executor, right before the exec.
     let (process, seccomp) = seccomp_for_exec(&container, process)?;
     builder = builder.with_executor(ExecExecutor { seccomp });
+    // Made with the other pods' mounts set aside, as the container was
+    // (see `aside`): libcgroups reads the mount table whole to join the
+    // container's cgroup. The process itself enters the container's mount
+    // namespace, so this one only has to last the build. Not set aside,
+    // it is made in the node's table as it is, and why goes to the
+    // container's monitor log (this process's stderr is the exec's).
+    // Having joined the container's user namespace, this process could
+    // not go back to the node's mount namespace (owned by the node's
+    // user namespace): not set aside.
+    let aside = match aside
+        .filter(|_| !joined)
+        .map(|t| set_aside_for(t, &container))
+    {
+        Some(Ok(a)) => Some(a),
+        None => None,
+        Some(Err(NotAside::Skipped(e))) => {
+            note(
+                process_file,
+                &format!("berth-monitor {id} exec: mounts not set aside: {e}"),
+            );
+            None
+        }
+        Some(Err(NotAside::Stuck(e))) => {
+            return Err(format!("setting the node's mounts aside: {e}"));
+        }
+    };
     let built = builder
         .as_tenant()
         .with_process(Some(process.as_path()))
         .with_detach(tty)
         .build();
+    // Back before waiting, so that an exec that lasts (a shell) keeps no
+    // copy of the node's mounts alive.
+    let back = aside.map(super::aside::Aside::back);
     if process != process_file {
         let _ = std::fs::remove_file(&process);
     }
@@ -157,7 +189,34 @@ fn run(
             return Err(e.to_string());
         }
     };
+    if let Some(Err(e)) = back {
+        // The process runs; this monitor would hold the namespace's
+        // copies of the node's mounts for as long as it does.
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        return Err(e);
+    }
     finish(pid, sigfd, console, control)
+}
+
+/// A line in the container's monitor log, beside the process file.
+fn note(process_file: &Path, line: &str) {
+    let log = process_file.with_file_name("monitor.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// The set-aside for an exec in `container`, keeping what its bundle's
+/// spec names (see [`super::aside::set_aside`]).
+fn set_aside_for(
+    tree: &Path,
+    container: &libcontainer::container::Container,
+) -> Result<super::aside::Aside, NotAside> {
+    let bundle = container.bundle();
+    let spec = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    super::aside::set_aside(tree, bundle, spec.as_ref())
 }
 
 /// The container's seccomp filter, for an exec'd process: libcontainer's
@@ -303,7 +362,8 @@ impl libcontainer::workload::Executor for ExecExecutor {
 /// user namespace, so a container in its pod's user namespace would get
 /// the node's root in its other namespaces. This joins that one first
 /// (we keep what we need as the node's root: our descriptors and files).
-fn join_user_namespace(c: &libcontainer::container::Container, id: &str) -> Result<(), String> {
+/// True if it joined one.
+fn join_user_namespace(c: &libcontainer::container::Container, id: &str) -> Result<bool, String> {
     let pid = c
         .pid()
         .ok_or_else(|| format!("container {id} is not running"))?;
@@ -311,11 +371,12 @@ fn join_user_namespace(c: &libcontainer::container::Container, id: &str) -> Resu
     let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
     let (ours, target) = (ino("/proc/self/ns/user"), ino(&theirs));
     match (ours, target) {
-        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Ok(a), Ok(b)) if a == b => Ok(false),
         (Ok(_), Ok(_)) => {
             let ns = File::open(&theirs).map_err(|e| format!("{theirs}: {e}"))?;
             nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
-                .map_err(|e| format!("joining the container's user namespace: {e}"))
+                .map_err(|e| format!("joining the container's user namespace: {e}"))?;
+            Ok(true)
         }
         (Err(e), _) | (_, Err(e)) => Err(format!("user namespace of {id}: {e}")),
     }

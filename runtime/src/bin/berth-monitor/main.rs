@@ -82,7 +82,8 @@ fn main() -> ExitCode {
             root,
             process,
             runtime,
-        } => match exec::exec_mode(&id, &root, &process, runtime.as_deref()) {
+            aside,
+        } => match exec::exec_mode(&id, &root, &process, runtime.as_deref(), aside.as_deref()) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("berth-monitor exec: {e}");

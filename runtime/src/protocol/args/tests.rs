@@ -64,12 +64,14 @@ fn every_mode_round_trips() {
             root: "/run/berth/runtime".into(),
             process: "/run/berth/containers/c1/exec-1.json".into(),
             runtime: None,
+            aside: Some("/run/berth".into()),
         },
         Invocation::Exec {
             id: "c1".into(),
             root: "/run/berth/containers/c1/oci".into(),
             process: "/p.json".into(),
             runtime: Some("/usr/bin/runc".into()),
+            aside: None,
         },
         Invocation::Checkpoint(Checkpoint {
             id: "c1".into(),
